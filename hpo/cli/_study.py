@@ -1,0 +1,252 @@
+"""Study commands: run, worker, validate, status, best, reconcile."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpo.cli._app import app, command
+from hpo.config import StudyConfig, load_study, study_to_yaml
+from hpo.errors import HpoError, UsageError
+from hpo.settings import Settings, redact, resolve_settings
+
+StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
+TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
+JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+BUDGET_ATTR = "hpo.budget"
+
+
+def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None) -> Settings:
+    return resolve_settings(storage_flag=storage, tracking_flag=tracking_uri, file_storage=config.storage, file_tracking_uri=config.tracking_uri)
+
+
+@command(app, "run")
+def run(
+    study_files: list[Path] = typer.Argument(..., help="One or more study files, run one after another."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Stop starting trials after this many seconds."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine sharing the study."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Create or resume the study and run trials until the global budget is met."""
+    if study_name and len(study_files) > 1:
+        raise UsageError("--study-name: can only be used with a single study file")
+    configs = [load_study(path) for path in study_files]  # every file is checked before any runs
+    settings = [_settings(c, storage, tracking_uri) for c in configs]
+    rows = []
+    for path, config, setting in zip(study_files, configs, settings):
+        summary = _run_one(path, config, setting, n_trials=n_trials, timeout=timeout, workers=workers, study_name=study_name, quiet=quiet)
+        rows.append(summary)
+    if len(rows) > 1 and not quiet:
+        _print_table(
+            "sweep summary",
+            [{"study": r["study"], "complete": r["complete"], "pruned": r["pruned"], "failed": r["failed"], "best": r["best"], "seconds": round(r["seconds"], 1)} for r in rows],
+        )
+    if any(r["complete_total"] == 0 for r in rows):
+        failed = ", ".join(r["study"] for r in rows if r["complete_total"] == 0)
+        raise HpoError(f"no trial completed in study {failed}; see the failure reasons with `hpo status {failed}`")
+
+
+def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: int | None, timeout: float | None, workers: int, study_name: str | None, quiet: bool) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    from hpo.progress import make_progress
+    from hpo.runner import StudyRunner
+
+    budget = {"n_trials": n_trials if n_trials is not None else config.n_trials, "timeout": timeout if timeout is not None else config.timeout}
+    progress = make_progress(quiet=quiet or workers > 1)
+    runner = StudyRunner(config, settings, study_name=study_name, progress=progress)
+    runner.study.set_user_attr(BUDGET_ATTR, budget)
+    if workers <= 1:
+        summary = runner.run(n_trials=budget["n_trials"], timeout=budget["timeout"])
+        counts = {"complete": summary.completed, "pruned": summary.pruned, "failed": summary.failed, "seconds": summary.seconds}
+    else:
+        counts = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    trials = runner.study.get_trials(deepcopy=False)
+    complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    best = runner._best_text()
+    if not quiet:
+        typer.echo(f"study {runner.study_name}: best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}", err=True)
+    if runner.parent_run_id is not None:
+        try:
+            runner.tracker.set_study_status(runner.parent_run_id, "FINISHED")
+        except Exception:  # noqa: BLE001 - the trials are safe in Optuna; status is cosmetic
+            pass
+    return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total}
+
+
+def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int, *, quiet: bool) -> dict[str, Any]:
+    """Start `workers` copies of `hpo worker` (the same command the docker-compose worker runs)."""
+    import time
+
+    from hpo.runner import default_workers_env
+
+    started = time.monotonic()
+    procs = []
+    for index in range(workers):
+        env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **default_workers_env(index, workers)}
+        cmd = [sys.executable, "-m", "hpo", "worker", str(path), "--study-name", study_name]
+        if quiet:
+            cmd.append("--quiet")
+        procs.append(subprocess.Popen(cmd, env=env))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    bad = [c for c in codes if c not in (0, 1)]
+    if bad:
+        raise HpoError(f"{len(bad)} of {workers} workers exited with an error (codes {bad})")
+    return {"complete": None, "pruned": None, "failed": None, "seconds": time.monotonic() - started}
+
+
+@command(app, "worker")
+def worker(
+    study_file: Path = typer.Argument(..., help="The study file the study was started with."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Join an existing study from another process or machine; never changes its config."""
+    from hpo.progress import make_progress
+    from hpo.runner import StudyRunner, stored_config
+
+    config = load_study(study_file)
+    settings = _settings(config, storage, tracking_uri)
+    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False)
+    stored = stored_config(runner.study)
+    if stored.model_dump(exclude={"storage", "tracking_uri"}) != config.model_dump(exclude={"storage", "tracking_uri"}):
+        typer.echo(f"hpo: warning: {study_file} differs from the config study {runner.study_name!r} was started with; the stored one is used", err=True)
+        runner = StudyRunner(stored, settings, study_name=runner.study_name, progress=make_progress(quiet=quiet), create=False)
+    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": stored.n_trials, "timeout": stored.timeout}
+    runner.run(n_trials=budget.get("n_trials"), timeout=budget.get("timeout"))
+
+
+@command(app, "validate")
+def validate(
+    study_file: Path = typer.Argument(..., help="The study file to check."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Check the file, print the resolved config and the search space; nothing is written anywhere."""
+    from hpo.objectives import PREFLIGHT
+    from hpo.samplers import build_pruner, build_sampler
+    from hpo.search_space import describe
+
+    config = load_study(study_file)
+    settings = _settings(config, storage, tracking_uri)
+    build_sampler(config)
+    build_pruner(config.pruner)
+    PREFLIGHT[config.objective](config)
+    resolved = study_to_yaml(config)
+    typer.echo(redact(resolved))
+    typer.echo(f"# storage: {redact(settings.storage)}\n# tracking_uri: {redact(settings.tracking_uri)}")
+    _print_table(f"search space of {config.name}", describe(config))
+    typer.echo(f"{study_file}: valid", err=True)
+
+
+@command(app, "status")
+def status(
+    study: Optional[str] = typer.Argument(None, help="A study name or study file; without it, every study in the storage."),
+    storage: Optional[str] = StorageOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Studies, or one study's trials: state, value, params, duration, MLflow run id."""
+    from hpo import results
+
+    if study is None:
+        settings = resolve_settings(storage_flag=storage)
+        frame = results.study_summaries(settings.storage)
+    else:
+        frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
+    records = json.loads(frame.to_json(orient="records")) if len(frame) else []
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        _print_table("studies" if study is None else f"trials of {study}", records)
+
+
+@command(app, "best")
+def best(
+    study: str = typer.Argument(..., help="A study name or study file."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="How many trials."),
+    storage: Optional[str] = StorageOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The best trials and their params."""
+    from hpo import results
+
+    loaded = results.load(results.resolve_study_ref(study, storage=storage))
+    metrics = results.study_metrics(loaded)
+    rows = [results.trial_row(t, metrics) for t in results.best_trials(loaded, top_k)]
+    if not rows:
+        raise HpoError(f"study {loaded.study_name!r} has no complete trial yet")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_table(f"best {len(rows)} of {loaded.study_name}", rows)
+
+
+@command(app, "reconcile")
+def reconcile_command(
+    study: str = typer.Argument(..., help="A study name or study file."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Repair leftovers of crashes on both sides and backfill MLflow runs missing for finished trials."""
+    from hpo import results
+    from hpo.reconcile import reconcile
+    from hpo.runner import stored_config
+    from hpo.storage import open_storage
+    from hpo.tracking import Tracker
+
+    ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
+    loaded = results.load(ref)
+    config = stored_config(loaded)
+    heartbeat = config.execution
+    storage_obj = open_storage(ref.settings.storage, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry)
+    import optuna
+
+    loaded = optuna.load_study(study_name=ref.name, storage=storage_obj)
+    report = reconcile(loaded, Tracker(ref.settings.tracking_uri, ref.name), config)
+    for line in report.lines():
+        typer.echo(line)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """A rich table on stdout; wide tables wrap rather than truncate when not on a terminal."""
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if not rows:
+        console.print(f"{title}: nothing yet")
+        return
+    table = Table(title=title, show_lines=False)
+    for key in rows[0]:
+        table.add_column(str(key), overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(k)) for k in rows[0]))
+    console.print(table)

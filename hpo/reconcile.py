@@ -1,0 +1,86 @@
+"""Make MLflow agree with Optuna after crashes and outages; Optuna's storage is the record.
+
+- trials whose worker died are failed (and re-queued) through Optuna's heartbeat check;
+- MLflow runs still RUNNING for finished trials are closed with the trial's state;
+- finished trials with no MLflow run (the tracking server was down) get one, with their params,
+  the per-epoch values Optuna kept, and their final value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import StudyConfig, study_to_yaml
+from hpo.runner import PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
+from hpo.tracking import Tracker
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class ReconcileReport:
+    failed_stale: int = 0
+    closed: list[int] = field(default_factory=list)
+    backfilled: list[int] = field(default_factory=list)
+    parent_created: bool = False
+
+    def lines(self) -> list[str]:
+        return [
+            f"stale trials failed and re-queued: {self.failed_stale}",
+            f"MLflow runs closed: {len(self.closed)} {self.closed or ''}".rstrip(),
+            f"MLflow runs backfilled: {len(self.backfilled)} {self.backfilled or ''}".rstrip(),
+            f"parent run created: {'yes' if self.parent_created else 'no'}",
+        ]
+
+
+def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> ReconcileReport:
+    report = ReconcileReport()
+    running_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    optuna.storages.fail_stale_trials(study)
+    report.failed_stale = running_before - sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+
+    parent = study.user_attrs.get(PARENT_RUN_ATTR) or tracker.find_study_run(study.study_name)
+    if not parent:
+        parent = tracker.create_study_run(study.study_name, config_yaml=study_to_yaml(config), tags={"hpo.objective": config.objective})
+        report.parent_created = True
+    study.set_user_attr(PARENT_RUN_ATTR, parent)
+
+    runs = {}
+    for run in tracker.search_runs(f"tags.`hpo.role` = 'trial' and tags.`optuna.study_name` = '{study.study_name}'", max_results=100_000):
+        runs.setdefault(int(run.data.tags["optuna.trial_number"]), run)
+    for trial in study.get_trials(deepcopy=False, states=_FINISHED):
+        run = runs.get(trial.number)
+        if run is None:
+            _backfill(tracker, trial, parent, study.study_name, config)
+            report.backfilled.append(trial.number)
+        elif run.info.status == "RUNNING" or run.data.tags.get("optuna.state") == "RUNNING":
+            reason = trial.user_attrs.get(REASON_ATTR) or "closed by `hpo reconcile` (the worker ended without closing the run)"
+            tracker.end_trial_run(run.info.run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason if trial.state != TrialState.COMPLETE else None)
+            report.closed.append(trial.number)
+    return report
+
+
+def _summary(trial: FrozenTrial, config: StudyConfig) -> dict[str, float]:
+    if trial.state != TrialState.COMPLETE or trial.values is None:
+        return {}
+    return {f"best_{m}": v for m, v in zip(config.metrics, trial.values)}
+
+
+def _backfill(tracker: Tracker, trial: FrozenTrial, parent: str, study_name: str, config: StudyConfig) -> None:
+    params = {**config.fixed, **trial.params}
+    run_id = tracker.start_trial_run(
+        parent_run_id=parent,
+        study_name=study_name,
+        trial_number=trial.number,
+        seed=int(trial.user_attrs.get(SEED_ATTR, -1)),
+        params=params,
+        extra_tags={"hpo.backfilled": "true", "hpo.lost_run_id": str(trial.user_attrs.get(RUN_ID_ATTR, ""))},
+    )
+    metric = config.metrics[0]
+    for step, value in sorted(trial.intermediate_values.items()):
+        tracker.log_epoch(run_id, step, {metric: value})
+    reason = trial.user_attrs.get(REASON_ATTR)
+    tracker.end_trial_run(run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason)

@@ -1,0 +1,130 @@
+"""Reading studies back: which study a command means, its trials as a table, and its best trials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import StudyConfig, load_study
+from hpo.errors import UsageError
+from hpo.settings import Settings, redact, resolve_settings
+from hpo.storage import open_storage
+
+
+@dataclass
+class StudyRef:
+    """A study named on the command line: by name, or by the path of its study file."""
+
+    name: str
+    settings: Settings
+    config: StudyConfig | None
+
+
+def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: str | None = None) -> StudyRef:
+    """`study` may be a study file (its name and storage are used) or a study name."""
+    config = None
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        config = load_study(study)
+        name = config.name
+    else:
+        name = study
+    settings = resolve_settings(
+        storage_flag=storage,
+        tracking_flag=tracking_uri,
+        file_storage=config.storage if config else None,
+        file_tracking_uri=config.tracking_uri if config else None,
+    )
+    return StudyRef(name=name, settings=settings, config=config)
+
+
+def _check_exists(url: str) -> None:
+    from hpo.settings import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UsageError(f"storage: {path} does not exist; run a study first (`hpo run STUDY.yaml`) or pass --storage")
+
+
+def load(ref: StudyRef) -> optuna.Study:
+    """The stored study; a clear error (exit 2) naming the storage when it is not there."""
+    _check_exists(ref.settings.storage)
+    storage = open_storage(ref.settings.storage)
+    try:
+        return optuna.load_study(study_name=ref.name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        known = f"; studies there: {', '.join(names)}" if names else "; it holds no study yet"
+        raise UsageError(f"study {ref.name!r} not found in {redact(ref.settings.storage)}{known}") from None
+
+
+def study_summaries(storage_url: str) -> pd.DataFrame:
+    """One row per study: name, directions, trial counts, best value, start time."""
+    _check_exists(storage_url)
+    storage = open_storage(storage_url)
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = {state.name: sum(1 for t in trials if t.state == state) for state in TrialState}
+        best = s.best_trial.values if s.best_trial is not None and len(s.directions) == 1 else None
+        rows.append(
+            {
+                "study": s.study_name,
+                "objective": (s.user_attrs.get("hpo.config") or {}).get("objective", ""),
+                "direction": ",".join(d.name.lower() for d in s.directions),
+                "trials": len(trials),
+                "complete": counts["COMPLETE"],
+                "pruned": counts["PRUNED"],
+                "fail": counts["FAIL"],
+                "running": counts["RUNNING"],
+                "best_value": best[0] if best else None,
+                "started": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+    values = trial.values or []
+    for i, metric in enumerate(metrics):
+        row[metric] = values[i] if i < len(values) else None
+    row.update(
+        duration_s=round(duration, 3) if duration is not None else None,
+        params=dict(trial.params),
+        mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
+        retried_from=RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
+        reason=trial.user_attrs.get("hpo.failure_reason"),
+    )
+    return row
+
+
+def study_metrics(study: optuna.Study) -> list[str]:
+    metrics = study.user_attrs.get("hpo.metrics")
+    if metrics:
+        return list(metrics)
+    return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    metrics = study_metrics(study)
+    return pd.DataFrame([trial_row(t, metrics) for t in study.get_trials(deepcopy=False)])
+
+
+def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The k best complete trials: by value for one objective, the Pareto front first for several."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) == 1:
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return sorted(done, key=lambda t: (-t.values[0] if maximize else t.values[0], t.number))[:k]
+    front = {t.number for t in study.best_trials}
+    first = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(done, key=lambda t: (t.number not in front, -t.values[0] if first else t.values[0], t.number))
+    return ranked[:k]

@@ -1,0 +1,502 @@
+"""Running a study: create or resume it, then ask, train, log and tell until the global budget is met.
+
+The loop uses Optuna's ask-and-tell interface rather than `study.optimize` so that each trial's
+MLflow run can be opened before training and closed with the trial's exact state, and so that the
+budget check and the `ask` happen under one lock across workers (an exact global `n_trials`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import hyperparameters as hparams
+from hpo.config import StudyConfig, parse_study, study_to_yaml
+from hpo.errors import HpoError, UsageError
+from hpo.objectives import OBJECTIVES, PREFLIGHT, TrialContext, TrialOutcome
+from hpo.progress import Progress, make_progress
+from hpo.samplers import build_pruner, build_sampler
+from hpo.search_space import suggest
+from hpo.settings import Settings, redact
+from hpo.storage import budget_lock, open_storage
+from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.training.device import pick_device
+from hpo.training.loop import NonFiniteLoss
+
+logger = logging.getLogger("hpo.runner")
+
+CONFIG_ATTR = "hpo.config"
+PARENT_RUN_ATTR = "hpo.mlflow_parent_run_id"
+RUN_ID_ATTR = "mlflow_run_id"
+SEED_ATTR = "hpo.seed"
+SYNCED_ATTR = "hpo.mlflow_synced"
+REASON_ATTR = "hpo.failure_reason"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the current trial is closed cleanly, then the run stops (exit code 130)."""
+
+
+class TooManyFailures(HpoError):
+    """Trials keep failing in a row: stop instead of burning the whole budget."""
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """Each trial's seed derives from the study seed and the trial number: reproducible, distinct."""
+    return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_value: Any = None
+    best_trial: int | None = None
+    seconds: float = 0.0
+    trials_run: list[int] = field(default_factory=list)
+
+
+class StudyRunner:
+    """One worker's view of a study: its storage, tracker and trial loop."""
+
+    def __init__(self, config: StudyConfig, settings: Settings, *, study_name: str | None = None, progress: Progress | None = None, create: bool = True) -> None:
+        self.config = config
+        self.settings = settings
+        self.study_name = study_name or config.name
+        self.progress = progress or make_progress(quiet=True)
+        execution = config.execution
+        # Everything that can refuse bad input runs before anything is written anywhere.
+        self._sampler, self._pruner = build_sampler(config), build_pruner(config.pruner)
+        self.device = pick_device(execution.device, threads=execution.threads)
+        PREFLIGHT[config.objective](config)
+        self.storage = open_storage(
+            settings.storage,
+            heartbeat_interval=execution.heartbeat_interval,
+            grace_period=execution.grace_period,
+            max_retry=execution.max_retry,
+            on_stale=self._close_stale_run,
+        )
+        self.tracker = Tracker(settings.tracking_uri, self.study_name)
+        self.study = self._open_study(create=create)
+        self.parent_run_id = self._parent_run()
+
+    # -- study and parent run ---------------------------------------------------------------------
+    def _open_study(self, *, create: bool) -> optuna.Study:
+        sampler, pruner = self._sampler, self._pruner
+        if not create:
+            try:
+                return optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner)
+            except KeyError:
+                raise UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; start it with `hpo run`") from None
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=self.config.directions,
+            load_if_exists=True,
+        )
+        stored = [d.name.lower() for d in study.directions]
+        if stored != self.config.directions:
+            raise UsageError(f"direction: study {self.study_name!r} already exists with direction(s) {stored}; use another name")
+        study.set_user_attr(CONFIG_ATTR, json.loads(redact(json.dumps(self.config.resolved()))))
+        study.set_user_attr("hpo.metrics", self.config.metrics)
+        return study
+
+    def _parent_run(self) -> str | None:
+        """The study's parent run, created once: the id is kept in the study so every worker finds it."""
+        try:
+            existing = self.study.user_attrs.get(PARENT_RUN_ATTR) or self.tracker.find_study_run(self.study_name)
+            if existing:
+                self.study.set_user_attr(PARENT_RUN_ATTR, existing)
+                return str(existing)
+            with budget_lock(self.settings.storage, self.study_name + "/parent"):
+                existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(PARENT_RUN_ATTR)
+                if existing:
+                    return str(existing)
+                run_id = self.tracker.create_study_run(
+                    self.study_name,
+                    config_yaml=study_to_yaml(self.config),
+                    tags={"hpo.objective": self.config.objective, "hpo.storage": redact(self.settings.storage)},
+                )
+                self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+                return run_id
+        except TrackingUnavailable as exc:
+            self.progress.warn(f"tracking: {exc}; trials go on and `hpo reconcile` will backfill MLflow")
+            return None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, *, n_trials: int | None = None, timeout: float | None = None) -> RunSummary:
+        """Run trials until the global budget (n_trials over all workers, timeout for this run) is met."""
+        n_trials = n_trials if n_trials is not None else self.config.n_trials
+        timeout = timeout if timeout is not None else self.config.timeout
+        summary = RunSummary(self.study_name)
+        started = time.monotonic()
+        consecutive_failures = 0
+        self.progress.start(self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False)))
+        try:
+            with _signals_as_interrupts():
+                while True:
+                    if timeout is not None and time.monotonic() - started >= timeout:
+                        break
+                    trial = self._ask_within_budget(n_trials)
+                    if trial is None:
+                        break
+                    state = self._run_trial(trial, summary)
+                    consecutive_failures = consecutive_failures + 1 if state == TrialState.FAIL else 0
+                    if consecutive_failures >= self.config.execution.max_consecutive_failures:
+                        raise TooManyFailures(
+                            f"{consecutive_failures} trials failed in a row (last: {summary_reason(self.study, trial.number)}); "
+                            "stopping. Fix the cause, or raise execution.max_consecutive_failures"
+                        )
+        finally:
+            summary.seconds = time.monotonic() - started
+            self._fill_best(summary)
+            self.progress.finish(summary)
+        return summary
+
+    def _counted(self, trials: list[FrozenTrial]) -> int:
+        """Trials that use up the budget: finished or under way, except failures already re-queued."""
+        retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+        return sum(
+            1
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+            or (t.state == TrialState.FAIL and t.number not in retried)
+        )
+
+    def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
+        optuna.storages.fail_stale_trials(self.study)
+        with budget_lock(self.settings.storage, self.study_name):
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if n_trials is not None and self._counted(trials) >= n_trials and not waiting:
+                return None
+            return self.study.ask()
+
+    def _run_trial(self, trial: optuna.Trial, summary: RunSummary) -> TrialState:
+        sampled = suggest(trial, self.config)
+        chosen = {**self.config.fixed, **sampled}
+        seed = trial_seed(self.config.seed, trial.number)
+        trial.set_user_attr(SEED_ATTR, seed)
+        retried_from = self.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        run_id = self._open_trial_run(trial, chosen, seed, retried_from)
+        summary.trials_run.append(trial.number)
+        recorder = _EpochRecorder(self, trial, run_id)
+        self.progress.trial_started(trial.number, chosen, epochs=int(hparams.resolve(self.config.objective, chosen)["epochs"]))
+        with _heartbeat(self.storage, trial):
+            try:
+                outcome = self._train(trial, chosen, seed, recorder)
+            except optuna.TrialPruned:
+                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}")
+            except NonFiniteLoss as exc:
+                state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
+                return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
+            except KeyboardInterrupt:
+                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="interrupted (SIGINT/SIGTERM) before the trial finished")
+                raise
+            except (UsageError, HpoError):
+                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing trial must never stop the study
+                reason = _describe_failure(exc)
+                logger.debug("trial %d failed", trial.number, exc_info=True)
+                return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=reason)
+            values = [outcome.metrics[m] for m in self.config.metrics]
+            if not all(math.isfinite(v) for v in values):
+                return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
+            self._checkpoint(trial, run_id, outcome, values)
+            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, outcome=outcome)
+
+    def _train(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, recorder: _EpochRecorder) -> TrialOutcome:
+        hp = hparams.resolve(self.config.objective, chosen)
+        ctx = TrialContext(
+            hyperparameters=hp,
+            data=self.config.data,
+            metrics=self.config.metrics,
+            directions=self.config.directions,
+            seed=seed,
+            device=self.device,
+            on_epoch=recorder,
+        )
+        return OBJECTIVES[self.config.objective](ctx)
+
+    def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> str | None:
+        if self.parent_run_id is None:
+            trial.set_user_attr(SYNCED_ATTR, False)
+            return None
+        extra = {"hpo.retried_from": str(retried_from)} if retried_from is not None else {}
+        try:
+            run_id = self.tracker.start_trial_run(
+                parent_run_id=self.parent_run_id,
+                study_name=self.study_name,
+                trial_number=trial.number,
+                seed=seed,
+                params=chosen,
+                extra_tags=extra,
+            )
+        except TrackingUnavailable as exc:
+            self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will backfill it")
+            trial.set_user_attr(SYNCED_ATTR, False)
+            return None
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        return run_id
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        run_id: str | None,
+        recorder: _EpochRecorder,
+        state: TrialState,
+        summary: RunSummary,
+        *,
+        values: list[float] | None = None,
+        outcome: TrialOutcome | None = None,
+        reason: str | None = None,
+    ) -> TrialState:
+        """Close the MLflow run first (its success is recorded on the trial), then tell Optuna."""
+        metrics = outcome.metrics if outcome is not None else recorder.best
+        summary_metrics = {f"best_{m}": metrics[m] for m in self.config.metrics if m in metrics and m.startswith("val_")}
+        if outcome is not None:
+            summary_metrics.update(best_epoch=outcome.fit.best_epoch, n_params=outcome.n_params, train_seconds=outcome.fit.train_seconds)
+        elif recorder.best_epoch is not None:
+            summary_metrics.update(best_epoch=recorder.best_epoch, train_seconds=time.monotonic() - recorder.started)
+        if reason:
+            trial.set_user_attr(REASON_ATTR, reason)
+        if run_id is not None:
+            try:
+                self.tracker.end_trial_run(run_id, state=state.name, summary=summary_metrics, reason=reason)
+            except TrackingUnavailable as exc:
+                self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
+                trial.set_user_attr(SYNCED_ATTR, False)
+        if state == TrialState.COMPLETE:
+            self.study.tell(trial, values)
+            summary.completed += 1
+        elif state == TrialState.PRUNED:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            summary.pruned += 1
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+            summary.failed += 1
+        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text())
+        return state
+
+    def _best_text(self) -> str | None:
+        try:
+            if self.config.is_multi_objective:
+                return f"{len(self.study.best_trials)} on the Pareto front"
+            best = self.study.best_trial
+            return f"{self.config.metrics[0]}={best.value:.4g} (trial {best.number})"
+        except ValueError:
+            return None
+
+    def _fill_best(self, summary: RunSummary) -> None:
+        try:
+            if self.config.is_multi_objective:
+                summary.best_value = [t.values for t in self.study.best_trials]
+            else:
+                summary.best_value = self.study.best_value
+                summary.best_trial = self.study.best_trial.number
+        except ValueError:
+            pass
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, outcome: TrialOutcome, values: list[float]) -> None:
+        """Keep the best-epoch weights and validation predictions, as the checkpoint policy says."""
+        policy = self.config.evaluation.checkpoints
+        if run_id is None or policy == "none":
+            return
+        if policy == "top_k" and not self._in_top_k(values[0]):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            torch.save(
+                {
+                    "objective": self.config.objective,
+                    "hyperparameters": hparams.resolve(self.config.objective, {**self.config.fixed, **trial.params}),
+                    "meta": outcome.model_meta,
+                    "state_dict": {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()},
+                },
+                folder / "model.pt",
+            )
+            np.save(folder / "val_predictions.npy", outcome.val_predictions)
+            (folder / "metrics.json").write_text(json.dumps(outcome.metrics))
+            try:
+                self.tracker.log_artifacts(run_id, folder, "checkpoint")
+                self.tracker.set_tags(run_id, {"hpo.checkpoint": "kept"})
+            except TrackingUnavailable as exc:
+                self.progress.warn(f"trial {trial.number}: checkpoint not saved: {exc}")
+                return
+        if policy == "top_k":
+            self._drop_checkpoints_outside_top_k(values[0])
+
+    def _in_top_k(self, value: float) -> bool:
+        k = self.config.evaluation.top_k
+        maximize = self.config.directions[0] == "maximize"
+        done = [t.values[0] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        better = sum(1 for v in done if (v > value if maximize else v < value))
+        return better < k
+
+    def _drop_checkpoints_outside_top_k(self, value: float) -> None:
+        """Delete kept checkpoints that have fallen out of the top k, bounding disk use."""
+        k = self.config.evaluation.top_k
+        maximize = self.config.directions[0] == "maximize"
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = sorted(done, key=lambda t: -t.values[0] if maximize else t.values[0])
+        keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
+        for t in ranked[k - 1 :]:
+            run_id = t.user_attrs.get(RUN_ID_ATTR)
+            if not run_id or run_id in keep:
+                continue
+            better_than_new = (t.values[0] > value) if maximize else (t.values[0] < value)
+            if better_than_new:
+                continue
+            try:
+                if self.tracker.get_run(run_id).data.tags.get("hpo.checkpoint") == "kept":
+                    self.tracker.delete_artifacts(run_id, "checkpoint")
+                    self.tracker.set_tags(run_id, {"hpo.checkpoint": "deleted"})
+            except TrackingUnavailable:
+                return
+
+    # -- crashed workers --------------------------------------------------------------------------
+    def _close_stale_run(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial whose worker stopped beating: close its MLflow run FAILED with the reason."""
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if not run_id:
+            return
+        try:
+            self.tracker.end_trial_run(run_id, state="FAIL", reason="the worker stopped sending heartbeats (killed or lost); the trial is re-queued with the same params")
+        except TrackingUnavailable:
+            pass
+
+
+def summary_reason(study: optuna.Study, number: int) -> str:
+    trial = study.trials[number]
+    return str(trial.user_attrs.get(REASON_ATTR, "no reason recorded"))
+
+
+class _EpochRecorder:
+    """The per-epoch callback: log to MLflow (buffered), report to Optuna, prune when told."""
+
+    def __init__(self, runner: StudyRunner, trial: optuna.Trial, run_id: str | None) -> None:
+        self.runner = runner
+        self.trial = trial
+        self.run_id = run_id
+        self.metric = runner.config.metrics[0]
+        self.maximize = runner.config.directions[0] == "maximize"
+        self.report = not runner.config.is_multi_objective and self.metric.startswith("val_")
+        self.best: dict[str, float] = {}
+        self.best_epoch: int | None = None
+        self.last_epoch = -1
+        self.started = time.monotonic()
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.last_epoch = epoch
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
+            current = self.best.get(self.metric)
+            if current is None or (value > current if self.maximize else value < current):
+                self.best, self.best_epoch = dict(metrics), epoch
+        if self.run_id is not None:
+            try:
+                self.runner.tracker.log_epoch(self.run_id, epoch, metrics)
+            except TrackingUnavailable as exc:
+                self.runner.progress.warn(f"trial {self.trial.number}: {exc}")
+                self.run_id = None
+                self.trial.set_user_attr(SYNCED_ATTR, False)
+        self.runner.progress.epoch(self.trial.number, epoch, metrics)
+        if self.report and value is not None and math.isfinite(value):
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned()
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return f"out of memory: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__} (try a smaller batch_size or width)"
+    text = str(exc).strip().splitlines()
+    return redact(f"{exc.__class__.__name__}: {text[0] if text else ''}")[:1000]
+
+
+@contextmanager
+def _heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for the trial while it trains, so a killed worker's trial is recognised as stale."""
+    interval = storage.get_heartbeat_interval()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+    trial_id = trial._trial_id  # Optuna keeps the storage id private; the heartbeat API needs it
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                logger.debug("heartbeat failed", exc_info=True)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM (batch schedulers, docker stop) is handled like Ctrl-C: close the trial, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The study file a study was started with, as kept in its user attributes."""
+    data = study.user_attrs.get(CONFIG_ATTR)
+    if data is None:
+        raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")
+    return parse_study(data, source=f"study {study.study_name!r}")
+
+
+def default_workers_env(index: int, workers: int) -> dict[str, str]:
+    """Environment for local worker `index` of `workers`: its own GPU, or its share of CPU threads."""
+    env: dict[str, str] = {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env.update(HPO_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    return env

@@ -1,0 +1,45 @@
+"""The study file's `params` turned into `trial.suggest_*` calls, conditional parameters included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from hpo.config import CategoricalParam, FloatParam, IntParam, StudyConfig
+
+
+def suggest(trial: optuna.Trial, config: StudyConfig) -> dict[str, Any]:
+    """Sample every parameter whose `when` holds, parents first; return name -> value."""
+    sampled: dict[str, Any] = {}
+    for name in config.parameter_order():
+        param = config.params[name]
+        if not _condition_holds(param.when, sampled):
+            continue
+        if isinstance(param, CategoricalParam):
+            sampled[name] = trial.suggest_categorical(name, param.choices)  # type: ignore[arg-type]
+        elif isinstance(param, IntParam):
+            sampled[name] = trial.suggest_int(name, param.low, param.high, step=param.step or 1, log=param.log)
+        elif isinstance(param, FloatParam):
+            sampled[name] = trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
+    return sampled
+
+
+def _condition_holds(when: dict[str, list[Any]] | None, sampled: dict[str, Any]) -> bool:
+    return all(parent in sampled and sampled[parent] in values for parent, values in (when or {}).items())
+
+
+def describe(config: StudyConfig) -> list[dict[str, Any]]:
+    """One row per searched parameter, for `hpo validate`'s table."""
+    rows = []
+    for name in config.parameter_order():
+        p = config.params[name]
+        if isinstance(p, CategoricalParam):
+            domain = ", ".join(map(str, p.choices))
+        else:
+            domain = f"[{p.low}, {p.high}]" + (" log" if p.log else "") + (f" step {p.step}" if p.step else "")
+        when = "; ".join(f"{k} in {v}" for k, v in (p.when or {}).items())
+        rows.append({"name": name, "type": p.type, "domain": domain, "when": when})
+    for name, value in config.fixed.items():
+        rows.append({"name": name, "type": "fixed", "domain": repr(value), "when": ""})
+    return rows

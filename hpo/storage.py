@@ -1,0 +1,151 @@
+"""The Optuna storage: an RDB on SQLite or PostgreSQL with heartbeats, stale-trial retries and a budget lock.
+
+Optuna's RDB storage is hpo's distributed engine: every worker on every machine talks to the same
+database. The lock here makes the global `n_trials` cap exact when many workers ask for trials at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+
+from hpo.errors import ServiceError, UsageError
+from hpo.settings import redact, sqlite_path
+
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Several local processes share one file: wait for the write lock instead of failing at once.
+        return {"connect_args": {"timeout": 60}}
+    # Check connections before use (a restarted server), recycle idle ones, keep the pool small per worker.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 2, "max_overflow": 4}
+    if url.startswith(("postgresql", "postgres")):
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    return kwargs
+
+
+def ensure_database(url: str) -> None:
+    """Create the SQLite file's folder, or the PostgreSQL database, if it does not exist yet."""
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            path.resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"storage: cannot create the folder of {path} ({exc.strerror})") from None
+        return
+    if not url.startswith(("postgresql", "postgres")):
+        return
+    target = sqlalchemy.engine.make_url(url)
+    admin = sqlalchemy.create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
+            if not exists:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{target.database}"'))
+    except sqlalchemy.exc.ProgrammingError:
+        pass  # created by a concurrent worker, or no right to list databases: the connect below tells
+    except sqlalchemy.exc.OperationalError as exc:
+        raise ServiceError(f"storage: cannot reach {redact(url)}: {_first_line(exc)}") from None
+    finally:
+        admin.dispose()
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int = 1,
+    on_stale: StaleCallback | None = None,
+) -> RDBStorage:
+    """An RDBStorage with heartbeats; a trial whose worker died is failed, then re-queued with its params."""
+    ensure_database(url)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
+
+    def stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_stale is not None:
+            on_stale(study, trial)
+        if retry is not None:
+            retry(study, trial)
+
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval:
+        kwargs = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period or 2 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": stale,
+        }
+    try:
+        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
+        raise ServiceError(f"storage: cannot open {redact(url)}: {_first_line(exc)}") from None
+    except ImportError as exc:
+        raise UsageError(f"storage: no database driver for {redact(url)} ({exc})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = redact(str(getattr(exc, "orig", None) or exc)).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def budget_lock(url: str, study_name: str) -> Iterator[None]:
+    """Serialize 'count trials, then ask for one' across workers so the global cap is exact.
+
+    SQLite: a file lock beside the database (all its workers are on one machine). PostgreSQL: a
+    session advisory lock keyed by the study name. Other databases: no lock (the cap may overshoot
+    by at most one trial per concurrent worker, as with Optuna's MaxTrialsCallback).
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        with _file_lock(path.with_name(path.name + ".hpo-lock")):
+            yield
+        return
+    if url.startswith(("postgresql", "postgres")):
+        key = zlib.crc32(study_name.encode()) & 0x7FFFFFFF
+        engine = _lock_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    yield
+
+
+_LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
+
+
+def _lock_engine(url: str) -> sqlalchemy.Engine:
+    if url not in _LOCK_ENGINES:
+        _LOCK_ENGINES[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    return _LOCK_ENGINES[url]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # Windows: SQLite's own locking is all there is
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

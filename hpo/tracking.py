@@ -1,0 +1,305 @@
+"""Every MLflow call hpo makes, in one place, through an explicit `MlflowClient` (no global fluent state).
+
+Layout (the contract): one experiment per study; one parent run tagged `hpo.role=study`; one child run
+per trial opened when the trial starts, tagged with the Optuna study and trial, closed FINISHED, KILLED
+(pruned) or FAILED with the reason. Per-epoch metrics are buffered and sent with `log_batch`, so a
+trial costs a handful of requests, not one per value. A tracking server that goes away never fails a
+trial: calls retry with backoff, then warn; Optuna stays the record and `hpo reconcile` backfills.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hpo.settings import redact, sqlite_path
+
+# Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+logger = logging.getLogger("hpo.tracking")
+T = TypeVar("T")
+
+ROLE = "hpo.role"
+STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_PARAM_VALUE_LIMIT = 6000
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached after retries; the caller records the trial for `hpo reconcile`."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """MLflow for one study: its experiment, parent run and trial runs."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, *, retries: int = 3, backoff: float = 1.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.retries = retries
+        self.backoff = backoff
+        self._experiment_id: str | None = None
+        self._pending: dict[str, list[Metric]] = {}
+        self._last_flush: dict[str, float] = {}
+        self.flush_seconds = 5.0
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+                error: Exception = exc
+            except (OSError, ConnectionError) as exc:  # requests' errors derive from OSError
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy errors from a database-backed store
+                if exc.__class__.__module__.startswith(("sqlalchemy", "requests", "urllib3")):
+                    error = exc
+                else:
+                    raise
+            if attempt < self.retries:
+                time.sleep(delay)
+                delay *= 2
+        message = redact(f"MLflow at {self.tracking_uri} did not answer to {what}: {error.__class__.__name__}: {error}")
+        logger.warning(message.splitlines()[0])
+        raise TrackingUnavailable(message.splitlines()[0])
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._call("open the experiment", self._ensure_experiment)
+        return self._experiment_id
+
+    def _ensure_experiment(self) -> str:
+        """Get or create the experiment; safe when many workers start at once."""
+        existing = self.client.get_experiment_by_name(self.experiment_name)
+        if existing is not None:
+            if existing.lifecycle_stage == "deleted":
+                self.client.restore_experiment(existing.experiment_id)
+            return existing.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_location())
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            assert found is not None
+            return found.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """With an embedded SQLite store, keep artifacts beside the database file, not in the CWD."""
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        return (path.resolve().parent / "mlartifacts" / self.experiment_name).as_uri()
+
+    # -- study (parent) run -----------------------------------------------------------------------
+    def find_study_run(self, study_name: str) -> str | None:
+        runs = self._call(
+            "find the study run",
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{ROLE}` = 'study' and tags.`optuna.study_name` = '{study_name}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=5,
+            ),
+        )
+        return runs[0].info.run_id if runs else None
+
+    def create_study_run(self, study_name: str, *, config_yaml: str, tags: dict[str, str] | None = None) -> str:
+        """The parent run: tag hpo.role=study and the resolved study file (credentials redacted)."""
+        all_tags = {ROLE: "study", "optuna.study_name": study_name, **(tags or {})}
+        run = self._call(
+            "create the study run",
+            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=study_name),
+        )
+        run_id = run.info.run_id
+        self._call("store the study file", lambda: self.client.log_text(run_id, redact(config_yaml), "study.yaml"))
+        return run_id
+
+    def set_study_status(self, run_id: str, status: str) -> None:
+        self._call("update the study run", lambda: self.client.update_run(run_id, status=status))
+
+    # -- trial runs -------------------------------------------------------------------------------
+    def start_trial_run(
+        self,
+        *,
+        parent_run_id: str,
+        study_name: str,
+        trial_number: int,
+        seed: int,
+        params: dict[str, Any],
+        extra_tags: dict[str, str] | None = None,
+    ) -> str:
+        """Open the trial's child run with its tags and every hyperparameter as a param."""
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            ROLE: "trial",
+            "optuna.study_name": study_name,
+            "optuna.trial_number": str(trial_number),
+            "optuna.state": "RUNNING",
+            "hpo.seed": str(seed),
+            **(extra_tags or {}),
+        }
+        run = self._call(
+            "open the trial run",
+            lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
+        )
+        run_id = run.info.run_id
+        self.log_params(run_id, params)
+        return run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        entries = [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()]
+        for chunk in _chunks(entries, _MAX_PARAMS_PER_BATCH):
+            self._call("log params", lambda c=chunk: self.client.log_batch(run_id, params=c, synchronous=True))
+
+    def log_epoch(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        """Buffer one epoch's metrics; send them when the buffer is a few seconds old."""
+        stamp = _now_ms()
+        buffer = self._pending.setdefault(run_id, [])
+        buffer.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+        now = time.monotonic()
+        if now - self._last_flush.setdefault(run_id, now) >= self.flush_seconds:
+            self.flush(run_id)
+
+    def flush(self, run_id: str) -> None:
+        metrics = self._pending.pop(run_id, [])
+        self._last_flush[run_id] = time.monotonic()
+        for chunk in _chunks(metrics, _MAX_METRICS_PER_BATCH):
+            self._call("log metrics", lambda c=chunk: self.client.log_batch(run_id, metrics=c, synchronous=True))
+
+    def end_trial_run(self, run_id: str, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None) -> None:
+        """Flush, log the summary metrics and the Optuna state, and close the run with the matching status."""
+        try:
+            self.flush(run_id)
+        finally:
+            self._last_flush.pop(run_id, None)
+        stamp = _now_ms()
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
+        tags = [RunTag("optuna.state", state)]
+        if reason:
+            tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
+            tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
+        self._call("close the trial run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True))
+        self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
+
+    # -- artifacts --------------------------------------------------------------------------------
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("upload an artifact", lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+
+    def log_artifacts(self, run_id: str, directory: str | Path, artifact_path: str | None = None) -> None:
+        self._call("upload artifacts", lambda: self.client.log_artifacts(run_id, str(directory), artifact_path))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._call("upload a text artifact", lambda: self.client.log_text(run_id, redact(text), artifact_file))
+
+    def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+        text = redact(json.dumps(data, indent=2, default=str))
+        self._call("upload a JSON artifact", lambda: self.client.log_text(run_id, text, artifact_file))
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        self._call("upload a figure", lambda: self.client.log_figure(run_id, figure, artifact_file))
+
+    def download_artifacts(self, run_id: str, path: str, destination: str | Path) -> Path:
+        local = self._call(
+            "download artifacts", lambda: self.client.download_artifacts(run_id, path, str(destination))
+        )
+        return Path(local)
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Remove a run's artifact folder (used to keep only the top-k checkpoints on disk)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run = self._call("find a run", lambda: self.client.get_run(run_id))
+        repo = get_artifact_repository(run.info.artifact_uri)
+        try:
+            self._call("delete artifacts", lambda: repo.delete_artifacts(path))
+        except (MlflowException, NotImplementedError, FileNotFoundError) as exc:
+            logger.warning("could not delete %s of run %s: %s", path, run_id, exc)
+
+    # -- generic runs and queries -----------------------------------------------------------------
+    def create_run(self, *, role: str, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+        all_tags = {ROLE: role, **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self._call("create a run", lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name))
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        stamp = _now_ms()
+        entries = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        for chunk in _chunks(entries, _MAX_METRICS_PER_BATCH):
+            self._call("log metrics", lambda c=chunk: self.client.log_batch(run_id, metrics=c, synchronous=True))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        entries = [RunTag(k, redact(str(v))) for k, v in tags.items()]
+        self._call("set tags", lambda: self.client.log_batch(run_id, tags=entries, synchronous=True))
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call("close a run", lambda: self.client.set_terminated(run_id, status=status))
+
+    def get_run(self, run_id: str) -> Any:
+        return self._call("read a run", lambda: self.client.get_run(run_id))
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        return self._call("read a metric history", lambda: self.client.get_metric_history(run_id, key))
+
+    def search_runs(self, filter_string: str, *, max_results: int = 1000) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self._call(
+                "search runs",
+                lambda t=token: self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results, page_token=t),
+            )
+            runs.extend(page)
+            token = page.token
+            if not token or len(runs) >= max_results:
+                return runs
+
+    def runs_with_status(self, status: str, *, role: str = "trial") -> list[Any]:
+        return self.search_runs(f"tags.`{ROLE}` = '{role}' and attributes.status = '{status}'")
+
+    def log_model(self, run_id: str, python_model: Any, *, name: str, artifacts: dict[str, str] | None = None, registered_model_name: str | None = None) -> Any:
+        """Log an MLflow pyfunc model into `run_id` and optionally register it in the model registry."""
+        def log() -> Any:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id):
+                return mlflow.pyfunc.log_model(
+                    name=name, python_model=python_model, artifacts=artifacts, registered_model_name=registered_model_name
+                )
+
+        return self._call("log a model", log)
+
+
+def _param_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

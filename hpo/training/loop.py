@@ -1,0 +1,194 @@
+"""The one training loop every objective shares: mini-batches from in-memory tensors, early stopping with
+best-epoch restore, per-epoch metrics handed to a callback (which logs and may prune).
+
+An objective supplies a :class:`Task` (data already on the device, a loss, and how to score validation
+outputs); :func:`train` returns a :class:`FitResult` whose `best_metrics` hold the study metric.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpo.training.device import uses_amp
+from hpo.training.optim import Schedule, build_optimizer, l1_penalty
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite: the optimizer diverged."""
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"training loss became {value} at epoch {epoch} (the optimizer diverged; try a lower lr)")
+        self.epoch = epoch
+
+
+@dataclass
+class Task:
+    """What differs between objectives. Tensors are expected on the training device already."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # validation outputs and targets -> named metrics (val_loss is added by the loop)
+    score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+    # whole-batch augmentation applied to training inputs (images); identity when None
+    augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None
+    # per-batch training statistics (e.g. accuracy) from outputs and targets
+    train_stats: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
+    # whole-batch input transform applied before the model sees any batch (e.g. uint8 -> normalized float)
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    eval_batch_size: int = 2048
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    val_outputs: torch.Tensor | None
+    train_seconds: float
+    stopped_early: bool
+    model: nn.Module = field(repr=False)
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    hp: dict[str, Any],
+    *,
+    monitor: str,
+    maximize: bool,
+    device: torch.device,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train for hp['epochs'] epochs (fewer if early stopping fires); return the best epoch's model and metrics."""
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=task.x_train.device).manual_seed(seed)
+    amp = uses_amp(device)
+    if amp and task.x_train.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(hp, [p for p in model.parameters() if p.requires_grad])
+    batch_size = int(hp["batch_size"])
+    n = task.x_train.shape[0]
+    steps_per_epoch = max(1, n // batch_size)
+    schedule = Schedule(hp, optimizer, steps_per_epoch=steps_per_epoch, maximize=maximize)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    l1 = float(hp["l1"])
+    patience = int(hp["early_stopping_patience"] or 0)
+
+    best_value, best_epoch, best_state, best_outputs = -math.inf if maximize else math.inf, -1, None, None
+    best_metrics: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    stopped_early = False
+    for epoch in range(int(hp["epochs"])):
+        epoch_start = time.perf_counter()
+        lr = schedule.lr
+        train_metrics = _train_epoch(model, task, optimizer, schedule, scaler, generator, batch_size=batch_size, l1=l1, amp=amp, epoch=epoch)
+        outputs = predict(model, task.x_val, task=task, amp=amp)
+        metrics = {**train_metrics, "val_loss": float(task.loss_fn(outputs, task.y_val)), **task.score(outputs, task.y_val)}
+        seconds = time.perf_counter() - epoch_start
+        metrics.update(lr=lr, epoch_seconds=seconds, samples_per_second=n / seconds if seconds > 0 else 0.0)
+        history.append(metrics)
+        value = metrics[monitor]
+        improved = value > best_value if maximize else value < best_value
+        if improved or best_state is None:
+            best_value, best_epoch, best_metrics, best_outputs = value, epoch, dict(metrics), outputs
+            best_state = copy.deepcopy(model.state_dict())
+        schedule.after_epoch(value)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)  # may raise optuna.TrialPruned
+        if patience and epoch - best_epoch >= patience:
+            stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(
+        best_epoch=best_epoch,
+        best_metrics=best_metrics,
+        history=history,
+        val_outputs=best_outputs,
+        train_seconds=time.perf_counter() - started,
+        stopped_early=stopped_early,
+        model=model,
+    )
+
+
+def _train_epoch(
+    model: nn.Module,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    *,
+    batch_size: int,
+    l1: float,
+    amp: bool,
+    epoch: int,
+) -> dict[str, float]:
+    model.train()
+    n = task.x_train.shape[0]
+    order = torch.randperm(n, generator=generator, device=task.x_train.device)
+    total_loss = torch.zeros((), device=task.x_train.device)
+    stats: dict[str, float] = {}
+    seen = 0
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        if index.numel() < 2 and start > 0:
+            break  # a batch of one breaks batch norm and adds nothing
+        xb, yb = task.x_train[index], task.y_train[index]
+        if task.prepare is not None:
+            xb = task.prepare(xb)
+        if task.augment is not None:
+            xb = task.augment(xb, generator)
+        with torch.autocast(device_type=xb.device.type, dtype=torch.float16, enabled=amp):
+            out = model(xb)
+            loss = task.loss_fn(out, yb)
+        if l1:
+            loss = loss + l1 * l1_penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.after_batch()
+        total_loss += loss.detach() * index.numel()
+        seen += index.numel()
+        if task.train_stats is not None:
+            for k, v in task.train_stats(out.detach(), yb).items():
+                stats[k] = stats.get(k, 0.0) + v * index.numel()
+    train_loss = float(total_loss) / max(seen, 1)
+    if not math.isfinite(train_loss):
+        raise NonFiniteLoss(epoch, train_loss)
+    return {"train_loss": train_loss, **{k: v / max(seen, 1) for k, v in stats.items()}}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, amp: bool = False, batch_size: int = 2048) -> torch.Tensor:
+    """Model outputs for `x` in evaluation mode, in batches, as float32."""
+    model.eval()
+    size = task.eval_batch_size if task is not None else batch_size
+    outs = []
+    for start in range(0, x.shape[0], size):
+        xb = x[start : start + size]
+        if task is not None and task.prepare is not None:
+            xb = task.prepare(xb)
+        with torch.autocast(device_type=xb.device.type, dtype=torch.float16, enabled=amp):
+            outs.append(model(xb).float())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
