@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo.config import StudyConfig
+from hpo.config import DataConfig, StudyConfig
 from hpo.data import boston as boston_data
 from hpo.models import MLP
 from hpo.objectives._context import TrialContext, TrialOutcome
@@ -49,6 +49,20 @@ def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task,
     return task, y_mean, y_std
 
 
+def test_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """Model-ready test inputs and targets (k$), scaled with the training statistics in `meta`.
+
+    Reads the test rows: only `hpo evaluate` may call this.
+    """
+    split = boston_data.load_test(data, x_mean=np.asarray(meta["x_mean"], np.float32), x_std=np.asarray(meta["x_std"], np.float32))
+    return torch.as_tensor(split.x), split.y
+
+
+def to_predictions(outputs: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+    """Raw model outputs -> predictions in k$ (what is saved, ensembled and scored)."""
+    return outputs.squeeze(1).detach().cpu().numpy() * float(meta["y_std"]) + float(meta["y_mean"])
+
+
 def preflight(config: StudyConfig) -> None:
     """Fail before anything is written if the CSV is missing or unreadable."""
     boston_data.read_frame(config.data.path)
@@ -71,6 +85,6 @@ def objective(ctx: TrialContext) -> TrialOutcome:
     monitor, maximize = ctx.monitor
     fit = train(model, task, ctx.hyperparameters, monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch)
     n_params = count_parameters(model)
-    predictions = fit.val_outputs.squeeze(1).cpu().numpy() * y_std + y_mean if fit.val_outputs is not None else np.empty(0)
+    predictions = to_predictions(fit.val_outputs, meta) if fit.val_outputs is not None else np.empty(0)
     metrics = {**fit.best_metrics, "n_params": float(n_params), "train_seconds": fit.train_seconds}
     return TrialOutcome(metrics=metrics, fit=fit, n_params=n_params, model=fit.model, val_predictions=predictions, model_meta=meta)
