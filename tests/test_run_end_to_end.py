@@ -1,0 +1,155 @@
+"""`hpo run` end to end on a tiny Boston study: read Optuna and MLflow back and check the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from hpo.data import TEST_SPLIT_READS
+from tests.conftest import tiny_boston
+
+
+def _client() -> MlflowClient:
+    # An absolute URI: MLflow caches stores per URI, and every test runs in its own folder.
+    return MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def _trial_runs(client: MlflowClient, experiment_name: str) -> list[Any]:
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, "the study's MLflow experiment must exist"
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.role` = 'trial'", max_results=1000)
+
+
+def _study_runs(client: MlflowClient, experiment_name: str) -> list[Any]:
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.role` = 'study'")
+
+
+def test_run_logs_one_child_run_per_trial_with_params_and_curves(cli: Any, write_study: Any, tmp_path: Path) -> None:
+    # Every trial must have exactly one child run under the study's parent run, with the trial's
+    # params (sampled and fixed), per-epoch curves with step=epoch, summary metrics and tags.
+    reads_before = TEST_SPLIT_READS["boston"]
+    result = cli("run", write_study(tiny_boston()), "--quiet")
+    assert result.exit_code == 0, result.output
+
+    study = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db")
+    trials = study.get_trials()
+    assert len(trials) == 3
+    client = _client()
+    parents = _study_runs(client, "tiny-boston")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert "study.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    runs = {int(r.data.tags["optuna.trial_number"]): r for r in _trial_runs(client, "tiny-boston")}
+    assert sorted(runs) == [t.number for t in trials]
+
+    fixed = {"epochs": "4", "hidden_layers": "1", "batch_size": "64"}
+    for trial in trials:
+        run = runs[trial.number]
+        # Optuna -> MLflow and MLflow -> Optuna.
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.study_name"] == "tiny-boston"
+        assert run.data.tags["optuna.state"] == trial.state.name == "COMPLETE"
+        assert run.data.tags["hpo.seed"] == str(trial.user_attrs["hpo.seed"])
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {**fixed, **{k: str(v) for k, v in trial.params.items()}}
+        history = client.get_metric_history(run.info.run_id, "val_rmse")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3]
+        for key in ("train_loss", "val_loss", "val_mse", "val_mae", "lr", "epoch_seconds"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
+        assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.value)
+        assert {"best_epoch", "n_params", "train_seconds"} <= set(run.data.metrics)
+    # The study never touched the test split.
+    assert TEST_SPLIT_READS["boston"] == reads_before
+
+
+def test_seeds_derive_from_study_seed_and_trial_number(cli: Any, write_study: Any) -> None:
+    # The per-trial seed is a function of (study seed, trial number), so trials differ and repeat.
+    from hpo.runner import trial_seed
+
+    assert cli("run", write_study(tiny_boston(n_trials=2)), "--quiet").exit_code == 0
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").trials
+    assert [t.user_attrs["hpo.seed"] for t in trials] == [trial_seed(1, 0), trial_seed(1, 1)]
+    assert trial_seed(1, 0) != trial_seed(1, 1) != trial_seed(2, 1)
+
+
+def test_pruned_trials_are_killed_runs_with_a_reason(cli: Any, write_study: Any) -> None:
+    # A pruner that stops trials at once: every trial after the first becomes PRUNED in Optuna
+    # and a KILLED run in MLflow whose tags say so.
+    study = tiny_boston(
+        n_trials=4,
+        pruner={"type": "percentile", "percentile": 1.0, "n_startup_trials": 1, "n_warmup_steps": 0},
+        fixed={"epochs": 6, "hidden_layers": 1, "batch_size": 64},
+    )
+    assert cli("run", write_study(study), "--quiet").exit_code == 0
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "a 1st-percentile pruner must prune some trial"
+    runs = {int(r.data.tags["optuna.trial_number"]): r for r in _trial_runs(_client(), "tiny-boston")}
+    for trial in pruned:
+        run = runs[trial.number]
+        assert run.info.status == "KILLED"
+        assert run.data.tags["optuna.state"] == "PRUNED"
+        assert "pruned at epoch" in run.data.tags["hpo.failure_reason"]
+
+
+def test_running_again_resumes_the_study(cli: Any, write_study: Any) -> None:
+    # The same study name continues the stored study: the budget is global, so raising it adds trials
+    # and the parent run is reused rather than duplicated.
+    path = write_study(tiny_boston(n_trials=2))
+    assert cli("run", path, "--quiet").exit_code == 0
+    assert cli("run", path, "--quiet", "--n-trials", "4").exit_code == 0
+    assert cli("run", path, "--quiet", "--n-trials", "4").exit_code == 0  # budget met: nothing more
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    client = _client()
+    assert len(_study_runs(client, "tiny-boston")) == 1
+    assert len(_trial_runs(client, "tiny-boston")) == 4
+
+
+def test_multi_objective_study_runs_with_nsga2(cli: Any, write_study: Any) -> None:
+    # Two metrics and two directions: values are stored per metric and the Pareto front is reported.
+    study = tiny_boston(metric=["val_rmse", "n_params"], direction=["minimize", "minimize"], sampler={"type": "nsga2", "population_size": 2})
+    result = cli("run", write_study(study), "--quiet")
+    assert result.exit_code == 0, result.output
+    study_ = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db")
+    assert [d.name for d in study_.directions] == ["MINIMIZE", "MINIMIZE"]
+    client = _client()
+    for trial in study_.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        # the second value is the model's parameter count: 13 inputs -> width -> 1 output
+        width = trial.params["width"]
+        assert trial.values[1] == run.data.metrics["n_params"] == 13 * width + width + width + 1
+        assert trial.values[0] == pytest.approx(run.data.metrics["best_val_rmse"])
+    assert 1 <= len(study_.best_trials) <= 3
+
+
+def test_status_and_best_read_the_stored_study(cli: Any, write_study: Any) -> None:
+    # status lists every trial with its MLflow run id; best returns the lowest val_rmse first.
+    import json
+
+    assert cli("run", write_study(tiny_boston()), "--quiet").exit_code == 0
+    status = json.loads(cli("status", "tiny-boston", "--json").stdout)
+    assert [row["number"] for row in status] == [0, 1, 2]
+    assert all(row["mlflow_run_id"] for row in status)
+    best = json.loads(cli("best", "tiny-boston", "--top-k", "2", "--json").stdout)
+    values = sorted(row["val_rmse"] for row in status)
+    assert [row["val_rmse"] for row in best] == values[:2]
+    studies = json.loads(cli("status", "--json").stdout)
+    assert [s["study"] for s in studies] == ["tiny-boston"]
+
+
+def test_environment_overrides_the_study_file_and_flags_override_both(cli: Any, write_study: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Precedence: flag > HPO_STORAGE > study file > default.
+    path = write_study(tiny_boston(n_trials=1, storage="sqlite:///from-file.db"))
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///from-env.db")
+    assert cli("run", path, "--quiet").exit_code == 0
+    assert (tmp_path / "from-env.db").exists() and not (tmp_path / "from-file.db").exists()
+    assert cli("run", path, "--quiet", "--storage", "sqlite:///from-flag.db").exit_code == 0
+    assert (tmp_path / "from-flag.db").exists()
