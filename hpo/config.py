@@ -1,19 +1,23 @@
 """The study file: a pydantic model of the contract and a loader that turns mistakes into one-line errors.
 
 No torch or optuna here: `hpo validate` and every worker start with this module, and it must stay fast.
-Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.optuna_factories`.
+Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.samplers`.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpo.architecture import check_search_space
 from hpo.errors import UsageError
 from hpo.vocabulary import BACKBONES, CHOICES, OBJECTIVE_SPECS
 
@@ -27,13 +31,96 @@ BOSTON_FEATURES = (
 Scalar = Union[bool, int, float, str, None]
 
 
+@dataclass(frozen=True)
+class ValueRule:
+    """What one hyperparameter accepts: a kind and an optional range, checked before any trial runs."""
+
+    kind: Literal["int", "float", "bool", "str"]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+    also: tuple[str, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if isinstance(value, str) and value in self.also:
+            return True
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and bool(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "str":
+            text = "a non-empty string"
+        else:
+            text = "an integer" if self.kind == "int" else "a number"
+            if self.low is not None and self.high is not None:
+                text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            elif self.low is not None:
+                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+        extras = [repr(a) for a in self.also] + (["null"] if self.nullable else [])
+        return text + "".join(f" or {e}" for e in extras)
+
+
+# The accepted values of the numeric and boolean hyperparameters (the choice-valued ones are in
+# hpo.vocabulary.CHOICES). A hyperparameter missing here is passed through unchecked.
+VALUE_RULES: dict[str, ValueRule] = {
+    "hidden_layers": ValueRule("int", 0),
+    "width": ValueRule("int", 1),
+    "dropout": ValueRule("float", 0, 1, high_open=True),
+    "batch_norm": ValueRule("bool"),
+    "lr": ValueRule("float", 0, low_open=True),
+    "momentum": ValueRule("float", 0, 1),
+    "nesterov": ValueRule("bool"),
+    "weight_decay": ValueRule("float", 0),
+    "l1": ValueRule("float", 0),
+    "batch_size": ValueRule("int", 1),
+    "epochs": ValueRule("int", 1),
+    "lr_step_size": ValueRule("int", 1, nullable=True),
+    "lr_gamma": ValueRule("float", 0, low_open=True),
+    "early_stopping_patience": ValueRule("int", 0),
+    "label_smoothing": ValueRule("float", 0, 1, high_open=True),
+    "conv_blocks": ValueRule("int", 1),
+    "convs_per_block": ValueRule("int", 1),
+    "filters": ValueRule("int", 1),
+    "filters_growth": ValueRule("float", 0, low_open=True),
+    "kernel_size": ValueRule("int", 1),
+    "stride": ValueRule("int", 1),
+    "padding": ValueRule("int", 0, also=("same",)),
+    "dilation": ValueRule("int", 1),
+    "global_pool": ValueRule("bool"),
+    "augment_flip": ValueRule("bool"),
+    "augment_crop": ValueRule("int", 0),
+    "augment_cutout": ValueRule("int", 0),
+    "augment_jitter": ValueRule("float", 0),
+    "augment_rotation": ValueRule("float", 0, 180),
+    "backbone_weights": ValueRule("str", nullable=True),
+    "freeze_backbone": ValueRule("bool"),
+}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are typos; .inf and .nan in a range or budget are always mistakes.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Conditional(_Strict):
-    # parameter -> the values of a categorical parameter for which this one exists
-    when: dict[str, list[Scalar]] | None = None
+    when: dict[str, list[Scalar]] | None = Field(
+        default=None, description="sample this parameter only when a categorical parameter takes one of the listed values"
+    )
 
     @field_validator("when", mode="before")
     @classmethod
@@ -45,10 +132,10 @@ class _Conditional(_Strict):
 
 class FloatParam(_Conditional):
     type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    low: float = Field(description="smallest value")
+    high: float = Field(description="largest value")
+    log: bool = Field(default=False, description="sample on a log scale (needs low > 0)")
+    step: float | None = Field(default=None, gt=0, description="sample on a grid of this step (not with log)")
 
     @model_validator(mode="after")
     def _check_range(self) -> FloatParam:
@@ -58,10 +145,10 @@ class FloatParam(_Conditional):
 
 class IntParam(_Conditional):
     type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int | None = Field(default=None, gt=0)
+    low: int = Field(description="smallest value")
+    high: int = Field(description="largest value (included)")
+    log: bool = Field(default=False, description="sample on a log scale (needs low > 0)")
+    step: int | None = Field(default=None, gt=0, description="sample every step-th value from low (not with log)")
 
     @model_validator(mode="after")
     def _check_range(self) -> IntParam:
@@ -71,13 +158,15 @@ class IntParam(_Conditional):
 
 class CategoricalParam(_Conditional):
     type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar] = Field(description="the values to choose from: numbers, strings, true/false")
 
     @field_validator("choices")
     @classmethod
     def _unique(cls, value: list[Scalar]) -> list[Scalar]:
+        if not value:
+            raise ValueError("needs at least one choice, e.g. choices: [adam, sgd]")
         if len({repr(v) for v in value}) != len(value):
-            raise ValueError("choices must not repeat a value")
+            raise ValueError(f"choices must not repeat a value (got {value!r})")
         return value
 
 
@@ -93,11 +182,27 @@ def _check_numeric_range(low: float, high: float, log: bool, step: float | None)
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
+def _check_plain_kwargs(kwargs: dict[str, Any]) -> None:
+    """Constructor arguments must be plain YAML data (what an Optuna class can take and MLflow can store)."""
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            raise _FieldError(str(key), f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+
+
 class SamplerConfig(BaseModel):
     """`type` picks the Optuna sampler; every other key is passed to its constructor."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
+    type: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = Field(
+        default="tpe", description="the Optuna sampler; every other key is passed to its constructor"
+    )
+
+    @model_validator(mode="after")
+    def _plain_kwargs(self) -> Any:
+        _check_plain_kwargs(self.model_extra or {})
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -113,7 +218,12 @@ class PrunerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal[
         "none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient"
-    ] = "none"
+    ] = Field(default="none", description="the Optuna pruner; every other key is passed to its constructor")
+
+    @model_validator(mode="after")
+    def _plain_kwargs(self) -> Any:
+        _check_plain_kwargs(self.model_extra or {})
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -121,12 +231,12 @@ class PrunerConfig(BaseModel):
 
 
 class DataConfig(_Strict):
-    val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    subset: float = Field(default=1.0, gt=0, le=1)
-    split_seed: int = 0
-    drop_features: list[str] = Field(default_factory=list)
-    path: str | None = None
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the rows (CIFAR-10: training images) used for validation")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the Boston rows held out for `hpo evaluate` (CIFAR-10 has its own test set)")
+    subset: float = Field(default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)")
+    split_seed: int = Field(default=0, description="seed of the test/validation split, the same for every study")
+    drop_features: list[str] = Field(default_factory=list, description="Boston columns to leave out, e.g. [B]")
+    path: str | None = Field(default=None, description="a Boston-style CSV to use instead of the shipped one")
 
     @model_validator(mode="after")
     def _check_fractions(self) -> DataConfig:
@@ -136,41 +246,43 @@ class DataConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    top_k: int = Field(default=5, ge=1)
-    retrain_seeds: int = Field(default=0, ge=0)
-    ensemble: Literal["greedy", "mean", "none"] = "greedy"
-    checkpoints: Literal["all", "top_k", "none"] = "top_k"
+    top_k: int = Field(default=5, ge=1, description="how many of the best trials `hpo evaluate` tests")
+    retrain_seeds: int = Field(default=0, ge=0, description="extra seeds each of the top trials is retrained with")
+    ensemble: Literal["greedy", "mean", "none"] = Field(default="greedy", description="how the top models are combined")
+    checkpoints: Literal["all", "top_k", "none"] = Field(default="top_k", description="which trials keep their weights as MLflow artifacts")
 
 
 class ExecutionConfig(_Strict):
     """How trials are run and survived: heartbeats, retries and the failure guard."""
 
-    heartbeat_interval: int = Field(default=30, ge=1)
-    grace_period: int | None = Field(default=None, ge=2)
-    max_retry: int = Field(default=1, ge=0)
-    max_consecutive_failures: int = Field(default=5, ge=1)
-    nan_policy: Literal["prune", "fail"] = "prune"
-    device: str = "auto"
-    threads: int | None = Field(default=None, ge=1)
+    heartbeat_interval: int = Field(default=30, ge=1, description="seconds between a running trial's heartbeats")
+    grace_period: int | None = Field(default=None, ge=2, description="seconds without a heartbeat before a trial counts as dead (null: 2 x heartbeat_interval)")
+    max_retry: int = Field(default=1, ge=0, description="times a dead worker's trial is re-queued with the same params")
+    max_consecutive_failures: int = Field(default=5, ge=1, description="stop the study (exit 1) after this many failed trials in a row")
+    nan_policy: Literal["prune", "fail"] = Field(default="prune", description="a NaN/inf training loss ends the trial PRUNED or FAIL")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads per worker (null: the cores shared among local workers)")
 
 
 class StudyConfig(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    objective: str
-    metric: str | list[str] | None = None
-    direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] | None = None
-    seed: int = 0
-    n_trials: int | None = Field(default=None, ge=1)
-    timeout: float | None = Field(default=None, gt=0)
-    storage: str | None = None
-    tracking_uri: str | None = None
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    params: dict[str, Param] = Field(default_factory=dict)
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    name: str = Field(min_length=1, max_length=200, description="Optuna study name and MLflow experiment name")
+    objective: str = Field(description="what a trial trains: " + " | ".join(OBJECTIVE_SPECS))
+    metric: str | list[str] | None = Field(default=None, description="the objective's metric, or a list for multi-objective (null: the objective's default)")
+    direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] | None = Field(
+        default=None, description="one per metric (null: each metric's natural direction)"
+    )
+    seed: int = Field(default=0, description="sampler seed; each trial's seed derives from it and the trial number")
+    n_trials: int | None = Field(default=None, ge=1, description="trial cap over all workers (null: until timeout or Ctrl-C)")
+    timeout: float | None = Field(default=None, gt=0, description="seconds after which a run starts no new trial")
+    storage: str | None = Field(default=None, description="Optuna storage URL (null: HPO_STORAGE, else sqlite:///hpo.db)")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="the Optuna sampler and its keyword arguments")
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="the Optuna pruner and its keyword arguments")
+    data: DataConfig = Field(default_factory=DataConfig, description="splits and data options")
+    params: dict[str, Param] = Field(default_factory=dict, description="the search space: hyperparameter name -> float | int | categorical")
+    fixed: dict[str, Any] = Field(default_factory=dict, description="hyperparameters not searched (logged like params)")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="what `hpo evaluate` does")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials run and survive failures")
 
     @field_validator("name")
     @classmethod
@@ -210,10 +322,15 @@ class StudyConfig(_Strict):
             name = sorted(both)[0]
             raise _FieldError(f"fixed.{name}", "is also in params; a hyperparameter is either searched or fixed")
         self._check_choices(spec.models)
+        self._check_values()
         self._check_conditions()
         for feature in self.data.drop_features:
             if self.objective == "boston" and feature not in BOSTON_FEATURES:
                 raise _FieldError("data.drop_features", f"unknown feature {feature!r}; accepted: {', '.join(BOSTON_FEATURES)}")
+        if self.objective == "cifar10":  # impossible architectures (e.g. too much pooling for 32x32) fail here
+            problem = check_search_space({name: param.model_dump() for name, param in self.params.items()}, self.fixed)
+            if problem is not None:
+                raise _FieldError(*problem)
         return self
 
     def _check_choices(self, models: tuple[str, ...]) -> None:
@@ -232,6 +349,31 @@ class StudyConfig(_Strict):
             for value in given:
                 if value not in values:
                     raise _FieldError(where, f"unknown value {value!r}{_suggest(str(value), [str(v) for v in values])}; accepted: {', '.join(map(str, values))}")
+
+    def _check_values(self) -> None:
+        """Fixed values and search ranges must be what the hyperparameter takes (epochs an integer >= 1, ...)."""
+        for name, value in self.fixed.items():
+            rule = VALUE_RULES.get(name)
+            if rule is not None and not rule.accepts(value):
+                raise _FieldError(f"fixed.{name}", f"{_short(value)} is not {rule.describe()}")
+        for name, param in self.params.items():
+            rule = VALUE_RULES.get(name)
+            if rule is None:
+                continue
+            where = f"params.{name}"
+            if isinstance(param, CategoricalParam):
+                for value in param.choices:
+                    if not rule.accepts(value):
+                        raise _FieldError(f"{where}.choices", f"{_short(value)} is not {rule.describe()}")
+            elif rule.kind in ("bool", "str"):
+                raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: categorical with choices")
+            elif rule.kind == "int" and isinstance(param, FloatParam):
+                raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: int")
+            else:
+                for bound in ("low", "high"):
+                    value = getattr(param, bound)
+                    if not rule.accepts(value):
+                        raise _FieldError(f"{where}.{bound}", f"{_short(value)} is not {rule.describe()}")
 
     def _check_conditions(self) -> None:
         for name, param in self.params.items():
@@ -299,6 +441,8 @@ class _FieldError(ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 def _suggest(word: str, options: Any) -> str:
@@ -306,60 +450,153 @@ def _suggest(word: str, options: Any) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-_PARAM_KINDS = ("float", "int", "categorical")
+def _short(value: Any, limit: int = 60) -> str:
+    """`repr` of a value from the file, cut to fit an error line."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a nested {type(value).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _format_error(error: dict[str, Any], model: type[BaseModel]) -> str:
-    """One line for the first pydantic error: the dotted field, what is wrong and what is accepted."""
-    loc = [str(p) for p in error["loc"]]
-    # Drop discriminator tags pydantic inserts into the location of union members.
-    if len(loc) > 2 and loc[0] == "params" and loc[2] in _PARAM_KINDS:
-        del loc[2]  # the discriminator tag pydantic puts into the location of a union member
-    kind = error["type"]
-    field = ".".join(loc)
-    if kind == "extra_forbidden":
-        parent = ".".join(loc[:-1])
-        accepted = _accepted_keys(model, loc[:-1])
-        hint = _suggest(loc[-1], accepted)
-        where = f"{parent}: " if parent else ""
-        return f"{where}unknown key {loc[-1]!r}{hint}; accepted: {', '.join(accepted)}"
-    if kind == "union_tag_not_found":
-        return f"{field}.type: required; accepted: {', '.join(_PARAM_KINDS)}"
-    if kind == "union_tag_invalid":
-        tag = error.get("ctx", {}).get("tag", "")
-        return f"{field}.type: unknown kind {tag!r}{_suggest(str(tag), _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}"
-    if kind == "literal_error":
-        expected = str(error.get("ctx", {}).get("expected", ""))
-        options = re.findall(r"'([^']*)'", expected)
-        value = error.get("input")
-        return f"{field}: unknown value {value!r}{_suggest(str(value), options)}; accepted: {', '.join(options)}"
-    if kind == "missing":
-        return f"{field}: required field is missing"
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if re.match(r"^[\w.\-]+: ", message) and kind == "value_error" and not field:
-        return message  # a _FieldError already names its field
-    if kind == "value_error" and re.match(r"^(params|fixed|metric|direction|pruner|data)[\w.\-]*: ", message):
-        return message
-    value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
-    return f"{field or 'study'}: {message}{shown}"
+_PARAM_MODELS: dict[str, type[BaseModel]] = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
+_PARAM_KINDS = tuple(_PARAM_MODELS)
+
+# pydantic's error types that only say "wrong type", in words a YAML author uses.
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number (not .inf or .nan)",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+    "list_type": "a list",
+    "none_required": "null",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _accepted_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the sub-model at `loc`, for the 'accepted' part of an unknown-key error."""
-    current: Any = model
-    path = list(loc)
-    if path and path[0] == "params" and len(path) == 2:
-        return sorted(set(FloatParam.model_fields) | set(IntParam.model_fields) | set(CategoricalParam.model_fields))
+def _path_in_file(loc: tuple[Any, ...], data: Any, *, keep_last: bool) -> list[str]:
+    """The part of pydantic's error location that is a place in the file.
+
+    pydantic inserts union member labels ('str', "literal['minimize','maximize']", the parameter
+    kind) into locations; those are not keys of the YAML, so they are dropped by walking the data.
+    """
+    path: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(str(part))
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(str(part))
+        elif keep_last and i == len(loc) - 1:
+            path.append(str(part))
+    return path
+
+
+def _node(data: Any, path: list[str]) -> Any:
     for part in path:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            break
-        current = field.annotation
-    fields = getattr(current, "model_fields", None) or model.model_fields
-    return list(fields)
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _location(error: dict[str, Any], data: Any) -> list[str]:
+    return _path_in_file(tuple(error["loc"]), data, keep_last=error["type"] == "missing")
+
+
+def _describe(errors: list[dict[str, Any]], data: Any) -> str:
+    """One line for a failed validation: the first problem by field, with a count of the others."""
+    first = errors[0]
+    where = _location(first, data)
+    same_place = [e for e in errors if _location(e, data) == where]
+    others = {tuple(_location(e, data)) for e in errors} - {tuple(where)}
+    line = _explain(same_place, where, data)
+    if others:
+        line += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''} after this one)"
+    return line
+
+
+def _explain(errors: list[dict[str, Any]], where: list[str], data: Any) -> str:
+    """The message for the errors pydantic raised at one place (several when a union failed)."""
+    field = ".".join(where)
+    label = f"{field}: " if field else ""
+    error = next((e for e in errors if e["type"] not in _EXPECTED), errors[0])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    got = f" (got {_short(value)})"
+    if kind == "extra_forbidden":
+        parent = where[:-1]
+        accepted = _accepted_keys(parent, data)
+        present = _node(data, parent)
+        missing = [k for k in accepted if not (isinstance(present, dict) and k in present)]
+        hint = _suggest(where[-1], missing) or _suggest(where[-1], accepted)
+        listed = f"; accepted: {', '.join(accepted)}" if accepted else ""
+        return f"{'.'.join(parent) + ': ' if parent else ''}unknown key {where[-1]!r}{hint}{listed}"
+    if kind == "union_tag_not_found":
+        return f"{label}a parameter needs `type`; accepted: {', '.join(_PARAM_KINDS)}"
+    if kind == "union_tag_invalid":
+        tag = str(ctx.get("tag", ""))
+        return f"{field}.type: unknown kind {tag!r}{_suggest(tag, _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}"
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        also = " (or a list of them)" if any(e["type"] == "list_type" for e in errors) else ""
+        return f"{label}unknown value {_short(value)}{_suggest(str(value), options)}; accepted: {', '.join(options)}{also}"
+    if kind == "missing":
+        return f"{label}required field is missing"
+    if kind == "value_error":
+        cause = ctx.get("error")
+        if isinstance(cause, _FieldError):
+            inner = ".".join([*where, cause.field]) if where else cause.field
+            return f"{inner}: {cause.message}"
+        message = str(cause) if cause is not None else error["msg"].removeprefix("Value error, ")
+        return f"{label}{message}" + ("" if _short(value) in message or isinstance(value, (dict, list)) else got)
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "")
+        return f"{label}must be {_BOUNDS[kind]} {bound}{got}"
+    if kind in ("too_short", "string_too_short"):
+        return f"{label}must not be empty"
+    if kind == "string_too_long":
+        return f"{label}must be at most {ctx.get('max_length')} characters"
+    if kind in _EXPECTED:
+        expected = list(dict.fromkeys(_EXPECTED.get(e["type"], "") for e in errors if e["type"] in _EXPECTED))
+        if len(expected) > 3:
+            text = "a single value (a number, a string, true or false)"
+        else:
+            text = " or ".join(expected)
+        return f"{label}expected {text}{got}"
+    return f"{label}{error['msg']}{got}"
+
+
+def _accepted_keys(parent: list[str], data: Any) -> list[str]:
+    """Field names of the part of the study file at `parent`, for the 'accepted' list of an unknown key."""
+    if not parent:
+        return list(StudyConfig.model_fields)
+    if parent[0] == "params" and len(parent) == 2:
+        node = _node(data, parent)
+        kind = node.get("type") if isinstance(node, dict) else None
+        model = _PARAM_MODELS.get(kind) if isinstance(kind, str) else None
+        if model is not None:
+            return list(model.model_fields)
+        return sorted({name for m in _PARAM_MODELS.values() for name in m.model_fields})
+    if len(parent) == 1:
+        field = StudyConfig.model_fields.get(parent[0])
+        annotation = field.annotation if field is not None else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return list(annotation.model_fields)
+    return []
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -370,9 +607,12 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", mark)
+        try:
+            repeated = key in seen
+        except TypeError:  # a list or mapping used as a key: valid YAML, never a study-file key
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain word, not a list or mapping", key_node.start_mark) from None
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -380,16 +620,44 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_MAX_VALUES = 100_000
+
+
+def _too_large(data: Any) -> bool:
+    """True if the data, with YAML aliases expanded, holds more than _MAX_VALUES values.
+
+    Aliases let a few lines expand exponentially ("billion laughs") or refer to themselves; counting
+    with a budget stops early either way, before validation or an error message walks the structure.
+    """
+    budget = _MAX_VALUES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend(node)
+    return False
+
+
 def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
     """Validate already-parsed YAML data; raise :class:`UsageError` with one line naming the field."""
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: the study file must be a mapping of keys (name, objective, params, ...), got {type(data).__name__}")
+        raise UsageError(f"{source}: the study file must be a mapping of keys (name, objective, params, ...), got {_short(data)}")
+    if _too_large(data):
+        raise UsageError(f"{source}: the study file holds more than {_MAX_VALUES} values once its YAML aliases are expanded (or an alias contains itself)")
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source}: {_format_error(exc.errors()[0], StudyConfig)}") from None
+        raise UsageError(f"{source}: {_describe(exc.errors(), data)}") from None
     except _FieldError as exc:
         raise UsageError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: the study file nests too deeply") from None
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -403,14 +671,24 @@ def load_study(path: str | Path) -> StudyConfig:
         raise UsageError(f"{path}: is a directory, expected a YAML study file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the study file ({exc.__class__.__name__}: {exc})") from None
+    return parse_study(_parse_yaml(text, source=str(path)), source=str(path))
+
+
+def _parse_yaml(text: str, *, source: str) -> Any:
+    """YAML text -> data, or a UsageError naming the line and column of the first problem."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{path}{where}: malformed YAML: {problem}") from None
-    return parse_study(data, source=str(path))
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({context})" if context and mark is not None and mark is getattr(exc, "problem_mark", None) else problem
+        raise UsageError(f"{source}{where}: malformed YAML: {detail}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: malformed YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. a timestamp PyYAML recognises but cannot build
+        raise UsageError(f"{source}: malformed YAML: {exc}") from None
 
 
 def study_to_yaml(config: StudyConfig) -> str:

@@ -38,9 +38,10 @@ class ReconcileReport:
 
 def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> ReconcileReport:
     report = ReconcileReport()
-    running_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
-    optuna.storages.fail_stale_trials(study)
-    report.failed_stale = running_before - sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    running_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)  # re-queues them too, when the study's storage retries
+    stale = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} & running_before
+    report.failed_stale = len(stale)
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR) or tracker.find_study_run(study.study_name)
     if not parent:
@@ -49,7 +50,8 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
     study.set_user_attr(PARENT_RUN_ATTR, parent)
 
     runs = {}
-    for run in tracker.search_runs(f"tags.`hpo.role` = 'trial' and tags.`optuna.study_name` = '{study.study_name}'", max_results=100_000):
+    # 50,000 is the most one MLflow search may ask for.
+    for run in tracker.search_runs(f"tags.`hpo.role` = 'trial' and tags.`optuna.study_name` = '{study.study_name}'", max_results=50_000):
         runs.setdefault(int(run.data.tags["optuna.trial_number"]), run)
     for trial in study.get_trials(deepcopy=False, states=_FINISHED):
         run = runs.get(trial.number)
@@ -57,7 +59,13 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
             _backfill(tracker, trial, parent, study.study_name, config)
             report.backfilled.append(trial.number)
         elif run.info.status == "RUNNING" or run.data.tags.get("optuna.state") == "RUNNING":
-            reason = trial.user_attrs.get(REASON_ATTR) or "closed by `hpo reconcile` (the worker ended without closing the run)"
+            if trial.number in stale:
+                reason = "the worker stopped sending heartbeats (killed or lost); failed by `hpo reconcile`"
+            else:
+                reason = trial.user_attrs.get(REASON_ATTR) or "closed by `hpo reconcile` (the worker ended without closing the run)"
+            missing = {k: v for k, v in {**config.fixed, **trial.params}.items() if k not in run.data.params}
+            if missing:  # the tracking server went away between opening the run and logging its params
+                tracker.log_params(run.info.run_id, missing)
             tracker.end_trial_run(run.info.run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason if trial.state != TrialState.COMPLETE else None)
             report.closed.append(trial.number)
     return report

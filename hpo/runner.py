@@ -15,7 +15,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +34,8 @@ from hpo.objectives import OBJECTIVES, PREFLIGHT, TrialContext, TrialOutcome
 from hpo.progress import Progress, make_progress
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
-from hpo.settings import Settings, redact
-from hpo.storage import budget_lock, open_storage
+from hpo.settings import Settings, check_writable, redact
+from hpo.storage import budget_lock, open_storage, try_lock
 from hpo.tracking import Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
 from hpo.training.loop import NonFiniteLoss
@@ -52,7 +52,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: the current trial is closed cleanly, then the run stops (exit code 130)."""
+    """SIGINT or SIGTERM: the current trial is closed cleanly and re-queued, then the run stops (exit code 130)."""
 
 
 class TooManyFailures(HpoError):
@@ -62,6 +62,16 @@ class TooManyFailures(HpoError):
 def trial_seed(study_seed: int, trial_number: int) -> int:
     """Each trial's seed derives from the study seed and the trial number: reproducible, distinct."""
     return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+def sampler_seed(study_seed: int, trial_number: int) -> int:
+    """The sampler's seed for the ask that creates trial `trial_number`.
+
+    One sampler seeded once per process would make every worker (and every resumed run) propose
+    the same sequence again; seeding per trial number keeps workers apart and a sequential re-run
+    identical. Kept apart from `trial_seed` so sampling and training draw unrelated streams.
+    """
+    return int(np.random.SeedSequence([study_seed % 2**32, trial_number, 0x5A]).generate_state(1)[0])
 
 
 @dataclass
@@ -89,6 +99,7 @@ class StudyRunner:
         self._sampler, self._pruner = build_sampler(config), build_pruner(config.pruner)
         self.device = pick_device(execution.device, threads=execution.threads)
         PREFLIGHT[config.objective](config)
+        check_writable(settings)
         self.storage = open_storage(
             settings.storage,
             heartbeat_interval=execution.heartbeat_interval,
@@ -97,6 +108,7 @@ class StudyRunner:
             on_stale=self._close_stale_run,
         )
         self.tracker = Tracker(settings.tracking_uri, self.study_name)
+        self._stop = _StopSignals()
         self.study = self._open_study(create=create)
         self.parent_run_id = self._parent_run()
 
@@ -107,20 +119,25 @@ class StudyRunner:
             try:
                 return optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner)
             except KeyError:
-                raise UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; start it with `hpo run`") from None
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=sampler,
-            pruner=pruner,
-            directions=self.config.directions,
-            load_if_exists=True,
-        )
-        stored = [d.name.lower() for d in study.directions]
-        if stored != self.config.directions:
-            raise UsageError(f"direction: study {self.study_name!r} already exists with direction(s) {stored}; use another name")
-        study.set_user_attr(CONFIG_ATTR, json.loads(redact(json.dumps(self.config.resolved()))))
-        study.set_user_attr("hpo.metrics", self.config.metrics)
+                raise UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`") from None
+        # Many workers may create the same study at once (a Kubernetes Job's init containers).
+        with budget_lock(self.settings.storage, self.study_name + "/create"):
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=sampler,
+                pruner=pruner,
+                directions=self.config.directions,
+                load_if_exists=True,
+            )
+            stored = [d.name.lower() for d in study.directions]
+            if stored != self.config.directions:
+                raise UsageError(f"direction: study {self.study_name!r} already exists with direction(s) {stored}; use another name")
+            config = json.loads(redact(json.dumps(self.config.resolved())))
+            if study.user_attrs.get(CONFIG_ATTR) != config:
+                study.set_user_attr(CONFIG_ATTR, config)
+            if study.user_attrs.get("hpo.metrics") != self.config.metrics:
+                study.set_user_attr("hpo.metrics", self.config.metrics)
         return study
 
     def _parent_run(self) -> str | None:
@@ -152,15 +169,22 @@ class StudyRunner:
         timeout = timeout if timeout is not None else self.config.timeout
         summary = RunSummary(self.study_name)
         started = time.monotonic()
+
+        def expired() -> bool:
+            return timeout is not None and time.monotonic() - started >= timeout
+
         consecutive_failures = 0
+        self._grid_covered = False
         self.progress.start(self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False)))
         try:
-            with _signals_as_interrupts():
+            with self._stop:
                 while True:
-                    if timeout is not None and time.monotonic() - started >= timeout:
+                    self._stop.check()
+                    if expired():
                         break
-                    trial = self._ask_within_budget(n_trials)
+                    trial = self._ask_within_budget(n_trials) or self._wait_for_running(n_trials, expired)
                     if trial is None:
+                        self._stop.check()  # a stop asked for while waiting
                         break
                     state = self._run_trial(trial, summary)
                     consecutive_failures = consecutive_failures + 1 if state == TrialState.FAIL else 0
@@ -169,6 +193,8 @@ class StudyRunner:
                             f"{consecutive_failures} trials failed in a row (last: {summary_reason(self.study, trial.number)}); "
                             "stopping. Fix the cause, or raise execution.max_consecutive_failures"
                         )
+                    if self._grid_covered:
+                        break
         finally:
             summary.seconds = time.monotonic() - started
             self._fill_best(summary)
@@ -177,7 +203,7 @@ class StudyRunner:
 
     def _counted(self, trials: list[FrozenTrial]) -> int:
         """Trials that use up the budget: finished or under way, except failures already re-queued."""
-        retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
         return sum(
             1
             for t in trials
@@ -186,34 +212,88 @@ class StudyRunner:
         )
 
     def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
+        """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one."""
         optuna.storages.fail_stale_trials(self.study)
         with budget_lock(self.settings.storage, self.study_name):
             trials = self.study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if n_trials is not None and self._counted(trials) >= n_trials and not waiting:
                 return None
-            return self.study.ask()
+            # Under the lock no other worker adds a trial, so the next number is the count.
+            # GridSampler keeps its seeded shuffle of the grid: the grid_id of a trial must mean the
+            # same point in every worker, so it keeps the study seed.
+            if self.config.sampler.type != "grid":
+                self.study.sampler = build_sampler(self.config.model_copy(update={"seed": sampler_seed(self.config.seed, len(trials))}))
+            trial = self.study.ask()
+            if self.storage.get_heartbeat_interval():
+                self.storage.record_heartbeat(trial._trial_id)  # alive from the first moment, not the first beat
+            return trial
+
+    def _wait_for_running(self, n_trials: int | None, expired: Callable[[], bool]) -> optuna.Trial | None:
+        """The budget is used up but other workers' trials still run: one worker stays to re-run any that die.
+
+        A killed worker's trial turns FAIL and is re-queued only when someone notices its heartbeat is
+        older than the grace period; without this the last such trial would stay RUNNING. The other
+        workers (which fail to take the lock) leave at once.
+        """
+        interval = self.storage.get_heartbeat_interval()
+        if not interval or not self._running():
+            return None
+        with try_lock(self.settings.storage, self.study_name + "/linger") as taken:
+            if not taken:
+                return None
+            while self._running() and not expired():
+                if self._stop.wait(interval):
+                    return None
+                trial = self._ask_within_budget(n_trials)
+                if trial is not None:
+                    return trial
+        return None
+
+    def _running(self) -> bool:
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def close_study_run(self) -> None:
+        """Mark the study's parent run FINISHED once no trial runs or waits: the last worker out does it."""
+        if self.parent_run_id is None or self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            return
+        try:
+            self.tracker.set_study_status(self.parent_run_id, "FINISHED")
+        except TrackingUnavailable as exc:
+            self.progress.warn(f"tracking: {exc}; the study's parent run stays open")
 
     def _run_trial(self, trial: optuna.Trial, summary: RunSummary) -> TrialState:
-        sampled = suggest(trial, self.config)
-        chosen = {**self.config.fixed, **sampled}
-        seed = trial_seed(self.config.seed, trial.number)
-        trial.set_user_attr(SEED_ATTR, seed)
-        retried_from = self.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-        run_id = self._open_trial_run(trial, chosen, seed, retried_from)
-        summary.trials_run.append(trial.number)
-        recorder = _EpochRecorder(self, trial, run_id)
-        self.progress.trial_started(trial.number, chosen, epochs=int(hparams.resolve(self.config.objective, chosen)["epochs"]))
         with _heartbeat(self.storage, trial):
+            system_attrs = self.storage.get_trial_system_attrs(trial._trial_id)
+            retried_from = system_attrs.get("failed_trial")
+            if retried_from is not None:
+                # A re-queued copy inherits the failed trial's user attributes; its own come below.
+                for attr in (RUN_ID_ATTR, REASON_ATTR, SYNCED_ATTR):
+                    if attr in trial.user_attrs:
+                        trial.set_user_attr(attr, None)
+            sampled = suggest(trial, self.config)
+            chosen = {**self.config.fixed, **sampled}
+            # A retry repeats the trial it replaces: the same params and the same seed.
+            seed = trial_seed(self.config.seed, trial.number if retried_from is None else int(retried_from))
+            trial.set_user_attr(SEED_ATTR, seed)
+            run_id = self._open_trial_run(trial, chosen, seed, retried_from)
+            summary.trials_run.append(trial.number)
+            recorder = _EpochRecorder(self, trial, run_id)
+            self.progress.trial_started(trial.number, chosen, epochs=int(hparams.resolve(self.config.objective, chosen)["epochs"]))
             try:
-                outcome = self._train(trial, chosen, seed, recorder)
+                with self._stop.training():
+                    outcome = self._train(trial, chosen, seed, recorder)
             except optuna.TrialPruned:
                 return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
                 return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
-            except KeyboardInterrupt:
-                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="interrupted (SIGINT/SIGTERM) before the trial finished")
+            except KeyboardInterrupt as exc:
+                requeue = _will_retry(system_attrs, self.config.execution.max_retry)
+                if requeue:  # before the failure reason is set: the copy inherits the user attributes
+                    RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
+                what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
+                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}")
                 raise
             except (UsageError, HpoError):
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
@@ -289,17 +369,25 @@ class StudyRunner:
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
+        self._tell(trial, state, values)
         if state == TrialState.COMPLETE:
-            self.study.tell(trial, values)
             summary.completed += 1
         elif state == TrialState.PRUNED:
-            self.study.tell(trial, state=TrialState.PRUNED)
             summary.pruned += 1
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
             summary.failed += 1
         self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text())
         return state
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
+        """Tell Optuna. GridSampler calls `study.stop()` once every grid point is taken, which raises
+        outside `study.optimize` (after the trial is stored): honour it by ending the loop instead."""
+        try:
+            self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self._grid_covered = True
 
     def _best_text(self) -> str | None:
         try:
@@ -384,10 +472,15 @@ class StudyRunner:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if not run_id:
             return
+        if _will_retry(trial.system_attrs, self.config.execution.max_retry):
+            what = "re-queued with the same params"
+        else:
+            what = "not re-queued (execution.max_retry reached)"
+        reason = f"the worker stopped sending heartbeats (killed or lost); trial {trial.number} {what}"
         try:
-            self.tracker.end_trial_run(run_id, state="FAIL", reason="the worker stopped sending heartbeats (killed or lost); the trial is re-queued with the same params")
+            self.tracker.end_trial_run(run_id, state="FAIL", reason=reason)
         except TrackingUnavailable:
-            pass
+            self.progress.warn(f"trial {trial.number}: its MLflow run stays open; `hpo reconcile` will close it")
 
 
 def summary_reason(study: optuna.Study, number: int) -> str:
@@ -405,12 +498,22 @@ class _EpochRecorder:
         self.metric = runner.config.metrics[0]
         self.maximize = runner.config.directions[0] == "maximize"
         self.report = not runner.config.is_multi_objective and self.metric.startswith("val_")
+        # Optuna needs every epoch only to prune. Without a pruner an epoch is reported every few seconds
+        # (a sign of life and a coarse curve), or every epoch while MLflow is not recording the trial
+        # (`hpo reconcile` backfills from them): a database write per epoch was most of hpo's
+        # per-trial cost on SQLite (BENCHMARKS.md, overhead).
+        self.every_epoch = not isinstance(runner.study.pruner, optuna.pruners.NopPruner)
+        self.last_report = -math.inf
         self.best: dict[str, float] = {}
         self.best_epoch: int | None = None
         self.last_epoch = -1
         self.started = time.monotonic()
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        with self.runner._stop.shielded():
+            self._record(epoch, metrics)
+
+    def _record(self, epoch: int, metrics: dict[str, float]) -> None:
         self.last_epoch = epoch
         value = metrics.get(self.metric)
         if value is not None and math.isfinite(value):
@@ -426,9 +529,12 @@ class _EpochRecorder:
                 self.trial.set_user_attr(SYNCED_ATTR, False)
         self.runner.progress.epoch(self.trial.number, epoch, metrics)
         if self.report and value is not None and math.isfinite(value):
-            self.trial.report(value, epoch)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned()
+            now = time.monotonic()
+            if self.every_epoch or self.run_id is None or now - self.last_report >= self.runner.tracker.flush_seconds:
+                self.last_report = now
+                self.trial.report(value, epoch)
+                if self.every_epoch and self.trial.should_prune():
+                    raise optuna.TrialPruned()
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -465,21 +571,74 @@ def _heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iter
         thread.join(timeout=5)
 
 
-@contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM (batch schedulers, docker stop) is handled like Ctrl-C: close the trial, then stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _will_retry(system_attrs: dict[str, Any], max_retry: int) -> bool:
+    """Whether RetryHeartbeatStaleTrialCallback(max_retry) re-queues a trial with these attributes."""
+    return max_retry > len(system_attrs.get("retry_history", []))
 
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _StopSignals:
+    """SIGINT and SIGTERM (Ctrl-C, batch schedulers, `docker stop`, preemption) stop a worker cleanly.
+
+    While a trial trains, the first signal abandons it at once: its run is closed FAILED and it is
+    re-queued. Anywhere else the stop waits for the bookkeeping under way (asking, telling, closing
+    a run), so nothing is left RUNNING in Optuna or MLflow. A second signal stops at once.
+    """
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._armed = False
+        self._name = "SIGINT"
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        again = self._requested.is_set()
+        self._name = signal.Signals(signum).name
+        self._requested.set()
+        if self._armed or again:
+            self._armed = False
+            raise Interrupted(self._name)
+
+    def check(self) -> None:
+        """Raise Interrupted if a stop was asked for."""
+        if self._requested.is_set():
+            raise Interrupted(self._name)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep, waking early (True) when a stop is asked for."""
+        return self._requested.wait(seconds)
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        """The part of a trial a signal may cut short."""
+        self.check()
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A part of training a signal must not cut: a write to the storage or to MLflow, which an
+        exception in mid-flight can leave holding a database lock. The stop happens right after."""
+        armed, self._armed = self._armed, False
+        try:
+            yield
+        finally:
+            self._armed = armed
+        if armed:
+            self.check()
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
@@ -497,6 +656,7 @@ def default_workers_env(index: int, workers: int) -> dict[str, str]:
     gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // workers)
     env.update(HPO_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     return env

@@ -7,11 +7,13 @@ Also home to credential redaction, since every place that prints a URL must go t
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from hpo.errors import UsageError
 
@@ -30,6 +32,9 @@ class Settings:
     storage: str
     tracking_uri: str
     data_dir: Path
+    # Where each URL came from ("--storage", "HPO_STORAGE", "study.yaml: storage"), for error messages.
+    storage_field: str = "storage"
+    tracking_field: str = "tracking_uri"
 
 
 def resolve_settings(
@@ -38,17 +43,33 @@ def resolve_settings(
     tracking_flag: str | None = None,
     file_storage: str | None = None,
     file_tracking_uri: str | None = None,
+    source: str | None = None,
 ) -> Settings:
-    """Apply flag > environment > study file > default, and check both URLs are well formed."""
-    storage = _first(storage_flag, os.environ.get(STORAGE_ENV), file_storage, DEFAULT_STORAGE)
-    tracking = _first(tracking_flag, os.environ.get(TRACKING_ENV), file_tracking_uri, DEFAULT_TRACKING_URI)
-    check_storage_url(storage)
-    check_tracking_uri(tracking)
-    return Settings(storage=storage, tracking_uri=tracking, data_dir=data_dir())
+    """Apply flag > environment > study file > default, and check both URLs are well formed.
+
+    `source` (the study file) is named in errors about a URL that came from it.
+    """
+    storage, storage_field = _first(
+        (storage_flag, "--storage"), (os.environ.get(STORAGE_ENV), STORAGE_ENV), (file_storage, _in_file(source, "storage")), (DEFAULT_STORAGE, "storage")
+    )
+    tracking, tracking_field = _first(
+        (tracking_flag, "--tracking-uri"),
+        (os.environ.get(TRACKING_ENV), TRACKING_ENV),
+        (file_tracking_uri, _in_file(source, "tracking_uri")),
+        (DEFAULT_TRACKING_URI, "tracking_uri"),
+    )
+    check_storage_url(storage, field=storage_field)
+    check_tracking_uri(tracking, field=tracking_field)
+    return Settings(storage=storage, tracking_uri=tracking, data_dir=data_dir(), storage_field=storage_field, tracking_field=tracking_field)
 
 
-def _first(*values: str | None) -> str:
-    return next(v for v in values if v)
+def _in_file(source: str | None, field: str) -> str:
+    return f"{source}: {field}" if source else field
+
+
+def _first(*candidates: tuple[str | None, str]) -> tuple[str, str]:
+    """The first (value, where it came from) whose value is set."""
+    return next((value, where) for value, where in candidates if value)
 
 
 def data_dir() -> Path:
@@ -68,6 +89,8 @@ def check_storage_url(url: str, *, field: str = "storage") -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    if not url.strip() or url != url.strip():
+        raise UsageError(f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db")
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
         raise UsageError(f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db")
     try:
@@ -87,12 +110,21 @@ def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
         check_storage_url(uri, field=field)
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+# user:password@ after a scheme (also a mistyped one such as "postgresql//"), or at the start of a
+# word for a URL whose scheme is missing. The password runs to the last "@" before the host.
+_USERINFO = re.compile(
+    r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*:?/+|^|(?<=[\s'\"(=]))(?P<user>[^:/@\s'\"]*):(?P<password>[^/\s'\"]+)@"
+)
+
+
+# libpq also takes the password as a query parameter: postgresql://host/db?password=...
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """Replace the password of every URL in `text` with ***: safe to print, log and store."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _USERINFO.sub(lambda m: f"{m['prefix']}{m['user']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -101,3 +133,50 @@ def sqlite_path(url: str) -> Path | None:
         return None
     path = url[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def file_uri_path(uri: str) -> Path | None:
+    """The folder behind a file: tracking URI (MLflow's file store)."""
+    if not uri.startswith("file:"):
+        return None
+    return Path(unquote(urlsplit(uri).path))
+
+
+def check_writable(settings: Settings) -> None:
+    """Refuse, before anything is created, a SQLite file or MLflow folder that could not be written.
+
+    The probe is a temporary file in the nearest existing folder, removed at once, so a refused run
+    leaves nothing behind (and the same holds for the folders `open_storage` would create).
+    """
+    targets = [
+        (sqlite_path(settings.storage), settings.storage_field, False),
+        (sqlite_path(settings.tracking_uri), settings.tracking_field, False),
+        (file_uri_path(settings.tracking_uri), settings.tracking_field, True),
+    ]
+    for path, field, is_folder in targets:
+        if path is None:
+            continue
+        problem = _write_problem(path, is_folder=is_folder)
+        if problem:
+            raise UsageError(f"{field}: cannot write {path}: {problem}; choose a file in a folder you can write to")
+
+
+def _write_problem(path: Path, *, is_folder: bool) -> str | None:
+    if path.exists():
+        if is_folder != path.is_dir():
+            return "it is a folder, expected a database file" if path.is_dir() else "it is a file, expected a folder"
+        if not is_folder and not os.access(path, os.R_OK | os.W_OK):
+            return "the file is read-only"
+    folder = path if is_folder else path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        why = f" ({exc.strerror})" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        return f"{existing} is not writable{why}"
+    return None

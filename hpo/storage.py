@@ -34,14 +34,17 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return kwargs
 
 
-def ensure_database(url: str) -> None:
-    """Create the SQLite file's folder, or the PostgreSQL database, if it does not exist yet."""
+def ensure_database(url: str, *, field: str = "storage") -> None:
+    """Create the SQLite file's folder, or the PostgreSQL database, if it does not exist yet.
+
+    `field` names the setting in error messages (`storage`, `--backend-store-uri`, ...).
+    """
     path = sqlite_path(url)
     if path is not None:
         try:
             path.resolve().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"storage: cannot create the folder of {path} ({exc.strerror})") from None
+            raise UsageError(f"{field}: cannot create the folder of {path} ({exc.strerror})") from None
         return
     if not url.startswith(("postgresql", "postgres")):
         return
@@ -54,10 +57,10 @@ def ensure_database(url: str) -> None:
             exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
             if not exists:
                 conn.execute(sqlalchemy.text(f'CREATE DATABASE "{target.database}"'))
-    except sqlalchemy.exc.ProgrammingError:
-        pass  # created by a concurrent worker, or no right to list databases: the connect below tells
+    except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
+        pass  # created by a concurrent worker (a duplicate pg_database row), or no right to list databases: the connect below tells
     except sqlalchemy.exc.OperationalError as exc:
-        raise ServiceError(f"storage: cannot reach {redact(url)}: {_first_line(exc)}") from None
+        raise ServiceError(f"{field}: cannot reach {redact(url)}: {_first_line(exc)}") from None
     finally:
         admin.dispose()
 
@@ -88,11 +91,37 @@ def open_storage(
             "heartbeat_stale_trial_callback": stale,
         }
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        with database_init_lock(url, "optuna"):
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
         raise ServiceError(f"storage: cannot open {redact(url)}: {_first_line(exc)}") from None
     except ImportError as exc:
         raise UsageError(f"storage: no database driver for {redact(url)} ({exc})") from None
+
+
+@contextlib.contextmanager
+def database_init_lock(url: str, schema: str) -> Iterator[None]:
+    """Let one process at a time initialize `schema` ("optuna", "mlflow") in a PostgreSQL database.
+
+    Workers starting together on a fresh database would otherwise race to create the same tables
+    (duplicate pg_type rows) and stamp the schema version twice. A session advisory lock on that
+    database: released by the server if the process dies. Other databases: no lock.
+    """
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    key = _key(f"hpo/schema/{schema}")
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -114,7 +143,7 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
             yield
         return
     if url.startswith(("postgresql", "postgres")):
-        key = zlib.crc32(study_name.encode()) & 0x7FFFFFFF
+        key = _key(study_name)
         engine = _lock_engine(url)
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
@@ -127,25 +156,61 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
     yield
 
 
+@contextlib.contextmanager
+def try_lock(url: str, name: str) -> Iterator[bool]:
+    """Take the lock `name` if no other process holds it, without waiting; yield whether it was taken.
+
+    Used so that exactly one worker stays behind at the end of a study to re-run crashed trials.
+    The lock dies with its holder (a closed connection, a closed file), so a killed worker frees it.
+    Databases other than SQLite and PostgreSQL have no such lock: every caller gets it.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        with _file_lock(path.with_name(f"{path.name}.hpo-lock-{_key(name)}"), wait=False) as taken:
+            yield taken
+        return
+    if url.startswith(("postgresql", "postgres")):
+        key = _key(name)
+        with _lock_engine(url).connect() as conn:
+            taken = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            try:
+                yield taken
+            finally:
+                if taken:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    yield True
+
+
+def _key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
 _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
 def _lock_engine(url: str) -> sqlalchemy.Engine:
+    # Two connections: a worker holding `try_lock` still takes `budget_lock` to ask for a trial.
     if url not in _LOCK_ENGINES:
-        _LOCK_ENGINES[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        _LOCK_ENGINES[url] = sqlalchemy.create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     return _LOCK_ENGINES[url]
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def _file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
     try:
         import fcntl
     except ImportError:  # Windows: SQLite's own locking is all there is
-        yield
+        yield True
         return
     with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -17,13 +17,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hpo.errors import ServiceError
 from hpo.settings import redact, sqlite_path
+from hpo.storage import database_init_lock, ensure_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# MLflow prints a "View run" link on stdout (after an extra request) whenever a run ends on a server;
+# stdout is for results (`--json`), and hpo says where the runs are itself.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in hpo's own output
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -38,6 +44,7 @@ STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _PARAM_VALUE_LIMIT = 6000
+_OUTAGE_SECONDS = 60.0
 
 
 class TrackingUnavailable(RuntimeError):
@@ -51,12 +58,15 @@ def _now_ms() -> int:
 class Tracker:
     """MLflow for one study: its experiment, parent run and trial runs."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, *, retries: int = 3, backoff: float = 1.0) -> None:
+    def __init__(self, tracking_uri: str, experiment_name: str, *, retries: int | None = None, backoff: float | None = None) -> None:
+        tracking_uri = absolute_sqlite_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.retries = retries
-        self.backoff = backoff
+        self.client = _open_client(tracking_uri)
+        # HPO_TRACKING_RETRIES / HPO_TRACKING_BACKOFF (seconds, doubling) tune how long a dead server is waited for.
+        self.retries = retries if retries is not None else int(os.environ.get("HPO_TRACKING_RETRIES", "3"))
+        self.backoff = backoff if backoff is not None else float(os.environ.get("HPO_TRACKING_BACKOFF", "1.0"))
+        self._down_until = 0.0  # while MLflow is known to be down, one attempt per call, no waiting
         self._experiment_id: str | None = None
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush: dict[str, float] = {}
@@ -64,11 +74,19 @@ class Tracker:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable."""
+        """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable.
+
+        After a request has failed, calls in the next minute try once without backoff, so an outage costs
+        a study one quick failure per call instead of the full backoff each time.
+        """
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        known_down = time.monotonic() < self._down_until
+        retries = 0 if known_down else self.retries
+        for attempt in range(retries + 1):
             try:
-                return fn()
+                result = fn()
+                self._down_until = 0.0
+                return result
             except MlflowException as exc:
                 if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
                     raise
@@ -80,12 +98,14 @@ class Tracker:
                     error = exc
                 else:
                     raise
-            if attempt < self.retries:
+            if attempt < retries:
                 time.sleep(delay)
                 delay *= 2
-        message = redact(f"MLflow at {self.tracking_uri} did not answer to {what}: {error.__class__.__name__}: {error}")
-        logger.warning(message.splitlines()[0])
-        raise TrackingUnavailable(message.splitlines()[0])
+        self._down_until = time.monotonic() + _OUTAGE_SECONDS
+        message = redact(f"MLflow at {self.tracking_uri} did not answer to {what} ({_brief(error)})")
+        # The caller reports it (progress warning, `hpo reconcile` hint); here it is only a trace.
+        logger.info(message)
+        raise TrackingUnavailable(message)
 
     @property
     def experiment_id(self) -> str:
@@ -193,18 +213,22 @@ class Tracker:
             self._call("log metrics", lambda c=chunk: self.client.log_batch(run_id, metrics=c, synchronous=True))
 
     def end_trial_run(self, run_id: str, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None) -> None:
-        """Flush, log the summary metrics and the Optuna state, and close the run with the matching status."""
-        try:
-            self.flush(run_id)
-        finally:
-            self._last_flush.pop(run_id, None)
+        """Send the buffered epochs with the summary metrics and the Optuna state, and close the run with the matching status.
+
+        Buffered epochs and the summary share one `log_batch` when they fit (a database round trip per
+        trial saved; see BENCHMARKS.md); MLflow caps a batch at 1000 metrics and tags together.
+        """
+        self._last_flush.pop(run_id, None)
         stamp = _now_ms()
-        metrics = [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
+        metrics = self._pending.pop(run_id, []) + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
         tags = [RunTag("optuna.state", state)]
         if reason:
             tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
             tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
-        self._call("close the trial run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True))
+        chunks = list(_chunks(metrics, _MAX_METRICS_PER_BATCH - len(tags))) or [[]]
+        for i, chunk in enumerate(chunks):
+            chunk_tags = tags if i == len(chunks) - 1 else []
+            self._call("close the trial run", lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t, synchronous=True))
         self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
 
     # -- artifacts --------------------------------------------------------------------------------
@@ -235,8 +259,8 @@ class Tracker:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         run = self._call("find a run", lambda: self.client.get_run(run_id))
-        repo = get_artifact_repository(run.info.artifact_uri)
         try:
+            repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.tracking_uri)
             self._call("delete artifacts", lambda: repo.delete_artifacts(path))
         except (MlflowException, NotImplementedError, FileNotFoundError) as exc:
             logger.warning("could not delete %s of run %s: %s", path, run_id, exc)
@@ -284,16 +308,131 @@ class Tracker:
     def runs_with_status(self, status: str, *, role: str = "trial") -> list[Any]:
         return self.search_runs(f"tags.`{ROLE}` = '{role}' and attributes.status = '{status}'")
 
-    def log_model(self, run_id: str, python_model: Any, *, name: str, artifacts: dict[str, str] | None = None, registered_model_name: str | None = None) -> Any:
-        """Log an MLflow pyfunc model into `run_id` and optionally register it in the model registry."""
+    def log_model(
+        self,
+        run_id: str,
+        python_model: Any,
+        *,
+        name: str,
+        artifacts: dict[str, str] | None = None,
+        registered_model_name: str | None = None,
+        example: tuple[Any, Any] | None = None,
+        code_paths: list[str] | None = None,
+        pip_requirements: list[str] | None = None,
+    ) -> Any:
+        """Log an MLflow pyfunc model into `run_id` and optionally register it in the model registry.
+
+        `example` is (inputs, outputs): the signature is inferred from it and the inputs are kept as the
+        input example, which MLflow checks by loading the model and predicting. Explicit
+        `pip_requirements` spare MLflow from loading the model in a subprocess to guess them.
+        """
+        signature = mlflow.models.infer_signature(*example) if example is not None else None
+        input_example = example[0] if example is not None else None
+
+        def log() -> Any:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+            level = pyfunc_logger.level
+            pyfunc_logger.setLevel(logging.ERROR)  # the python_model is a plain instance: its cloudpickle advisory is noise
+            try:
+                with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id):
+                    return mlflow.pyfunc.log_model(
+                        name=name,
+                        python_model=python_model,
+                        artifacts=artifacts,
+                        registered_model_name=registered_model_name,
+                        signature=signature,
+                        input_example=input_example,
+                        code_paths=code_paths,
+                        pip_requirements=pip_requirements,
+                    )
+            finally:
+                pyfunc_logger.setLevel(level)
+
+        return self._call("log a model", log)
+
+    def log_torch_model(
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        name: str,
+        registered_model_name: str | None = None,
+        example: tuple[Any, Any] | None = None,
+        code_paths: list[str] | None = None,
+        pip_requirements: list[str] | None = None,
+    ) -> Any:
+        """Log a PyTorch module with the `mlflow.pytorch` flavor, optionally registering it.
+
+        The module is pickled (its classes travel in `code_paths`): MLflow's "pt2" alternative traces
+        it with torch.export, which costs more than the whole evaluation of a small model.
+        `example` is (inputs, outputs) for the signature.
+        """
+        import mlflow.pytorch
+
+        signature = mlflow.models.infer_signature(*example) if example is not None else None
+
         def log() -> Any:
             mlflow.set_tracking_uri(self.tracking_uri)
             with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id):
-                return mlflow.pyfunc.log_model(
-                    name=name, python_model=python_model, artifacts=artifacts, registered_model_name=registered_model_name
+                return mlflow.pytorch.log_model(
+                    model,
+                    name=name,
+                    registered_model_name=registered_model_name,
+                    signature=signature,
+                    serialization_format="pickle",
+                    code_paths=code_paths,
+                    pip_requirements=pip_requirements,
                 )
 
         return self._call("log a model", log)
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        """Paths of the files (not folders) directly under `path` of a run's artifacts."""
+        entries = self._call("list artifacts", lambda: self.client.list_artifacts(run_id, path))
+        return [e.path for e in entries if not e.is_dir]
+
+
+def absolute_sqlite_uri(uri: str) -> str:
+    """Pin a relative sqlite:/// URI to the current folder: MLflow caches stores per URI string, so a
+    relative path would keep pointing at whichever folder the process was in when it first opened it."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return f"sqlite:///{path.resolve()}" + (f"?{query}" if query else "")
+
+
+def _brief(error: Exception) -> str:
+    """What went wrong in a few words: a connection error's cause, else the first line of the error."""
+    text = str(error)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "connection closed by the server"),
+    ):
+        if needle in text:
+            return short
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{error.__class__.__name__}: {first[:200]}".rstrip(": ")
+
+
+def _open_client(tracking_uri: str) -> MlflowClient:
+    """A client on a database opens it at once and creates MLflow's tables. On PostgreSQL: create the
+    database if missing and fail fast when it is unreachable (MLflow itself retries for ~100 s), and
+    let one worker at a time initialize it (workers starting together on a fresh database race otherwise)."""
+    import sqlalchemy
+
+    ensure_database(tracking_uri, field="tracking_uri")
+    try:
+        with database_init_lock(tracking_uri, "mlflow"):
+            return MlflowClient(tracking_uri=tracking_uri)
+    except sqlalchemy.exc.OperationalError as exc:
+        first = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
+        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first[0] if first else exc.__class__.__name__}") from None
 
 
 def _param_text(value: Any) -> str:

@@ -150,28 +150,381 @@ def wait_http(url: str, *, timeout: float = 60) -> None:
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start a real `mlflow server` on a free port with the given backend store; returns its URL."""
-    procs: list[subprocess.Popen[bytes]] = []
+    """Start a real MLflow server (`hpo server`) on a free port with the given backend store; returns its URL."""
+    servers: list[HpoServer] = []
 
     def start(backend_store_uri: str) -> str:
-        port = free_port()
-        artifacts = tmp_path / f"artifacts-{port}"
-        cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(artifacts),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ]  # fmt: skip
-        log = open(tmp_path / f"mlflow-server-{port}.log", "wb")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health", timeout=90)
-        return url
+        server = HpoServer(backend_store_uri, tmp_path / f"mlflow-server-{len(servers)}")
+        servers.append(server)  # registered first, so it is stopped even if it never answers
+        return server.wait_ready()
 
     yield start
-    for proc in procs:
-        proc.terminate()
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real `mlflow server` (SQLite backend) for the whole session; tests keep apart by experiment
+    (= study) name. Its background job runners are switched off, and the whole process group is
+    stopped at the end, so no server process outlives the session."""
+    import signal
+
+    folder = tmp_path_factory.mktemp("shared-mlflow")
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(folder / "server.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=120)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# -- tiny CIFAR-10 data, built in the test (never ../shared) ---------------------------------------
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def make_cifar10_arrays(*, train_per_class: int = 10, test_per_class: int = 2, seed: int = 0) -> dict[str, tuple[Any, Any]]:
+    """{"train"|"test": (images N x 3 x 32 x 32 uint8, labels N uint8)}, ordered by class. Each image is a
+    flat colour whose red channel encodes the class and green the index, so labels can be checked."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
+        images = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
+        images[:, 0] = (labels * 25 + 5)[:, None, None]
+        images[:, 1] = (np.tile(np.arange(per_class), 10) * 7 % 250)[:, None, None]
+        images[:, 2] = rng.integers(0, 256, len(labels), dtype=np.uint8)[:, None, None]
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def write_cifar10_image_folder(root: Path, arrays: dict[str, tuple[Any, Any]], *, suffix: str = ".png") -> Path:
+    """`root/train/<class>/NNNN.png` and `root/test/<class>/NNNN.png` (numbered within each class)."""
+    from PIL import Image
+
+    for split, (images, labels) in arrays.items():
+        counts: dict[int, int] = {}
+        for image, label in zip(images, labels):
+            folder = root / split / CIFAR10_CLASSES[int(label)]
+            folder.mkdir(parents=True, exist_ok=True)
+            index = counts.get(int(label), 0)
+            counts[int(label)] = index + 1
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index:04d}{suffix}", quality=95)
+    return root
+
+
+def write_cifar10_official(folder: Path, arrays: dict[str, tuple[Any, Any]]) -> Path:
+    """The official layout: `cifar-10-batches-py/data_batch_1..5`, `test_batch`, `batches.meta` (pickles)."""
+    import pickle
+
+    import numpy as np
+
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    train_images, train_labels = arrays["train"]
+    order = np.random.default_rng(1).permutation(len(train_labels))  # the official batches are not sorted
+    for i, part in enumerate(np.array_split(order, 5), start=1):
+        batch = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": train_labels[part].tolist(), b"data": train_images[part].reshape(len(part), -1), b"filenames": [b"x.png"] * len(part)}
+        (batches / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    test_images, test_labels = arrays["test"]
+    (batches / "test_batch").write_bytes(pickle.dumps({b"labels": test_labels.tolist(), b"data": test_images.reshape(len(test_labels), -1)}))
+    (batches / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}))
+    return batches
+
+
+def tar_folder(source: Path, archive: Path) -> Path:
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        for child in sorted(source.iterdir()):
+            tar.add(child, arcname=child.name)
+    return archive
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path: Path) -> Callable[..., dict[str, tuple[Any, Any]]]:
+    """Import a tiny generated CIFAR-10 (PNG image-folder tarball) into this test's HPO_DATA_DIR."""
+
+    def make(**kwargs: Any) -> dict[str, tuple[Any, Any]]:
+        from hpo.data import cifar10
+
+        arrays = make_cifar10_arrays(**kwargs)
+        tree = write_cifar10_image_folder(tmp_path / "tiny-cifar10-src", arrays)
+        cifar10.import_dataset(tar_folder(tree, tmp_path / "tiny-cifar10.tar.gz"))
+        return arrays
+
+    return make
+
+
+class StoppableMlflowServer:
+    """A real `mlflow server` in its own process group, so a test can kill it (and its uvicorn child)
+    mid-study like a crashed machine, and start another on the same backend store."""
+
+    def __init__(self, backend_store_uri: str, folder: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(folder / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ]  # fmt: skip
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(folder / f"mlflow-server-{port}.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL the whole server at once: no graceful shutdown, in-flight requests are cut."""
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def stoppable_mlflow_server(tmp_path: Path) -> Iterator[Callable[..., StoppableMlflowServer]]:
+    """Factory: stoppable_mlflow_server(backend_store_uri, port=None) -> a server with .url and .kill()."""
+    servers: list[StoppableMlflowServer] = []
+
+    def start(backend_store_uri: str, port: int | None = None) -> StoppableMlflowServer:
+        server = StoppableMlflowServer(backend_store_uri, tmp_path, port or free_port())
+        servers.append(server)  # registered first, so it is killed even if it never answers
+        wait_http(f"{server.url}/health", timeout=120)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+def wait_for_training_trials(storage: str, study_name: str, proc: subprocess.Popen[Any], *, count: int = 1, timeout: float = 120) -> list[Any]:
+    """Poll the Optuna storage until `count` trials are RUNNING with an MLflow run and at least one epoch
+    reported (so a signal or SIGKILL now lands mid-training); fail if `proc` ends first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + timeout
+    rdb: optuna.storages.RDBStorage | None = None  # opened once: opening checks the schema, which costs CPU
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the process ended early with exit code {proc.returncode}"
+        try:
+            rdb = rdb or optuna.storages.RDBStorage(storage)
+            running = optuna.load_study(study_name=study_name, storage=rdb).get_trials(states=(TrialState.RUNNING,))
+        except (KeyError, optuna.exceptions.StorageInternalError):  # the worker has not created it yet
+            running = []
+        training = [t for t in running if t.user_attrs.get("mlflow_run_id") and t.intermediate_values]
+        if len(training) >= count:
+            return training
+        time.sleep(0.2)
+    raise TimeoutError(f"{count} trial(s) did not start training within {timeout}s")
+
+
+# -- an evaluated Boston study, shared by the evaluation and report tests --------------------------
+class EvaluatedStudy:
+    """A tiny Boston study run and evaluated once per session through the in-process CLI, with the
+    test-split read counts seen around each step."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = "tiny-boston"
+        self.storage = f"sqlite:///{folder / 'hpo.db'}"
+        self.tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.reads_before = self.reads_after_run = self.reads_after_evaluate = 0
+        self.run_output = self.evaluate_output = ""
+
+    @property
+    def flags(self) -> list[str]:
+        return ["--storage", self.storage, "--tracking-uri", self.tracking_uri]
+
+
+@pytest.fixture(scope="session")
+def evaluated_boston(tmp_path_factory: pytest.TempPathFactory) -> EvaluatedStudy:
+    """`hpo run` then `hpo evaluate` on a 3-trial Boston study (top 3 checkpoints kept, greedy ensemble)."""
+    from hpo.data import TEST_SPLIT_READS
+
+    study = EvaluatedStudy(tmp_path_factory.mktemp("evaluated-boston"))
+    path = study.folder / "study.yaml"
+    path.write_text(yaml.safe_dump(tiny_boston(n_trials=3, evaluation={"top_k": 3, "ensemble": "greedy"}), sort_keys=False))
+    runner = CliRunner()
+    study.reads_before = TEST_SPLIT_READS["boston"]
+    result = runner.invoke(app, ["run", str(path), "--quiet", *study.flags], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study.run_output = result.output
+    study.reads_after_run = TEST_SPLIT_READS["boston"]
+    result = runner.invoke(app, ["evaluate", study.name, *study.flags], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study.evaluate_output = result.output
+    study.reads_after_evaluate = TEST_SPLIT_READS["boston"]
+    return study
+
+
+# -- `hpo server` as a subprocess, a PostgreSQL-backed one for the session, and a password-checking PostgreSQL
+class HpoServer:
+    """`hpo server` run exactly as docker-compose runs it (hpo.server.server_argv, the backend store in
+    MLFLOW_BACKEND_STORE_URI), with its stdout and stderr kept in files for the test to read."""
+
+    def __init__(self, backend_store_uri: str, folder: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        from hpo.server import server_argv
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.artifacts = folder / "artifacts"
+        self.argv = server_argv(port=self.port, artifacts_destination=str(self.artifacts), program=(sys.executable, "-m", "hpo"))
+        self.stdout_path, self.stderr_path = folder / "server.out", folder / "server.err"
+        full_env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri, **(env or {})}
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=full_env)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait_ready(self, timeout: float = 240) -> str:
+        """Until `hpo server` says it is ready (it checks /health first); fail if it exits instead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready at" in self.stdout:
+                return self.url
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hpo server exited with code {self.proc.returncode}: {self.stderr[-2000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"hpo server did not get ready within {timeout}s: {self.stderr[-2000:]}")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as docker stop sends; `hpo server` stops its whole process tree and exits."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def drop_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_mlflow_server(postgres_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `hpo server` for the session whose backend store is a PostgreSQL database that does not exist
+    until the server creates it; tests keep apart by experiment (= study) name. Returns its URL."""
+    name = f"hpo_test_mlflow_{uuid.uuid4().hex[:10]}"
+    server = HpoServer(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}", tmp_path_factory.mktemp("pg-mlflow"))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+        drop_database(name)
+
+
+class PasswordPostgres:
+    """A private PostgreSQL cluster that checks passwords (scram-sha-256) on 127.0.0.1:port."""
+
+    user = "postgres"
+
+    def __init__(self, port: int, password: str) -> None:
+        self.host, self.port, self.password = "127.0.0.1", port, password
+
+    def url(self, database: str, *, password: str | None = None, with_password: bool = True, driver: str = "postgresql+psycopg2") -> str:
+        secret = f":{password or self.password}" if with_password else ""
+        return f"{driver}://{self.user}{secret}@{self.host}:{self.port}/{database}"
+
+    def connect(self, database: str = "postgres") -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=database, connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def pg_password_server() -> Iterator[PasswordPostgres]:
+    """The shared PostgreSQL trusts every local connection, so it cannot tell a wrong password from a
+    right one. This starts a private cluster with password authentication on a free port (initdb and
+    pg_ctl of the local PostgreSQL; as root they run as the `postgres` user) and removes it afterwards."""
+    import pwd
+    import shutil
+    import tempfile
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("HPO_REQUIRE_POSTGRES"):
+            pytest.fail(f"HPO_REQUIRE_POSTGRES is set but {reason}")
+        pytest.skip(reason)
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        unavailable("no PostgreSQL server binaries (initdb) to start a password-checking cluster")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="hpo-pg-password-"))
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(base)
+            unavailable("running as root and there is no `postgres` user to run initdb as")
+        runuser = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), None)
+        if runuser is None:
+            shutil.rmtree(base)
+            unavailable("running as root and there is no `runuser` to run initdb as the `postgres` user")
+        shutil.chown(base, "postgres")
+        as_user = [str(runuser), "-u", "postgres", "--"]
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    pwfile = base / "pwfile"
+    pwfile.write_text(password + "\n")
+    if as_user:
+        shutil.chown(pwfile, "postgres")
+    data, port = base / "data", free_port()
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}", "-N"], check=True, capture_output=True, timeout=120)
+        pwfile.unlink()
+        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-o", options, "-l", str(base / "log"), "start"], check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        output = getattr(exc, "stderr", b"") or b""
+        unavailable(f"a password-checking PostgreSQL cluster could not be started: {output.decode(errors='replace').strip()[-300:]}")
+    try:
+        yield PasswordPostgres(port, password)
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)

@@ -6,6 +6,8 @@ import functools
 import logging
 import os
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,6 +60,7 @@ def command(group: typer.Typer = app, name: str | None = None, **kwargs: Any) ->
 
 
 def configure_logging() -> None:
+    _redact_logs_and_tracebacks()
     level = os.environ.get("HPO_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Optuna and MLflow are chatty at INFO: hpo reports progress itself.
@@ -66,3 +69,37 @@ def configure_logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _redact_logs_and_tracebacks() -> None:
+    """A safety net under the messages hpo redacts itself: every log record (hpo's, MLflow's, SQLAlchemy's,
+    whatever handler prints it) and every uncaught traceback, in any thread, passes through `redact`."""
+    base = logging.getLogRecordFactory()
+    if getattr(base, "hpo_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return record
+
+    factory.hpo_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc_type, exc, tb))))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+        sys.stderr.write(redact(f"Exception in {name}:\n{text}"))
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook

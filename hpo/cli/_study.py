@@ -1,12 +1,14 @@
-"""Study commands: run, worker, validate, status, best, reconcile."""
+"""Study commands: run, create, worker, validate, status, best, reconcile."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +19,7 @@ from rich.table import Table
 from hpo.cli._app import app, command
 from hpo.config import StudyConfig, load_study, study_to_yaml
 from hpo.errors import HpoError, UsageError
-from hpo.settings import Settings, redact, resolve_settings
+from hpo.settings import Settings, check_writable, redact, resolve_settings
 
 StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
 TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
@@ -25,8 +27,29 @@ JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead 
 BUDGET_ATTR = "hpo.budget"
 
 
-def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None) -> Settings:
-    return resolve_settings(storage_flag=storage, tracking_flag=tracking_uri, file_storage=config.storage, file_tracking_uri=config.tracking_uri)
+def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None, *, source: Path | None = None) -> Settings:
+    return resolve_settings(
+        storage_flag=storage,
+        tracking_flag=tracking_uri,
+        file_storage=config.storage,
+        file_tracking_uri=config.tracking_uri,
+        source=str(source) if source is not None else None,
+    )
+
+
+def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
+    """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
+    run before anything is created; errors about the file's fields name the file."""
+    from hpo.objectives import PREFLIGHT
+    from hpo.samplers import build_pruner, build_sampler
+
+    try:
+        build_sampler(config)
+        build_pruner(config.pruner)
+        PREFLIGHT[config.objective](config)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    check_writable(settings)
 
 
 @command(app, "run")
@@ -44,7 +67,9 @@ def run(
     if study_name and len(study_files) > 1:
         raise UsageError("--study-name: can only be used with a single study file")
     configs = [load_study(path) for path in study_files]  # every file is checked before any runs
-    settings = [_settings(c, storage, tracking_uri) for c in configs]
+    settings = [_settings(c, storage, tracking_uri, source=path) for path, c in zip(study_files, configs)]
+    for path, config, setting in zip(study_files, configs, settings):
+        _check_study(path, config, setting)
     rows = []
     for path, config, setting in zip(study_files, configs, settings):
         summary = _run_one(path, config, setting, n_trials=n_trials, timeout=timeout, workers=workers, study_name=study_name, quiet=quiet)
@@ -59,61 +84,123 @@ def run(
         raise HpoError(f"no trial completed in study {failed}; see the failure reasons with `hpo status {failed}`")
 
 
+def _budget(config: StudyConfig, n_trials: int | None, timeout: float | None) -> dict[str, Any]:
+    """The sweep's global budget as kept in the study: every worker reads it, so `timeout` becomes a
+    wall-clock deadline shared by all of them rather than a clock of their own."""
+    n_trials = n_trials if n_trials is not None else config.n_trials
+    timeout = timeout if timeout is not None else config.timeout
+    return {"n_trials": n_trials, "timeout": timeout, "deadline": time.time() + timeout if timeout is not None else None}
+
+
+def _remaining(budget: dict[str, Any]) -> float | None:
+    """Seconds left of a stored budget's timeout (None: no timeout)."""
+    if budget.get("deadline") is not None:
+        return max(0.0, float(budget["deadline"]) - time.time())
+    return budget.get("timeout")
+
+
 def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: int | None, timeout: float | None, workers: int, study_name: str | None, quiet: bool) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from hpo.progress import make_progress
     from hpo.runner import StudyRunner
 
-    budget = {"n_trials": n_trials if n_trials is not None else config.n_trials, "timeout": timeout if timeout is not None else config.timeout}
+    started = time.monotonic()
+    budget = _budget(config, n_trials, timeout)
     progress = make_progress(quiet=quiet or workers > 1)
     runner = StudyRunner(config, settings, study_name=study_name, progress=progress)
     runner.study.set_user_attr(BUDGET_ATTR, budget)
+    before = {t.number for t in runner.study.get_trials(deepcopy=False)}
+    codes: list[int] = []
     if workers <= 1:
-        summary = runner.run(n_trials=budget["n_trials"], timeout=budget["timeout"])
-        counts = {"complete": summary.completed, "pruned": summary.pruned, "failed": summary.failed, "seconds": summary.seconds}
+        runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
     else:
-        counts = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+        codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    # Counted from the study, so that trials run by spawned workers are included.
     trials = runner.study.get_trials(deepcopy=False)
+    new = [t for t in trials if t.number not in before]
+    counts = {name: sum(1 for t in new if t.state == state) for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL))}
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     best = runner._best_text()
     if not quiet:
-        typer.echo(f"study {runner.study_name}: best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}", err=True)
-    if runner.parent_run_id is not None:
-        try:
-            runner.tracker.set_study_status(runner.parent_run_id, "FINISHED")
-        except Exception:  # noqa: BLE001 - the trials are safe in Optuna; status is cosmetic
-            pass
-    return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total}
-
-
-def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int, *, quiet: bool) -> dict[str, Any]:
-    """Start `workers` copies of `hpo worker` (the same command the docker-compose worker runs)."""
-    import time
-
-    from hpo.runner import default_workers_env
-
-    started = time.monotonic()
-    procs = []
-    for index in range(workers):
-        env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **default_workers_env(index, workers)}
-        cmd = [sys.executable, "-m", "hpo", "worker", str(path), "--study-name", study_name]
-        if quiet:
-            cmd.append("--quiet")
-        procs.append(subprocess.Popen(cmd, env=env))
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
-        raise
-    bad = [c for c in codes if c not in (0, 1)]
+        typer.echo(
+            f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed in this run; "
+            f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}",
+            err=True,
+        )
+    runner.close_study_run()
+    bad = [c for c in codes if c != 0]
     if bad:
-        raise HpoError(f"{len(bad)} of {workers} workers exited with an error (codes {bad})")
-    return {"complete": None, "pruned": None, "failed": None, "seconds": time.monotonic() - started}
+        raise HpoError(f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above")
+    return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total, "seconds": time.monotonic() - started}
+
+
+def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int, *, quiet: bool) -> list[int]:
+    """Run `workers` copies of `hpo worker` (the command `hpo schedule` writes) and return their exit codes.
+
+    Each worker gets its own GPU or share of CPU threads and its own process group, so that one
+    Ctrl-C reaches each worker exactly once (forwarded from here) and every one closes its trial.
+    """
+    from hpo.runner import default_workers_env
+    from hpo.schedule import worker_argv
+
+    argv = worker_argv(path, study_name=study_name, quiet=quiet, program=(sys.executable, "-m", "hpo"))
+    procs: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for index in range(workers):
+            env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **default_workers_env(index, workers)}
+            env.setdefault("HPO_PROGRESS", "plain")  # several live displays on one terminal would garble it
+            procs.append(subprocess.Popen(argv, env=env, start_new_session=True))
+        codes = [proc.wait() for proc in procs]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise KeyboardInterrupt
+    return codes
+
+
+@command(app, "create")
+def create(
+    study_file: Path = typer.Argument(..., help="The study file."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Stop starting trials this many seconds after the sweep starts."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+) -> None:
+    """Create the study and its budget without running trials, for workers that join with `hpo worker`.
+
+    Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
+    sweep is left as it is, so its timeout keeps counting from when it started.
+    """
+    from hpo.runner import StudyRunner
+
+    config = load_study(study_file)
+    settings = _settings(config, storage, tracking_uri, source=study_file)
+    _check_study(study_file, config, settings)
+    runner = StudyRunner(config, settings, study_name=study_name)
+    budget = _budget(config, n_trials, timeout)
+    stored = runner.study.user_attrs.get(BUDGET_ATTR) or {}
+    running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
+    if (stored.get("n_trials"), stored.get("timeout")) != (budget["n_trials"], budget["timeout"]) or not running:
+        runner.study.set_user_attr(BUDGET_ATTR, budget)
+    typer.echo(f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}", err=True)
+
+
+def _worker_hint(study_file: Path, study_name: str, config: StudyConfig) -> list[str]:
+    from hpo.schedule import worker_argv
+
+    return worker_argv(study_file, study_name=study_name if study_name != config.name else None)
 
 
 @command(app, "worker")
@@ -129,14 +216,15 @@ def worker(
     from hpo.runner import StudyRunner, stored_config
 
     config = load_study(study_file)
-    settings = _settings(config, storage, tracking_uri)
+    settings = _settings(config, storage, tracking_uri, source=study_file)
     runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False)
     stored = stored_config(runner.study)
     if stored.model_dump(exclude={"storage", "tracking_uri"}) != config.model_dump(exclude={"storage", "tracking_uri"}):
         typer.echo(f"hpo: warning: {study_file} differs from the config study {runner.study_name!r} was started with; the stored one is used", err=True)
         runner = StudyRunner(stored, settings, study_name=runner.study_name, progress=make_progress(quiet=quiet), create=False)
     budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": stored.n_trials, "timeout": stored.timeout}
-    runner.run(n_trials=budget.get("n_trials"), timeout=budget.get("timeout"))
+    runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+    runner.close_study_run()
 
 
 @command(app, "validate")
@@ -146,15 +234,11 @@ def validate(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Check the file, print the resolved config and the search space; nothing is written anywhere."""
-    from hpo.objectives import PREFLIGHT
-    from hpo.samplers import build_pruner, build_sampler
     from hpo.search_space import describe
 
     config = load_study(study_file)
-    settings = _settings(config, storage, tracking_uri)
-    build_sampler(config)
-    build_pruner(config.pruner)
-    PREFLIGHT[config.objective](config)
+    settings = _settings(config, storage, tracking_uri, source=study_file)
+    _check_study(study_file, config, settings)
     resolved = study_to_yaml(config)
     typer.echo(redact(resolved))
     typer.echo(f"# storage: {redact(settings.storage)}\n# tracking_uri: {redact(settings.tracking_uri)}")
@@ -176,7 +260,7 @@ def status(
         frame = results.study_summaries(settings.storage)
     else:
         frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
-    records = json.loads(frame.to_json(orient="records")) if len(frame) else []
+    records = _records(frame)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
     else:
@@ -228,6 +312,18 @@ def reconcile_command(
     report = reconcile(loaded, Tracker(ref.settings.tracking_uri, ref.name), config)
     for line in report.lines():
         typer.echo(line)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """Rows as plain Python values, floats exact (pandas' to_json rounds) and NaN as null."""
+    import math
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "item"):
+            value = value.item()
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
 def _cell(value: Any) -> str:

@@ -63,6 +63,24 @@ def to_predictions(outputs: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
     return outputs.squeeze(1).detach().cpu().numpy() * float(meta["y_std"]) + float(meta["y_mean"])
 
 
+def val_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """Model-ready validation inputs and targets (k$): ensemble selection and report pictures use them."""
+    split = boston_data.load(data).val
+    return torch.as_tensor(split.x), split.y
+
+
+def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> tuple[Task, dict[str, Any]]:
+    """Training on train+validation rows for `hpo evaluate --retrain-seeds`, and the meta that goes with it.
+
+    The input scaling of `meta` is kept (so test inputs stay comparable across members); the target
+    statistics are refitted on the rows now trained on. Validation is still scored, but it is training data.
+    """
+    loaded = boston_data.load(data)
+    both = boston_data.Split(np.concatenate([loaded.train.x, loaded.val.x]), np.concatenate([loaded.train.y, loaded.val.y]))
+    task, y_mean, y_std = make_task(boston_data.BostonData(train=both, val=loaded.val, features=loaded.features, x_mean=loaded.x_mean, x_std=loaded.x_std), device)
+    return task, {**meta, "y_mean": y_mean, "y_std": y_std}
+
+
 def preflight(config: StudyConfig) -> None:
     """Fail before anything is written if the CSV is missing or unreadable."""
     boston_data.read_frame(config.data.path)

@@ -42,13 +42,16 @@ class Task:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     # validation outputs and targets -> named metrics (val_loss is added by the loop)
     score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
-    # whole-batch augmentation applied to training inputs (images); identity when None
+    # whole-batch augmentation of raw training batches (e.g. uint8 images), before `prepare`; none when None
     augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None
-    # per-batch training statistics (e.g. accuracy) from outputs and targets
-    train_stats: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
+    # per-batch training statistics (e.g. accuracy) from outputs and targets: floats or 0-d tensors
+    # (tensors are summed on the device, so a GPU is not synchronised every batch)
+    train_stats: Callable[[torch.Tensor, torch.Tensor], dict[str, float | torch.Tensor]] | None = None
     # whole-batch input transform applied before the model sees any batch (e.g. uint8 -> normalized float)
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
     eval_batch_size: int = 2048
+    # name of the per-epoch training throughput metric (examples per second of training, validation excluded)
+    throughput_metric: str = "samples_per_second"
 
 
 @dataclass
@@ -82,7 +85,7 @@ def train(
     optimizer = build_optimizer(hp, [p for p in model.parameters() if p.requires_grad])
     batch_size = int(hp["batch_size"])
     n = task.x_train.shape[0]
-    steps_per_epoch = max(1, n // batch_size)
+    steps_per_epoch = _batches_per_epoch(n, batch_size)  # OneCycleLR must know the exact count
     schedule = Schedule(hp, optimizer, steps_per_epoch=steps_per_epoch, maximize=maximize)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     l1 = float(hp["l1"])
@@ -97,10 +100,11 @@ def train(
         epoch_start = time.perf_counter()
         lr = schedule.lr
         train_metrics = _train_epoch(model, task, optimizer, schedule, scaler, generator, batch_size=batch_size, l1=l1, amp=amp, epoch=epoch)
+        train_time = time.perf_counter() - epoch_start  # _train_epoch ends on a device sync (float of the loss)
         outputs = predict(model, task.x_val, task=task, amp=amp)
         metrics = {**train_metrics, "val_loss": float(task.loss_fn(outputs, task.y_val)), **task.score(outputs, task.y_val)}
         seconds = time.perf_counter() - epoch_start
-        metrics.update(lr=lr, epoch_seconds=seconds, samples_per_second=n / seconds if seconds > 0 else 0.0)
+        metrics.update({"lr": lr, "epoch_seconds": seconds, task.throughput_metric: n / train_time if train_time > 0 else 0.0})
         history.append(metrics)
         value = metrics[monitor]
         improved = value > best_value if maximize else value < best_value
@@ -126,6 +130,13 @@ def train(
     )
 
 
+def _batches_per_epoch(n: int, batch_size: int) -> int:
+    """The optimizer steps _train_epoch takes: every full batch, plus the remainder unless it is a single
+    example (which batch norm cannot take) after at least one full batch."""
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 or (rest == 1 and full == 0) else 0))
+
+
 def _train_epoch(
     model: nn.Module,
     task: Task,
@@ -143,17 +154,17 @@ def _train_epoch(
     n = task.x_train.shape[0]
     order = torch.randperm(n, generator=generator, device=task.x_train.device)
     total_loss = torch.zeros((), device=task.x_train.device)
-    stats: dict[str, float] = {}
+    stats: dict[str, float | torch.Tensor] = {}
     seen = 0
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        if index.numel() < 2 and start > 0:
-            break  # a batch of one breaks batch norm and adds nothing
+        if index.numel() == 1 and batch_size > 1 and start > 0:
+            break  # a leftover single example breaks batch norm and adds nothing
         xb, yb = task.x_train[index], task.y_train[index]
-        if task.prepare is not None:
-            xb = task.prepare(xb)
         if task.augment is not None:
             xb = task.augment(xb, generator)
+        if task.prepare is not None:
+            xb = task.prepare(xb)
         with torch.autocast(device_type=xb.device.type, dtype=torch.float16, enabled=amp):
             out = model(xb)
             loss = task.loss_fn(out, yb)
@@ -172,7 +183,7 @@ def _train_epoch(
     train_loss = float(total_loss) / max(seen, 1)
     if not math.isfinite(train_loss):
         raise NonFiniteLoss(epoch, train_loss)
-    return {"train_loss": train_loss, **{k: v / max(seen, 1) for k, v in stats.items()}}
+    return {"train_loss": train_loss, **{k: float(v) / max(seen, 1) for k, v in stats.items()}}
 
 
 @torch.no_grad()

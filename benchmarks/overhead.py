@@ -1,0 +1,477 @@
+"""What hpo costs on top of training: the same trials run bare, with Optuna + MLflowCallback, and with hpo.
+
+Every way trains with the very same function (the objective's `objective(ctx)`, i.e. hpo's training
+loop on the same data, model, epochs and seed), so the differences are framework costs only: storage
+writes, MLflow runs and metrics, checkpoints, heartbeats, sampling. Ways run in one process in the
+order A/B/C/A/B/C..., so that a busy shared machine slows all of them alike; ratios are taken within
+a round.
+
+- A `bare`: a plain loop over the configurations, no Optuna, no MLflow.
+- B `optuna+mlflow`: the usual hand-written setup: an Optuna study on SQLite, trials enqueued,
+  `optuna_integration.MLflowCallback` with `track_in_mlflow()`, `mlflow.log_metrics(..., step=epoch)`
+  and `trial.report` every epoch.
+- C `hpo`: `hpo.runner.StudyRunner` (what `hpo run` calls) on SQLite storage and an SQLite MLflow
+  store, with the configurations enqueued into the study, default settings otherwise (heartbeats,
+  top-k checkpoints, buffered metrics).
+
+Non-training time per trial = (wall time of the way - time spent inside the objective excluding its
+per-epoch callback) / trials; the same in CPU seconds of this process, which a busy machine disturbs
+less (but which leaves out waiting for the disk). Run `python benchmarks/overhead.py --quick` on 2 CPU
+cores, or without `--quick` on a GPU machine (more rounds and configurations). A CIFAR-10 group is added
+when its objective is registered and the data can be imported (`--cifar-source`, else the cached copy,
+else the project's shared archive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _data  # noqa: E402
+import _report  # noqa: E402
+
+WAYS = ("bare", "optuna+mlflow", "hpo")
+# With --wal-variant: hpo again, on SQLite files switched to write-ahead logging beforehand (the change
+# BENCHMARKS.md proposes for hpo.storage.ensure_database); its own files, so the other ways are unaffected.
+WAL_WAY = "hpo (SQLite WAL)"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One fixed trial configuration: the hyperparameters that vary between trials of a group."""
+
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Trials of one objective run as one study per way and round."""
+
+    name: str
+    objective: str
+    metric: str
+    direction: str
+    fixed: dict[str, Any]
+    trials: list[Trial]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# The search space every group's trials are enqueued into; it holds every value used below.
+SPACE: dict[str, dict[str, Any]] = {
+    "hidden_layers": {"type": "int", "low": 1, "high": 4},
+    "width": {"type": "int", "low": 8, "high": 1024, "log": True},
+    "epochs": {"type": "int", "low": 1, "high": 2000},
+    "batch_size": {"type": "categorical", "choices": [8, 16, 32, 64, 128, 256]},
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+}
+
+
+def boston_short(n: int) -> Group:
+    """Sub-second Boston trials (1 CPU thread): the case where per-trial costs show most."""
+    shapes = [(1, 32, 20, 64), (2, 64, 30, 32), (1, 16, 40, 64), (2, 32, 25, 32), (3, 64, 20, 64), (1, 64, 30, 128)]
+    trials = []
+    for i in range(n):
+        layers, width, epochs, batch = shapes[i % len(shapes)]
+        trials.append(Trial({"hidden_layers": layers, "width": width, "epochs": epochs, "batch_size": batch, "lr": [3e-3, 1e-2][i % 2], "optimizer": ["adam", "sgd"][i % 2]}))
+    return Group("boston-short", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials)
+
+
+def boston_long(n: int, epochs: int) -> Group:
+    """Boston trials of about a minute each on one CPU thread (4x512 MLP, batch 16)."""
+    trials = [Trial({"hidden_layers": 4, "width": 512, "epochs": epochs, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"}) for _ in range(n)]
+    return Group("boston-long", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials)
+
+
+def cifar_group(n: int, epochs: int, subset: float, source: str | None) -> Group | None:
+    """A small CIFAR-10 CNN configuration, when the objective is registered and the data can be imported."""
+    from hpo.objectives import OBJECTIVES
+
+    if "cifar10" not in OBJECTIVES:
+        return None
+    why = _data.ensure_cifar10(source)
+    if why is not None:
+        print(f"cifar10-cnn skipped: {why}", file=sys.stderr)
+        return None
+    trials = [Trial({"width": 128, "epochs": epochs, "batch_size": 128, "lr": 1e-3, "optimizer": "adam"}) for _ in range(n)]
+    fixed = {"model": "cnn", "early_stopping_patience": 0, "filters": 32, "conv_blocks": 3, "hidden_layers": 1}
+    return Group("cifar10-cnn", "cifar10", "val_acc", "maximize", fixed, trials, data={"subset": subset})
+
+
+# -- timing the objective --------------------------------------------------------------------------
+class Clock:
+    """Time spent inside the objective and inside its per-epoch callback (framework work)."""
+
+    def __init__(self) -> None:
+        self.objective = self.callback = 0.0  # wall seconds
+        self.objective_cpu = self.callback_cpu = 0.0  # CPU seconds of this process
+        self.values: list[float] = []
+
+    @property
+    def training(self) -> float:
+        return self.objective - self.callback
+
+    @property
+    def training_cpu(self) -> float:
+        return self.objective_cpu - self.callback_cpu
+
+    def wrap_objective(self, fn: Callable[[Any], Any], metric: str) -> Callable[[Any], Any]:
+        def timed(ctx: Any) -> Any:
+            inner = ctx.on_epoch
+
+            def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+                t, c = time.perf_counter(), time.process_time()
+                try:
+                    inner(epoch, metrics)
+                finally:
+                    self.callback += time.perf_counter() - t
+                    self.callback_cpu += time.process_time() - c
+
+            ctx.on_epoch = on_epoch
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                outcome = fn(ctx)
+            finally:
+                self.objective += time.perf_counter() - t
+                self.objective_cpu += time.process_time() - c
+            self.values.append(outcome.metrics[metric])
+            return outcome
+
+        return timed
+
+
+def _context(group: Group, params: dict[str, Any], seed: int, device: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> Any:
+    from hpo import hyperparameters as hparams
+    from hpo.config import DataConfig
+    from hpo.objectives import TrialContext
+
+    return TrialContext(
+        hyperparameters=hparams.resolve(group.objective, {**group.fixed, **params}),
+        data=DataConfig(**group.data),
+        metrics=[group.metric],
+        directions=[group.direction],
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+    )
+
+
+# -- the three ways ----------------------------------------------------------------------------------
+def run_bare(group: Group, *, device: Any, clock: Clock) -> None:
+    from hpo.objectives import OBJECTIVES
+    from hpo.runner import trial_seed
+
+    objective = clock.wrap_objective(OBJECTIVES[group.objective], group.metric)
+    for number, trial in enumerate(group.trials):
+        objective(_context(group, trial.params, trial_seed(0, number), device, lambda epoch, metrics: None))
+
+
+def suggest_by_hand(trial: Any, names: set[str]) -> dict[str, Any]:
+    """What a hand-written Optuna objective does: one suggest call per hyperparameter it searches."""
+    calls: dict[str, Callable[[], Any]] = {
+        "hidden_layers": lambda: trial.suggest_int("hidden_layers", 1, 4),
+        "width": lambda: trial.suggest_int("width", 8, 1024, log=True),
+        "epochs": lambda: trial.suggest_int("epochs", 1, 2000),
+        "batch_size": lambda: trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256]),
+        "lr": lambda: trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+        "optimizer": lambda: trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+    }
+    return {name: call() for name, call in calls.items() if name in names}
+
+
+def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: Any, clock: Clock) -> None:
+    import mlflow
+    import optuna
+    from optuna_integration.mlflow import MLflowCallback
+
+    from hpo.objectives import OBJECTIVES
+    from hpo.runner import trial_seed
+
+    callback = MLflowCallback(tracking_uri=f"sqlite:///{workdir / 'mlflow-b.db'}", metric_name=group.metric)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=f"sqlite:///{workdir / 'optuna-b.db'}",
+        direction=group.direction,
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+    )
+    for trial in group.trials:
+        study.enqueue_trial(trial.params)
+    objective_fn = clock.wrap_objective(OBJECTIVES[group.objective], group.metric)
+    searched = {name for t in group.trials for name in t.params}
+
+    @callback.track_in_mlflow()
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_by_hand(trial, searched)
+        mlflow.log_params(group.fixed)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(metrics, step=epoch)
+            trial.report(metrics[group.metric], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        outcome = objective_fn(_context(group, params, trial_seed(0, trial.number), device, on_epoch))
+        return float(outcome.metrics[group.metric])
+
+    study.optimize(objective, n_trials=len(group.trials), callbacks=[callback])
+
+
+def enable_wal(*paths: Path) -> None:
+    """Switch SQLite files to write-ahead logging (a setting stored in the file): one fsync per commit."""
+    import sqlite3
+
+    for path in paths:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+
+
+def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, wal: bool = False) -> Any:
+    """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
+    from hpo.config import parse_study
+    from hpo.runner import StudyRunner
+    from hpo.settings import Settings
+
+    study = {
+        "name": study_name,
+        "objective": group.objective,
+        "metric": group.metric,
+        "direction": group.direction,
+        "seed": 0,
+        "n_trials": len(group.trials),
+        "data": group.data,
+        "params": {k: v for k, v in SPACE.items() if any(k in t.params for t in group.trials)},
+        "fixed": group.fixed,
+        "execution": {"threads": threads} if threads else {},
+    }
+    storage, tracking = (workdir / "hpo-wal.db", workdir / "mlflow-wal.db") if wal else (workdir / "hpo.db", workdir / "mlflow.db")
+    if wal:
+        enable_wal(storage, tracking)
+    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=f"sqlite:///{tracking}", data_dir=workdir)
+    runner = StudyRunner(parse_study(study, source="overhead benchmark"), settings)
+    for trial in group.trials:
+        runner.study.enqueue_trial(trial.params)
+    return runner
+
+
+def run_hpo(runner: Any, *, clock: Clock) -> None:
+    from hpo import objectives
+
+    name = runner.config.objective
+    original = objectives.OBJECTIVES[name]
+    objectives.OBJECTIVES[name] = clock.wrap_objective(original, runner.config.metrics[0])
+    try:
+        runner.run()
+    finally:
+        objectives.OBJECTIVES[name] = original
+
+
+# -- measurement -----------------------------------------------------------------------------------
+def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+    """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
+    clock = Clock()
+    setup = 0.0
+    if way in ("hpo", WAL_WAY):
+        started = time.perf_counter()
+        runner = hpo_runner(group, f"{label}-{'hpo-wal' if way == WAL_WAY else 'hpo'}", workdir, threads=threads, wal=way == WAL_WAY)
+        setup = time.perf_counter() - started
+    started, started_cpu = time.perf_counter(), time.process_time()
+    if profile is not None:
+        profile.enable()
+    try:
+        if way == "bare":
+            run_bare(group, device=device, clock=clock)
+        elif way == "optuna+mlflow":
+            run_optuna_mlflow(group, f"{label}-optuna", workdir, device=device, clock=clock)
+        else:
+            run_hpo(runner, clock=clock)
+    finally:
+        if profile is not None:
+            profile.disable()
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    n = len(group.trials)
+    return {
+        "group": group.name,
+        "way": way,
+        "trials": n,
+        "wall_s": wall,
+        "training_s": clock.training,
+        "callback_s": clock.callback,
+        "overhead_ms_per_trial": 1000 * (wall - clock.training) / n,
+        "cpu_s": cpu,
+        "training_cpu_s": clock.training_cpu,
+        "overhead_cpu_ms_per_trial": 1000 * (cpu - clock.training_cpu) / n,
+        "setup_s": setup,
+        "values": clock.values,
+    }
+
+
+def import_seconds() -> float | None:
+    """A fresh interpreter importing what `hpo run` imports: paid once per `hpo run` command."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "import hpo.cli, hpo.runner"], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"could not time the imports of hpo.cli: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return time.perf_counter() - started
+
+
+def summarize(records: list[dict[str, Any]], ways: Sequence[str]) -> list[dict[str, Any]]:
+    """Per group and way: medians over rounds of overhead per trial and of the wall-time ratio to bare."""
+    rows = []
+    for group in dict.fromkeys(r["group"] for r in records):
+        rounds = sorted({r["round"] for r in records if r["group"] == group})
+        bare = {r["round"]: r for r in records if r["group"] == group and r["way"] == "bare"}
+        for way in ways:
+            mine = [r for r in records if r["group"] == group and r["way"] == way]
+            ratios = [r["wall_s"] / bare[r["round"]]["wall_s"] for r in mine if r["round"] in bare]
+            rows.append(
+                {
+                    "group": group,
+                    "way": way,
+                    "rounds": len(rounds),
+                    "trials/round": mine[0]["trials"],
+                    "median wall s": statistics.median(r["wall_s"] for r in mine),
+                    "median training s/trial": statistics.median(r["training_s"] / r["trials"] for r in mine),
+                    "non-training ms/trial (median)": statistics.median(r["overhead_ms_per_trial"] for r in mine),
+                    "non-training ms/trial (min)": min(r["overhead_ms_per_trial"] for r in mine),
+                    "non-training CPU ms/trial (median)": statistics.median(r["overhead_cpu_ms_per_trial"] for r in mine),
+                    # Within one way's own run, so not disturbed by the load changing between ways:
+                    "non-training % of wall (median)": statistics.median(100 * (1 - r["training_s"] / r["wall_s"]) for r in mine),
+                    "wall / bare (median)": statistics.median(ratios) if ratios else None,
+                    "wall / bare (per round)": " ".join(f"{x:.3f}" for x in ratios),
+                }
+            )
+    return rows
+
+
+def check_same_training(records: list[dict[str, Any]]) -> float:
+    """The three ways train identically (same seeds): the largest difference in the metric proves it."""
+    worst = 0.0
+    by_key: dict[tuple[str, int], list[list[float]]] = {}
+    for r in records:
+        by_key.setdefault((r["group"], r["round"]), []).append(r["values"])
+    for runs in by_key.values():
+        for values in runs[1:]:
+            for a, b in zip(runs[0], values):
+                worst = max(worst, abs(a - b))
+    return worst
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 CPU cores: 2 rounds, 8 short trials and 1 long (about 1 min) trial per round")
+    parser.add_argument("--rounds", type=int, help="A/B/C rounds (default: 2 quick, 3 full)")
+    parser.add_argument("--groups", default=None, help="comma list of boston-short, boston-long, cifar10-cnn (default: all that exist)")
+    parser.add_argument("--short-trials", type=int, help="trials in boston-short (default 8 quick, 20 full)")
+    parser.add_argument("--long-trials", type=int, help="trials in boston-long (default 1 quick, 2 full)")
+    parser.add_argument("--long-epochs", type=int, default=450, help="epochs of a boston-long trial (450: about a minute on one CPU thread)")
+    parser.add_argument("--cifar-epochs", type=int, default=3)
+    parser.add_argument("--cifar-subset", type=float, help="fraction of CIFAR-10 training images (default 0.1 quick, 1.0 full)")
+    parser.add_argument("--cifar-source", help="CIFAR-10 archive to import into HPO_DATA_DIR (default: the cached copy, else the shared one)")
+    parser.add_argument("--skip-import-timing", action="store_true", help="do not time a fresh interpreter importing hpo")
+    parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (for smoke tests)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)")
+    parser.add_argument("--wal-variant", action="store_true", help=f"add a fourth way, {WAL_WAY!r}: hpo on SQLite files in WAL mode")
+    parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
+    parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from hpo.training.device import pick_device
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # both Optuna ways log alike: not at all
+    warnings.filterwarnings("ignore", message="MLflowCallback has been deprecated", category=FutureWarning)
+    quick = args.quick
+    ways = (*WAYS, WAL_WAY) if args.wal_variant else WAYS
+    rounds = args.rounds or (2 if quick else 3)
+    threads = args.threads or (1 if quick else None)
+    device = pick_device("auto", threads=threads)
+    groups: list[Group] = [
+        boston_short(args.short_trials or (8 if quick else 20)),
+        boston_long(args.long_trials or (1 if quick else 2), args.long_epochs),
+    ]
+    wanted = set(args.groups.split(",")) if args.groups else None
+    if wanted is None or "cifar10-cnn" in wanted:
+        cifar = cifar_group(1 if quick else 5, args.cifar_epochs, args.cifar_subset or (0.1 if quick else 1.0), args.cifar_source)
+        if cifar is not None:
+            groups.append(cifar)
+    if wanted is not None:
+        groups = [g for g in groups if g.name in wanted]
+    if args.max_epochs:
+        groups = [Group(g.name, g.objective, g.metric, g.direction, g.fixed, [Trial({**t.params, "epochs": min(t.params["epochs"], args.max_epochs)}) for t in g.trials], g.data) for g in groups]
+
+    with tempfile.TemporaryDirectory(prefix="hpo-overhead-") as tmp:
+        workdir = Path(args.workdir or tmp).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Warm-up (not counted): first-call costs of torch, the database files and their migrations.
+        for group in groups:
+            warm = Group(group.name, group.objective, group.metric, group.direction, group.fixed, [Trial({**group.trials[0].params, "epochs": 1})], group.data)
+            for way in ways:
+                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads)
+        records: list[dict[str, Any]] = []
+        profile = cProfile.Profile() if args.profile else None
+        for round_ in range(rounds):
+            for group in groups:
+                for way in ways:
+                    use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
+                    record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
+                    record["round"] = round_
+                    records.append(record)
+                    print(f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training {record['overhead_ms_per_trial']:8.1f} ms/trial ({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)", file=sys.stderr, flush=True)
+        sizes = {p.name: p.stat().st_size for p in workdir.glob("*.db")}
+
+    startup = None if args.skip_import_timing else import_seconds()
+    rows = summarize(records, ways)
+    setup = [r["setup_s"] for r in records if r["way"] == "hpo"]
+    info = _report.machine()
+    lines = [
+        _report.header("Overhead: bare loop vs Optuna + MLflowCallback vs hpo", argv, info),
+        f"Torch threads: {torch.get_num_threads()}; device: {device}. All ways train with the same objective function and seeds "
+        f"(largest difference in the final metric between ways: {check_same_training(records):.2g}).",
+        "",
+        _report.table(rows, [c for c in rows[0] if c != "rounds"]),
+        f"One-off costs per `hpo run`: interpreter + imports {'not measured' if startup is None else f'{startup:.2f} s'}; StudyRunner setup (storage, study, MLflow parent run) "
+        f"median {statistics.median(setup):.3f} s per study. Database sizes after the run: "
+        + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())),
+        "",
+    ]
+    if profile is not None:
+        lines += ["Where hpo's time goes in the profiled boston-short round (cumulative seconds, top entries):", "", "```", profile_text(profile), "```", ""]
+    text = "\n".join(lines)
+    print(text)
+    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "import_seconds": startup, "setup_seconds": setup}
+    _report.save(args.json, payload)
+    return payload
+
+
+def profile_text(profile: cProfile.Profile, limit: int = 30) -> str:
+    """hpo's own functions by cumulative time: which step of a trial the non-training time is in."""
+    stream = io.StringIO()
+    stats = pstats.Stats(profile, stream=stream)
+    stats.sort_stats("cumulative").print_stats(r"/hpo/(runner|tracking|storage|search_space)\.py", limit)
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    return "\n".join(ln.replace(str(_report.REPO) + "/", "") for ln in lines[start:])
+
+
+if __name__ == "__main__":
+    main()

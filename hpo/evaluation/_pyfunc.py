@@ -1,0 +1,48 @@
+"""The ensemble as an MLflow pyfunc model: loads its members' checkpoints and predicts on its own.
+
+Inputs are model-ready arrays, as the objective's `test_split` gives them (Boston: standardized feature
+rows; CIFAR-10: normalized N x 3 x 32 x 32 images, or the same flattened); outputs are what the
+objective's `to_predictions` gives (k$, or class probabilities), blended with the ensemble's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+
+ENSEMBLE_FILE = "ensemble"
+
+
+def member_key(index: int) -> str:
+    return f"member_{index:03d}"
+
+
+class EnsembleModel(mlflow.pyfunc.PythonModel):
+    """Weighted mean of the members' predictions; a single member with weight 1 is a plain model."""
+
+    def load_context(self, context: Any) -> None:
+        from hpo.evaluation._checkpoints import load_checkpoint, rebuild
+        from hpo.objectives import MODULES
+
+        spec = json.loads(open(context.artifacts[ENSEMBLE_FILE]).read())
+        self.weights = [float(w) for w in spec["weights"]]
+        self.input_shape = tuple(int(d) for d in spec["input_shape"])
+        self.members = []
+        for index in range(len(self.weights)):
+            checkpoint = load_checkpoint(context.artifacts[member_key(index)])
+            self.members.append((rebuild(checkpoint), checkpoint["meta"], MODULES[checkpoint["objective"]]))
+
+    # np.ndarray is a hint MLflow accepts without building a schema from it (a DataFrame works too).
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Blend of the members' predictions for model-ready inputs."""
+        from hpo.evaluation._ensemble import blend
+        from hpo.training.loop import predict
+
+        array = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
+        inputs = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)).reshape(-1, *self.input_shape)
+        outputs = [module.to_predictions(predict(model, inputs), meta) for model, meta, module in self.members]
+        return blend(outputs, self.weights).astype(np.float32)

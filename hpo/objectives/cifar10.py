@@ -1,0 +1,146 @@
+"""CIFAR-10 image classification: MLP, CNN, ResNet or a torchvision backbone, on an in-memory uint8 dataset.
+
+The images stay uint8 on the training device (the GPU when there is one); each batch is augmented
+there as a whole (:mod:`hpo.augment`), then normalised to float. Nothing per image runs in Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hpo.augment import BatchAugment
+from hpo.config import CategoricalParam, DataConfig, StudyConfig
+from hpo.data import cifar10 as cifar10_data
+from hpo.errors import UsageError
+from hpo.models import BACKBONES, CNN, MLP, ResNet, build_backbone, load_backbone_weights
+from hpo.objectives._context import TrialContext, TrialOutcome
+from hpo.training.loop import Task, count_parameters, train
+
+NUM_CLASSES = len(cifar10_data.CLASSES)
+# What the training task (not the model) depends on; kept in the checkpoint meta for `full_task`.
+TASK_HYPERPARAMETERS = ("label_smoothing", "augment_flip", "augment_crop", "augment_cutout", "augment_jitter", "augment_rotation")
+
+
+def build_model(hp: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    """The network `hp["model"]` names, randomly initialised (backbone weights are loaded by the objective)."""
+    name = str(hp["model"])
+    if name == "mlp":
+        return MLP.from_hyperparameters(hp, in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES)
+    if name == "cnn":
+        return CNN(hp, num_classes=NUM_CLASSES)
+    if name == "resnet":
+        return ResNet(hp, num_classes=NUM_CLASSES)
+    if name in BACKBONES:
+        return build_backbone(name, hp, num_classes=NUM_CLASSES)
+    raise ValueError(f"unknown model {name!r}; accepted: mlp, cnn, resnet, {', '.join(BACKBONES)}")
+
+
+def normalize(images: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float32 standardised per channel, channels_last (faster convolutions on
+    CUDA and on the CPU's oneDNN alike)."""
+    mean = torch.tensor(meta["mean"], device=images.device).view(1, -1, 1, 1) * 255
+    scale = 1 / (torch.tensor(meta["std"], device=images.device).view(1, -1, 1, 1) * 255)
+    x = images.contiguous(memory_format=torch.channels_last).float()  # reorder the 1-byte pixels, then convert
+    return x.sub_(mean).mul_(scale)
+
+
+def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp: dict[str, Any], meta: dict[str, Any], device: torch.device) -> Task:
+    smoothing = float(hp["label_smoothing"])
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs.float(), targets, label_smoothing=smoothing)
+
+    def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float | torch.Tensor]:
+        return {"train_acc": (outputs.argmax(1) == targets).float().mean()}
+
+    def score(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return {"val_acc": float((outputs.argmax(1) == targets).float().mean())}
+
+    return Task(
+        x_train=train_split.images.to(device),
+        y_train=train_split.labels.to(device),
+        x_val=val_split.images.to(device),
+        y_val=val_split.labels.to(device),
+        loss_fn=loss,
+        score=score,
+        augment=BatchAugment.from_hyperparameters(hp, fill=meta["mean"]),
+        train_stats=accuracy,
+        prepare=lambda images: normalize(images, meta),
+        eval_batch_size=1024,
+        throughput_metric="images_per_second",
+    )
+
+
+def _meta(data: cifar10_data.Cifar10Data) -> dict[str, Any]:
+    return {
+        "classes": list(cifar10_data.CLASSES),
+        "num_classes": NUM_CLASSES,
+        "mean": list(cifar10_data.MEAN),
+        "std": list(cifar10_data.STD),
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+    }
+
+
+def test_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """The official test images, normalised, and their labels. Only `hpo evaluate` may call this."""
+    split = cifar10_data.load_test()
+    return normalize(split.images, meta), split.labels.numpy()
+
+
+def val_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """The validation images (from the training set), normalised, and their labels."""
+    split = cifar10_data.load(data).val
+    return normalize(split.images, meta), split.labels.numpy()
+
+
+def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> tuple[Task, dict[str, Any]]:
+    """Training on train+validation for `hpo evaluate --retrain-seeds` (validation is still scored)."""
+    loaded = cifar10_data.load(data)
+    both = cifar10_data.Split(torch.cat([loaded.train.images, loaded.val.images]), torch.cat([loaded.train.labels, loaded.val.labels]))
+    return make_task(both, loaded.val, meta["task_hyperparameters"], meta, device), meta
+
+
+def to_predictions(outputs: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+    """Raw outputs (logits) -> class probabilities, N x 10: what is saved, ensembled and scored."""
+    return torch.softmax(outputs.detach().float(), dim=1).cpu().numpy()
+
+
+def preflight(config: StudyConfig) -> None:
+    """Fail before anything is written: data not imported or corrupt, no validation image, weights missing."""
+    cifar10_data.load(config.data)  # verifies the checksums; the split stays in memory for the trials
+    for value in _possible_values(config, "backbone_weights"):
+        if value and not Path(str(value)).expanduser().is_file():
+            raise UsageError(f"backbone_weights: file not found: {value} (a local state dict; hub downloads are not used)")
+
+
+def _possible_values(config: StudyConfig, name: str) -> list[Any]:
+    if name in config.fixed:
+        return [config.fixed[name]]
+    param = config.params.get(name)
+    return list(param.choices) if isinstance(param, CategoricalParam) else []
+
+
+def objective(ctx: TrialContext) -> TrialOutcome:
+    """Train one classifier on the training images; score it on the validation images."""
+    hp = ctx.hyperparameters
+    data = cifar10_data.load(ctx.data)
+    meta = {**_meta(data), "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS}}
+    task = make_task(data.train, data.val, hp, meta, ctx.device)
+    torch.manual_seed(ctx.seed)
+    model = build_model(hp, meta)
+    if hp["backbone_weights"] and hp["model"] in BACKBONES:
+        load_backbone_weights(model, hp["backbone_weights"], name=str(hp["model"]))
+    model = model.to(ctx.device, memory_format=torch.channels_last)
+    monitor, maximize = ctx.monitor
+    fit = train(model, task, hp, monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch)
+    n_params = count_parameters(model)
+    predictions = to_predictions(fit.val_outputs, meta) if fit.val_outputs is not None else np.empty((0, NUM_CLASSES))
+    metrics = {**fit.best_metrics, "n_params": float(n_params), "train_seconds": fit.train_seconds}
+    return TrialOutcome(metrics=metrics, fit=fit, n_params=n_params, model=fit.model, val_predictions=predictions, model_meta=meta)

@@ -1,0 +1,306 @@
+"""`hpo report`: one HTML page with PNG plots that says what a study found, saved and logged to MLflow.
+
+The report reads the study (Optuna), the trial curves and the evaluation runs (MLflow); it never reads
+the test split. Pictures of test images come from the runs `hpo evaluate` logged; before evaluation,
+a validation image stands in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, no GUI toolkit, safe in workers and CI
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from hpo import hyperparameters as hparams  # noqa: E402
+from hpo.config import StudyConfig  # noqa: E402
+from hpo.errors import HpoError, UsageError  # noqa: E402
+from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
+from hpo.evaluation import _plots as eval_plots  # noqa: E402
+from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
+from hpo.objectives import MODULES  # noqa: E402
+from hpo.report._curves import CURVE_KEYS, Curves, learning_curves_figure, read_curves  # noqa: E402
+from hpo.report._html import Page, fmt  # noqa: E402
+from hpo.results import StudyRef, best_trials, load  # noqa: E402
+from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config  # noqa: E402
+from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
+
+MAX_PRUNED_CURVES = 15
+EVALUATION_PLOTS = ("predicted_vs_actual.png", "residuals.png", "confusion_matrix.png", "per_class_accuracy.png")
+CONV_PLOTS = ("filters.png", "feature_maps.png")
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    index: Path
+    images: list[str]
+    logged_to: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_writable(out: Path, *, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be created or written, before any work is done."""
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"{option}: {out} exists and is not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"{option}: {out} is not writable")
+        return
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot create {out} ({ancestor} is not a writable folder)")
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Copy a finished staging folder into `out` (so a failure never leaves a half-written report)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(staging, out, dirs_exist_ok=True)
+
+
+def save_pyplot(axes: Any, path: Path, *, size: tuple[float, float] = (9, 5)) -> None:
+    """Optuna's matplotlib plots return Axes (or an array of them): size and save their figure, then free it."""
+    first = axes.flat[0] if isinstance(axes, np.ndarray) else axes
+    figure = first.figure
+    figure.set_size_inches(*size)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str) -> list[Curves]:
+    keys = (*CURVE_KEYS, metric) if metric.startswith("val_") else CURVE_KEYS
+    out = []
+    for t in trials:
+        run_id = t.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            out.append(read_curves(tracker, str(run_id), trial_number=t.number, state=t.state.name, keys=keys))
+    return out
+
+
+def build_report(ref: StudyRef, *, out: Path | None = None) -> ReportResult:
+    """Write index.html and its PNGs to `out` (default ./hpo-report/<study>) and log them to the parent run."""
+    out = Path(out) if out is not None else Path("hpo-report") / ref.name
+    check_writable(out)
+    study = load(ref)
+    config = stored_config(study)
+    tracker = Tracker(ref.settings.tracking_uri, study.study_name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hpo-report-") as tmp:
+            staging = Path(tmp)
+            page, notes = _write_report(study, config, tracker, staging)
+            (staging / "index.html").write_text(page.render(), encoding="utf-8")
+            publish(staging, out)
+    except TrackingUnavailable as exc:
+        raise HpoError(f"report of {study.study_name!r}: {exc}") from None
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    logged_to = None
+    if parent:
+        try:
+            tracker.log_artifacts(str(parent), out, "report")
+            logged_to = str(parent)
+        except TrackingUnavailable as exc:
+            notes.append(f"saved locally but not logged to MLflow: {exc}")
+    else:
+        notes.append("the study has no MLflow parent run: the report is saved locally only")
+    return ReportResult(out=out, index=out / "index.html", images=list(page.images), logged_to=logged_to, notes=notes)
+
+
+def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, folder: Path) -> tuple[Page, list[str]]:
+    notes: list[str] = []
+    page = Page(f"hpo report: {study.study_name}")
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
+    metrics = config.metrics
+    page.heading(f"Study {study.study_name}", 1)
+    page.paragraph(
+        f"Objective {config.objective}; {', '.join(f'{m} ({d})' for m, d in zip(metrics, config.directions))}. "
+        f"{len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed. "
+        f"Sampler {config.sampler.type}, pruner {config.pruner.type}. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}."
+    )
+    top = best_trials(study, max(config.evaluation.top_k, 5))
+    if not top:
+        page.paragraph("No trial has completed yet: nothing to plot.", note=True)
+        return page, notes
+    multi = config.is_multi_objective
+    if not multi:
+        page.paragraph(f"Best {metrics[0]}: {fmt(top[0].values[0])} (trial {top[0].number}).")
+
+    _learning_curves(page, study, config, tracker, top, folder)
+    _optuna_plots(page, study, config, folder, notes)
+    _top_table(page, config, tracker, top)
+    evaluation = existing_results(tracker, study.study_name)
+    _evaluation_section(page, evaluation, tracker, folder)
+    _conv_section(page, study, config, tracker, evaluation, top, folder, notes)
+    for note in notes:
+        page.paragraph(f"Note: {note}", note=True)
+    return page, notes
+
+
+def _learning_curves(page: Page, study: optuna.Study, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial], folder: Path) -> None:
+    metric = next((m for m in config.metrics if m.startswith("val_")), "val_loss")
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))][-MAX_PRUNED_CURVES:]
+    curves = trial_curves(tracker, [*top, *pruned], metric)
+    page.heading("Learning curves")
+    if not any(c.series for c in curves):
+        page.paragraph("No per-epoch metrics in MLflow for these trials.", note=True)
+        return
+    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials")
+    eval_plots.save(figure, folder / "learning_curves.png")
+    page.image(
+        "learning_curves.png",
+        f"{metric} per epoch of the best trials (best in red) and of pruned trials (grey, dashed: stopped early by the pruner); "
+        f"right: training and validation loss of trial {top[0].number}.",
+    )
+
+
+def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: Path, notes: list[str]) -> None:
+    from optuna.visualization import matplotlib as ovm
+
+    page.heading("Search")
+    metrics = config.metrics
+    target: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metrics[0]} if config.is_multi_objective else {"target_name": metrics[0]}
+    shown = _most_important(study, target)
+    subset = f" (the {len(shown)} most important)" if shown else ""
+    plots: list[tuple[str, str, Any, tuple[float, float]]] = []
+    if config.is_multi_objective:
+        plots.append(("pareto_front.png", f"Pareto front of {' vs '.join(metrics)}: the trade-offs no other trial beats on every objective.", lambda: ovm.plot_pareto_front(study, target_names=metrics), (8, 6)))
+        for i, name in enumerate(metrics):
+            plots.append((f"optimization_history_{i}.png", f"{name} of each trial in order.", lambda i=i, name=name: ovm.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name), (9, 5)))
+    else:
+        plots.append(("optimization_history.png", f"{metrics[0]} of each complete trial in order, and the best so far.", lambda: ovm.plot_optimization_history(study, target_name=metrics[0]), (9, 5)))
+    plots += [
+        ("param_importances.png", f"Which hyperparameters mattered for {metrics[0]} (fANOVA importance over complete trials).", lambda: ovm.plot_param_importances(study, **target), (9, 5)),
+        ("parallel_coordinate.png", f"Each complete trial as a line through its hyperparameters{subset}; colour is {metrics[0]}.", lambda: ovm.plot_parallel_coordinate(study, params=shown, **target), (13, 6)),
+        ("slice.png", f"{metrics[0]} against each hyperparameter{subset}; colour is the trial number.", lambda: ovm.plot_slice(study, params=shown, **target), (3.2 * max(len(shown or study.best_trials[0].params), 1), 4)),
+    ]
+    for file, caption, make, size in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+                axes = make()
+            save_pyplot(axes, folder / file, size=size)
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as exc:
+            plt.close("all")
+            notes.append(f"{file[:-4].replace('_', ' ')} not drawn: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}")
+            continue
+        page.image(file, caption)
+
+
+def _most_important(study: optuna.Study, target: dict[str, Any], *, limit: int = 6) -> list[str] | None:
+    """The `limit` most important parameters, so slice and parallel plots stay readable (None: all)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ranked = list(optuna.importance.get_param_importances(study, target=target.get("target")))
+    except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+        return None
+    return ranked[:limit] if len(ranked) > limit else None
+
+
+def _top_table(page: Page, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial]) -> None:
+    page.heading("Top trials")
+    names = sorted({k for t in top for k in t.params})
+    rows = []
+    for rank, t in enumerate(top, start=1):
+        run_id = t.user_attrs.get(RUN_ID_ATTR)
+        summary = tracker.get_run(str(run_id)).data.metrics if run_id else {}
+        n_params = summary.get("n_params")
+        rows.append(
+            [rank, t.number, *(t.values or []), int(n_params) if n_params is not None else None, _int(summary.get("best_epoch")),
+             *(t.params.get(n) for n in names), run_id or ""]
+        )  # fmt: skip
+    page.table(["rank", "trial", *config.metrics, "n_params", "best epoch", *names, "MLflow run"], rows)
+
+
+def _int(value: float | None) -> int | None:
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
+def _evaluation_section(page: Page, evaluation: EvaluationResult | None, tracker: Tracker, folder: Path) -> None:
+    page.heading("Test evaluation")
+    if evaluation is None:
+        page.paragraph("Not evaluated yet: `hpo evaluate` reads the test split once and logs the results this section shows.", note=True)
+        return
+    page.paragraph(f"Evaluated {evaluation.evaluated_at or ''} by `hpo evaluate` (the only reader of the test split).")
+    headline = evaluation.headline
+    page.table(["model", "kind", *headline, "detail", "MLflow run"], [[r.label, r.kind, *(r.metrics.get(m) for m in headline), r.detail, r.run_id] for r in evaluation.results])
+    ensemble = evaluation.best("ensemble")
+    if ensemble is not None:
+        page.paragraph(f"{ensemble.label} members and weights: {ensemble.detail}.")
+    comparison = evaluation.family_comparison()
+    if comparison:
+        page.paragraph(comparison[0].upper() + comparison[1:] + ".")
+    for result in (evaluation.best("trial"), ensemble):
+        if result is None:
+            continue
+        available = set(tracker.list_artifacts(result.run_id, "plots"))
+        for plot in EVALUATION_PLOTS:
+            if f"plots/{plot}" in available:
+                name = f"test_{result.kind}_{plot}"
+                _download_to(tracker, result.run_id, f"plots/{plot}", folder / name)
+                page.image(name, f"{result.label} on the test split: {plot[:-4].replace('_', ' ')}.")
+
+
+def _download_to(tracker: Tracker, run_id: str, path: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.download_artifacts(run_id, path, tmp)
+        shutil.copyfile(local, target)
+
+
+def _conv_section(
+    page: Page,
+    study: optuna.Study,
+    config: StudyConfig,
+    tracker: Tracker,
+    evaluation: EvaluationResult | None,
+    top: list[FrozenTrial],
+    folder: Path,
+    notes: list[str],
+) -> None:
+    """First-layer filters and feature maps of the best convolutional model, when the study has one."""
+    conv_trials = [t for t in top if hparams.resolve(config.objective, {**config.fixed, **t.params})["model"] != "mlp"]
+    if not conv_trials:
+        return
+    page.heading("What the first convolution learned")
+    if evaluation is not None:
+        for result in evaluation.results:
+            available = set(tracker.list_artifacts(result.run_id, "plots"))
+            if all(f"plots/{p}" in available for p in CONV_PLOTS):
+                for plot in CONV_PLOTS:
+                    _download_to(tracker, result.run_id, f"plots/{plot}", folder / f"conv_{plot}")
+                page.image("conv_filters.png", f"{result.label}: first-layer filters.")
+                page.image("conv_feature_maps.png", f"{result.label}: first-layer feature maps of test image 0 (from `hpo evaluate`).")
+                return
+    trial = next((t for t in conv_trials if has_checkpoint(tracker, t)), None)
+    module = MODULES.get(config.objective)
+    val_split = getattr(module, "val_split", None)
+    if trial is None or val_split is None:
+        notes.append("no checkpointed convolutional trial (or no validation images): filters and feature maps not drawn")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        member = load_member(tracker, trial, Path(tmp))
+    images, _ = val_split(config.data, member.meta)
+    filters = eval_plots.conv_filters(member.model, title=f"{member.name}: first-layer filters")
+    maps = eval_plots.feature_maps(member.model, images[0], title=f"{member.name}: first-layer feature maps of validation image 0")
+    if filters is None or maps is None:
+        return
+    eval_plots.save(filters, folder / "conv_filters.png")
+    eval_plots.save(maps, folder / "conv_feature_maps.png")
+    page.image("conv_filters.png", f"{member.name}: first-layer filters.")
+    page.image("conv_feature_maps.png", f"{member.name}: first-layer feature maps of validation image 0 (the study is not evaluated yet, so no test image is shown).")

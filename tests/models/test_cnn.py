@@ -1,0 +1,59 @@
+"""The configurable CNN and the MLP on flattened pixels: output shapes and exact parameter counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from hpo import architecture
+from hpo.hyperparameters import resolve
+from hpo.models import CNN
+from hpo.objectives.cifar10 import build_model
+from hpo.training.loop import count_parameters
+
+
+def _hp(**overrides: Any) -> dict[str, Any]:
+    return resolve("cifar10", {"model": "cnn", **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"batch_norm": True, "dropout": 0.2, "hidden_layers": 0},
+        {"conv_blocks": 2, "kernel_size": 5, "padding": 0, "stride": 2, "global_pool": False, "pooling": "avg"},
+        {"conv_blocks": 4, "convs_per_block": 2, "filters": 8, "filters_growth": 1.5, "dilation": 2, "activation": "gelu"},
+        {"kernel_size": 4, "pooling": "none", "stride": 2, "padding": "same", "init": "kaiming"},
+        {"conv_blocks": 1, "padding": 1, "pooling": "max", "global_pool": False, "hidden_layers": 1, "width": 32, "init": "xavier"},
+    ],
+)
+def test_cnn_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> None:
+    # Ten logits per image, and exactly the parameters (and spatial sizes) hpo.architecture predicts
+    # without torch, which is what study validation relies on.
+    hp = _hp(**overrides)
+    model = CNN(hp)
+    features = model.features(torch.zeros(2, 3, 32, 32))
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(model) == architecture.cnn_parameter_count(hp)
+    assert features.flatten(1).shape[1] == architecture.cnn_shape(hp).features
+
+
+def test_cnn_blocks_follow_filters_and_growth() -> None:
+    # Block i has round(filters * growth**i) channels: 16, 24, 36.
+    model = CNN(_hp(conv_blocks=3, filters=16, filters_growth=1.5))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 24, 36]
+
+
+def test_cnn_rejects_an_architecture_that_shrinks_to_nothing() -> None:
+    with pytest.raises(architecture.ArchitectureError, match="needs at least 2x2"):
+        CNN(_hp(conv_blocks=6, stride=2))
+
+
+def test_mlp_on_flattened_pixels() -> None:
+    # model: mlp flattens 3x32x32 = 3072 pixels: (3072*64+64) + (64*64+64) + (64*10+10) parameters.
+    model = build_model(resolve("cifar10", {"model": "mlp"}), {})
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(model) == 3072 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10

@@ -1,0 +1,116 @@
+"""Each whole-batch augmentation does what it says to every image, with its own randomness per image."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hpo.augment import BatchAugment, colour_jitter, cutout, random_flip, random_rotation, random_translate
+from hpo.hyperparameters import resolve
+
+
+def _batch(n: int = 64, *, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return x if dtype == torch.uint8 else x.float() / 255
+
+
+def _reflect_shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """RandomCrop(32, padding=p, padding_mode='reflect') at offset (p + dy, p + dx), for checking."""
+    pad = 4
+    padded = torch.nn.functional.pad(image[None].float(), (pad, pad, pad, pad), mode="reflect")[0]
+    return padded[:, pad + dy : pad + dy + 32, pad + dx : pad + dx + 32].to(image.dtype)
+
+
+def test_flip_mirrors_some_images_and_keeps_the_others() -> None:
+    # Every output is its input or its mirror image, and a batch of 64 gets both.
+    x = _batch()
+    y = random_flip(x, generator=torch.Generator().manual_seed(1))
+    flipped = [bool(torch.equal(b, a.flip(-1))) for a, b in zip(x, y)]
+    kept = [bool(torch.equal(b, a)) for a, b in zip(x, y)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 10 < sum(flipped) < 54
+
+
+def test_translate_is_a_reflect_padded_crop_per_image() -> None:
+    # Each output equals the reflect-padded input cropped at some offset within the padding, and the
+    # offsets differ between images.
+    x = _batch(12)
+    y = random_translate(x, 4, generator=torch.Generator().manual_seed(2))
+    offsets = []
+    for a, b in zip(x, y):
+        matches = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5) if torch.equal(_reflect_shift(a, dy, dx), b)]
+        assert matches, "output is not a crop of the padded input"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 3
+    assert y.dtype == torch.uint8
+
+
+def test_cutout_erases_one_square_per_image_to_the_fill() -> None:
+    # Only pixels inside one square of at most size x size change, all channels to the fill value.
+    x = torch.full((32, 3, 32, 32), 7, dtype=torch.uint8)
+    y = cutout(x, 8, fill=(0.5, 0.25, 1.0), generator=torch.Generator().manual_seed(3))
+    changed = (y != x).any(dim=1)  # N x H x W
+    for mask, image in zip(changed, y):
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert 0 < len(rows) <= 8 and 0 < len(cols) <= 8
+        assert mask.sum() == len(rows) * len(cols)  # a solid rectangle (a square clipped at the border)
+        assert image[:, mask].T.tolist()[0] == [128, 64, 255]
+    corners = {(int(m.any(1).nonzero()[0]), int(m.any(0).nonzero()[0])) for m in changed}
+    assert len(corners) > 5
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_colour_jitter_changes_colours_within_range(dtype: torch.dtype) -> None:
+    # Colours change per image but stay in the valid range and dtype; a plain grey image stays grey
+    # (jitter does not invent hue).
+    x = _batch(16, dtype=dtype)
+    y = colour_jitter(x, 0.4, generator=torch.Generator().manual_seed(4))
+    assert y.dtype == dtype and y.shape == x.shape
+    top = 255 if dtype == torch.uint8 else 1.0
+    assert float(y.min()) >= 0 and float(y.max()) <= top
+    assert not torch.equal(x, y)
+    change = (y.float() - x.float()).abs().mean(dim=(1, 2, 3))
+    assert change.std() > 0  # different factors per image
+    grey = torch.full((4, 3, 32, 32), 100, dtype=torch.uint8)
+    out = colour_jitter(grey, 0.4, generator=torch.Generator().manual_seed(5))
+    assert (out.max(dim=1).values - out.min(dim=1).values).max() <= 1
+
+
+def test_rotation_turns_images_about_the_centre() -> None:
+    # A rotated image keeps its centre pixel region and moves its corners; angles differ per image.
+    x = torch.zeros(8, 1, 32, 32)
+    x[:, :, 14:18, :] = 1.0  # a horizontal bar through the centre
+    y = random_rotation(x.expand(8, 3, 32, 32).contiguous(), 15, generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(y[:, :, 15:17, 15:17], torch.ones(8, 3, 2, 2), atol=0.05)
+    assert not torch.allclose(y, x.expand(8, 3, 32, 32))
+    tilt = y[:, 0, :16, 0].sum(1) - y[:, 0, :16, 31].sum(1)  # bar height at the left vs right edge
+    assert len({round(float(t), 2) for t in tilt}) == 8
+
+
+def test_batch_augment_follows_the_hyperparameters() -> None:
+    # All switches off -> no augmentation at all; each switch on -> its transform runs, dtype kept,
+    # and the same generator seed gives the same batch.
+    hp = resolve("cifar10", {})
+    assert BatchAugment.from_hyperparameters(hp, fill=(0.5, 0.5, 0.5)) is None
+    on = BatchAugment.from_hyperparameters(
+        {**hp, "augment_flip": True, "augment_crop": 4, "augment_cutout": 8, "augment_jitter": 0.3, "augment_rotation": 10.0}, fill=(0.5, 0.5, 0.5)
+    )
+    assert on is not None and (on.flip, on.crop, on.cutout, on.jitter, on.rotation) == (True, 4, 8, 0.3, 10.0)
+    x = _batch(16)
+    first = on(x, torch.Generator().manual_seed(7))
+    assert first.dtype == torch.uint8 and first.shape == x.shape and not torch.equal(first, x)
+    assert torch.equal(first, on(x, torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda x: random_translate(x, 40), "augment_crop"),
+        (lambda x: cutout(x, 33, fill=(0, 0, 0)), "augment_cutout"),
+        (lambda x: colour_jitter(x, 1.5), "augment_jitter"),
+        (lambda x: random_rotation(x, 200), "augment_rotation"),
+    ],
+)
+def test_out_of_range_settings_name_the_hyperparameter(call: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(_batch(2))  # type: ignore[operator]

@@ -1,0 +1,102 @@
+"""The tracking server dying mid-study loses no trial: Optuna stays the record, MLflow calls retry with
+backoff and then warn, and `hpo reconcile` against a restarted server backfills so that every finished
+trial has exactly one MLflow run in the right state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from hpo.tracking import STATE_TO_STATUS
+from tests.conftest import run_hpo, tiny_boston
+
+N_TRIALS = 6
+
+
+def _finished(storage: str) -> int:
+    try:
+        study = optuna.load_study(study_name="tiny-boston", storage=storage)
+    except KeyError:  # not created yet
+        return 0
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+
+
+@pytest.mark.slow
+def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(tmp_path: Path, stoppable_mlflow_server: Any) -> None:
+    backend = f"sqlite:///{tmp_path / 'mlflow-backend.db'}"
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    server = stoppable_mlflow_server(backend)
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64})))
+    # Short waits for the test; the defaults wait seconds (tracking.py) and MLflow's own HTTP retries are off.
+    env = {
+        **os.environ,
+        "HPO_TRACKING_RETRIES": "2",
+        "HPO_TRACKING_BACKOFF": "0.05",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+        "HPO_PROGRESS": "plain",
+    }
+    study = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "run", str(study_file), "--storage", storage, "--tracking-uri", server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while _finished(storage) < 2:
+            assert study.poll() is None, study.communicate()
+            assert time.monotonic() < deadline, "the study did not get going"
+            time.sleep(0.1)
+        server.kill()  # mid-study: trials are still to run
+        assert _finished(storage) < N_TRIALS
+        out, err = study.communicate(timeout=300)
+    finally:
+        if study.poll() is None:
+            study.kill()
+    # The study completes every trial on Optuna's side and says MLflow must be reconciled.
+    assert study.returncode == 0, err
+    assert "warning:" in err and "hpo reconcile" in err
+    trials = optuna.load_study(study_name="tiny-boston", storage=storage).trials
+    assert len(trials) == N_TRIALS and all(t.state.is_finished() for t in trials)
+    unsynced = [t.number for t in trials if t.user_attrs.get("hpo.mlflow_synced") is False]
+    assert unsynced, "trials after the outage are marked for reconcile"
+
+    # A new server on the same backend store; reconcile closes and backfills.
+    restarted = stoppable_mlflow_server(backend)
+    result = run_hpo("reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url, env={"HPO_PROGRESS": "plain"})
+    assert result.returncode == 0, result.stderr
+    assert "MLflow runs backfilled:" in result.stdout
+
+    parent = optuna.load_study(study_name="tiny-boston", storage=storage).user_attrs["hpo.mlflow_parent_run_id"]
+    client = MlflowClient(restarted.url)
+    experiment = client.get_experiment_by_name("tiny-boston")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.role` = 'trial'", max_results=1000)
+    by_trial: dict[int, list[Any]] = {}
+    for run in runs:
+        by_trial.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
+    assert sorted(by_trial) == [t.number for t in trials]
+    for trial in trials:
+        assert len(by_trial[trial.number]) == 1, f"trial {trial.number} has {len(by_trial[trial.number])} runs"
+        run = by_trial[trial.number][0]
+        assert run.info.status == STATE_TO_STATUS[trial.state.name], trial.number
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert {k: v for k, v in run.data.params.items() if k in trial.params} == {k: str(v) for k, v in trial.params.items()}
+        if trial.state.name == "COMPLETE":
+            assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.value)
+    # Running reconcile again changes nothing: it is safe to run from cron.
+    again = run_hpo("reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url)
+    assert again.returncode == 0 and "MLflow runs backfilled: 0" in again.stdout and "MLflow runs closed: 0" in again.stdout
