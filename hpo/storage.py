@@ -113,15 +113,22 @@ def database_init_lock(url: str, schema: str) -> Iterator[None]:
     key = _key(f"hpo/schema/{schema}")
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
     try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+        with _advisory_lock(engine, key):
+            yield
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: sqlalchemy.Engine, key: int) -> Iterator[None]:
+    """A PostgreSQL session advisory lock held on one connection (freed by the server if we die)."""
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -144,14 +151,8 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
         return
     if url.startswith(("postgresql", "postgres")):
         key = _key(study_name)
-        engine = _lock_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+        with _advisory_lock(_lock_engine(url), key):
+            yield
         return
     yield
 
