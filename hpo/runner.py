@@ -48,6 +48,7 @@ RUN_ID_ATTR = "mlflow_run_id"
 SEED_ATTR = "hpo.seed"
 SYNCED_ATTR = "hpo.mlflow_synced"
 REASON_ATTR = "hpo.failure_reason"
+CHECKPOINT_TAG = "hpo.checkpoint"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -305,8 +306,8 @@ class StudyRunner:
             values = [outcome.metrics[m] for m in self.config.metrics]
             if not all(math.isfinite(v) for v in values):
                 return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
-            self._checkpoint(trial, run_id, outcome, values)
-            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, outcome=outcome)
+            tags = self._checkpoint(trial, run_id, outcome, values)
+            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, outcome=outcome, tags=tags)
 
     def _train(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, recorder: _EpochRecorder) -> TrialOutcome:
         hp = hparams.resolve(self.config.objective, chosen)
@@ -353,6 +354,7 @@ class StudyRunner:
         values: list[float] | None = None,
         outcome: TrialOutcome | None = None,
         reason: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> TrialState:
         """Close the MLflow run first (its success is recorded on the trial), then tell Optuna."""
         metrics = outcome.metrics if outcome is not None else recorder.best
@@ -365,7 +367,7 @@ class StudyRunner:
             trial.set_user_attr(REASON_ATTR, reason)
         if run_id is not None:
             try:
-                self.tracker.end_trial_run(run_id, state=state.name, summary=summary_metrics, reason=reason)
+                self.tracker.end_trial_run(run_id, state=state.name, summary=summary_metrics, reason=reason, tags=tags)
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
@@ -409,13 +411,17 @@ class StudyRunner:
             pass
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, outcome: TrialOutcome, values: list[float]) -> None:
-        """Keep the best-epoch weights and validation predictions, as the checkpoint policy says."""
+    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, outcome: TrialOutcome, values: list[float]) -> dict[str, str]:
+        """Keep the best-epoch weights and validation predictions, as the checkpoint policy says.
+
+        Returns the tags for the trial's run, which go out with its closing batch.
+        """
         policy = self.config.evaluation.checkpoints
         if run_id is None or policy == "none":
-            return
-        if policy == "top_k" and not self._in_top_k(values[0]):
-            return
+            return {}
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if policy == "top_k" else []
+        if policy == "top_k" and self._better_count(done, values[0]) >= self.config.evaluation.top_k:
+            return {}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             torch.save(
@@ -431,40 +437,36 @@ class StudyRunner:
             (folder / "metrics.json").write_text(json.dumps(outcome.metrics))
             try:
                 self.tracker.log_artifacts(run_id, folder, "checkpoint")
-                self.tracker.set_tags(run_id, {"hpo.checkpoint": "kept"})
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: checkpoint not saved: {exc}")
-                return
+                return {}
         if policy == "top_k":
-            self._drop_checkpoints_outside_top_k(values[0])
+            self._drop_checkpoints_outside_top_k(done, values[0])
+        return {CHECKPOINT_TAG: "kept"}
 
-    def _in_top_k(self, value: float) -> bool:
-        k = self.config.evaluation.top_k
+    def _better_count(self, trials: list[FrozenTrial], value: float) -> int:
         maximize = self.config.directions[0] == "maximize"
-        done = [t.values[0] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        better = sum(1 for v in done if (v > value if maximize else v < value))
-        return better < k
+        return sum(1 for t in trials if (t.values[0] > value if maximize else t.values[0] < value))
 
-    def _drop_checkpoints_outside_top_k(self, value: float) -> None:
-        """Delete kept checkpoints that have fallen out of the top k, bounding disk use."""
+    def _drop_checkpoints_outside_top_k(self, done: list[FrozenTrial], value: float) -> None:
+        """Delete kept checkpoints that have fallen out of the top k, bounding disk use.
+
+        One query finds the runs that still hold a checkpoint (about k of them, however long the
+        study). Only finished trials are judged: a checkpoint another worker is closing right now is
+        not in `done` yet and is left alone.
+        """
         k = self.config.evaluation.top_k
-        maximize = self.config.directions[0] == "maximize"
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ranked = sorted(done, key=lambda t: -t.values[0] if maximize else t.values[0])
+        ranked = sorted(done, key=lambda t: -t.values[0] if self.config.directions[0] == "maximize" else t.values[0])
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
-        for t in ranked[k - 1 :]:
-            run_id = t.user_attrs.get(RUN_ID_ATTR)
-            if not run_id or run_id in keep:
-                continue
-            better_than_new = (t.values[0] > value) if maximize else (t.values[0] < value)
-            if better_than_new:
-                continue
-            try:
-                if self.tracker.get_run(run_id).data.tags.get("hpo.checkpoint") == "kept":
-                    self.tracker.delete_artifacts(run_id, "checkpoint")
-                    self.tracker.set_tags(run_id, {"hpo.checkpoint": "deleted"})
-            except TrackingUnavailable:
-                return
+        worse = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
+        try:
+            for run in self.tracker.search_runs(f"tags.`{CHECKPOINT_TAG}` = 'kept'"):
+                run_id = run.info.run_id
+                if run_id in worse and run_id not in keep:
+                    self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=run.info.artifact_uri)
+                    self.tracker.set_tags(run_id, {CHECKPOINT_TAG: "deleted"})
+        except TrackingUnavailable:
+            return
 
     # -- crashed workers --------------------------------------------------------------------------
     def _close_stale_run(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -555,12 +557,13 @@ def _heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iter
     trial_id = trial._trial_id  # Optuna keeps the storage id private; the heartbeat API needs it
 
     def beat() -> None:
-        while not stop.is_set():
+        # The first beat was recorded when the trial was asked for; a second one now would only contend
+        # with the trial's own first writes for the database.
+        while not stop.wait(interval):
             try:
                 storage.record_heartbeat(trial_id)
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
                 logger.debug("heartbeat failed", exc_info=True)
-            stop.wait(interval)
 
     thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial.number}", daemon=True)
     thread.start()

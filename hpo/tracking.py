@@ -212,8 +212,16 @@ class Tracker:
         for chunk in _chunks(metrics, _MAX_METRICS_PER_BATCH):
             self._call("log metrics", lambda c=chunk: self.client.log_batch(run_id, metrics=c, synchronous=True))
 
-    def end_trial_run(self, run_id: str, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None) -> None:
-        """Send the buffered epochs with the summary metrics and the Optuna state, and close the run with the matching status.
+    def end_trial_run(
+        self,
+        run_id: str,
+        *,
+        state: str,
+        summary: dict[str, float] | None = None,
+        reason: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Send the buffered epochs with the summary metrics, the Optuna state and `tags`, and close the run with the matching status.
 
         Buffered epochs and the summary share one `log_batch` when they fit (a database round trip per
         trial saved; see BENCHMARKS.md); MLflow caps a batch at 1000 metrics and tags together.
@@ -221,13 +229,13 @@ class Tracker:
         self._last_flush.pop(run_id, None)
         stamp = _now_ms()
         metrics = self._pending.pop(run_id, []) + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
-        tags = [RunTag("optuna.state", state)]
+        run_tags = [RunTag("optuna.state", state), *(RunTag(k, redact(str(v))) for k, v in (tags or {}).items())]
         if reason:
-            tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
-            tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
-        chunks = list(_chunks(metrics, _MAX_METRICS_PER_BATCH - len(tags))) or [[]]
+            run_tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
+            run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
+        chunks = list(_chunks(metrics, _MAX_METRICS_PER_BATCH - len(run_tags))) or [[]]
         for i, chunk in enumerate(chunks):
-            chunk_tags = tags if i == len(chunks) - 1 else []
+            chunk_tags = run_tags if i == len(chunks) - 1 else []
             self._call("close the trial run", lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t, synchronous=True))
         self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
 
@@ -254,13 +262,17 @@ class Tracker:
         )
         return Path(local)
 
-    def delete_artifacts(self, run_id: str, path: str) -> None:
-        """Remove a run's artifact folder (used to keep only the top-k checkpoints on disk)."""
+    def delete_artifacts(self, run_id: str, path: str, *, artifact_uri: str | None = None) -> None:
+        """Remove a run's artifact folder (used to keep only the top-k checkpoints on disk).
+
+        `artifact_uri` spares a lookup when the caller already holds the run.
+        """
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        run = self._call("find a run", lambda: self.client.get_run(run_id))
+        if artifact_uri is None:
+            artifact_uri = self._call("find a run", lambda: self.client.get_run(run_id)).info.artifact_uri
         try:
-            repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.tracking_uri)
+            repo = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
             self._call("delete artifacts", lambda: repo.delete_artifacts(path))
         except (MlflowException, NotImplementedError, FileNotFoundError) as exc:
             logger.warning("could not delete %s of run %s: %s", path, run_id, exc)
