@@ -7,12 +7,15 @@ order A/B/C/A/B/C..., so that a busy shared machine slows all of them alike; rat
 a round.
 
 - A `bare`: a plain loop over the configurations, no Optuna, no MLflow.
-- B `optuna+mlflow`: the usual hand-written setup: an Optuna study on SQLite, trials enqueued,
+- B `optuna+mlflow`: the usual hand-written setup: an Optuna study on SQLite (SQLite's default
+  rollback journal, as outside hpo), trials enqueued,
   `optuna_integration.MLflowCallback` with `track_in_mlflow()`, `mlflow.log_metrics(..., step=epoch)`
   and `trial.report` every epoch.
 - C `hpo`: `hpo.runner.StudyRunner` (what `hpo run` calls) on SQLite storage and an SQLite MLflow
   store, with the configurations enqueued into the study, default settings otherwise (heartbeats,
-  top-k checkpoints, buffered metrics).
+  top-k checkpoints, buffered metrics, SQLite in WAL mode).
+- With `--journal-variant`, D `hpo (rollback journal)`: hpo with HPO_SQLITE_WAL=0 on boston-short, to
+  show what write-ahead logging saves.
 
 Non-training time per trial = (wall time of the way - time spent inside the objective excluding its
 per-epoch callback) / trials; the same in CPU seconds of this process, which a busy machine disturbs
@@ -28,6 +31,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import subprocess
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +49,9 @@ import _data  # noqa: E402
 import _report  # noqa: E402
 
 WAYS = ("bare", "optuna+mlflow", "hpo")
-# With --wal-variant: hpo again, on SQLite files switched to write-ahead logging beforehand (the change
-# BENCHMARKS.md proposes for hpo.storage.ensure_database); its own files, so the other ways are unaffected.
-WAL_WAY = "hpo (SQLite WAL)"
+# With --journal-variant: hpo again with HPO_SQLITE_WAL=0, i.e. SQLite's default rollback journal, on files
+# of its own: what hpo cost before it switched its SQLite files to write-ahead logging (boston-short only).
+JOURNAL_WAY = "hpo (rollback journal)"
 
 
 @dataclass(frozen=True)
@@ -231,16 +235,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     study.optimize(objective, n_trials=len(group.trials), callbacks=[callback])
 
 
-def enable_wal(*paths: Path) -> None:
-    """Switch SQLite files to write-ahead logging (a setting stored in the file): one fsync per commit."""
-    import sqlite3
-
-    for path in paths:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-
-
-def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, wal: bool = False) -> Any:
+def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False) -> Any:
     """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
     from hpo.config import parse_study
     from hpo.runner import StudyRunner
@@ -258,9 +253,7 @@ def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | N
         "fixed": group.fixed,
         "execution": {"threads": threads} if threads else {},
     }
-    storage, tracking = (workdir / "hpo-wal.db", workdir / "mlflow-wal.db") if wal else (workdir / "hpo.db", workdir / "mlflow.db")
-    if wal:
-        enable_wal(storage, tracking)
+    storage, tracking = (workdir / "hpo-journal.db", workdir / "mlflow-journal.db") if journal else (workdir / "hpo.db", workdir / "mlflow.db")
     settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=f"sqlite:///{tracking}", data_dir=workdir)
     runner = StudyRunner(parse_study(study, source="overhead benchmark"), settings)
     for trial in group.trials:
@@ -283,11 +276,32 @@ def run_hpo(runner: Any, *, clock: Clock) -> None:
 # -- measurement -----------------------------------------------------------------------------------
 def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
+    # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.storage switches every
+    # SQLite connection of this process to WAL unless HPO_SQLITE_WAL=0, read whenever a connection opens.
+    with _sqlite_wal(way not in ("optuna+mlflow", JOURNAL_WAY)):
+        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile)
+
+
+@contextlib.contextmanager
+def _sqlite_wal(enabled: bool) -> Iterator[None]:
+    previous = os.environ.get("HPO_SQLITE_WAL")
+    os.environ["HPO_SQLITE_WAL"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["HPO_SQLITE_WAL"]
+        else:
+            os.environ["HPO_SQLITE_WAL"] = previous
+
+
+def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None) -> dict[str, Any]:
     clock = Clock()
     setup = 0.0
-    if way in ("hpo", WAL_WAY):
+    journal = way == JOURNAL_WAY
+    if way in ("hpo", JOURNAL_WAY):
         started = time.perf_counter()
-        runner = hpo_runner(group, f"{label}-{'hpo-wal' if way == WAL_WAY else 'hpo'}", workdir, threads=threads, wal=way == WAL_WAY)
+        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal)
         setup = time.perf_counter() - started
     started, started_cpu = time.perf_counter(), time.process_time()
     if profile is not None:
@@ -330,6 +344,11 @@ def import_seconds() -> float | None:
     return time.perf_counter() - started
 
 
+def ways_of(group: Group, ways: Sequence[str]) -> Sequence[str]:
+    """The rollback-journal variant runs on the sub-second trials only, where storage costs show."""
+    return ways if group.name == "boston-short" else [w for w in ways if w != JOURNAL_WAY]
+
+
 def summarize(records: list[dict[str, Any]], ways: Sequence[str]) -> list[dict[str, Any]]:
     """Per group and way: medians over rounds of overhead per trial and of the wall-time ratio to bare."""
     rows = []
@@ -338,6 +357,8 @@ def summarize(records: list[dict[str, Any]], ways: Sequence[str]) -> list[dict[s
         bare = {r["round"]: r for r in records if r["group"] == group and r["way"] == "bare"}
         for way in ways:
             mine = [r for r in records if r["group"] == group and r["way"] == way]
+            if not mine:
+                continue
             ratios = [r["wall_s"] / bare[r["round"]]["wall_s"] for r in mine if r["round"] in bare]
             rows.append(
                 {
@@ -386,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-import-timing", action="store_true", help="do not time a fresh interpreter importing hpo")
     parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (for smoke tests)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)")
-    parser.add_argument("--wal-variant", action="store_true", help=f"add a fourth way, {WAL_WAY!r}: hpo on SQLite files in WAL mode")
+    parser.add_argument("--journal-variant", action="store_true", help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0")
     parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -401,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # both Optuna ways log alike: not at all
     warnings.filterwarnings("ignore", message="MLflowCallback has been deprecated", category=FutureWarning)
     quick = args.quick
-    ways = (*WAYS, WAL_WAY) if args.wal_variant else WAYS
+    ways = (*WAYS, JOURNAL_WAY) if args.journal_variant else WAYS
     rounds = args.rounds or (2 if quick else 3)
     threads = args.threads or (1 if quick else None)
     device = pick_device("auto", threads=threads)
@@ -425,13 +446,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # Warm-up (not counted): first-call costs of torch, the database files and their migrations.
         for group in groups:
             warm = Group(group.name, group.objective, group.metric, group.direction, group.fixed, [Trial({**group.trials[0].params, "epochs": 1})], group.data)
-            for way in ways:
+            for way in ways_of(group, ways):
                 measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads)
         records: list[dict[str, Any]] = []
         profile = cProfile.Profile() if args.profile else None
         for round_ in range(rounds):
             for group in groups:
-                for way in ways:
+                for way in ways_of(group, ways):
                     use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
                     record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
                     record["round"] = round_

@@ -110,6 +110,7 @@ class StudyRunner:
         )
         self.tracker = Tracker(settings.tracking_uri, self.study_name)
         self._stop = _StopSignals()
+        self._asked_after: list[FrozenTrial] = []  # the study's trials as counted for the last ask
         self.study = self._open_study(create=create)
         self.parent_run_id = self._parent_run()
 
@@ -217,6 +218,7 @@ class StudyRunner:
         optuna.storages.fail_stale_trials(self.study)
         with budget_lock(self.settings.storage, self.study_name):
             trials = self.study.get_trials(deepcopy=False)
+            self._asked_after = trials
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if n_trials is not None and self._counted(trials) >= n_trials and not waiting:
                 return None
@@ -419,7 +421,9 @@ class StudyRunner:
         policy = self.config.evaluation.checkpoints
         if run_id is None or policy == "none":
             return {}
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if policy == "top_k" else []
+        # The trials seen when this one was asked for: a later finish elsewhere only makes this trial look
+        # better than it is, so at worst one checkpoint too many is kept until the next top-k entry.
+        done = [t for t in self._asked_after if t.state == TrialState.COMPLETE]
         if policy == "top_k" and self._better_count(done, values[0]) >= self.config.evaluation.top_k:
             return {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -456,6 +460,8 @@ class StudyRunner:
         not in `done` yet and is left alone.
         """
         k = self.config.evaluation.top_k
+        if len(done) < k:
+            return  # fewer than k finished trials: nothing has fallen out yet
         ranked = sorted(done, key=lambda t: -t.values[0] if self.config.directions[0] == "maximize" else t.values[0])
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
         worse = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[k - 1 :] if self._better_count([t], value) == 0}

@@ -153,3 +153,25 @@ def test_environment_overrides_the_study_file_and_flags_override_both(cli: Any, 
     assert (tmp_path / "from-env.db").exists() and not (tmp_path / "from-file.db").exists()
     assert cli("run", path, "--quiet", "--storage", "sqlite:///from-flag.db").exit_code == 0
     assert (tmp_path / "from-flag.db").exists()
+
+
+def test_top_k_checkpoints_keep_exactly_the_k_best_trials_on_disk(cli: Any, write_study: Any) -> None:
+    # With checkpoints: top_k and top_k 2, after 7 trials exactly the two best trials hold a checkpoint:
+    # their runs are tagged `kept` and have the files; every other run's checkpoint was never written
+    # or was deleted (tagged `deleted`) when it fell out of the top 2, so disk use stays bounded.
+    study_file = write_study(tiny_boston(n_trials=7, evaluation={"top_k": 2, "checkpoints": "top_k"}))
+    assert cli("run", study_file, "--quiet").exit_code == 0
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    best_two = {t.user_attrs["mlflow_run_id"] for t in sorted(trials, key=lambda t: t.value)[:2]}
+    client = _client()
+    runs = _trial_runs(client, "tiny-boston")
+    assert len(runs) == 7
+    kept = {r.info.run_id for r in runs if r.data.tags.get("hpo.checkpoint") == "kept"}
+    assert kept == best_two
+    for run in runs:
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        if run.info.run_id in best_two:
+            assert {"checkpoint/model.pt", "checkpoint/val_predictions.npy", "checkpoint/metrics.json"} <= files
+        else:
+            assert files == set(), f"trial {run.data.tags['optuna.trial_number']} still holds a checkpoint"
+    assert any(r.data.tags.get("hpo.checkpoint") == "deleted" for r in runs), "with 7 random trials some checkpoint must have been dropped"
