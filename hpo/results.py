@@ -8,13 +8,13 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, load_study
 from hpo.errors import UsageError
 from hpo.settings import Settings, redact, resolve_settings
-from hpo.storage import open_storage
+from hpo.storage import best_trial_ids, open_storage
 
 
 @dataclass
@@ -120,6 +120,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The k best complete trials: by value for one objective, the Pareto front first for several."""
+    if len(study.directions) == 1 and k <= _QUERY_AT_MOST:
+        fetched = _best_by_query(study, k)
+        if fetched is not None:
+            return fetched
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) == 1:
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -128,3 +132,20 @@ def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     first = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(done, key=lambda t: (t.number not in front, -t.values[0] if first else t.values[0], t.number))
     return ranked[:k]
+
+
+_QUERY_AT_MOST = 100  # beyond this, loading every trial at once is cheaper than fetching them one by one
+
+
+def _best_by_query(study: optuna.Study, k: int) -> list[FrozenTrial] | None:
+    """The k best trials through one ranking query on a database storage; None for other storages.
+
+    Optuna keeps the storage of a loaded study private (`_storage`, an RDBStorage behind a cache); if
+    that ever changes, this falls back to ranking every trial, which gives the same answer slowly.
+    """
+    backend = getattr(study, "_storage", None)
+    backend = getattr(backend, "_backend", backend)
+    if not isinstance(backend, RDBStorage):
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return [backend.get_trial(trial_id) for trial_id in best_trial_ids(backend, study.study_name, k=k, maximize=maximize)]

@@ -122,6 +122,29 @@ def open_storage(
         raise UsageError(f"storage: no database driver for {redact(url)} ({exc})") from None
 
 
+def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bool) -> list[int]:
+    """The storage ids of the k best COMPLETE trials of a single-objective study, in one SQL query.
+
+    Optuna can only rank by loading every trial with all its params and attributes (about a second
+    for 2,000 trials); `hpo best` needs five. The query orders as Optuna's own best-trial query does
+    (-inf < finite < +inf, then the value), with the trial number breaking ties.
+    """
+    trials = sqlalchemy.table("trials", sqlalchemy.column("trial_id"), sqlalchemy.column("study_id"), sqlalchemy.column("number"), sqlalchemy.column("state"))
+    values = sqlalchemy.table("trial_values", sqlalchemy.column("trial_id"), sqlalchemy.column("objective"), sqlalchemy.column("value"), sqlalchemy.column("value_type"))
+    studies = sqlalchemy.table("studies", sqlalchemy.column("study_id"), sqlalchemy.column("study_name"))
+    kind = sqlalchemy.case((values.c.value_type == "INF_NEG", -1), (values.c.value_type == "FINITE", 0), else_=1)
+    order = (kind.desc(), values.c.value.desc()) if maximize else (kind.asc(), values.c.value.asc())
+    query = (
+        sqlalchemy.select(trials.c.trial_id)
+        .select_from(trials.join(values, values.c.trial_id == trials.c.trial_id).join(studies, studies.c.study_id == trials.c.study_id))
+        .where(studies.c.study_name == study_name, trials.c.state == "COMPLETE", values.c.objective == 0)
+        .order_by(*order, trials.c.number.asc())
+        .limit(k)
+    )
+    with storage.engine.connect() as conn:
+        return [int(row[0]) for row in conn.execute(query)]
+
+
 @contextlib.contextmanager
 def database_init_lock(url: str, schema: str) -> Iterator[None]:
     """Let one process at a time initialize `schema` ("optuna", "mlflow") in a PostgreSQL database.

@@ -1,0 +1,68 @@
+"""Reading studies back: the best trials by one ranking query agree with ranking every trial."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from hpo.results import best_trials
+from hpo.storage import open_storage
+
+VALUES = [3.0, -math.inf, 2.0, math.inf, 2.0, 7.5, -1.0, 2.0, 0.5, math.inf]
+
+
+def _fill(url: str, direction: str) -> optuna.Study:
+    """A study with finite, infinite and tied values, plus pruned, failed and running trials that never rank."""
+    study = optuna.create_study(study_name=f"ranked-{direction}", storage=open_storage(url), direction=direction)
+    dist = {"x": FloatDistribution(0, 1)}
+    for i, value in enumerate(VALUES):
+        study.add_trial(create_trial(params={"x": i / 20}, distributions=dist, value=value))
+        if i % 3 == 0:
+            study.add_trial(create_trial(params={"x": 0.9}, distributions=dist, state=TrialState.PRUNED, intermediate_values={1: -100.0}))
+    study.add_trial(create_trial(params={"x": 0.5}, distributions=dist, state=TrialState.FAIL))
+    study.enqueue_trial({"x": 0.25})
+    study.ask()  # a RUNNING trial
+    return study
+
+
+def _ranked_in_python(study: optuna.Study, k: int) -> list[int]:
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    return [t.number for t in sorted(done, key=lambda t: (sign * t.value, t.number))][:k]
+
+
+def _numbers(trials: list[FrozenTrial]) -> list[int]:
+    return [t.number for t in trials]
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_best_trials_on_sqlite_match_a_full_ranking(tmp_path: Path, direction: str) -> None:
+    # The query must order -inf < finite < +inf the way Optuna does, break ties by trial number,
+    # ignore trials that are not COMPLETE, and return whole trials (params, values, attributes).
+    study = _fill(f"sqlite:///{tmp_path / 'ranked.db'}", direction)
+    for k in (1, 3, 5, len(VALUES), len(VALUES) + 5):
+        best = best_trials(study, k)
+        assert _numbers(best) == _ranked_in_python(study, k)
+    top = best_trials(study, 1)[0]
+    assert top.state == TrialState.COMPLETE and "x" in top.params
+    assert top.value == (math.inf if direction == "maximize" else -math.inf)
+
+
+def test_best_trials_on_postgresql_match_a_full_ranking(pg_url: Callable[[str], str]) -> None:
+    # The same query on PostgreSQL, where the enum columns and NULL values of infinities are the server's.
+    study = _fill(pg_url("ranked"), "minimize")
+    assert _numbers(best_trials(study, 5)) == _ranked_in_python(study, 5)
+
+
+def test_best_trials_in_memory_rank_every_trial() -> None:
+    # Storages without SQL (in-memory) still rank correctly, by loading every trial.
+    study = optuna.create_study(direction="minimize")
+    for value in VALUES:
+        study.add_trial(create_trial(params={"x": 0.1}, distributions={"x": FloatDistribution(0, 1)}, value=value))
+    assert _numbers(best_trials(study, 4)) == _ranked_in_python(study, 4)
