@@ -109,7 +109,8 @@ def hpo_epoch(images: torch.Tensor, labels: torch.Tensor, hp: dict[str, Any], de
     return fit.history[0]["images_per_second"], fit.history[0]["train_acc"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the comparison, print its Markdown section and return the figures (what --json writes)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny generated data instead of real CIFAR-10")
     parser.add_argument("--images", type=int, help="training images per epoch (default 2,048 quick, 10,000 full)")
@@ -129,10 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = pick_device("auto", threads=args.threads)
     n = args.images or (2048 if args.quick else 10_000)
+    data_dir = os.environ.get("HPO_DATA_DIR")
     with tempfile.TemporaryDirectory() as scratch:
         if args.quick:
             os.environ["HPO_DATA_DIR"] = scratch  # never touch the user's cache in quick mode
-        images, labels, source = load_images(quick=args.quick, images=n, seed=0)
+        try:
+            images, labels, source = load_images(quick=args.quick, images=n, seed=0)
+        finally:  # not left pointing at the removed scratch folder (the script may run in a test's process)
+            if data_dir is None:
+                os.environ.pop("HPO_DATA_DIR", None)
+            else:
+                os.environ["HPO_DATA_DIR"] = data_dir
     normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     per_sample = transforms.Compose([transforms.RandomCrop(32, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
     dataset = Cifar10Style(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels.tolist(), per_sample)
@@ -157,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # process imports parts of torch (seconds), and DataLoader workers start.
         hpo_epoch(images_t[: 4 * args.batch_size], labels_t[: 4 * args.batch_size], hp, device, seed=0)
         for loader in loaders.values():
-            warm = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(4 * args.batch_size)), batch_size=args.batch_size, num_workers=loader.num_workers)
+            warm = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(4 * args.batch_size, n))), batch_size=args.batch_size, num_workers=loader.num_workers)
             dataloader_epoch(objective.build_model(hp, {}).to(device, memory_format=torch.channels_last), warm, hp, device)
         for round_ in range(args.rounds):
             speed, accuracy = hpo_epoch(images_t, labels_t, hp, device, seed=round_)
@@ -187,9 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_report.table(rows))
     for model_name, values in ratios.items():
         print(f"**{model_name}: hpo / best DataLoader loop = {statistics.median(values):.2f}x** (per round: {', '.join(f'{r:.2f}' for r in values)})")
-    _report.save(args.json, {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "ratios": ratios})
-    return 0
+    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "ratios": ratios}
+    _report.save(args.json, payload)
+    return payload
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from tests.conftest import make_cifar10_arrays, tar_folder, write_cifar10_image_folder
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, make_cifar10_arrays, tar_folder, tiny_boston, write_cifar10_image_folder
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -109,3 +111,79 @@ def test_tracking_measures_throughput_and_best_of_n(tmp_path: Path) -> None:
         assert len({row["way"] for row in payload["throughput"] if row["backend"] == backend}) == 3
         assert {row["way"] for row in payload["best_of_n"] if row["backend"] == backend} == {"hpo best (Optuna storage)", "MLflow search_runs order_by"}
     assert all(row["points/s (median)"] > 0 for row in payload["throughput"])
+
+
+def _run_storage_overhead(tmp_path: Path, write_study: Callable[..., Path], postgres: str) -> tuple[dict[str, Any], Path]:
+    """storage_overhead.py's quick mode on a 2-epoch Boston study whose file asks for 3 trials, capped at 2 by --n-trials."""
+    study = write_study(tiny_boston(name="storage-overhead", n_trials=3, fixed={"epochs": 2, "hidden_layers": 1, "batch_size": 64}))
+    out = tmp_path / "storage_overhead.json"
+    payload = load_script("storage_overhead").main(["--quick", "--study", str(study), "--n-trials", "2", "--postgres", postgres, "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    return payload, out
+
+
+def _check_storage_rows(payload: dict[str, Any], out: Path, backends: list[str]) -> None:
+    """One run per backend of exactly the 2 capped trials, training time read back from MLflow, figures in the JSON."""
+    assert [row["backend"] for row in payload["rows"]] == backends
+    for row in payload["rows"]:
+        assert row["runs"] == 1 and row["trials/run"] == 2
+        assert row["training s/trial"] > 0  # train_seconds of each trial's MLflow run, 0.0 when it is not found
+        assert all(math.isfinite(row[key]) for key in ("wall s/trial", "non-training s/trial", "in-trial overhead s/trial"))
+        assert row["wall s/trial"] == pytest.approx(row["training s/trial"] + row["non-training s/trial"])
+    assert list(payload["samples"]) == backends and all(len(runs) == 1 for runs in payload["samples"].values())
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == json.loads(json.dumps(payload["rows"]))
+    assert saved["command"] == payload["command"] and "--quick" in saved["command"] and saved["command"].startswith("python ")
+
+
+@pytest.mark.postgres
+def test_storage_overhead_runs_hpo_on_sqlite_and_on_postgres_with_a_server(postgres_available: None, tmp_path: Path, write_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # The same study runs as a real `hpo run` on SQLite files and on PostgreSQL + a real `hpo server`;
+    # each backend reports its per-trial figures and the comparison sentence; the databases are dropped.
+    import psycopg2
+
+    payload, out = _run_storage_overhead(tmp_path, write_study, f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}")
+    _check_storage_rows(payload, out, ["sqlite", "postgres+server"])
+    assert payload["notes"] == []
+    (log,) = (tmp_path / "work").glob("server-*.log")
+    assert log.read_text().strip()  # the MLflow server really ran and wrote its log
+    tag = log.stem.removeprefix("server-")
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (f"hpo_bench_optuna_{tag}", f"hpo_bench_mlflow_{tag}"))
+            assert cur.fetchall() == []
+    finally:
+        conn.close()
+    printed = capsys.readouterr().out
+    assert "## Storage overhead" in printed and "- command: `python" in printed and "PostgreSQL + server costs" in printed
+
+
+def test_storage_overhead_runs_sqlite_alone_when_postgres_is_unreachable(tmp_path: Path, write_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing listens on the PostgreSQL port given: the SQLite run still happens and is reported,
+    # and a note (in the JSON and the printed section) says why PostgreSQL + server is missing.
+    payload, out = _run_storage_overhead(tmp_path, write_study, f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{free_port()}")
+    _check_storage_rows(payload, out, ["sqlite"])
+    assert len(payload["notes"]) == 1 and "PostgreSQL + server skipped" in payload["notes"][0]
+    assert json.loads(out.read_text())["notes"] == payload["notes"]
+    printed = capsys.readouterr().out
+    assert "## Storage overhead" in printed and "- command: `python" in printed and f"- {payload['notes'][0]}" in printed
+
+
+def test_cifar10_pipeline_compares_hpo_with_dataloader_loops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # On the same generated images, every model trains one epoch through hpo and through each DataLoader
+    # variant; the summary has a row per model and way, and hpo's ratio to the best DataLoader loop per round.
+    script = load_script("cifar10_pipeline")
+    out = tmp_path / "cifar10_pipeline.json"
+    payload = script.main(["--quick", "--images", "128", "--rounds", "1", "--batch-size", "64", "--workers", "0", "--model", "mlp,quick-cnn", "--threads", "1", "--json", str(out)])
+    models = ["mlp", "quick-cnn"]
+    assert [(r["model"], r["way"]) for r in payload["records"]] == [(m, w) for m in models for w in ("hpo", "dataloader-w0")]
+    assert all(r["images_per_second"] > 0 and 0.0 <= r["train_acc"] <= 1.0 for r in payload["records"])
+    assert [row["way"] for row in payload["summary"]] == ["hpo", "dataloader-w0"] * 2
+    assert [row["model"].split(" (")[0] for row in payload["summary"]] == [m for m in models for _ in range(2)]
+    assert list(payload["ratios"]) == models and all(len(values) == 1 and values[0] > 0 for values in payload["ratios"].values())
+    hpo_rows = [row for row in payload["summary"] if row["way"] == "hpo"]
+    assert [row["hpo / best DataLoader"] for row in hpo_rows] == [payload["ratios"][m][0] for m in models]
+    saved = json.loads(out.read_text())
+    assert saved["ratios"] == payload["ratios"] and saved["summary"] == json.loads(json.dumps(payload["summary"]))
+    printed = capsys.readouterr().out
+    assert "## CIFAR-10 input pipeline" in printed and "**mlp: hpo / best DataLoader loop = " in printed and "**quick-cnn: hpo / best DataLoader loop = " in printed
