@@ -129,6 +129,11 @@ CASES = [
         ("study.yaml: fixed.conv_blocks:", "conv_blocks=8", "pooling"),
         needs="hpo.architecture",
     ),
+    BadInput(
+        "cifar10-boston-only-data-setting",
+        {"name": "cifar-data", "objective": "cifar10", "params": {"lr": GOOD_LR}, "fixed": {"model": "cnn", "epochs": 1}, "data": {"test_fraction": 0.3}},
+        ("study.yaml: data.test_fraction:", "not used by objective cifar10", "official 10,000 test images", "accepts: val_fraction, subset, split_seed"),
+    ),
     BadInput("data-file-missing", tiny_boston(data={"path": "missing.csv"}), ("data.path", "missing.csv", "not found")),
     BadInput("data-file-garbage", tiny_boston(data={"path": "garbage.csv"}), ("data.path", "garbage.csv"), setup=_garbage_csv),
     BadInput("data-file-wrong-columns", tiny_boston(data={"path": "wrong-columns.csv"}), ("data.path", "wrong-columns.csv", "lacks columns", "CRIM"), setup=_headerless_csv),
