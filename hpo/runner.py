@@ -297,7 +297,7 @@ class StudyRunner:
                     RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
                 what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}")
-                raise
+                raise Interrupted(f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume") from None
             except (UsageError, HpoError):
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
                 raise
@@ -508,8 +508,8 @@ class _EpochRecorder:
         self.report = not runner.config.is_multi_objective and self.metric.startswith("val_")
         # Optuna needs every epoch only to prune. Without a pruner an epoch is reported every few seconds
         # (a sign of life and a coarse curve), or every epoch while MLflow is not recording the trial
-        # (`hpo reconcile` backfills from them): a database write per epoch was most of hpo's
-        # per-trial cost on SQLite (BENCHMARKS.md, overhead).
+        # (`hpo reconcile` backfills from them): on a sub-second Boston trial a database write per
+        # epoch costs about as much as the epoch's training.
         self.every_epoch = not isinstance(runner.study.pruner, optuna.pruners.NopPruner)
         self.last_report = -math.inf
         self.best: dict[str, float] = {}

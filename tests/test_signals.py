@@ -63,7 +63,9 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(shared_mlflo
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
-    assert "interrupted" in stderr
+    # The last line tells the user what became of the trial under way and how to go on.
+    assert f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued with the same params" in stderr
+    assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     assert_closed_and_requeued(storage, shared_mlflow_server, name, trial.number, "SIGINT")
 

@@ -43,8 +43,10 @@ def handles_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except HpoError as exc:
             raise fail(str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; finished trials are kept, the current one was closed as FAIL", 130) from None
+        except KeyboardInterrupt as exc:
+            # The runner says what became of the trial under way; elsewhere nothing was left half-done.
+            detail = str(exc)
+            raise fail(detail if detail.startswith("interrupted") else "interrupted; finished work is kept", 130) from None
 
     return wrapper  # type: ignore[return-value]
 
