@@ -53,6 +53,7 @@ def machine() -> dict[str, Any]:
         "mlflow": mlflow.__version__,
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "commit": _git_commit(),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="minutes"),
     }
 
 
