@@ -42,8 +42,12 @@ class Schedule:
         elif name == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
         elif name == "onecycle":
+            # The cycle also moves momentum (or Adam's beta1) against the learning rate, where there is
+            # one: AdaGrad and AdaDelta have none (OneCycleLR would refuse them), and SGD or RMSProp
+            # searched with momentum 0 must not be given momentum behind the user's back.
+            cycle = "betas" in optimizer.defaults or float(optimizer.defaults.get("momentum", 0.0)) > 0
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=float(hp["lr"]), total_steps=max(1, epochs * steps_per_epoch)
+                optimizer, max_lr=float(hp["lr"]), total_steps=max(1, epochs * steps_per_epoch), cycle_momentum=cycle
             )
         elif name == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
