@@ -273,6 +273,58 @@ def run_hpo(runner: Any, *, clock: Clock) -> None:
         objectives.OBJECTIVES[name] = original
 
 
+class StepTimer:
+    """Wall time in each bookkeeping step of hpo's trial loop, by wrapping the methods that do them.
+
+    The steps are those of `StudyRunner` (what `hpo run` calls); the wrappers add microseconds. Used
+    with --phases to say where hpo's non-training time goes, per trial.
+    """
+
+    def __init__(self) -> None:
+        import optuna
+
+        from hpo import runner, tracking
+
+        self.steps: list[tuple[Any, str, str]] = [
+            (runner.StudyRunner, "_ask_within_budget", "ask: count the budget under the lock, study.ask"),
+            (runner, "suggest", "sample the parameters (a storage write each)"),
+            (optuna.Trial, "set_user_attr", "trial attributes (seed, MLflow run id)"),
+            (tracking.Tracker, "start_trial_run", "open the MLflow run (create_run with tags, log_params)"),
+            (runner._EpochRecorder, "__call__", "per-epoch callback (buffer metrics, progress, report)"),
+            (runner.StudyRunner, "_checkpoint", "checkpoint (only trials entering the top k)"),
+            (tracking.Tracker, "end_trial_run", "close the MLflow run (one log_batch, set_terminated)"),
+            (runner.StudyRunner, "_tell", "tell Optuna"),
+        ]
+        self.seconds: dict[str, float] = {label: 0.0 for _, _, label in self.steps}
+        self.trials = 0
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in self.steps]
+        for (owner, name, label), (_, _, original) in zip(self.steps, originals):
+            setattr(owner, name, self._timed(original, label))
+        try:
+            yield
+        finally:
+            for owner, name, original in originals:
+                setattr(owner, name, original)
+
+    def _timed(self, fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+
+        return timed
+
+    def rows(self, non_training_ms: float) -> list[dict[str, Any]]:
+        rows = [{"step": label, "ms/trial": 1000 * s / self.trials} for label, s in self.seconds.items()]
+        rows.append({"step": "everything else (progress, heartbeats, loop)", "ms/trial": non_training_ms - sum(r["ms/trial"] for r in rows)})
+        return rows
+
+
 # -- measurement -----------------------------------------------------------------------------------
 def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
@@ -408,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (for smoke tests)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)")
     parser.add_argument("--journal-variant", action="store_true", help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0")
+    parser.add_argument("--phases", action="store_true", help="time each bookkeeping step of hpo's boston-short trials and print where the non-training time goes")
     parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -450,11 +503,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads)
         records: list[dict[str, Any]] = []
         profile = cProfile.Profile() if args.profile else None
+        phases = StepTimer() if args.phases else None
+        phase_overhead: list[float] = []
         for round_ in range(rounds):
             for group in groups:
                 for way in ways_of(group, ways):
                     use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
-                    record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
+                    timed = phases is not None and way == "hpo" and group.name == "boston-short"
+                    with phases.timing() if timed else contextlib.nullcontext():  # type: ignore[union-attr]
+                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
+                    if timed:
+                        phases.trials += record["trials"]  # type: ignore[union-attr]
+                        phase_overhead.append(record["overhead_ms_per_trial"] * record["trials"])
                     record["round"] = round_
                     records.append(record)
                     print(f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training {record['overhead_ms_per_trial']:8.1f} ms/trial ({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)", file=sys.stderr, flush=True)
@@ -475,11 +535,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())),
         "",
     ]
+    phase_rows = None
+    if phases is not None and phases.trials:
+        phase_rows = phases.rows(sum(phase_overhead) / phases.trials)
+        lines += [f"Where hpo's non-training time goes on boston-short ({phases.trials} trials over all rounds):", "", _report.table(phase_rows)]
     if profile is not None:
         lines += ["Where hpo's time goes in the profiled boston-short round (cumulative seconds, top entries):", "", "```", profile_text(profile), "```", ""]
     text = "\n".join(lines)
     print(text)
-    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "import_seconds": startup, "setup_seconds": setup}
+    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "import_seconds": startup, "setup_seconds": setup, "phases": phase_rows}
     _report.save(args.json, payload)
     return payload
 

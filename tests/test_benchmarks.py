@@ -59,13 +59,17 @@ def test_overhead_runs_the_same_trials_three_ways(tmp_path: Path, capsys: pytest
     # so their final metrics agree exactly; each way reports its non-training time and ratio to bare.
     script = load_script("overhead")
     out = tmp_path / "overhead.json"
-    payload = script.main(["--quick", "--rounds", "1", "--groups", "boston-short", "--short-trials", "2", "--max-epochs", "2", "--skip-import-timing", "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    payload = script.main(["--quick", "--rounds", "1", "--groups", "boston-short", "--short-trials", "2", "--max-epochs", "2", "--skip-import-timing", "--phases", "--workdir", str(tmp_path / "work"), "--json", str(out)])
     assert [r["way"] for r in payload["records"]] == ["bare", "optuna+mlflow", "hpo"]
     assert all(r["trials"] == 2 and len(r["values"]) == 2 for r in payload["records"])
     assert script.check_same_training(payload["records"]) == 0.0
     summary = {r["way"]: r for r in payload["summary"]}
     assert summary["bare"]["wall / bare (median)"] == 1.0
     assert summary["hpo"]["non-training ms/trial (median)"] > 0
+    # --phases splits hpo's non-training time into the trial loop's steps; each step was timed.
+    steps = {row["step"]: row["ms/trial"] for row in payload["phases"]}
+    assert any(step.startswith("close the MLflow run") for step in steps) and any(step.startswith("ask") for step in steps)
+    assert all(ms > 0 for step, ms in steps.items() if not step.startswith(("everything else", "checkpoint")))
     assert json.loads(out.read_text())["summary"] == json.loads(json.dumps(payload["summary"]))
     printed = capsys.readouterr().out
     assert "## Overhead" in printed and "- command: `python" in printed and "non-training ms/trial" in printed
