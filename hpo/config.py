@@ -330,7 +330,9 @@ class StudyConfig(_Strict):
         if self.objective == "cifar10":
             # Boston-only data settings would be silently ignored: CIFAR-10 keeps its official test images.
             for name, why in (("test_fraction", "CIFAR-10 is tested on its official 10,000 test images"), ("drop_features", "CIFAR-10 has no tabular features"), ("path", "CIFAR-10 is read from the cache `hpo data import` fills")):
-                if name in self.data.model_fields_set:
+                # Compared with the default, not with "was it given": a resolved config (stored in the
+                # study, printed by `hpo validate`) lists every field and must load again.
+                if getattr(self.data, name) != DataConfig.model_fields[name].get_default(call_default_factory=True):
                     raise _FieldError(f"data.{name}", f"not used by objective cifar10 ({why}); remove it. cifar10 accepts: val_fraction, subset, split_seed")
         if self.objective == "cifar10":  # impossible architectures (e.g. too much pooling for 32x32) fail here
             problem = check_search_space({name: param.model_dump() for name, param in self.params.items()}, self.fixed)
