@@ -148,21 +148,25 @@ def _start_with_deadline(checks: list[tuple[str, str, Callable[[], list[Finding]
 # -- storage (Optuna) -----------------------------------------------------------------------------
 def check_storage(url: str, *, source: str = "--storage") -> list[Finding]:
     """The Optuna storage: reachable with these credentials, and its schema one this Optuna can use."""
-    name = "storage"
-    path = sqlite_path(url)
-    if url.startswith("sqlite"):
-        if path is None:
-            return [Finding(name, "warning", f"{url}: an in-memory database is lost when the process ends", f"use a file (sqlite:///hpo.db) or PostgreSQL in {source}")]
-        if not path.exists():
-            return [_missing_sqlite(name, path, "Optuna", source)]
-        tables, read = _sqlite_tables(path)
-        server = "SQLite"
-    else:
-        connected = _connect_database(name, url, source)
-        if isinstance(connected, Finding):
-            return [connected]
-        tables, read, server = connected
+    opened = _open_database("storage", url, source, owner="Optuna", instead="a file (sqlite:///hpo.db) or PostgreSQL")
+    if isinstance(opened, Finding):
+        return [opened]
+    tables, read, server = opened
     return [_optuna_schema(url, server, tables, read)]
+
+
+def _open_database(name: str, url: str, source: str, *, owner: str, instead: str) -> Finding | tuple[set[str], Reader, str]:
+    """The tables of the SQLite file or database server behind `url`, a reader and the server's name;
+    or the Finding that says why they cannot be read (in-memory, missing file, unreachable server)."""
+    if not url.startswith("sqlite"):
+        return _connect_database(name, url, source)
+    path = sqlite_path(url)
+    if path is None:
+        return Finding(name, "warning", f"{url}: an in-memory database is lost when the process ends", f"use {instead} in {source}")
+    if not path.exists():
+        return _missing_sqlite(name, path, owner, source)
+    tables, read = _sqlite_tables(path)
+    return tables, read, "SQLite"
 
 
 def _optuna_schema(raw_url: str, server: str, tables: set[str], read: Reader) -> Finding:
@@ -202,20 +206,10 @@ def check_tracking(uri: str, *, source: str = "--tracking-uri") -> list[Finding]
         return [Finding("tracking", "problem", f"{uri}: {folder} cannot be written", f"point {source} at a writable folder or a database")]
     if scheme == "databricks":
         return [Finding("tracking", "warning", f"{uri}: Databricks is not checked by hpo doctor")]
-    name = "tracking"
-    if uri.startswith("sqlite"):
-        path = sqlite_path(uri)
-        if path is None:
-            return [Finding(name, "warning", f"{uri}: an in-memory database is lost when the process ends", f"use sqlite:///mlflow.db or a server in {source}")]
-        if not path.exists():
-            return [_missing_sqlite(name, path, "MLflow", source)]
-        tables, read = _sqlite_tables(path)
-        server = "SQLite"
-    else:
-        connected = _connect_database(name, uri, source)
-        if isinstance(connected, Finding):
-            return [connected]
-        tables, read, server = connected
+    opened = _open_database("tracking", uri, source, owner="MLflow", instead="sqlite:///mlflow.db or a server")
+    if isinstance(opened, Finding):
+        return [opened]
+    tables, read, server = opened
     return [_mlflow_schema(uri, server, tables, read)]
 
 
