@@ -112,6 +112,27 @@ VALUE_RULES: dict[str, ValueRule] = {
 }
 
 
+STUDY_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 200 characters"
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a study (it becomes a folder name and an MLflow filter value), or None.
+
+    One rule wherever a name enters: the study file, --study-name, a name given to a read command.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
+        return f"use {STUDY_NAME_RULE}"
+    return None
+
+
+def check_study_name(name: str, *, field: str) -> str:
+    """`name` if it is a valid study name, else a one-line UsageError naming `field`."""
+    problem = study_name_problem(name)
+    if problem:
+        raise UsageError(f"{field}: {_short(name)} is not a study name; {problem}")
+    return name
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos; .inf and .nan in a range or budget are always mistakes.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -287,8 +308,9 @@ class StudyConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            raise ValueError("use letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+        problem = study_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("objective")
@@ -714,6 +736,7 @@ __all__ = [
     "PrunerConfig",
     "SamplerConfig",
     "StudyConfig",
+    "check_study_name",
     "load_study",
     "parse_study",
     "study_to_yaml",

@@ -443,15 +443,9 @@ def _mlflow_alembic_dir() -> Path:
 
 def check_separate_databases(storage: str, tracking_uri: str) -> list[Finding]:
     """Optuna and MLflow in one database break each other: both keep an `alembic_version` table."""
-    if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "file", "databricks"):
-        return []
-    import sqlalchemy
+    from hpo.databases import same_database
 
-    a, b = sqlalchemy.engine.make_url(storage), sqlalchemy.engine.make_url(tracking_uri)
-    same = a.get_backend_name() == b.get_backend_name() and (a.host or "localhost", a.port, a.database) == (b.host or "localhost", b.port, b.database)
-    if a.get_backend_name() == "sqlite" and a.database and b.database:
-        same = Path(a.database).resolve() == Path(b.database).resolve()
-    if not same:
+    if not same_database(storage, tracking_uri):
         return []
     return [Finding("storage", "problem", "the Optuna storage and the MLflow tracking store are the same database", "use two databases, e.g. .../optuna and .../mlflow on the same server (Optuna and MLflow both keep an alembic_version table)")]
 

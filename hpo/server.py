@@ -133,7 +133,7 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.storage import ensure_database  # Optuna's import is slow; `hpo --help` should not pay it
+        from hpo.databases import ensure_database  # SQLAlchemy's import is slow; `hpo --help` should not pay it
 
         config = self.config
         check_storage_url(config.backend_store_uri, field="--backend-store-uri")

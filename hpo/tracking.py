@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from hpo.errors import ServiceError
 from hpo.settings import redact, sqlite_path
-from hpo.storage import database_init_lock, ensure_database
+from hpo.databases import MLFLOW, first_line, prepared_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -433,18 +433,30 @@ def _brief(error: Exception) -> str:
 
 
 def _open_client(tracking_uri: str) -> MlflowClient:
-    """A client on a database opens it at once and creates MLflow's tables. On PostgreSQL: create the
-    database if missing and fail fast when it is unreachable (MLflow itself retries for ~100 s), and
-    let one worker at a time initialize it (workers starting together on a fresh database race otherwise)."""
+    """A client on a database opens it at once and creates MLflow's tables: once, one process at a time
+    and crash-safe (:mod:`hpo.databases`). On PostgreSQL the database is created if missing, and an
+    unreachable server fails fast (MLflow itself retries for ~100 s)."""
     import sqlalchemy
 
-    ensure_database(tracking_uri, field="tracking_uri")
+    if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "file"):
+        return MlflowClient(tracking_uri=tracking_uri)
     try:
-        with database_init_lock(tracking_uri, "mlflow"):
+        with prepared_database(tracking_uri, MLFLOW, _build_mlflow_schema, field="tracking_uri"):
             return MlflowClient(tracking_uri=tracking_uri)
     except sqlalchemy.exc.OperationalError as exc:
-        first = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
-        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first[0] if first else exc.__class__.__name__}") from None
+        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first_line(exc)}") from None
+
+
+def _build_mlflow_schema(url: str) -> None:
+    """MLflow's tables at their newest revision, as its own store creates them on an empty database."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
 
 
 def _param_text(value: Any) -> str:

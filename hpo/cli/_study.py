@@ -40,6 +40,7 @@ def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None
 def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
     run before anything is created; errors about the file's fields name the file."""
+    from hpo.databases import check_stores
     from hpo.objectives import PREFLIGHT
     from hpo.samplers import build_pruner, build_sampler
 
@@ -50,6 +51,7 @@ def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
     check_writable(settings)
+    check_stores(settings)
 
 
 @command(app, "run")
@@ -108,17 +110,22 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
     started = time.monotonic()
     budget = _budget(config, n_trials, timeout)
     progress = make_progress(quiet=quiet or workers > 1)
-    runner = StudyRunner(config, settings, study_name=study_name, progress=progress)
+    runner = StudyRunner(config, settings, study_name=study_name, progress=progress, source=str(path))
     runner.study.set_user_attr(BUDGET_ATTR, budget)
-    before = {t.number for t in runner.study.get_trials(deepcopy=False)}
+    # Trials finished before this run; a re-queued trial waiting from an interrupted run is this run's to finish.
+    before = {t.number for t in runner.study.get_trials(deepcopy=False) if t.state.is_finished()}
     codes: list[int] = []
-    if workers <= 1:
-        runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
-    else:
-        codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    try:
+        if workers <= 1:
+            runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
+        else:
+            codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    except BaseException as exc:
+        runner.close_study_run(stopped_by=exc)
+        raise
     # Counted from the study, so that trials run by spawned workers are included.
     trials = runner.study.get_trials(deepcopy=False)
-    new = [t for t in trials if t.number not in before]
+    new = [t for t in trials if t.state.is_finished() and t.number not in before]
     counts = {name: sum(1 for t in new if t.state == state) for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL))}
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     best = runner._best_text()
@@ -128,8 +135,8 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
             f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}",
             err=True,
         )
-    runner.close_study_run()
     bad = [c for c in codes if c != 0]
+    runner.close_study_run(stopped_by=HpoError("workers failed") if bad else None)
     if bad:
         raise HpoError(f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above")
     return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total, "seconds": time.monotonic() - started}
@@ -188,7 +195,7 @@ def create(
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
     _check_study(study_file, config, settings)
-    runner = StudyRunner(config, settings, study_name=study_name)
+    runner = StudyRunner(config, settings, study_name=study_name, source=str(study_file))
     budget = _budget(config, n_trials, timeout)
     stored = runner.study.user_attrs.get(BUDGET_ATTR) or {}
     running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
@@ -213,17 +220,17 @@ def worker(
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
     from hpo.progress import make_progress
-    from hpo.runner import StudyRunner, stored_config
+    from hpo.runner import StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
-    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False)
-    stored = stored_config(runner.study)
-    if stored.model_dump(exclude={"storage", "tracking_uri"}) != config.model_dump(exclude={"storage", "tracking_uri"}):
-        typer.echo(f"hpo: warning: {study_file} differs from the config study {runner.study_name!r} was started with; the stored one is used", err=True)
-        runner = StudyRunner(stored, settings, study_name=runner.study_name, progress=make_progress(quiet=quiet), create=False)
-    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": stored.n_trials, "timeout": stored.timeout}
-    runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False, source=str(study_file))
+    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": runner.config.n_trials, "timeout": runner.config.timeout}
+    try:
+        runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+    except BaseException as exc:
+        runner.close_study_run(stopped_by=exc)
+        raise
     runner.close_study_run()
 
 

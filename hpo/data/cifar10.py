@@ -99,6 +99,13 @@ def read_manifest() -> dict[str, Any] | None:
     return manifest
 
 
+def fingerprint() -> str:
+    """The cache's identity: the checksums it already verifies, combined (a re-import of other data changes it)."""
+    manifest = require_cached()
+    digest = hashlib.sha256("".join(f"{name}={entry['sha256']};" for name, entry in sorted(manifest["files"].items())).encode())
+    return f"{cache_dir()} sha256:{digest.hexdigest()[:16]}"
+
+
 def require_cached() -> dict[str, Any]:
     """The manifest, or a UsageError that says which command would put CIFAR-10 into the cache."""
     manifest = read_manifest()
