@@ -225,11 +225,11 @@ def check_database(url: str, schema: Schema, *, field: str, must_exist: bool = F
     if path is None:
         return Verdict("ok")
     contents = read_sqlite(path, field=field)
-    if must_exist and (contents is None or not schema.tables <= contents.tables):
-        return Verdict("missing", f"{field}: {path} holds no {schema.owner} schema yet")
     verdict = judge(contents, schema, where=f"{field}: {path}", url=url)
     if verdict.kind == "refuse":
         raise UsageError(verdict.message)
+    if must_exist and verdict.kind != "ok":
+        return Verdict("missing", f"{field}: {path} holds no {schema.owner} schema yet")
     return verdict
 
 

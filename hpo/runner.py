@@ -45,6 +45,7 @@ from hpo.training.loop import NonFiniteLoss
 logger = logging.getLogger("hpo.runner")
 
 CONFIG_ATTR = "hpo.config"
+BUDGET_ATTR = "hpo.budget"  # {n_trials, timeout, deadline}: the sweep's global budget, set by `hpo run` / `hpo create`
 PARENT_RUN_ATTR = "hpo.mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 SEED_ATTR = "hpo.seed"
@@ -295,11 +296,7 @@ class StudyRunner:
         return summary
 
     def _counted(self, trials: list[FrozenTrial], *, finished: bool = False) -> int:
-        """Trials that use up the budget: finished or under way, except failures already re-queued
-        (with `finished`, only the finished ones)."""
-        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-        counted = (TrialState.COMPLETE, TrialState.PRUNED) + (() if finished else (TrialState.RUNNING, TrialState.WAITING))
-        return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in retried))
+        return budget_count(trials, finished=finished)
 
     def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
         """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one."""
@@ -393,7 +390,7 @@ class StudyRunner:
                 if requeue:  # before the failure reason is set: the copy inherits the user attributes
                     RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
                 what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
-                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}")
+                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}", requeued=requeue)
                 raise Interrupted(f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume") from None
             except (UsageError, HpoError):
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
@@ -454,6 +451,7 @@ class StudyRunner:
         outcome: TrialOutcome | None = None,
         reason: str | None = None,
         tags: dict[str, str] | None = None,
+        requeued: bool = False,
     ) -> TrialState:
         """Close the MLflow run first (its success is recorded on the trial), then tell Optuna."""
         metrics = outcome.metrics if outcome is not None else recorder.best
@@ -477,7 +475,7 @@ class StudyRunner:
             summary.pruned += 1
         else:
             summary.failed += 1
-        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text())
+        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text(), requeued=requeued)
         return state
 
     def _tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
@@ -563,7 +561,7 @@ class StudyRunner:
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
         worse = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
         try:
-            for run in self.tracker.search_runs(f"tags.`{CHECKPOINT_TAG}` = 'kept'"):
+            for run in self.tracker.search_runs({CHECKPOINT_TAG: "kept"}):
                 run_id = run.info.run_id
                 if run_id in worse and run_id not in keep:
                     self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=run.info.artifact_uri)
@@ -586,6 +584,14 @@ class StudyRunner:
             self.tracker.end_trial_run(run_id, state="FAIL", reason=reason)
         except TrackingUnavailable:
             self.progress.warn(f"trial {trial.number}: its MLflow run stays open; `hpo reconcile` will close it")
+
+
+def budget_count(trials: list[FrozenTrial], *, finished: bool = False) -> int:
+    """Trials that use up the budget: finished or under way, except failures already re-queued
+    (with `finished`, only the finished ones)."""
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    counted = (TrialState.COMPLETE, TrialState.PRUNED) + (() if finished else (TrialState.RUNNING, TrialState.WAITING))
+    return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in retried))
 
 
 def summary_reason(study: optuna.Study, number: int) -> str:

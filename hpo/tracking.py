@@ -134,7 +134,11 @@ class Tracker:
         path = sqlite_path(self.tracking_uri)
         if path is None:
             return None
-        return (path.resolve().parent / "mlartifacts" / self.experiment_name).as_uri()
+        root = path.resolve().parent / "mlartifacts"
+        folder = (root / self.experiment_name).resolve()
+        if folder.parent != root:  # study names are checked where they enter; this is the last guard
+            raise ValueError(f"experiment name {self.experiment_name!r} would put artifacts outside {root}")
+        return folder.as_uri()
 
     # -- study (parent) run -----------------------------------------------------------------------
     def find_study_run(self, study_name: str) -> str | None:
@@ -142,7 +146,7 @@ class Tracker:
             "find the study run",
             lambda: self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{ROLE}` = 'study' and tags.`optuna.study_name` = '{study_name}'",
+                filter_string=runs_filter({ROLE: "study", "optuna.study_name": study_name}),
                 order_by=["attributes.start_time ASC"],
                 max_results=5,
             ),
@@ -304,7 +308,9 @@ class Tracker:
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self._call("read a metric history", lambda: self.client.get_metric_history(run_id, key))
 
-    def search_runs(self, filter_string: str, *, max_results: int = 1000) -> list[Any]:
+    def search_runs(self, tags: dict[str, str], *, status: str | None = None, max_results: int = 1000) -> list[Any]:
+        """The experiment's runs with these tag values (and status), every value quoted for MLflow's filter syntax."""
+        filter_string = runs_filter(tags, status=status)
         runs: list[Any] = []
         token = None
         while True:
@@ -318,7 +324,7 @@ class Tracker:
                 return runs
 
     def runs_with_status(self, status: str, *, role: str = "trial") -> list[Any]:
-        return self.search_runs(f"tags.`{ROLE}` = '{role}' and attributes.status = '{status}'")
+        return self.search_runs({ROLE: role}, status=status)
 
     def log_model(
         self,
@@ -403,6 +409,29 @@ class Tracker:
         """Paths of the files (not folders) directly under `path` of a run's artifacts."""
         entries = self._call("list artifacts", lambda: self.client.list_artifacts(run_id, path))
         return [e.path for e in entries if not e.is_dir]
+
+
+def runs_filter(tags: dict[str, str], *, status: str | None = None) -> str:
+    """An MLflow search filter matching every tag value exactly (and the run status), safely quoted."""
+    parts = [f"tags.`{_key(key)}` = {_quoted(value)}" for key, value in tags.items()]
+    if status is not None:
+        parts.append(f"attributes.status = {_quoted(status)}")
+    return " and ".join(parts)
+
+
+def _key(key: str) -> str:
+    if "`" in key:
+        raise ValueError(f"a tag key with a backtick cannot be searched: {key!r}")
+    return key
+
+
+def _quoted(value: str) -> str:
+    """A string literal of MLflow's filter syntax: single quotes, or double quotes around a value with an apostrophe."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"a value with both kinds of quotes cannot be searched in MLflow: {value!r}")
 
 
 def absolute_sqlite_uri(uri: str) -> str:

@@ -24,7 +24,6 @@ from hpo.settings import Settings, check_writable, redact, resolve_settings
 StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
 TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
-BUDGET_ATTR = "hpo.budget"
 
 
 def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None, *, source: Path | None = None) -> Settings:
@@ -105,7 +104,7 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
     from optuna.trial import TrialState
 
     from hpo.progress import make_progress
-    from hpo.runner import StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     started = time.monotonic()
     budget = _budget(config, n_trials, timeout)
@@ -190,7 +189,7 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
-    from hpo.runner import StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -220,7 +219,7 @@ def worker(
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
     from hpo.progress import make_progress
-    from hpo.runner import StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -264,7 +263,7 @@ def status(
 
     if study is None:
         settings = resolve_settings(storage_flag=storage)
-        frame = results.study_summaries(settings.storage)
+        frame = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
         frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
     records = _records(frame)
@@ -305,14 +304,15 @@ def reconcile_command(
     from hpo import results
     from hpo.reconcile import reconcile
     from hpo.runner import stored_config
-    from hpo.storage import open_storage
     from hpo.tracking import Tracker
 
     ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     loaded = results.load(ref)
     config = stored_config(loaded)
     heartbeat = config.execution
-    storage_obj = open_storage(ref.settings.storage, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry)
+    storage_obj = results.open_existing(
+        ref.settings.storage, field=ref.settings.storage_field, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry
+    )
     import optuna
 
     loaded = optuna.load_study(study_name=ref.name, storage=storage_obj)

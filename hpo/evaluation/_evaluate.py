@@ -106,7 +106,7 @@ def find_evaluations(tracker: Tracker, study_name: str) -> list[Any]:
     runs = []
     for role in EVALUATED_ROLES:
         runs.extend(
-            tracker.search_runs(f"tags.`hpo.role` = '{role}' and tags.`optuna.study_name` = '{study_name}' and attributes.status = 'FINISHED'")
+            tracker.search_runs({"hpo.role": role, "optuna.study_name": study_name}, status="FINISHED")
         )
     return [r for r in runs if r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
