@@ -20,7 +20,7 @@ import yaml
 
 from hpo.config import StudyConfig
 from hpo.errors import UsageError
-from hpo.settings import redact, sqlite_path
+from hpo.settings import redact, sqlite_path, url_password
 
 TARGETS = ("slurm", "k8s", "cron")
 CONTAINER_STUDY_FILE = "/etc/hpo/study.yaml"
@@ -419,4 +419,5 @@ def _parse_at(text: str) -> tuple[int, int]:
 
 
 def _has_password(url: str) -> bool:
-    return redact(url) != url
+    """As the URL's own parser reads it, or as `redact` would hide it (a malformed URL's)."""
+    return url_password(url) is not None or redact(url) != url

@@ -145,11 +145,13 @@ def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
 
 
 # -- credentials ----------------------------------------------------------------------------------
-# user:password@ after a scheme (also a mistyped one such as "postgresql//"), or at the start of a
-# word for a URL whose scheme is missing. The password may hold any character but white space (a
-# percent-encoded one, or a raw / : # ? % + that SQLAlchemy's parser accepts), so it runs to the last
-# "@" before the next white space.
-_USERINFO = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*:?/+|^|(?<=[\s'\"(=]))(?P<user>[^:/@\s'\"]*):(?P<password>\S+)@")
+# user:password@ after a scheme (also a mistyped one such as "postgresql//"). The password may hold any
+# character but white space (percent-encoded, or a raw / : # ? % + that SQLAlchemy's parser accepts),
+# so it runs to the last "@" before the next white space.
+_USERINFO = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*:?/+)(?P<user>[^:/@\s'\"]*):(?P<password>\S+)@")
+# The same at the start of a word, for a URL whose scheme is missing (user:password@host); a "//" after
+# the colon is a scheme's, not a password.
+_BARE_USERINFO = re.compile(r"(?P<prefix>^|(?<=[\s'\"(=]))(?P<user>[^:/@\s'\"]+):(?P<password>(?!/)\S+)@")
 # libpq also takes the password as a query parameter: postgresql://host/db?password=...
 _QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
 # Passwords of the URLs hpo was given, as their own parsers read them: scrubbed wherever they appear.
@@ -189,7 +191,8 @@ def redact(text: str) -> str:
     """Replace the password of every URL in `text` with ***: safe to print, log and store."""
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
-    text = _USERINFO.sub(lambda m: f"{m['prefix']}{m['user']}:***@", text)
+    for pattern in (_USERINFO, _BARE_USERINFO):
+        text = pattern.sub(lambda m: f"{m['prefix']}{m['user']}:***@", text)
     return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 

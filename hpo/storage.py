@@ -70,12 +70,16 @@ def open_storage(
         }
     try:
         if not create:
-            verdict = check_database(url, OPTUNA, field=field, must_exist=True)
-            if verdict.kind == "missing":
-                raise MissingStorage(verdict.message)
+            if check_database(url, OPTUNA, field=field, must_exist=True).kind == "missing":
+                raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet")
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
         with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
+        cause = exc.__cause__ or exc
+        if isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create:  # a database server without Optuna's tables
+            raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet") from None
+        raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(cause)}") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
         raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(exc)}") from None
     except ImportError as exc:
