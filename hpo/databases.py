@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy
 
 from hpo.errors import ServiceError, UsageError
-from hpo.settings import Settings, redact, sqlite_path
+from hpo.settings import Settings, env_setting, redact, sqlite_path
 
 logger = logging.getLogger("hpo.databases")
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -106,7 +106,7 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
     loses nothing, a power cut at most the last commits. WAL needs shared memory between processes:
     on a network filesystem set HPO_SQLITE_WAL=0 (or better, use PostgreSQL).
     """
-    if not isinstance(dbapi_connection, sqlite3.Connection) or os.environ.get("HPO_SQLITE_WAL", "1") == "0":
+    if not isinstance(dbapi_connection, sqlite3.Connection) or env_setting("HPO_SQLITE_WAL") == "0":
         return
     cursor = dbapi_connection.cursor()
     try:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
-from hpo.settings import Settings, data_dir, redact, sqlite_path
+from hpo.settings import Settings, data_dir, env_setting, redact, sqlite_path
 
 Status = Literal["ok", "warning", "problem"]
 Reader = Callable[[str], list[tuple[Any, ...]]]
@@ -491,8 +491,9 @@ def check_devices(config: StudyConfig | None) -> list[Finding]:
     import torch
 
     cores = os.cpu_count() or 1
-    threads = os.environ.get("HPO_THREADS") or (str(config.execution.threads) if config and config.execution.threads else None)
-    cpu = f"CPU: {cores} cores, torch uses {threads or torch.get_num_threads()} threads" + (" (HPO_THREADS)" if os.environ.get("HPO_THREADS") else "")
+    from_env = env_setting("HPO_THREADS")
+    threads = from_env or (config.execution.threads if config and config.execution.threads else None)
+    cpu = f"CPU: {cores} cores, torch uses {threads or torch.get_num_threads()} threads" + (" (HPO_THREADS)" if from_env else "")
     try:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         names = [torch.cuda.get_device_name(i) for i in range(count)]

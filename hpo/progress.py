@@ -8,7 +8,6 @@ pruned/failed counts, elapsed time and an ETA. `--quiet` prints nothing but erro
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Protocol
@@ -16,6 +15,8 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgressBar
+
+from hpo.settings import env_setting
 
 PROGRESS_ENV = "HPO_PROGRESS"
 
@@ -167,7 +168,7 @@ class RichProgress(PlainProgress):
 
 def make_progress(*, quiet: bool = False) -> Progress:
     """Rich when stderr is a terminal, plain lines otherwise, nothing with `quiet` (or HPO_PROGRESS)."""
-    mode = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    mode = env_setting(PROGRESS_ENV) or ""
     if quiet or mode == "none":
         return PlainProgress(quiet=True)
     if mode == "rich" or (mode != "plain" and sys.stderr.isatty()):

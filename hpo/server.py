@@ -106,14 +106,14 @@ def check_port_free(host: str, port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
+        except socket.gaierror:  # not an address, and no name the resolver knows
+            raise UsageError(f"--host: {host!r} is neither an IP address nor a known host name; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+        except (OSError, OverflowError) as exc:
+            if getattr(exc, "errno", None) == errno.EADDRINUSE:
                 raise UsageError(f"--port: {port} is already in use on {host} (another server?); pick a free one with --port") from None
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                raise UsageError(f"--host: {host} is not an address of this machine; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
-            if exc.errno == errno.EACCES:
+            if getattr(exc, "errno", None) == errno.EACCES:
                 raise UsageError(f"--port: {port} needs administrator rights; use a port above 1023") from None
-            raise
+            raise UsageError(f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
 
 
 class TrackingServer:

@@ -8,11 +8,14 @@ Also home to credential redaction, since every place that prints a URL must go t
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from hpo.errors import UsageError
@@ -35,6 +38,87 @@ class Settings:
     # Where each URL came from ("--storage", "HPO_STORAGE", "study.yaml: storage"), for error messages.
     storage_field: str = "storage"
     tracking_field: str = "tracking_uri"
+
+
+# -- environment variables ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvSetting:
+    """An environment variable hpo reads: checked like a study field, and named when it is wrong."""
+
+    name: str
+    meaning: str
+    accepted: str
+    parse: Callable[[str], Any]  # the value, or ValueError
+    default: Any = None
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in options:
+            raise ValueError(text)
+        return text.lower()
+
+    return parse
+
+
+def _folder(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(text)
+    return path
+
+
+def _download_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("http", "https", "file") or not (urlsplit(text).netloc or text.startswith("file:")):
+        raise ValueError(text)
+    return text
+
+
+ENVIRONMENT: dict[str, EnvSetting] = {
+    setting.name: setting
+    for setting in (
+        EnvSetting("HPO_LOG_LEVEL", "how much hpo logs", "debug, info, warning, error or critical", _one_of("debug", "info", "warning", "error", "critical"), "warning"),
+        EnvSetting("HPO_PROGRESS", "the progress display", "plain, rich or none", _one_of("plain", "rich", "none")),
+        EnvSetting("HPO_THREADS", "CPU threads per worker", "an integer in [1, 4096]", _number(int, 1, 4096)),
+        EnvSetting("HPO_TRACKING_RETRIES", "retries of a failed MLflow call", "an integer in [0, 100]", _number(int, 0, 100), 3),
+        EnvSetting("HPO_TRACKING_BACKOFF", "seconds before the first retry of an MLflow call, doubling", "a number in [0, 600]", _number(float, 0, 600), 1.0),
+        EnvSetting("HPO_SQLITE_WAL", "SQLite files in write-ahead-log mode", "1 or 0", _one_of("1", "0"), "1"),
+        EnvSetting(DATA_DIR_ENV, "where datasets are cached", "a folder (created if missing), not a file", _folder),
+        EnvSetting("HPO_CIFAR10_URL", "where `hpo data fetch cifar10` downloads from", "an http(s):// or file: URL", _download_url),
+    )
+}
+
+
+def env_setting(name: str) -> Any:
+    """The environment variable `name` (one of ENVIRONMENT), parsed; its default when unset or empty.
+
+    A value that is not accepted is a UsageError naming the variable, its meaning and what is accepted.
+    """
+    setting = ENVIRONMENT[name]
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return setting.default
+    try:
+        return setting.parse(text)
+    except (ValueError, OverflowError):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(f"{name}: {shown!r} is not accepted ({setting.meaning}); accepted: {setting.accepted}") from None
+
+
+def check_environment() -> None:
+    """Every environment variable hpo reads, checked at once before a command does anything."""
+    for name in ENVIRONMENT:
+        env_setting(name)
 
 
 def resolve_settings(
@@ -75,8 +159,9 @@ def _first(*candidates: tuple[str | None, str]) -> tuple[str, str]:
 
 def data_dir() -> Path:
     """`HPO_DATA_DIR`, else a per-user cache directory (XDG on Linux)."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    folder = env_setting(DATA_DIR_ENV)
+    if folder is not None:
+        return Path(folder)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "hpo"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hpo.errors import ServiceError
-from hpo.settings import redact, sqlite_path
+from hpo.settings import env_setting, redact, sqlite_path
 from hpo.databases import MLFLOW, first_line, prepared_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
@@ -64,8 +64,8 @@ class Tracker:
         self.experiment_name = experiment_name
         self.client = _open_client(tracking_uri)
         # HPO_TRACKING_RETRIES / HPO_TRACKING_BACKOFF (seconds, doubling) tune how long a dead server is waited for.
-        self.retries = retries if retries is not None else int(os.environ.get("HPO_TRACKING_RETRIES", "3"))
-        self.backoff = backoff if backoff is not None else float(os.environ.get("HPO_TRACKING_BACKOFF", "1.0"))
+        self.retries = retries if retries is not None else int(env_setting("HPO_TRACKING_RETRIES"))
+        self.backoff = backoff if backoff is not None else float(env_setting("HPO_TRACKING_BACKOFF"))
         self._down_until = 0.0  # while MLflow is known to be down, one attempt per call, no waiting
         self._experiment_id: str | None = None
         self._pending: dict[str, list[Metric]] = {}

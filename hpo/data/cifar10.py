@@ -33,7 +33,7 @@ import torch
 from hpo.config import DataConfig
 from hpo.data._test_guard import record_test_read
 from hpo.errors import HpoError, UsageError
-from hpo.settings import data_dir
+from hpo.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
 
 NAME = "cifar10"
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -219,6 +219,7 @@ def import_dataset(source: str | Path, *, progress: ProgressFn | None = None) ->
     """Decode `source` once and write the checksummed cache; the old cache is replaced only on success."""
     started = time.perf_counter()
     source = Path(source).expanduser()
+    check_data_dir()
     if not source.exists():
         raise UsageError(f"{source}: no such file or folder; accepted: {_ACCEPTED}")
     try:
@@ -447,12 +448,20 @@ def _sha256(path: Path) -> str:
 
 
 # -- fetch ----------------------------------------------------------------------------------------
+def check_data_dir() -> None:
+    """Refuse a data folder that cannot be written, before a long download or decode starts."""
+    problem = write_problem(data_dir(), is_folder=True)
+    if problem:
+        raise UsageError(f"{DATA_DIR_ENV}: cannot write {data_dir()}: {problem}; set {DATA_DIR_ENV} to a folder you can write to")
+
+
 def fetch(*, progress: ProgressFn | None = None) -> ImportSummary:
     """torchvision's official download of cifar-10-python.tar.gz (MD5-checked), then import it."""
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_url
 
-    url = os.environ.get(URL_ENV) or CIFAR10.url
+    url = env_setting(URL_ENV) or CIFAR10.url
+    check_data_dir()
     data_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".cifar10-download-", dir=data_dir()) as folder:
         try:
