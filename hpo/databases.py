@@ -119,11 +119,7 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
 
 # -- reading a database without writing to it ----------------------------------------------------
 def read_sqlite(path: Path, *, field: str) -> Contents | None:
-    """The contents of a SQLite file (None if it does not exist or is empty), opened so that nothing is written.
-
-    A read-only open of a write-ahead-log database creates its -wal and -shm files; unless they exist
-    already, the file is opened as immutable instead (the schema is in the main file then).
-    """
+    """The contents of a SQLite file (None if it does not exist or is empty), opened so that nothing is written."""
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return None
     if not path.is_file():
@@ -135,15 +131,21 @@ def read_sqlite(path: Path, *, field: str) -> Contents | None:
         raise UsageError(f"{field}: cannot read {path} ({exc.strerror})") from None
     if header != SQLITE_HEADER:
         raise UsageError(f"{field}: {path} is not a SQLite database; point {field} at a new file or at one hpo created")
-    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=10)
+        conn = connect_readonly(path)
         try:
             return _contents(lambda sql: conn.execute(sql).fetchall())
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{field}: {path} is not a readable SQLite database ({exc}); point {field} at a new file") from None
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing: a read-only open of a write-ahead-log database creates its -wal and
+    -shm files, so unless they exist already the file is opened as immutable (its schema is in the main file)."""
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=10)
 
 
 def read_database(engine: sqlalchemy.Engine) -> Contents:

@@ -194,6 +194,8 @@ def load(config: DataConfig) -> Cifar10Data:
     train_idx, val_idx = split_indices(full.labels.numpy(), val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed)
     if len(val_idx) == 0:
         raise UsageError(f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(full)} cached training images")
+    if len(train_idx) < 2:  # a batch of one breaks batch norm, and one image teaches nothing
+        raise UsageError(f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(full)}; at least 2 are needed")
     images, labels = full.images.numpy(), full.labels.numpy()
     take = lambda idx: Split(torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))  # noqa: E731 - numpy gathers rows faster
     return Cifar10Data(train=take(train_idx), val=take(val_idx))
