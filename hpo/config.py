@@ -69,11 +69,16 @@ class ValueRule:
         else:
             text = "an integer" if self.kind == "int" else "a number"
             if self.low is not None and self.high is not None:
-                text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                text += f" in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
             elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+                text += f" {'>' if self.low_open else '>='} {_number(self.low)}"
         extras = [repr(a) for a in self.also] + (["null"] if self.nullable else [])
         return text + "".join(f" or {e}" for e in extras)
+
+
+def _number(value: float) -> str:
+    """1000000 rather than 1e+06, 0.5 as is."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 # The accepted values of the numeric and boolean hyperparameters (the choice-valued ones are in
@@ -91,7 +96,7 @@ VALUE_RULES: dict[str, ValueRule] = {
     "weight_decay": ValueRule("float", 0, 100),
     "l1": ValueRule("float", 0, 100),
     "batch_size": ValueRule("int", 1, 1_000_000),
-    "epochs": ValueRule("int", 1, 1_000_000),
+    "epochs": ValueRule("int", 1),
     "lr_step_size": ValueRule("int", 1, 1_000_000, nullable=True),
     "lr_gamma": ValueRule("float", 0, 10, low_open=True),
     "early_stopping_patience": ValueRule("int", 0, 1_000_000),

@@ -160,7 +160,10 @@ def _contents(query: Callable[[str], list[Any]], *, tables: list[str] | None = N
     names = frozenset(tables)
     revision = None
     if "alembic_version" in names:
-        found = query("SELECT version_num FROM alembic_version")
+        try:
+            found = query("SELECT version_num FROM alembic_version")
+        except Exception:  # noqa: BLE001 - another application's table of that name
+            found = []
         revision = str(found[0][0]) if found else None
     rows = {}
     for schema in SCHEMAS:

@@ -107,7 +107,7 @@ class StudyRunner:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.study_name = check_study_name(study_name, field="--study-name") if study_name else config.name
+        self.study_name = check_study_name(study_name, field="--study-name") if study_name is not None else config.name
         self.progress = progress or make_progress(quiet=True)
         self.source = source or "study file"
         # Everything that can refuse bad input runs before anything is written anywhere.

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, check_study_name
 from hpo.errors import UsageError
 from hpo.settings import redact, sqlite_path, url_password
 
@@ -101,10 +101,12 @@ def plan_sweep(
         check_tracking_uri(tracking_uri, field="--tracking-uri")
     if workers < 1:
         raise UsageError(f"--workers: must be at least 1, got {workers}")
+    if study_name is not None:
+        check_study_name(study_name, field="--study-name")
     return SweepPlan(
         study_file=study_file.resolve(),
         config=config,
-        study_name=study_name or config.name,
+        study_name=study_name if study_name is not None else config.name,
         workers=workers,
         gpus=gpus,
         cpus=cpus,

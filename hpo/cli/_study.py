@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo.cli._app import app, command
-from hpo.config import StudyConfig, load_study, study_to_yaml
+from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
 from hpo.errors import HpoError, UsageError
 from hpo.settings import Settings, check_writable, redact, resolve_settings
 
@@ -65,8 +65,10 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Create or resume the study and run trials until the global budget is met."""
-    if study_name and len(study_files) > 1:
+    if study_name is not None and len(study_files) > 1:
         raise UsageError("--study-name: can only be used with a single study file")
+    if study_name is not None:
+        check_study_name(study_name, field="--study-name")
     configs = [load_study(path) for path in study_files]  # every file is checked before any runs
     settings = [_settings(c, storage, tracking_uri, source=path) for path, c in zip(study_files, configs)]
     for path, config, setting in zip(study_files, configs, settings):

@@ -93,7 +93,7 @@ def read_frame(path: str | Path | None = None) -> pd.DataFrame:
     too_big = ~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max)
     if too_big.any():
         row, col = np.argwhere(too_big)[0]
-        raise UsageError(f"data.path: {name} has the value {values[row, col]!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers")
+        raise UsageError(f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers")
     return numeric
 
 
