@@ -77,7 +77,7 @@ def open_storage(
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
         cause = exc.__cause__ or exc
-        if isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create:  # a database server without Optuna's tables
+        if isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create and "does not exist" in str(cause):  # no Optuna tables there
             raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet") from None
         raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(cause)}") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
