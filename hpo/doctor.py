@@ -129,7 +129,6 @@ def _import_drivers(urls: list[str]) -> None:
             sqlalchemy.engine.make_url(url).get_dialect().import_dbapi()
         except Exception:  # noqa: BLE001 - the check itself reports a missing driver
             pass
-    import alembic.script  # noqa: F401 - the schema checks read the migration scripts after connecting
 
 
 AFTER_ANSWER = 30.0  # seconds a check may take once its server has answered (reading a schema on a busy machine)
