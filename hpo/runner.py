@@ -114,19 +114,7 @@ class StudyRunner:
         self._check_config(config)
         check_writable(settings)
         check_stores(settings)
-        execution = config.execution
-        try:
-            self.storage = open_storage(
-                settings.storage,
-                heartbeat_interval=execution.heartbeat_interval,
-                grace_period=execution.grace_period,
-                max_retry=execution.max_retry,
-                on_stale=self._close_stale_run,
-                create=create,
-                field=settings.storage_field,
-            )
-        except MissingStorage:
-            raise self._no_such_study() from None
+        self.storage = self._open_storage(create=create)
         self._stop = _StopSignals()
         self._asked_after: list[FrozenTrial] = []  # the study's trials as counted for the last ask
         self._accepted_changes: list[Change] = []
@@ -140,6 +128,21 @@ class StudyRunner:
         self.device = pick_device(config.execution.device, threads=config.execution.threads)
         PREFLIGHT[config.objective](config)
 
+    def _open_storage(self, *, create: bool) -> optuna.storages.RDBStorage:
+        execution = self.config.execution
+        try:
+            return open_storage(
+                self.settings.storage,
+                heartbeat_interval=execution.heartbeat_interval,
+                grace_period=execution.grace_period,
+                max_retry=execution.max_retry,
+                on_stale=self._close_stale_run,
+                create=create,
+                field=self.settings.storage_field,
+            )
+        except MissingStorage:
+            raise self._no_such_study() from None
+
     def _no_such_study(self) -> UsageError:
         return UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`")
 
@@ -151,8 +154,7 @@ class StudyRunner:
                 study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
             except KeyError:
                 raise self._no_such_study() from None
-            self._join(study)
-            return study
+            return self._join(study)
         # Many workers may create the same study at once (a Kubernetes Job's init containers).
         with budget_lock(self.settings.storage, self.study_name + "/create"):
             try:
@@ -188,17 +190,21 @@ class StudyRunner:
             if fingerprint is not None:
                 study.set_user_attr(DATA_ATTR, fingerprint)
 
-    def _join(self, study: optuna.Study) -> None:
+    def _join(self, study: optuna.Study) -> optuna.Study:
         """A worker runs the study as it was stored, whatever its own file says, and never changes it."""
         stored = study.user_attrs.get(CONFIG_ATTR)
         if stored is not None and stored != _plain(self.config):
             self.progress.warn(f"{self.source} differs from the config study {self.study_name!r} was started with; the stored one is used")
+            file_execution = self.config.execution
             self.config = stored_config(study)
             self._check_config(self.config)
-            study.sampler, study.pruner = self._sampler, self._pruner
+            if self.config.execution != file_execution:  # heartbeats and retries as the study was started with
+                self.storage = self._open_storage(create=False)
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
         refused = [c for c in self._changes(study, self.config) if c.field == "data file"]
         if refused:
             raise UsageError(f"study {self.study_name!r} was run on other data than this worker has: {describe_refusal(refused)}; give every worker the same data")
+        return study
 
     def _changes(self, study: optuna.Study, config: StudyConfig) -> list[Change]:
         """What differs between the stored study and `config`: settings, directions and the data's fingerprint."""

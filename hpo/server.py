@@ -133,12 +133,18 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.databases import ensure_database  # SQLAlchemy's import is slow; `hpo --help` should not pay it
+        from hpo.databases import MLFLOW, check_database, prepared_database  # slow imports: `hpo --help` should not pay them
 
         config = self.config
         check_storage_url(config.backend_store_uri, field="--backend-store-uri")
+        check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
-        ensure_database(config.backend_store_uri, field="--backend-store-uri")
+        from hpo.tracking import build_mlflow_schema
+
+        # The schema is built here, once and crash-safe (a SQLite store in a temporary file moved into
+        # place), rather than by the server's first request, which a kill could leave half-migrated.
+        with prepared_database(config.backend_store_uri, MLFLOW, build_mlflow_schema, field="--backend-store-uri"):
+            pass
         if "://" not in config.artifacts_destination:
             try:
                 Path(config.artifacts_uri()).mkdir(parents=True, exist_ok=True)

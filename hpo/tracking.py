@@ -470,13 +470,13 @@ def _open_client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "file"):
         return MlflowClient(tracking_uri=tracking_uri)
     try:
-        with prepared_database(tracking_uri, MLFLOW, _build_mlflow_schema, field="tracking_uri"):
+        with prepared_database(tracking_uri, MLFLOW, build_mlflow_schema, field="tracking_uri"):
             return MlflowClient(tracking_uri=tracking_uri)
     except sqlalchemy.exc.OperationalError as exc:
         raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first_line(exc)}") from None
 
 
-def _build_mlflow_schema(url: str) -> None:
+def build_mlflow_schema(url: str) -> None:
     """MLflow's tables at their newest revision, as its own store creates them on an empty database."""
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables

@@ -125,9 +125,9 @@ def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the
     # No runs in it: nothing to lose, it is rebuilt and the run works. With runs: exit 2, the file and
     # the fix are named, and the file is left as it was.
     from hpo.databases import MLFLOW, prepared_database
-    from hpo.tracking import _build_mlflow_schema
+    from hpo.tracking import build_mlflow_schema
 
-    with prepared_database(f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW, _build_mlflow_schema, field="tracking_uri"):
+    with prepared_database(f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW, build_mlflow_schema, field="tracking_uri"):
         pass  # an empty store, as a first start builds it (opened by no MLflow client in this process)
     _half_migrate(tmp_path / "mlflow.db")
     study = write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK))
