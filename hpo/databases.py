@@ -114,6 +114,12 @@ class Contents:
         return not self.tables
 
 
+# SQLite files this process has opened through SQLAlchemy (absolute paths). Closing any other file
+# descriptor of such a file drops the POSIX locks SQLite holds on it for the whole process, which
+# corrupts a database in use (sqlite.org/howtocorrupt.html, 2.2): they are never opened as plain files.
+_OPEN_IN_PROCESS: set[str] = set()
+
+
 @sqlalchemy.event.listens_for(sqlalchemy.Engine, "connect")
 def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> None:
     """Every SQLite file hpo opens (Optuna's and MLflow's) runs in WAL mode with synchronous=NORMAL.
@@ -124,13 +130,16 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
     loses nothing, a power cut at most the last commits. WAL needs shared memory between processes:
     on a network filesystem set HPO_SQLITE_WAL=0 (or better, use PostgreSQL).
     """
-    if not isinstance(dbapi_connection, sqlite3.Connection) or env_setting("HPO_SQLITE_WAL") == "0":
+    if not isinstance(dbapi_connection, sqlite3.Connection):
         return
     cursor = dbapi_connection.cursor()
     try:
-        if cursor.execute("PRAGMA database_list").fetchone()[2]:  # a file, not an in-memory database
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+        file = cursor.execute("PRAGMA database_list").fetchone()[2]
+        if file:  # a file, not an in-memory database
+            _OPEN_IN_PROCESS.add(str(Path(file).resolve()))
+            if env_setting("HPO_SQLITE_WAL") != "0":
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
 
@@ -142,12 +151,7 @@ def read_sqlite(path: Path, *, field: str) -> Contents | None:
         return None
     if not path.is_file():
         raise UsageError(f"{field}: {path} is not a file; expected a SQLite database file")
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise UsageError(f"{field}: cannot read {path} ({exc.strerror})") from None
-    if header != SQLITE_HEADER:
+    if _header(path, field=field)[: len(SQLITE_HEADER)] != SQLITE_HEADER:
         raise UsageError(f"{field}: {path} is not a SQLite database; point {field} at a new file or at one hpo created")
     try:
         conn = connect_readonly(path)
@@ -160,10 +164,25 @@ def read_sqlite(path: Path, *, field: str) -> Contents | None:
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A connection that writes nothing: a read-only open of a write-ahead-log database creates its -wal and
-    -shm files, so unless they exist already the file is opened as immutable (its schema is in the main file)."""
-    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    """A connection that writes nothing. A read-only open of a write-ahead-log database creates its -wal
+    and -shm files; without them no process has it open, so it is opened as immutable (all of it is in
+    the main file). Other files (rollback journal, or WAL in use) are opened read-only, with locking."""
+    in_use_here = str(path.resolve()) in _OPEN_IN_PROCESS
+    wal_mode = not in_use_here and _header(path, field="database")[18:19] == b"\x02"  # write version 2: write-ahead log
+    mode = "immutable=1" if wal_mode and not Path(f"{path}-wal").exists() else "mode=ro"
     return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=10)
+
+
+def _header(path: Path, *, field: str) -> bytes:
+    """The first 100 bytes of a database file, read as a plain file only if this process does not have
+    it open through SQLite (then it is a SQLite file, which is all the callers ask)."""
+    if str(path.resolve()) in _OPEN_IN_PROCESS:
+        return SQLITE_HEADER
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(100)
+    except OSError as exc:
+        raise UsageError(f"{field}: cannot read {path} ({exc.strerror})") from None
 
 
 def read_database(engine: sqlalchemy.Engine) -> Contents:
@@ -297,6 +316,8 @@ def prepared_database(url: str, schema: Schema, build: Build, *, field: str) -> 
             verdict = judge(read_sqlite(path, field=field), schema, where=f"{field}: {path}", url=url)
             if verdict.kind == "refuse":
                 raise UsageError(verdict.message)
+            if verdict.kind == "rebuild" and str(path.resolve()) in _OPEN_IN_PROCESS:
+                raise UsageError(f"{verdict.message}; it is open in this process, so it is not rebuilt now: run hpo again")
             if verdict.kind == "rebuild":
                 logger.warning("%s and no data; rebuilding it", verdict.message)
                 _remove_sqlite(path)
