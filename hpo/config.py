@@ -90,12 +90,12 @@ VALUE_RULES: dict[str, ValueRule] = {
     "width": ValueRule("int", 1, 65536),
     "dropout": ValueRule("float", 0, 1, high_open=True),
     "batch_norm": ValueRule("bool"),
-    "lr": ValueRule("float", 0, 100, low_open=True),
+    "lr": ValueRule("float", 0, 1e6, low_open=True),  # 1e6 still diverges on purpose; 1e308 overflows
     "momentum": ValueRule("float", 0, 1),
     "nesterov": ValueRule("bool"),
     "weight_decay": ValueRule("float", 0, 100),
     "l1": ValueRule("float", 0, 100),
-    "batch_size": ValueRule("int", 1, 1_000_000),
+    "batch_size": ValueRule("int", 1),  # larger than the data: one batch of all of it
     "epochs": ValueRule("int", 1),
     "lr_step_size": ValueRule("int", 1, 1_000_000, nullable=True),
     "lr_gamma": ValueRule("float", 0, 10, low_open=True),
@@ -301,7 +301,7 @@ class StudyConfig(_Strict):
         default=None, description="one per metric (null: each metric's natural direction)"
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="sampler seed; each trial's seed derives from it and the trial number")
-    n_trials: int | None = Field(default=None, ge=1, le=1_000_000_000, description="trial cap over all workers (null: until timeout or Ctrl-C)")
+    n_trials: int | None = Field(default=None, ge=1, description="trial cap over all workers (null: until timeout or Ctrl-C)")
     timeout: float | None = Field(default=None, gt=0, description="seconds after which a run starts no new trial")
     storage: str | None = Field(default=None, description="Optuna storage URL (null: HPO_STORAGE, else sqlite:///hpo.db)")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -727,7 +727,7 @@ def _beyond_caps(text: str) -> str | None:
             depth = max(0, depth - 1)
     indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
     if deepest > MAX_NESTING or indent > 2 * MAX_NESTING * 4:
-        return f"the study file nests more than {MAX_NESTING} levels deep; a study file nests a few levels (params.NAME.when)"
+        return f"malformed YAML: nested more than {MAX_NESTING} levels deep (a study file nests a few levels, e.g. params.NAME.when)"
     return None
 
 
@@ -752,6 +752,11 @@ def _too_large(data: Any) -> bool:
     return False
 
 
+def _one_line(message: str) -> str:
+    """A key or value holding a line break (valid YAML) must not split the error over lines."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
     """Validate already-parsed YAML data; raise :class:`UsageError` with one line naming the field."""
     if not isinstance(data, dict):
@@ -761,9 +766,9 @@ def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source}: {_describe(exc.errors(), data)}") from None
+        raise UsageError(_one_line(f"{source}: {_describe(exc.errors(), data)}")) from None
     except _FieldError as exc:
-        raise UsageError(f"{source}: {exc}") from None
+        raise UsageError(_one_line(f"{source}: {exc}")) from None
     except RecursionError:
         raise UsageError(f"{source}: the study file nests too deeply") from None
 

@@ -154,7 +154,7 @@ def try_lock(url: str, name: str) -> Iterator[bool]:
     if url.startswith(("postgresql", "postgres")):
         key = lock_key(name)
         with _lock_engine(url).connect() as conn:
-            taken = bool(conn.execute(sqlalchemy.text("SELECT pg_tryadvisory_lock(:k)"), {"k": key}).scalar())
+            taken = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             try:
                 yield taken
             finally:

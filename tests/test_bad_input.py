@@ -267,8 +267,8 @@ CASES = [
     BadInput("N-batch-norm-choice-and-range", {**_params(batch_norm={"type": "categorical", "choices": [False, True]}, batch_size={"type": "int", "low": 1, "high": 8}), "fixed": {"epochs": 1}}, ("params.batch_size:", "batch_size 1")),
     BadInput("N-split-seed-negative", tiny_boston(data={"split_seed": -5}), ("data.split_seed:", "in [0, 4294967295]", "-5")),
     BadInput("N-seed-too-large", tiny_boston(seed=2**40), ("seed:", "in [0, 4294967295]")),
-    BadInput("N-lr-near-max-float", _fixed(lr=1e308), ("fixed.lr:", "not a number in (0, 100]")),
-    BadInput("N-lr-range-too-high", _params(lr={"type": "float", "low": 1e-3, "high": 1e300, "log": True}), ("params.lr.high:", "(0, 100]")),
+    BadInput("N-lr-near-max-float", _fixed(lr=1e308), ("fixed.lr:", "not a number in (0, 1000000]")),
+    BadInput("N-lr-range-too-high", _params(lr={"type": "float", "low": 1e-3, "high": 1e300, "log": True}), ("params.lr.high:", "(0, 1000000]")),
     BadInput("N-width-huge", _fixed(width=99999999999999999999999), ("fixed.width:", "an integer in [1, 65536]")),
     BadInput("N-hidden-layers-huge", {**_params(hidden_layers={"type": "int", "low": 1, "high": 10**9}), "fixed": {"epochs": 1}}, ("params.hidden_layers.high:", "[0, 1000]")),
     BadInput("N-heartbeat-huge", tiny_boston(execution={"heartbeat_interval": 10**20}), ("execution.heartbeat_interval:", "in [1, 86400]")),
@@ -290,7 +290,7 @@ CASES = [
     # study files too big or too deep to parse safely
     BadInput("file-too-many-values", "name: t\nobjective: boston\nfixed: {epochs: [" + ",".join(["1"] * 60_000) + "]}\n", ("study.yaml:", "at most 50,000")),
     BadInput("file-too-large", "name: t\nobjective: boston\n# " + "x" * 1_100_000 + "\n", ("study.yaml:", "at most 1,000,000")),
-    BadInput("file-nested-too-deep", "name: t\nobjective: boston\nfixed: " + "[" * 40 + "]" * 40 + "\n", ("study.yaml:", "nests more than 32 levels")),
+    BadInput("file-nested-too-deep", "name: t\nobjective: boston\nfixed: " + "[" * 40 + "]" * 40 + "\n", ("study.yaml:", "nested more than 32 levels")),
 ]
 
 
