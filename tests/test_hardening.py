@@ -329,18 +329,17 @@ def test_read_commands_never_add_tables_to_another_database(cli: Callable[..., A
 
 
 # -- O: Ctrl-C and the counts of a resumed run ------------------------------------------------------
-def test_a_resumed_run_counts_a_requeued_trial_once_and_its_summaries_agree(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_resumed_run_counts_a_requeued_trial_once_and_its_summaries_agree(
+    cli: Callable[..., Any], write_study: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # After Ctrl-C the interrupted trial's copy waits: it is part of the budget but not done. The
     # resumed run starts at the finished count, ends at the budget, and both summary lines agree.
     study = write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK))
     assert cli("run", study, "-q").exit_code == 0
     stored = optuna.load_study(study_name="t", storage="sqlite:///hpo.db")
     stored.enqueue_trial(stored.trials[0].params)  # stands for the re-queued copy of an interrupted trial
-    os.environ["HPO_PROGRESS"] = "plain"
-    try:
-        result = cli("run", study, "--n-trials", "3")
-    finally:
-        del os.environ["HPO_PROGRESS"]
+    monkeypatch.setenv("HPO_PROGRESS", "plain")
+    result = cli("run", study, "--n-trials", "3")
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert lines[0] == "study t: 1/3 trials done"
