@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from hpo.server import ServerConfig, TrackingServer
-    from hpo.storage import ensure_database
+    from hpo.databases import ensure_database
 
     rounds = args.rounds or (1 if args.quick else 2)
     tag = uuid.uuid4().hex[:8]  # fresh study and database names, so a reused --workdir resumes nothing

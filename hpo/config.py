@@ -29,6 +29,7 @@ BOSTON_FEATURES = (
 )  # fmt: skip
 
 Scalar = Union[bool, int, float, str, None]
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]
 
 
 @dataclass(frozen=True)
@@ -68,48 +69,76 @@ class ValueRule:
         else:
             text = "an integer" if self.kind == "int" else "a number"
             if self.low is not None and self.high is not None:
-                text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                text += f" in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
             elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+                text += f" {'>' if self.low_open else '>='} {_number(self.low)}"
         extras = [repr(a) for a in self.also] + (["null"] if self.nullable else [])
         return text + "".join(f" or {e}" for e in extras)
+
+
+def _number(value: float) -> str:
+    """1000000 rather than 1e+06, 0.5 as is."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 # The accepted values of the numeric and boolean hyperparameters (the choice-valued ones are in
 # hpo.vocabulary.CHOICES). A hyperparameter missing here is passed through unchecked.
 VALUE_RULES: dict[str, ValueRule] = {
-    "hidden_layers": ValueRule("int", 0),
-    "width": ValueRule("int", 1),
+    # Upper bounds keep values that pass here from failing only inside a trial (an overflowing layer, a
+    # learning rate that turns every loss into inf): generous for real use, named in the error.
+    "hidden_layers": ValueRule("int", 0, 1000),
+    "width": ValueRule("int", 1, 65536),
     "dropout": ValueRule("float", 0, 1, high_open=True),
     "batch_norm": ValueRule("bool"),
-    "lr": ValueRule("float", 0, low_open=True),
+    "lr": ValueRule("float", 0, 1e6, low_open=True),  # 1e6 still diverges on purpose; 1e308 overflows
     "momentum": ValueRule("float", 0, 1),
     "nesterov": ValueRule("bool"),
-    "weight_decay": ValueRule("float", 0),
-    "l1": ValueRule("float", 0),
-    "batch_size": ValueRule("int", 1),
+    "weight_decay": ValueRule("float", 0, 100),
+    "l1": ValueRule("float", 0, 100),
+    "batch_size": ValueRule("int", 1),  # larger than the data: one batch of all of it
     "epochs": ValueRule("int", 1),
-    "lr_step_size": ValueRule("int", 1, nullable=True),
-    "lr_gamma": ValueRule("float", 0, low_open=True),
-    "early_stopping_patience": ValueRule("int", 0),
+    "lr_step_size": ValueRule("int", 1, 1_000_000, nullable=True),
+    "lr_gamma": ValueRule("float", 0, 10, low_open=True),
+    "early_stopping_patience": ValueRule("int", 0, 1_000_000),
     "label_smoothing": ValueRule("float", 0, 1, high_open=True),
-    "conv_blocks": ValueRule("int", 1),
-    "convs_per_block": ValueRule("int", 1),
-    "filters": ValueRule("int", 1),
-    "filters_growth": ValueRule("float", 0, low_open=True),
-    "kernel_size": ValueRule("int", 1),
-    "stride": ValueRule("int", 1),
-    "padding": ValueRule("int", 0, also=("same",)),
-    "dilation": ValueRule("int", 1),
+    "conv_blocks": ValueRule("int", 1, 64),
+    "convs_per_block": ValueRule("int", 1, 64),
+    "filters": ValueRule("int", 1, 8192),
+    "filters_growth": ValueRule("float", 0, 16, low_open=True),
+    "kernel_size": ValueRule("int", 1, 32),
+    "stride": ValueRule("int", 1, 32),
+    "padding": ValueRule("int", 0, 32, also=("same",)),
+    "dilation": ValueRule("int", 1, 32),
     "global_pool": ValueRule("bool"),
     "augment_flip": ValueRule("bool"),
-    "augment_crop": ValueRule("int", 0),
-    "augment_cutout": ValueRule("int", 0),
-    "augment_jitter": ValueRule("float", 0),
+    "augment_crop": ValueRule("int", 0, 32),
+    "augment_cutout": ValueRule("int", 0, 32),
+    "augment_jitter": ValueRule("float", 0, 1),
     "augment_rotation": ValueRule("float", 0, 180),
     "backbone_weights": ValueRule("str", nullable=True),
     "freeze_backbone": ValueRule("bool"),
 }
+
+
+STUDY_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 200 characters"
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a study (it becomes a folder name and an MLflow filter value), or None.
+
+    One rule wherever a name enters: the study file, --study-name, a name given to a read command.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
+        return f"use {STUDY_NAME_RULE}"
+    return None
+
+
+def check_study_name(name: str, *, field: str) -> str:
+    """`name` if it is a valid study name, else a one-line UsageError naming `field`."""
+    problem = study_name_problem(name)
+    if problem:
+        raise UsageError(f"{field}: {_short(name)} is not a study name; {problem}")
+    return name
 
 
 class _Strict(BaseModel):
@@ -234,7 +263,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the rows (CIFAR-10: training images) used for validation")
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the Boston rows held out for `hpo evaluate` (CIFAR-10 has its own test set)")
     subset: float = Field(default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)")
-    split_seed: int = Field(default=0, description="seed of the test/validation split, the same for every study")
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the test/validation split, the same for every study")
     drop_features: list[str] = Field(default_factory=list, description="Boston columns to leave out, e.g. [B]")
     path: str | None = Field(default=None, description="a Boston-style CSV to use instead of the shipped one")
 
@@ -246,8 +275,8 @@ class DataConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    top_k: int = Field(default=5, ge=1, description="how many of the best trials `hpo evaluate` tests")
-    retrain_seeds: int = Field(default=0, ge=0, description="extra seeds each of the top trials is retrained with")
+    top_k: int = Field(default=5, ge=1, le=1000, description="how many of the best trials `hpo evaluate` tests")
+    retrain_seeds: int = Field(default=0, ge=0, le=100, description="extra seeds each of the top trials is retrained with")
     ensemble: Literal["greedy", "mean", "none"] = Field(default="greedy", description="how the top models are combined")
     checkpoints: Literal["all", "top_k", "none"] = Field(default="top_k", description="which trials keep their weights as MLflow artifacts")
 
@@ -255,13 +284,13 @@ class EvaluationConfig(_Strict):
 class ExecutionConfig(_Strict):
     """How trials are run and survived: heartbeats, retries and the failure guard."""
 
-    heartbeat_interval: int = Field(default=30, ge=1, description="seconds between a running trial's heartbeats")
-    grace_period: int | None = Field(default=None, ge=2, description="seconds without a heartbeat before a trial counts as dead (null: 2 x heartbeat_interval)")
-    max_retry: int = Field(default=1, ge=0, description="times a dead worker's trial is re-queued with the same params")
-    max_consecutive_failures: int = Field(default=5, ge=1, description="stop the study (exit 1) after this many failed trials in a row")
+    heartbeat_interval: int = Field(default=30, ge=1, le=86_400, description="seconds between a running trial's heartbeats")
+    grace_period: int | None = Field(default=None, ge=2, le=7 * 86_400, description="seconds without a heartbeat before a trial counts as dead (null: 2 x heartbeat_interval)")
+    max_retry: int = Field(default=1, ge=0, le=100, description="times a dead worker's trial is re-queued with the same params")
+    max_consecutive_failures: int = Field(default=5, ge=1, le=1_000_000, description="stop the study (exit 1) after this many failed trials in a row")
     nan_policy: Literal["prune", "fail"] = Field(default="prune", description="a NaN/inf training loss ends the trial PRUNED or FAIL")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    threads: int | None = Field(default=None, ge=1, description="CPU threads per worker (null: the cores shared among local workers)")
+    threads: int | None = Field(default=None, ge=1, le=4096, description="CPU threads per worker (null: the cores shared among local workers)")
 
 
 class StudyConfig(_Strict):
@@ -271,7 +300,7 @@ class StudyConfig(_Strict):
     direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] | None = Field(
         default=None, description="one per metric (null: each metric's natural direction)"
     )
-    seed: int = Field(default=0, description="sampler seed; each trial's seed derives from it and the trial number")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="sampler seed; each trial's seed derives from it and the trial number")
     n_trials: int | None = Field(default=None, ge=1, description="trial cap over all workers (null: until timeout or Ctrl-C)")
     timeout: float | None = Field(default=None, gt=0, description="seconds after which a run starts no new trial")
     storage: str | None = Field(default=None, description="Optuna storage URL (null: HPO_STORAGE, else sqlite:///hpo.db)")
@@ -287,8 +316,9 @@ class StudyConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            raise ValueError("use letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+        problem = study_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("objective")
@@ -339,6 +369,29 @@ class StudyConfig(_Strict):
             if problem is not None:
                 raise _FieldError(*problem)
         return self
+
+    @model_validator(mode="after")
+    def _check_batch_statistics(self) -> StudyConfig:
+        """Batch norm computes statistics over the batch, and a batch of one example has none: PyTorch
+        refuses it in training. A search that may draw batch_size 1 with batch norm is refused here."""
+        one = self._may_be("batch_size", 1)
+        normed = self._may_be("batch_norm", True) or any(self._may_be("model", name) for name in BACKBONES)
+        if one and normed:
+            where = "fixed.batch_size" if "batch_size" in self.fixed else "params.batch_size"
+            raise _FieldError(where, "batch_size 1 cannot train with batch norm (batch_norm: true or a torchvision backbone): a batch of one has no "
+                              "batch statistics; use batch_size >= 2, or batch_norm: false")
+        return self
+
+    def _may_be(self, name: str, value: Any) -> bool:
+        """Whether a trial may train with hyperparameter `name` set to `value` (fixed, a choice, or in a range)."""
+        if name in self.fixed:
+            return self.fixed[name] == value and type(self.fixed[name]) is type(value)
+        param = self.params.get(name)
+        if isinstance(param, CategoricalParam):
+            return any(choice == value and type(choice) is type(value) for choice in param.choices)
+        if isinstance(param, (IntParam, FloatParam)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return param.low <= value <= param.high
+        return False
 
     def _check_choices(self, models: tuple[str, ...]) -> None:
         accepted = {**CHOICES, "model": models}
@@ -571,6 +624,9 @@ def _explain(errors: list[dict[str, Any]], where: list[str], data: Any) -> str:
         message = str(cause) if cause is not None else error["msg"].removeprefix("Value error, ")
         return f"{label}{message}" + ("" if _short(value) in message or isinstance(value, (dict, list)) else got)
     if kind in _BOUNDS:
+        both = _field_range(where)
+        if both:
+            return f"{label}must be {both}{got}"
         bound = next(iter(ctx.values()), "")
         return f"{label}must be {_BOUNDS[kind]} {bound}{got}"
     if kind in ("too_short", "string_too_short"):
@@ -585,6 +641,25 @@ def _explain(errors: list[dict[str, Any]], where: list[str], data: Any) -> str:
             text = " or ".join(expected)
         return f"{label}expected {text}{got}"
     return f"{label}{error['msg']}{got}"
+
+
+def _field_range(where: list[str]) -> str | None:
+    """'in [low, high]' for a field bounded on both sides (so the error names the whole accepted range)."""
+    model: Any = StudyConfig
+    field = None
+    for part in where:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        model = field.annotation
+    if field is None:
+        return None
+    bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
+    low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    high = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    if low is None or high is None:
+        return None
+    return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
 
 
 def _accepted_keys(parent: list[str], data: Any) -> list[str]:
@@ -627,7 +702,33 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-_MAX_VALUES = 100_000
+_MAX_VALUES = 50_000
+MAX_FILE_BYTES = 1_000_000  # the shipped studies are under 2 kB; a long `enqueue` list fits easily
+MAX_NESTING = 32  # the study file nests 4 levels (params.lr.when.optimizer); room for `patient` pruners
+
+
+def _beyond_caps(text: str) -> str | None:
+    """Why `text` is too big or too deeply nested to parse, judged without parsing it (or None).
+
+    Items are counted by their separators (commas, line breaks, "- "), nesting by open brackets and by
+    indentation; quoted text can only make the counts higher, never hide a large file.
+    """
+    if len(text) > MAX_FILE_BYTES:
+        return f"the study file has {len(text):,} characters; a study file may have at most {MAX_FILE_BYTES:,}"
+    items = text.count(",") + text.count("\n") + text.count("- ")
+    if items > _MAX_VALUES:
+        return f"the study file holds about {items:,} values; a study file may hold at most {_MAX_VALUES:,}"
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    if deepest > MAX_NESTING or indent > 2 * MAX_NESTING * 4:
+        return f"malformed YAML: nested more than {MAX_NESTING} levels deep (a study file nests a few levels, e.g. params.NAME.when)"
+    return None
 
 
 def _too_large(data: Any) -> bool:
@@ -651,6 +752,11 @@ def _too_large(data: Any) -> bool:
     return False
 
 
+def _one_line(message: str) -> str:
+    """A key or value holding a line break (valid YAML) must not split the error over lines."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
     """Validate already-parsed YAML data; raise :class:`UsageError` with one line naming the field."""
     if not isinstance(data, dict):
@@ -660,9 +766,9 @@ def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source}: {_describe(exc.errors(), data)}") from None
+        raise UsageError(_one_line(f"{source}: {_describe(exc.errors(), data)}")) from None
     except _FieldError as exc:
-        raise UsageError(f"{source}: {exc}") from None
+        raise UsageError(_one_line(f"{source}: {exc}")) from None
     except RecursionError:
         raise UsageError(f"{source}: the study file nests too deeply") from None
 
@@ -671,6 +777,8 @@ def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study file. Every problem becomes a one-line :class:`UsageError`."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+            raise UsageError(f"{path}: the study file is {path.stat().st_size:,} bytes; a study file may have at most {MAX_FILE_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: study file not found") from None
@@ -682,7 +790,14 @@ def load_study(path: str | Path) -> StudyConfig:
 
 
 def _parse_yaml(text: str, *, source: str) -> Any:
-    """YAML text -> data, or a UsageError naming the line and column of the first problem."""
+    """YAML text -> data, or a UsageError naming the line and column of the first problem.
+
+    Size and nesting are capped before parsing: PyYAML needs minutes and gigabytes for a few megabytes
+    of list items, and recurses once per level of nesting.
+    """
+    problem = _beyond_caps(text)
+    if problem:
+        raise UsageError(f"{source}: {problem}")
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -714,6 +829,7 @@ __all__ = [
     "PrunerConfig",
     "SamplerConfig",
     "StudyConfig",
+    "check_study_name",
     "load_study",
     "parse_study",
     "study_to_yaml",

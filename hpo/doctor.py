@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import socket
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -27,7 +26,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
-from hpo.settings import Settings, data_dir, redact, sqlite_path
+from hpo.databases import MLFLOW, OPTUNA, alembic_heads
+from hpo.settings import Settings, data_dir, env_setting, redact, sqlite_path
 
 Status = Literal["ok", "warning", "problem"]
 Reader = Callable[[str], list[tuple[Any, ...]]]
@@ -83,21 +83,39 @@ class Sources:
 
 
 def diagnose(settings: Settings, *, config: StudyConfig | None = None, sources: Sources | None = None, deadline: float = DEADLINE) -> Report:
-    """Run every check; network ones in parallel under `deadline` seconds."""
+    """Run every check. The deadline covers only waiting for a server to answer: the imports and the
+    local checks (data, devices, SQLite files) run first and without it, so a busy machine is not
+    mistaken for a host that does not answer."""
     sources = sources or Sources()
-    network: list[tuple[str, str, Callable[[], list[Finding]]]] = [
-        ("storage", settings.storage, lambda: check_storage(settings.storage, source=sources.storage)),
-        ("tracking", settings.tracking_uri, lambda: check_tracking(settings.tracking_uri, source=sources.tracking_uri)),
+    checks: list[tuple[str, str, Callable[[threading.Event], list[Finding]]]] = [
+        ("storage", settings.storage, lambda answered: check_storage(settings.storage, source=sources.storage, answered=answered)),
+        ("tracking", settings.tracking_uri, lambda answered: check_tracking(settings.tracking_uri, source=sources.tracking_uri, answered=answered)),
     ]
-    _import_drivers([settings.storage, settings.tracking_uri])  # a slow import is not a slow host
-    collect = _start_with_deadline(network, deadline)
-    local = [*check_data(config), *check_devices(config)]  # meanwhile: torch's import takes a while
     report = Report(check_versions())
-    for findings in collect():
-        report.findings.extend(findings)
+    local = [*_safely("data", lambda: check_data(config)), *_safely("devices", lambda: check_devices(config))]
+    _import_drivers([settings.storage, settings.tracking_uri])  # a slow import is not a slow host
+    remote = [check for check in checks if not _is_local(check[1])]
+    collect = _start_with_deadline(remote, deadline)
+    for name, url, fn in checks:
+        if _is_local(url):
+            report.findings.extend(_safely(name, lambda fn=fn: fn(threading.Event())))
+        else:
+            report.findings.extend(collect()[name])
     report.findings.extend(check_separate_databases(settings.storage, settings.tracking_uri))
     report.findings.extend(local)
     return report
+
+
+def _is_local(url: str) -> bool:
+    """A check that reads a file of this machine (SQLite, a file store): no network, so no deadline."""
+    return url.split(":", 1)[0].split("+", 1)[0].lower() in ("sqlite", "file")
+
+
+def _safely(name: str, fn: Callable[[], list[Finding]]) -> list[Finding]:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is a finding, not a crash
+        return [Finding(name, "problem", f"the check failed: {_first_line(exc)}")]
 
 
 def _import_drivers(urls: list[str]) -> None:
@@ -113,53 +131,64 @@ def _import_drivers(urls: list[str]) -> None:
             pass
 
 
-def _start_with_deadline(checks: list[tuple[str, str, Callable[[], list[Finding]]]], deadline: float) -> Callable[[], list[list[Finding]]]:
+AFTER_ANSWER = 30.0  # seconds a check may take once its server has answered (reading a schema on a busy machine)
+
+
+def _start_with_deadline(
+    checks: list[tuple[str, str, Callable[[threading.Event], list[Finding]]]], deadline: float
+) -> Callable[[], dict[str, list[Finding]]]:
     """Start each check in a daemon thread (a hung connect must not keep the process alive at exit);
-    the returned function collects their findings, waiting at most until the shared deadline."""
-    results: list[list[Finding] | None] = [None] * len(checks)
+    the returned function collects their findings. A check whose server has not answered by the
+    deadline is reported as not answering; one whose server answered gets AFTER_ANSWER seconds more."""
+    results: dict[str, list[Finding]] = {}
+    answered = {name: threading.Event() for name, _, _ in checks}
+    threads: dict[str, threading.Thread] = {}
 
-    def run(index: int, fn: Callable[[], list[Finding]], name: str) -> None:
-        try:
-            results[index] = fn()
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure is a finding, not a crash
-            results[index] = [Finding(name, "problem", f"the check failed: {_first_line(exc)}")]
+    def run(name: str, fn: Callable[[threading.Event], list[Finding]]) -> None:
+        results[name] = _safely(name, lambda: fn(answered[name]))
 
-    threads = []
-    for index, (name, _, fn) in enumerate(checks):
-        thread = threading.Thread(target=run, args=(index, fn, name), name=f"hpo-doctor-{name}", daemon=True)
-        thread.start()
-        threads.append(thread)
+    for name, _, fn in checks:
+        threads[name] = threading.Thread(target=run, args=(name, fn), name=f"hpo-doctor-{name}", daemon=True)
+        threads[name].start()
     end = time.monotonic() + deadline
+    collected: dict[str, list[Finding]] = {}
 
-    def collect() -> list[list[Finding]]:
-        for thread in threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        out = []
-        for (name, url, _), found in zip(checks, results):
-            if found is None:
+    def collect() -> dict[str, list[Finding]]:
+        if collected:
+            return collected
+        for name, url, _ in checks:
+            thread = threads[name]
+            while thread.is_alive() and not answered[name].is_set() and time.monotonic() < end:
+                thread.join(min(0.05, max(0.0, end - time.monotonic())))
+            if answered[name].is_set():
+                thread.join(AFTER_ANSWER)
+            if name in results:
+                collected[name] = results[name]
+            elif answered[name].is_set():
+                collected[name] = [Finding(name, "problem", f"{url}: the server answered, but the check did not finish within {AFTER_ANSWER:.0f}s more", "run `hpo doctor` again when the machine is less busy")]
+            else:
                 host = urlsplit(url).netloc.rsplit("@", 1)[-1] or url
-                found = [Finding(name, "problem", f"{url}: {host} did not answer within {deadline:.0f}s", "check that the host is up and that no firewall drops the connection")]
-            out.append(found)
-        return out
+                collected[name] = [Finding(name, "problem", f"{url}: {host} did not answer within {deadline:.0f}s", "check that the host is up and that no firewall drops the connection")]
+        return collected
 
     return collect
 
 
 # -- storage (Optuna) -----------------------------------------------------------------------------
-def check_storage(url: str, *, source: str = "--storage") -> list[Finding]:
+def check_storage(url: str, *, source: str = "--storage", answered: threading.Event | None = None) -> list[Finding]:
     """The Optuna storage: reachable with these credentials, and its schema one this Optuna can use."""
-    opened = _open_database("storage", url, source, owner="Optuna", instead="a file (sqlite:///hpo.db) or PostgreSQL")
+    opened = _open_database("storage", url, source, owner="Optuna", instead="a file (sqlite:///hpo.db) or PostgreSQL", answered=answered)
     if isinstance(opened, Finding):
         return [opened]
     tables, read, server = opened
     return [_optuna_schema(url, server, tables, read)]
 
 
-def _open_database(name: str, url: str, source: str, *, owner: str, instead: str) -> Finding | tuple[set[str], Reader, str]:
+def _open_database(name: str, url: str, source: str, *, owner: str, instead: str, answered: threading.Event | None = None) -> Finding | tuple[set[str], Reader, str]:
     """The tables of the SQLite file or database server behind `url`, a reader and the server's name;
     or the Finding that says why they cannot be read (in-memory, missing file, unreachable server)."""
     if not url.startswith("sqlite"):
-        return _connect_database(name, url, source)
+        return _connect_database(name, url, source, answered=answered or threading.Event())
     path = sqlite_path(url)
     if path is None:
         return Finding(name, "warning", f"{url}: an in-memory database is lost when the process ends", f"use {instead} in {source}")
@@ -181,7 +210,7 @@ def _optuna_schema(raw_url: str, server: str, tables: set[str], read: Reader) ->
             return Finding(name, "problem", f"{url}: another application's schema (alembic_version) is there", "give the Optuna storage a database of its own")
         return Finding(name, "warning", f"{url}: holds other tables ({', '.join(sorted(tables)[:5])}); Optuna will add its own beside them")
     current = _alembic_revision(read)
-    head, known = _alembic_heads(_optuna_alembic_dir())
+    head, known = alembic_heads(OPTUNA)
     studies = [row[0] for row in read("SELECT study_name FROM studies ORDER BY study_id")]
     listed = f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}" + (f" ({', '.join(studies[:5])}{', ...' if len(studies) > 5 else ''})" if studies else "")
     version = _version("optuna")
@@ -193,11 +222,11 @@ def _optuna_schema(raw_url: str, server: str, tables: set[str], read: Reader) ->
 
 
 # -- tracking (MLflow) ----------------------------------------------------------------------------
-def check_tracking(uri: str, *, source: str = "--tracking-uri") -> list[Finding]:
+def check_tracking(uri: str, *, source: str = "--tracking-uri", answered: threading.Event | None = None) -> list[Finding]:
     """The MLflow tracking store: a server that answers with its version, or a database hpo can use."""
     scheme = uri.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
-        return [_check_server(uri, source)]
+        return [_check_server(uri, source, answered=answered or threading.Event())]
     if scheme == "file":
         folder = Path(urlsplit(uri).path)
         writable = _writable_folder(folder)
@@ -206,7 +235,7 @@ def check_tracking(uri: str, *, source: str = "--tracking-uri") -> list[Finding]
         return [Finding("tracking", "problem", f"{uri}: {folder} cannot be written", f"point {source} at a writable folder or a database")]
     if scheme == "databricks":
         return [Finding("tracking", "warning", f"{uri}: Databricks is not checked by hpo doctor")]
-    opened = _open_database("tracking", uri, source, owner="MLflow", instead="sqlite:///mlflow.db or a server")
+    opened = _open_database("tracking", uri, source, owner="MLflow", instead="sqlite:///mlflow.db or a server", answered=answered)
     if isinstance(opened, Finding):
         return [opened]
     tables, read, server = opened
@@ -223,7 +252,7 @@ def _mlflow_schema(raw_uri: str, server: str, tables: set[str], read: Reader) ->
             return Finding(name, "problem", f"{uri}: holds Optuna's tables, not MLflow's", "give MLflow a database of its own (Optuna and MLflow both keep an alembic_version table)")
         return Finding(name, "warning", f"{uri}: holds other tables ({', '.join(sorted(tables)[:5])}); MLflow will add its own beside them")
     current = _alembic_revision(read)
-    head, known = _alembic_heads(_mlflow_alembic_dir())
+    head, known = alembic_heads(MLFLOW)
     count = read("SELECT COUNT(*) FROM experiments WHERE lifecycle_stage = 'active'")[0][0]
     version = _version("mlflow")
     if current is None or current == head:
@@ -233,13 +262,13 @@ def _mlflow_schema(raw_uri: str, server: str, tables: set[str], read: Reader) ->
     return Finding(name, "problem", f"{uri}: MLflow schema {current} was written by a newer MLflow than {version}", "`pip install -U mlflow` on this machine")
 
 
-def _check_server(uri: str, source: str) -> Finding:
+def _check_server(uri: str, source: str, *, answered: threading.Event) -> Finding:
     name = "tracking"
     base = uri.rstrip("/")
     parts = urlsplit(base)
     where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
     try:
-        _http_get(f"{base}/health")
+        _http_get(f"{base}/health", answered=answered)
         version = _http_get(f"{base}/version").strip()
         body = json.loads(_http_post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 1000}) or "{}")
     except urllib.error.HTTPError as exc:
@@ -274,10 +303,17 @@ def _auth_headers() -> dict[str, str]:
     return {}
 
 
-def _http_get(url: str) -> str:
+def _http_get(url: str, *, answered: threading.Event | None = None) -> str:
     request = urllib.request.Request(url, headers=_auth_headers())
-    with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
-        return str(response.read().decode("utf-8", "replace"))
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
+            if answered is not None:
+                answered.set()
+            return str(response.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError:
+        if answered is not None:  # an HTTP error is an answer too
+            answered.set()
+        raise
 
 
 def _http_post(url: str, payload: dict[str, Any]) -> str:
@@ -299,7 +335,7 @@ def _network_finding(name: str, url: str, where: str, reason: Any, *, fix_start:
 # -- databases ------------------------------------------------------------------------------------
 
 
-def _connect_database(name: str, url: str, source: str) -> tuple[set[str], Reader, str] | Finding:
+def _connect_database(name: str, url: str, source: str, *, answered: threading.Event) -> tuple[set[str], Reader, str] | Finding:
     """Connect once (short timeout) and read the table names; a Finding that explains a failure."""
     import sqlalchemy
 
@@ -312,6 +348,7 @@ def _connect_database(name: str, url: str, source: str) -> tuple[set[str], Reade
         return Finding(name, "problem", f"{url}: no database driver ({exc})", "pip install the driver the URL names (psycopg2-binary for postgresql+psycopg2, psycopg[binary] for postgresql)")
     try:
         with engine.connect() as conn:
+            answered.set()  # the network part is done: reading the schema is local work
             tables = set(sqlalchemy.inspect(conn).get_table_names())
             server = "PostgreSQL " + str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar()).split()[0] if is_pg else target.get_backend_name()
             rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -330,6 +367,7 @@ def _connect_database(name: str, url: str, source: str) -> tuple[set[str], Reade
                 read("SELECT COUNT(*) FROM experiments WHERE lifecycle_stage = 'active'")
         return tables, lambda sql: rows[sql], server
     except sqlalchemy.exc.OperationalError as exc:
+        answered.set()  # a refusal or a timeout of libpq's own is an answer
         return _database_finding(name, url, target, exc, source) if is_pg else Finding(name, "problem", f"{url}: {_first_line(exc)}", f"check {source}")
     except sqlalchemy.exc.DBAPIError as exc:
         return Finding(name, "problem", f"{url}: {_first_line(exc)}", f"check {source}")
@@ -381,7 +419,9 @@ def _missing_database(name: str, url: str, target: Any, source: str) -> Finding:
 
 
 def _sqlite_tables(path: Path) -> tuple[set[str], Reader]:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=CONNECT_TIMEOUT)
+    from hpo.databases import connect_readonly
+
+    conn = connect_readonly(path)
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -419,39 +459,11 @@ def _alembic_revision(read: Reader) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def _alembic_heads(script_dir: Path) -> tuple[str, set[str]]:
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory(str(script_dir))
-    return str(script.get_current_head()), {r.revision for r in script.walk_revisions()}
-
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.submodule_search_locations
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _optuna_alembic_dir() -> Path:
-    return _package_dir("optuna") / "storages" / "_rdb" / "alembic"
-
-
-def _mlflow_alembic_dir() -> Path:
-    # MLflow's migration scripts, read from its package folder: importing mlflow costs seconds
-    return _package_dir("mlflow") / "store" / "db_migrations"
-
-
 def check_separate_databases(storage: str, tracking_uri: str) -> list[Finding]:
     """Optuna and MLflow in one database break each other: both keep an `alembic_version` table."""
-    if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "file", "databricks"):
-        return []
-    import sqlalchemy
+    from hpo.databases import same_database
 
-    a, b = sqlalchemy.engine.make_url(storage), sqlalchemy.engine.make_url(tracking_uri)
-    same = a.get_backend_name() == b.get_backend_name() and (a.host or "localhost", a.port, a.database) == (b.host or "localhost", b.port, b.database)
-    if a.get_backend_name() == "sqlite" and a.database and b.database:
-        same = Path(a.database).resolve() == Path(b.database).resolve()
-    if not same:
+    if not same_database(storage, tracking_uri):
         return []
     return [Finding("storage", "problem", "the Optuna storage and the MLflow tracking store are the same database", "use two databases, e.g. .../optuna and .../mlflow on the same server (Optuna and MLflow both keep an alembic_version table)")]
 
@@ -497,8 +509,9 @@ def check_devices(config: StudyConfig | None) -> list[Finding]:
     import torch
 
     cores = os.cpu_count() or 1
-    threads = os.environ.get("HPO_THREADS") or (str(config.execution.threads) if config and config.execution.threads else None)
-    cpu = f"CPU: {cores} cores, torch uses {threads or torch.get_num_threads()} threads" + (" (HPO_THREADS)" if os.environ.get("HPO_THREADS") else "")
+    from_env = env_setting("HPO_THREADS")
+    threads = from_env or (config.execution.threads if config and config.execution.threads else None)
+    cpu = f"CPU: {cores} cores, torch uses {threads or torch.get_num_threads()} threads" + (" (HPO_THREADS)" if from_env else "")
     try:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         names = [torch.cuda.get_device_name(i) for i in range(count)]

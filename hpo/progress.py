@@ -8,7 +8,6 @@ pruned/failed counts, elapsed time and an ETA. `--quiet` prints nothing but erro
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Protocol
@@ -17,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgressBar
 
+from hpo.settings import env_setting
+
 PROGRESS_ENV = "HPO_PROGRESS"
 
 
@@ -24,7 +25,7 @@ class Progress(Protocol):
     def start(self, study: str, *, total: int | None, done: int) -> None: ...
     def trial_started(self, number: int, params: dict[str, Any], *, epochs: int) -> None: ...
     def epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None: ...
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None) -> None: ...
+    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None: ...
     def warn(self, message: str) -> None: ...
     def finish(self, summary: Any) -> None: ...
 
@@ -90,9 +91,10 @@ class PlainProgress:
             return
         self._print(f"trial {number} epoch {epoch + 1}/{self.epochs} {_val_metrics(metrics)}".rstrip())
 
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None) -> None:
+    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None:
+        """`requeued`: the trial's copy runs again, so it does not use up the budget (nor count as done)."""
         self.counts[state] = self.counts.get(state, 0) + 1
-        self.done += 1
+        self.done += 0 if requeued else 1
         if self.quiet:
             return
         of = f"/{self.total}" if self.total else ""
@@ -153,8 +155,8 @@ class RichProgress(PlainProgress):
     def epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
         self.bars.update(self.epoch_task, completed=epoch + 1, info=_val_metrics(metrics))
 
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None) -> None:
-        super().trial_finished(number, state, values, reason=reason, best=best)
+    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None:
+        super().trial_finished(number, state, values, reason=reason, best=best, requeued=requeued)
         info = f"best {best or '-'} | pruned {self.counts.get('PRUNED', 0)} failed {self.counts.get('FAIL', 0)}"
         self.bars.update(self.trials_task, completed=self.done, info=info)
         self.bars.update(self.epoch_task, visible=False)
@@ -166,7 +168,7 @@ class RichProgress(PlainProgress):
 
 def make_progress(*, quiet: bool = False) -> Progress:
     """Rich when stderr is a terminal, plain lines otherwise, nothing with `quiet` (or HPO_PROGRESS)."""
-    mode = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    mode = env_setting(PROGRESS_ENV) or ""
     if quiet or mode == "none":
         return PlainProgress(quiet=True)
     if mode == "rich" or (mode != "plain" and sys.stderr.isatty()):

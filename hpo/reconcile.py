@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, study_to_yaml
-from hpo.runner import PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
+from hpo.runner import BUDGET_ATTR, PARENT_RUN_ATTR, budget_count, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
 from hpo.tracking import Tracker
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -26,6 +26,7 @@ class ReconcileReport:
     closed: list[int] = field(default_factory=list)
     backfilled: list[int] = field(default_factory=list)
     parent_created: bool = False
+    parent_closed: str | None = None  # the status a parent run left RUNNING was closed with
 
     def lines(self) -> list[str]:
         return [
@@ -33,6 +34,7 @@ class ReconcileReport:
             f"MLflow runs closed: {len(self.closed)} {self.closed or ''}".rstrip(),
             f"MLflow runs backfilled: {len(self.backfilled)} {self.backfilled or ''}".rstrip(),
             f"parent run created: {'yes' if self.parent_created else 'no'}",
+            f"parent run closed: {self.parent_closed or 'no'}",
         ]
 
 
@@ -51,7 +53,7 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
 
     runs = {}
     # 50,000 is the most one MLflow search may ask for.
-    for run in tracker.search_runs(f"tags.`hpo.role` = 'trial' and tags.`optuna.study_name` = '{study.study_name}'", max_results=50_000):
+    for run in tracker.search_runs({"hpo.role": "trial", "optuna.study_name": study.study_name}, max_results=50_000):
         runs.setdefault(int(run.data.tags["optuna.trial_number"]), run)
     for trial in study.get_trials(deepcopy=False, states=_FINISHED):
         run = runs.get(trial.number)
@@ -68,7 +70,21 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
                 tracker.log_params(run.info.run_id, missing)
             tracker.end_trial_run(run.info.run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason if trial.state != TrialState.COMPLETE else None)
             report.closed.append(trial.number)
+    report.parent_closed = _close_parent(study, tracker, str(parent))
     return report
+
+
+def _close_parent(study: optuna.Study, tracker: Tracker, parent: str) -> str | None:
+    """A parent run left RUNNING (its last worker was killed) while no trial runs: FINISHED if the budget
+    was used up and nothing waits, else KILLED (a later `hpo run` marks it RUNNING again)."""
+    trials = study.get_trials(deepcopy=False)
+    if tracker.get_run(parent).info.status != "RUNNING" or any(t.state == TrialState.RUNNING for t in trials):
+        return None
+    n_trials = (study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")
+    waiting = any(t.state == TrialState.WAITING for t in trials)
+    status = "FINISHED" if not waiting and n_trials is not None and budget_count(trials, finished=True) >= n_trials else "KILLED"
+    tracker.set_study_status(parent, status)
+    return status
 
 
 def _summary(trial: FrozenTrial, config: StudyConfig) -> dict[str, float]:

@@ -11,10 +11,10 @@ import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import StudyConfig, load_study
+from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
 from hpo.errors import UsageError
 from hpo.settings import Settings, redact, resolve_settings
-from hpo.storage import best_trial_ids, open_storage
+from hpo.storage import MissingStorage, best_trial_ids, open_storage
 
 
 @dataclass
@@ -27,34 +27,36 @@ class StudyRef:
 
 
 def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: str | None = None) -> StudyRef:
-    """`study` may be a study file (its name and storage are used) or a study name."""
+    """`study` may be a study file (its name and storage are used) or a study name (which must follow the rule)."""
     config = None
     if study.endswith((".yaml", ".yml")) or Path(study).is_file():
         config = load_study(study)
         name = config.name
     else:
+        if study_name_problem(study):
+            raise UsageError(f"study: {study!r} is neither a study file nor a study name ({STUDY_NAME_RULE})")
         name = study
     settings = resolve_settings(
         storage_flag=storage,
         tracking_flag=tracking_uri,
         file_storage=config.storage if config else None,
         file_tracking_uri=config.tracking_uri if config else None,
+        source=study if config else None,
     )
     return StudyRef(name=name, settings=settings, config=config)
 
 
-def _check_exists(url: str) -> None:
-    from hpo.settings import sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        raise UsageError(f"storage: {path} does not exist; run a study first (`hpo run STUDY.yaml`) or pass --storage")
+def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage:
+    """The storage as it is, for read commands: a missing file or schema is a clear error and nothing is created."""
+    try:
+        return open_storage(url, create=False, field=field, **kwargs)
+    except MissingStorage:
+        raise UsageError(f"{field}: {redact(url)} holds no hpo study; run a study first (`hpo run STUDY.yaml`) or pass --storage") from None
 
 
 def load(ref: StudyRef) -> optuna.Study:
     """The stored study; a clear error (exit 2) naming the storage when it is not there."""
-    _check_exists(ref.settings.storage)
-    storage = open_storage(ref.settings.storage)
+    storage = open_existing(ref.settings.storage, field=ref.settings.storage_field)
     try:
         return optuna.load_study(study_name=ref.name, storage=storage)
     except KeyError:
@@ -63,10 +65,9 @@ def load(ref: StudyRef) -> optuna.Study:
         raise UsageError(f"study {ref.name!r} not found in {redact(ref.settings.storage)}{known}") from None
 
 
-def study_summaries(storage_url: str) -> pd.DataFrame:
+def study_summaries(storage_url: str, *, field: str = "storage") -> pd.DataFrame:
     """One row per study: name, directions, trial counts, best value, start time."""
-    _check_exists(storage_url)
-    storage = open_storage(storage_url)
+    storage = open_existing(storage_url, field=field)
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
         study = optuna.load_study(study_name=s.study_name, storage=storage)

@@ -28,14 +28,16 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import hyperparameters as hparams
-from hpo.config import StudyConfig, parse_study, study_to_yaml
+from hpo.config import StudyConfig, check_study_name, parse_study, study_to_yaml
+from hpo.databases import check_stores
 from hpo.errors import HpoError, UsageError
-from hpo.objectives import OBJECTIVES, PREFLIGHT, TrialContext, TrialOutcome
+from hpo.objectives import MODULES, OBJECTIVES, PREFLIGHT, TrialContext, TrialOutcome
 from hpo.progress import Progress, make_progress
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
-from hpo.storage import budget_lock, open_storage, try_lock
+from hpo.resume import Change, compare, describe_refusal
+from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
 from hpo.tracking import Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
 from hpo.training.loop import NonFiniteLoss
@@ -43,12 +45,15 @@ from hpo.training.loop import NonFiniteLoss
 logger = logging.getLogger("hpo.runner")
 
 CONFIG_ATTR = "hpo.config"
+BUDGET_ATTR = "hpo.budget"  # {n_trials, timeout, deadline}: the sweep's global budget, set by `hpo run` / `hpo create`
 PARENT_RUN_ATTR = "hpo.mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 SEED_ATTR = "hpo.seed"
 SYNCED_ATTR = "hpo.mlflow_synced"
 REASON_ATTR = "hpo.failure_reason"
 CHECKPOINT_TAG = "hpo.checkpoint"
+CHANGES_TAG = "hpo.config_changes"
+DATA_ATTR = "hpo.data_fingerprint"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -90,64 +95,146 @@ class RunSummary:
 class StudyRunner:
     """One worker's view of a study: its storage, tracker and trial loop."""
 
-    def __init__(self, config: StudyConfig, settings: Settings, *, study_name: str | None = None, progress: Progress | None = None, create: bool = True) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        settings: Settings,
+        *,
+        study_name: str | None = None,
+        progress: Progress | None = None,
+        create: bool = True,
+        source: str | None = None,
+    ) -> None:
         self.config = config
         self.settings = settings
-        self.study_name = study_name or config.name
+        self.study_name = check_study_name(study_name, field="--study-name") if study_name is not None else config.name
         self.progress = progress or make_progress(quiet=True)
-        execution = config.execution
+        self.source = source or "study file"
         # Everything that can refuse bad input runs before anything is written anywhere.
-        self._sampler, self._pruner = build_sampler(config), build_pruner(config.pruner)
-        self.device = pick_device(execution.device, threads=execution.threads)
-        PREFLIGHT[config.objective](config)
+        self._check_config(config)
         check_writable(settings)
-        self.storage = open_storage(
-            settings.storage,
-            heartbeat_interval=execution.heartbeat_interval,
-            grace_period=execution.grace_period,
-            max_retry=execution.max_retry,
-            on_stale=self._close_stale_run,
-        )
-        self.tracker = Tracker(settings.tracking_uri, self.study_name)
+        check_stores(settings)
+        self.storage = self._open_storage(create=create)
         self._stop = _StopSignals()
         self._asked_after: list[FrozenTrial] = []  # the study's trials as counted for the last ask
+        self._accepted_changes: list[Change] = []
         self.study = self._open_study(create=create)
+        self.tracker = Tracker(settings.tracking_uri, self.study_name)
         self.parent_run_id = self._parent_run()
+
+    def _check_config(self, config: StudyConfig) -> None:
+        """Build the sampler and pruner, pick the device and check the data: the checks a config must pass."""
+        self._sampler, self._pruner = build_sampler(config), build_pruner(config.pruner)
+        self.device = pick_device(config.execution.device, threads=config.execution.threads)
+        PREFLIGHT[config.objective](config)
+
+    def _open_storage(self, *, create: bool) -> optuna.storages.RDBStorage:
+        execution = self.config.execution
+        try:
+            return open_storage(
+                self.settings.storage,
+                heartbeat_interval=execution.heartbeat_interval,
+                grace_period=execution.grace_period,
+                max_retry=execution.max_retry,
+                on_stale=self._close_stale_run,
+                create=create,
+                field=self.settings.storage_field,
+            )
+        except MissingStorage:
+            raise self._no_such_study() from None
+
+    def _no_such_study(self) -> UsageError:
+        return UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`")
 
     # -- study and parent run ---------------------------------------------------------------------
     def _open_study(self, *, create: bool) -> optuna.Study:
-        sampler, pruner = self._sampler, self._pruner
+        """Load the study, or create it; a resumed study must still mean what it meant (:mod:`hpo.resume`)."""
         if not create:
             try:
-                return optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner)
+                study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
             except KeyError:
-                raise UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`") from None
+                raise self._no_such_study() from None
+            return self._join(study)
         # Many workers may create the same study at once (a Kubernetes Job's init containers).
         with budget_lock(self.settings.storage, self.study_name + "/create"):
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=self.storage,
-                sampler=sampler,
-                pruner=pruner,
-                directions=self.config.directions,
-                load_if_exists=True,
-            )
-            stored = [d.name.lower() for d in study.directions]
-            if stored != self.config.directions:
-                raise UsageError(f"direction: study {self.study_name!r} already exists with direction(s) {stored}; use another name")
-            config = json.loads(redact(json.dumps(self.config.resolved())))
-            if study.user_attrs.get(CONFIG_ATTR) != config:
-                study.set_user_attr(CONFIG_ATTR, config)
-            if study.user_attrs.get("hpo.metrics") != self.config.metrics:
+            try:
+                study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
+            except KeyError:
+                study = optuna.create_study(
+                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner, directions=self.config.directions
+                )
+                study.set_user_attr(CONFIG_ATTR, _plain(self.config))
                 study.set_user_attr("hpo.metrics", self.config.metrics)
+                fingerprint = data_fingerprint(self.config)
+                if fingerprint is not None:
+                    study.set_user_attr(DATA_ATTR, fingerprint)
+                return study
+            self._resume(study)
         return study
 
+    def _resume(self, study: optuna.Study) -> None:
+        """Refuse a study file whose changes would make old and new trials incomparable; keep the safe ones."""
+        changes = self._changes(study, self.config)
+        refused = [c for c in changes if not c.safe]
+        if refused:
+            raise UsageError(
+                f"{self.source}: study {self.study_name!r} in {redact(self.settings.storage)} was started with other settings, and its trials "
+                f"would not be comparable with new ones: {describe_refusal(refused)}\n"
+                f"hpo: start a new study instead (another `name:` or --study-name), or put those settings back"
+            )
+        if changes:
+            self._accepted_changes = changes
+            study.set_user_attr(CONFIG_ATTR, _plain(self.config))
+        if DATA_ATTR not in study.user_attrs:  # a study from before hpo recorded its data
+            fingerprint = data_fingerprint(self.config)
+            if fingerprint is not None:
+                study.set_user_attr(DATA_ATTR, fingerprint)
+
+    def _join(self, study: optuna.Study) -> optuna.Study:
+        """A worker runs the study as it was stored, whatever its own file says, and never changes it."""
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        if stored is not None and stored != _plain(self.config):
+            self.progress.warn(f"{self.source} differs from the config study {self.study_name!r} was started with; the stored one is used")
+            file_execution = self.config.execution
+            self.config = stored_config(study)
+            self._check_config(self.config)
+            if self.config.execution != file_execution:  # heartbeats and retries as the study was started with
+                self.storage = self._open_storage(create=False)
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
+        refused = [c for c in self._changes(study, self.config) if c.field == "data file"]
+        if refused:
+            raise UsageError(f"study {self.study_name!r} was run on other data than this worker has: {describe_refusal(refused)}; give every worker the same data")
+        return study
+
+    def _changes(self, study: optuna.Study, config: StudyConfig) -> list[Change]:
+        """What differs between the stored study and `config`: settings, directions and the data's fingerprint."""
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        changes: list[Change] = []
+        if stored is not None:
+            try:  # resolved again, so that a field added since the study started shows as its default
+                stored = _plain(parse_study(stored, source="stored study"))
+            except UsageError:
+                pass
+            changes = compare(stored, _plain(config))
+        directions = [d.name.lower() for d in study.directions]
+        if directions != config.directions and not any(c.field == "direction" for c in changes):
+            changes.append(Change("direction", directions, config.directions, safe=False))
+        before, after = study.user_attrs.get(DATA_ATTR), data_fingerprint(config)
+        if before is not None and after is not None and before != after:
+            changes.append(Change("data file", before, after, safe=False))
+        return changes
+
     def _parent_run(self) -> str | None:
-        """The study's parent run, created once: the id is kept in the study so every worker finds it."""
+        """The study's parent run, created once: the id is kept in the study so every worker finds it.
+
+        A resumed study's run is marked RUNNING again, and the changes the study file made are recorded on it.
+        """
         try:
             existing = self.study.user_attrs.get(PARENT_RUN_ATTR) or self.tracker.find_study_run(self.study_name)
             if existing:
                 self.study.set_user_attr(PARENT_RUN_ATTR, existing)
+                self.tracker.set_study_status(str(existing), "RUNNING")
+                self._record_changes(str(existing))
                 return str(existing)
             with budget_lock(self.settings.storage, self.study_name + "/parent"):
                 existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(PARENT_RUN_ATTR)
@@ -164,6 +251,16 @@ class StudyRunner:
             self.progress.warn(f"tracking: {exc}; trials go on and `hpo reconcile` will backfill MLflow")
             return None
 
+    def _record_changes(self, run_id: str) -> None:
+        """A resumed study's accepted changes: a tag with the latest ones and the study file as resumed."""
+        if not self._accepted_changes:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        text = "; ".join(c.text() for c in self._accepted_changes)
+        self.tracker.set_tags(run_id, {CHANGES_TAG: f"{stamp}: {text}"[:5000]})
+        self.tracker.log_text(run_id, study_to_yaml(self.config), f"study-resumed-{stamp}.yaml")
+        self.progress.warn(f"resuming study {self.study_name!r} with changed settings: {text}")
+
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, n_trials: int | None = None, timeout: float | None = None) -> RunSummary:
         """Run trials until the global budget (n_trials over all workers, timeout for this run) is met."""
@@ -177,7 +274,8 @@ class StudyRunner:
 
         consecutive_failures = 0
         self._grid_covered = False
-        self.progress.start(self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False)))
+        # Progress counts finished trials: a re-queued trial waiting to run is part of the budget, not done.
+        self.progress.start(self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False), finished=True))
         try:
             with self._stop:
                 while True:
@@ -203,15 +301,8 @@ class StudyRunner:
             self.progress.finish(summary)
         return summary
 
-    def _counted(self, trials: list[FrozenTrial]) -> int:
-        """Trials that use up the budget: finished or under way, except failures already re-queued."""
-        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-        return sum(
-            1
-            for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-            or (t.state == TrialState.FAIL and t.number not in retried)
-        )
+    def _counted(self, trials: list[FrozenTrial], *, finished: bool = False) -> int:
+        return budget_count(trials, finished=finished)
 
     def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
         """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one."""
@@ -256,14 +347,23 @@ class StudyRunner:
     def _running(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def close_study_run(self) -> None:
-        """Mark the study's parent run FINISHED once no trial runs or waits: the last worker out does it."""
-        if self.parent_run_id is None or self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    def close_study_run(self, *, stopped_by: BaseException | None = None) -> None:
+        """Close the study's parent run when this worker is the last one out.
+
+        FINISHED once no trial runs or waits; after a signal KILLED, after an error FAILED, once no
+        other worker's trial runs (the interrupted trial's re-queued copy waits for the next run).
+        `hpo run` marks the run RUNNING again when the study is resumed.
+        """
+        if self.parent_run_id is None:
             return
+        busy = (TrialState.RUNNING,) if stopped_by is not None else (TrialState.RUNNING, TrialState.WAITING)
+        if self.study.get_trials(deepcopy=False, states=busy):
+            return
+        status = "FINISHED" if stopped_by is None else "KILLED" if isinstance(stopped_by, KeyboardInterrupt) else "FAILED"
         try:
-            self.tracker.set_study_status(self.parent_run_id, "FINISHED")
+            self.tracker.set_study_status(self.parent_run_id, status)
         except TrackingUnavailable as exc:
-            self.progress.warn(f"tracking: {exc}; the study's parent run stays open")
+            self.progress.warn(f"tracking: {exc}; the study's parent run stays open (`hpo reconcile` closes it)")
 
     def _run_trial(self, trial: optuna.Trial, summary: RunSummary) -> TrialState:
         with _heartbeat(self.storage, trial):
@@ -296,7 +396,7 @@ class StudyRunner:
                 if requeue:  # before the failure reason is set: the copy inherits the user attributes
                     RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
                 what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
-                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}")
+                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}", requeued=requeue)
                 raise Interrupted(f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume") from None
             except (UsageError, HpoError):
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
@@ -357,6 +457,7 @@ class StudyRunner:
         outcome: TrialOutcome | None = None,
         reason: str | None = None,
         tags: dict[str, str] | None = None,
+        requeued: bool = False,
     ) -> TrialState:
         """Close the MLflow run first (its success is recorded on the trial), then tell Optuna."""
         metrics = outcome.metrics if outcome is not None else recorder.best
@@ -380,7 +481,7 @@ class StudyRunner:
             summary.pruned += 1
         else:
             summary.failed += 1
-        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text())
+        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text(), requeued=requeued)
         return state
 
     def _tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
@@ -466,7 +567,7 @@ class StudyRunner:
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
         worse = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
         try:
-            for run in self.tracker.search_runs(f"tags.`{CHECKPOINT_TAG}` = 'kept'"):
+            for run in self.tracker.search_runs({CHECKPOINT_TAG: "kept"}):
                 run_id = run.info.run_id
                 if run_id in worse and run_id not in keep:
                     self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=run.info.artifact_uri)
@@ -489,6 +590,14 @@ class StudyRunner:
             self.tracker.end_trial_run(run_id, state="FAIL", reason=reason)
         except TrackingUnavailable:
             self.progress.warn(f"trial {trial.number}: its MLflow run stays open; `hpo reconcile` will close it")
+
+
+def budget_count(trials: list[FrozenTrial], *, finished: bool = False) -> int:
+    """Trials that use up the budget: finished or under way, except failures already re-queued
+    (with `finished`, only the finished ones)."""
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    counted = (TrialState.COMPLETE, TrialState.PRUNED) + (() if finished else (TrialState.RUNNING, TrialState.WAITING))
+    return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in retried))
 
 
 def summary_reason(study: optuna.Study, number: int) -> str:
@@ -648,6 +757,24 @@ class _StopSignals:
             self._armed = armed
         if armed:
             self.check()
+
+
+def _plain(config: StudyConfig) -> dict[str, Any]:
+    """The resolved config as stored in the study: plain JSON data, credentials redacted."""
+    return json.loads(redact(json.dumps(config.resolved())))
+
+
+def data_fingerprint(config: StudyConfig) -> str | None:
+    """The objective's fingerprint of the data a study is scored on, if it offers one (`data_fingerprint`)."""
+    fingerprint = getattr(MODULES[config.objective], "data_fingerprint", None)
+    return str(fingerprint(config)) if fingerprint is not None else None
+
+
+def check_data_unchanged(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse (exit 2) when the data a study was scored on has changed since: its file is named."""
+    stored, now = study.user_attrs.get(DATA_ATTR), data_fingerprint(config)
+    if stored is not None and now is not None and stored != now:
+        raise UsageError(f"data: study {study.study_name!r} was run on {stored}, but the data is now {now}; restore the data the study was run on")
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, check_study_name
 from hpo.errors import UsageError
-from hpo.settings import redact, sqlite_path
+from hpo.settings import redact, sqlite_path, url_password
 
 TARGETS = ("slurm", "k8s", "cron")
 CONTAINER_STUDY_FILE = "/etc/hpo/study.yaml"
@@ -101,10 +101,12 @@ def plan_sweep(
         check_tracking_uri(tracking_uri, field="--tracking-uri")
     if workers < 1:
         raise UsageError(f"--workers: must be at least 1, got {workers}")
+    if study_name is not None:
+        check_study_name(study_name, field="--study-name")
     return SweepPlan(
         study_file=study_file.resolve(),
         config=config,
-        study_name=study_name or config.name,
+        study_name=study_name if study_name is not None else config.name,
         workers=workers,
         gpus=gpus,
         cpus=cpus,
@@ -419,4 +421,5 @@ def _parse_at(text: str) -> tuple[int, int]:
 
 
 def _has_password(url: str) -> bool:
-    return redact(url) != url
+    """As the URL's own parser reads it, or as `redact` would hide it (a malformed URL's)."""
+    return url_password(url) is not None or redact(url) != url

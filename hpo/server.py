@@ -106,14 +106,14 @@ def check_port_free(host: str, port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
+        except socket.gaierror:  # not an address, and no name the resolver knows
+            raise UsageError(f"--host: {host!r} is neither an IP address nor a known host name; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+        except (OSError, OverflowError) as exc:
+            if getattr(exc, "errno", None) == errno.EADDRINUSE:
                 raise UsageError(f"--port: {port} is already in use on {host} (another server?); pick a free one with --port") from None
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                raise UsageError(f"--host: {host} is not an address of this machine; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
-            if exc.errno == errno.EACCES:
+            if getattr(exc, "errno", None) == errno.EACCES:
                 raise UsageError(f"--port: {port} needs administrator rights; use a port above 1023") from None
-            raise
+            raise UsageError(f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
 
 
 class TrackingServer:
@@ -133,12 +133,18 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.storage import ensure_database  # Optuna's import is slow; `hpo --help` should not pay it
+        from hpo.databases import MLFLOW, check_database, prepared_database  # slow imports: `hpo --help` should not pay them
 
         config = self.config
         check_storage_url(config.backend_store_uri, field="--backend-store-uri")
+        check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
-        ensure_database(config.backend_store_uri, field="--backend-store-uri")
+        from hpo.tracking import build_mlflow_schema
+
+        # The schema is built here, once and crash-safe (a SQLite store in a temporary file moved into
+        # place), rather than by the server's first request, which a kill could leave half-migrated.
+        with prepared_database(config.backend_store_uri, MLFLOW, build_mlflow_schema, field="--backend-store-uri"):
+            pass
         if "://" not in config.artifacts_destination:
             try:
                 Path(config.artifacts_uri()).mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,15 @@ Also home to credential redaction, since every place that prints a URL must go t
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from hpo.errors import UsageError
 
@@ -37,6 +40,87 @@ class Settings:
     tracking_field: str = "tracking_uri"
 
 
+# -- environment variables ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvSetting:
+    """An environment variable hpo reads: checked like a study field, and named when it is wrong."""
+
+    name: str
+    meaning: str
+    accepted: str
+    parse: Callable[[str], Any]  # the value, or ValueError
+    default: Any = None
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in options:
+            raise ValueError(text)
+        return text.lower()
+
+    return parse
+
+
+def _folder(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(text)
+    return path
+
+
+def _download_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("http", "https", "file") or not (urlsplit(text).netloc or text.startswith("file:")):
+        raise ValueError(text)
+    return text
+
+
+ENVIRONMENT: dict[str, EnvSetting] = {
+    setting.name: setting
+    for setting in (
+        EnvSetting("HPO_LOG_LEVEL", "how much hpo logs", "debug, info, warning, error or critical", _one_of("debug", "info", "warning", "error", "critical"), "warning"),
+        EnvSetting("HPO_PROGRESS", "the progress display", "plain, rich or none", _one_of("plain", "rich", "none")),
+        EnvSetting("HPO_THREADS", "CPU threads per worker", "an integer in [1, 4096]", _number(int, 1, 4096)),
+        EnvSetting("HPO_TRACKING_RETRIES", "retries of a failed MLflow call", "an integer in [0, 100]", _number(int, 0, 100), 3),
+        EnvSetting("HPO_TRACKING_BACKOFF", "seconds before the first retry of an MLflow call, doubling", "a number in [0, 600]", _number(float, 0, 600), 1.0),
+        EnvSetting("HPO_SQLITE_WAL", "SQLite files in write-ahead-log mode", "1 or 0", _one_of("1", "0"), "1"),
+        EnvSetting(DATA_DIR_ENV, "where datasets are cached", "a folder (created if missing), not a file", _folder),
+        EnvSetting("HPO_CIFAR10_URL", "where `hpo data fetch cifar10` downloads from", "an http(s):// or file: URL", _download_url),
+    )
+}
+
+
+def env_setting(name: str) -> Any:
+    """The environment variable `name` (one of ENVIRONMENT), parsed; its default when unset or empty.
+
+    A value that is not accepted is a UsageError naming the variable, its meaning and what is accepted.
+    """
+    setting = ENVIRONMENT[name]
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return setting.default
+    try:
+        return setting.parse(text)
+    except (ValueError, OverflowError):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(f"{name}: {shown!r} is not accepted ({setting.meaning}); accepted: {setting.accepted}") from None
+
+
+def check_environment() -> None:
+    """Every environment variable hpo reads, checked at once before a command does anything."""
+    for name in ENVIRONMENT:
+        env_setting(name)
+
+
 def resolve_settings(
     *,
     storage_flag: str | None = None,
@@ -49,6 +133,7 @@ def resolve_settings(
 
     `source` (the study file) is named in errors about a URL that came from it.
     """
+    remember_secrets(storage_flag, tracking_flag, file_storage, file_tracking_uri, os.environ.get(STORAGE_ENV), os.environ.get(TRACKING_ENV))
     storage, storage_field = _first(
         (storage_flag, "--storage"), (os.environ.get(STORAGE_ENV), STORAGE_ENV), (file_storage, _in_file(source, "storage")), (DEFAULT_STORAGE, "storage")
     )
@@ -74,8 +159,9 @@ def _first(*candidates: tuple[str | None, str]) -> tuple[str, str]:
 
 def data_dir() -> Path:
     """`HPO_DATA_DIR`, else a per-user cache directory (XDG on Linux)."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    folder = env_setting(DATA_DIR_ENV)
+    if folder is not None:
+        return Path(folder)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "hpo"
 
@@ -85,86 +171,144 @@ def _scheme(url: str) -> str:
 
 
 def check_storage_url(url: str, *, field: str = "storage") -> None:
-    """Refuse anything SQLAlchemy could not open as an Optuna RDB storage, naming the field."""
+    """Refuse anything SQLAlchemy could not open as a lasting database, naming the field and the right form."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    remember_secrets(url)
     if not url.strip() or url != url.strip():
         raise UsageError(f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db")
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
         raise UsageError(f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db")
     try:
-        make_url(url)
+        parsed = make_url(url)
+        port = parsed.port
     except (ArgumentError, ValueError) as exc:
-        raise UsageError(f"{field}: malformed URL {redact(url)!r} ({exc})") from None
+        raise UsageError(f"{field}: malformed URL {redact(url)!r} ({redact(str(exc))})") from None
+    if _scheme(url) == "sqlite":
+        if parsed.host or parsed.port:
+            raise UsageError(
+                f"{field}: malformed URL {redact(url)!r}; a SQLite URL has three slashes before a relative path (sqlite:///hpo.db) "
+                "and four before an absolute one (sqlite:////data/hpo.db)"
+            )
+        if not parsed.database or parsed.database == ":memory:" or "mode=memory" in url:
+            raise UsageError(
+                f"{field}: {redact(url)!r} is an in-memory database, lost when hpo exits (and each worker would have its own); "
+                "use a file such as sqlite:///hpo.db"
+            )
+    elif port is not None and not 0 < port < 65536:
+        raise UsageError(f"{field}: malformed URL {redact(url)!r}; the port must be 1-65535")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise UsageError(f"{field}: unknown database driver in {redact(url)!r}; use e.g. sqlite:///hpo.db, postgresql://... or postgresql+psycopg2://...") from None
+    except ImportError as exc:
+        raise UsageError(f"{field}: no database driver for {redact(url)!r} is installed ({exc}); pip install it (psycopg2-binary for postgresql+psycopg2)") from None
 
 
 def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
-    """Refuse a tracking URI MLflow could not use, naming the field and the accepted forms."""
+    """Refuse a tracking URI MLflow could not use well, naming the field and the accepted forms."""
+    remember_secrets(uri)
     scheme = _scheme(uri)
-    if scheme not in _TRACKING_SCHEMES or ("://" not in uri and scheme != "file" and scheme != "databricks"):
-        raise UsageError(f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db, postgresql://... or file:///path")
-    if scheme in ("http", "https") and not urlsplit(uri).hostname:
-        raise UsageError(f"{field}: malformed URI {redact(uri)!r}; the host is missing")
+    if scheme == "file" or (":" not in uri and uri.strip()):  # file:///path or a bare folder
+        raise UsageError(
+            f"{field}: {redact(uri)!r} is MLflow's file store, which is in maintenance mode (and slow with many runs); "
+            "use sqlite:///mlflow.db (the default) or an MLflow server such as http://127.0.0.1:5000 (`hpo server`)"
+        )
+    if scheme not in _TRACKING_SCHEMES or ("://" not in uri and scheme != "databricks"):
+        raise UsageError(f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db or postgresql://...")
+    if scheme in ("http", "https"):
+        parts = urlsplit(uri)
+        try:
+            parts.port  # noqa: B018 - urllib checks the port when it is read
+        except ValueError:
+            raise UsageError(f"{field}: malformed URI {redact(uri)!r}; the port must be a number in 1-65535") from None
+        if not parts.hostname:
+            raise UsageError(f"{field}: malformed URI {redact(uri)!r}; the host is missing")
     if scheme in _DB_SCHEMES:
         check_storage_url(uri, field=field)
 
 
-# user:password@ after a scheme (also a mistyped one such as "postgresql//"), or at the start of a
-# word for a URL whose scheme is missing. The password runs to the last "@" before the host.
-_USERINFO = re.compile(
-    r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*:?/+|^|(?<=[\s'\"(=]))(?P<user>[^:/@\s'\"]*):(?P<password>[^/\s'\"]+)@"
-)
-
-
+# -- credentials ----------------------------------------------------------------------------------
+# user:password@ after a scheme (also a mistyped one such as "postgresql//"). The password may hold any
+# character but white space (percent-encoded, or a raw / : # ? % + that SQLAlchemy's parser accepts),
+# so it runs to the last "@" before the next white space.
+_USERINFO = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*:?/+)(?P<user>[^:/@\s'\"]*):(?P<password>\S+)@")
+# The same at the start of a word, for a URL whose scheme is missing (user:password@host); a "//" after
+# the colon is a scheme's, not a password.
+_BARE_USERINFO = re.compile(r"(?P<prefix>^|(?<=[\s'\"(=]))(?P<user>[^:/@\s'\"]+):(?P<password>(?!/)\S+)@")
 # libpq also takes the password as a query parameter: postgresql://host/db?password=...
 _QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
+# Passwords of the URLs hpo was given, as their own parsers read them: scrubbed wherever they appear.
+_SECRETS: set[str] = set()
+_MIN_SECRET = 4  # a shorter one would scrub ordinary words; the patterns above still hide it inside URLs
+
+
+def url_password(url: str) -> str | None:
+    """The password in `url` as the library that opens it reads it: SQLAlchemy's parser for a database
+    URL, urllib's for an http(s) one; also a libpq `?password=` parameter. None if there is none."""
+    from urllib.parse import parse_qs
+
+    try:
+        if _scheme(url) in _DB_SCHEMES:
+            from sqlalchemy.engine import make_url
+
+            password = make_url(url).password
+        else:
+            password = urlsplit(url).password
+    except Exception:  # noqa: BLE001 - a URL neither parser can read has no password they would use
+        password = None
+    if password is None and "?" in url:
+        query = parse_qs(url.split("?", 1)[1])
+        password = next((values[0] for key, values in query.items() if key.lower() in ("password", "passwd", "pwd") and values), None)
+    return str(password) if password else None
+
+
+def remember_secrets(*urls: str | None) -> None:
+    """Note the passwords of these URLs (raw and percent-encoded) so that `redact` hides them anywhere."""
+    for url in urls:
+        password = url_password(url) if url else None
+        if password and len(password) >= _MIN_SECRET:
+            _SECRETS.update({password, quote(password, safe=""), quote(password)})
 
 
 def redact(text: str) -> str:
     """Replace the password of every URL in `text` with ***: safe to print, log and store."""
-    text = _USERINFO.sub(lambda m: f"{m['prefix']}{m['user']}:***@", text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern in (_USERINFO, _BARE_USERINFO):
+        text = pattern.sub(lambda m: f"{m['prefix']}{m['user']}:***@", text)
     return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind a sqlite:/// URL (None for in-memory or other databases)."""
-    if not url.startswith("sqlite:///"):
+    match = re.match(r"^sqlite(?:\+\w+)?:///", url)
+    if not match:
         return None
-    path = url[len("sqlite:///") :].split("?", 1)[0]
+    path = url[match.end() :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
-def file_uri_path(uri: str) -> Path | None:
-    """The folder behind a file: tracking URI (MLflow's file store)."""
-    if not uri.startswith("file:"):
-        return None
-    return Path(unquote(urlsplit(uri).path))
-
-
 def check_writable(settings: Settings) -> None:
-    """Refuse, before anything is created, a SQLite file or MLflow folder that could not be written.
+    """Refuse, before anything is created, a SQLite file that could not be written.
 
     The probe is a temporary file in the nearest existing folder, removed at once, so a refused run
     leaves nothing behind (and the same holds for the folders `open_storage` would create).
     """
-    targets = [
-        (sqlite_path(settings.storage), settings.storage_field, False),
-        (sqlite_path(settings.tracking_uri), settings.tracking_field, False),
-        (file_uri_path(settings.tracking_uri), settings.tracking_field, True),
-    ]
-    for path, field, is_folder in targets:
+    for path, field in ((sqlite_path(settings.storage), settings.storage_field), (sqlite_path(settings.tracking_uri), settings.tracking_field)):
         if path is None:
             continue
-        problem = _write_problem(path, is_folder=is_folder)
+        problem = write_problem(path)
         if problem:
             raise UsageError(f"{field}: cannot write {path}: {problem}; choose a file in a folder you can write to")
 
 
-def _write_problem(path: Path, *, is_folder: bool) -> str | None:
+def write_problem(path: Path, *, is_folder: bool = False) -> str | None:
+    """Why the file (or folder) `path` could not be created or written, or None; nothing is left behind."""
     if path.exists():
         if is_folder != path.is_dir():
-            return "it is a folder, expected a database file" if path.is_dir() else "it is a file, expected a folder"
+            return "it is a folder, expected a file" if path.is_dir() else "it is a file, expected a folder"
         if not is_folder and not os.access(path, os.R_OK | os.W_OK):
             return "the file is read-only"
     folder = path if is_folder else path.parent

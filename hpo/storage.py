@@ -7,11 +7,7 @@ database. The lock here makes the global `n_trials` cap exact when many workers 
 from __future__ import annotations
 
 import contextlib
-import os
-import sqlite3
-import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,31 +15,11 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
+from hpo.databases import OPTUNA, advisory_lock, check_database, file_lock, first_line, lock_key, prepared_database
 from hpo.errors import ServiceError, UsageError
 from hpo.settings import redact, sqlite_path
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-@sqlalchemy.event.listens_for(sqlalchemy.Engine, "connect")
-def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> None:
-    """Every SQLite file hpo opens (Optuna's and MLflow's) runs in WAL mode with synchronous=NORMAL.
-
-    In the default rollback-journal mode each of a trial's ~40 commits waits for the disk: sub-second
-    Boston trials cost 107 ms of bookkeeping each instead of 74 ms (BENCHMARKS.md, overhead). WAL keeps
-    readers and the writer out of each other's way and syncs only at checkpoints; a killed process
-    loses nothing, a power cut at most the last commits. WAL needs shared memory between processes:
-    on a network filesystem set HPO_SQLITE_WAL=0 (or better, use PostgreSQL).
-    """
-    if not isinstance(dbapi_connection, sqlite3.Connection) or os.environ.get("HPO_SQLITE_WAL", "1") == "0":
-        return
-    cursor = dbapi_connection.cursor()
-    try:
-        if cursor.execute("PRAGMA database_list").fetchone()[2]:  # a file, not an in-memory database
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -57,35 +33,8 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return kwargs
 
 
-def ensure_database(url: str, *, field: str = "storage") -> None:
-    """Create the SQLite file's folder, or the PostgreSQL database, if it does not exist yet.
-
-    `field` names the setting in error messages (`storage`, `--backend-store-uri`, ...).
-    """
-    path = sqlite_path(url)
-    if path is not None:
-        try:
-            path.resolve().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"{field}: cannot create the folder of {path} ({exc.strerror})") from None
-        return
-    if not url.startswith(("postgresql", "postgres")):
-        return
-    target = sqlalchemy.engine.make_url(url)
-    admin = sqlalchemy.create_engine(
-        target.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
-            if not exists:
-                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{target.database}"'))
-    except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
-        pass  # created by a concurrent worker (a duplicate pg_database row), or no right to list databases: the connect below tells
-    except sqlalchemy.exc.OperationalError as exc:
-        raise ServiceError(f"{field}: cannot reach {redact(url)}: {_first_line(exc)}") from None
-    finally:
-        admin.dispose()
+class MissingStorage(UsageError):
+    """A read-only caller found no Optuna schema where it looked: nothing was created."""
 
 
 def open_storage(
@@ -95,9 +44,15 @@ def open_storage(
     grace_period: int | None = None,
     max_retry: int = 1,
     on_stale: StaleCallback | None = None,
+    create: bool = True,
+    field: str = "storage",
 ) -> RDBStorage:
-    """An RDBStorage with heartbeats; a trial whose worker died is failed, then re-queued with its params."""
-    ensure_database(url)
+    """An RDBStorage with heartbeats; a trial whose worker died is failed, then re-queued with its params.
+
+    With `create`, an empty database gets Optuna's schema (once, crash-safe: :mod:`hpo.databases`);
+    without it (read commands, `hpo worker`) nothing is ever written and a missing schema raises
+    :class:`MissingStorage`.
+    """
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -114,12 +69,29 @@ def open_storage(
             "heartbeat_stale_trial_callback": stale,
         }
     try:
-        with database_init_lock(url, "optuna"):
+        if not create:
+            if check_database(url, OPTUNA, field=field, must_exist=True).kind == "missing":
+                raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet")
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
+        with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
+        cause = exc.__cause__ or exc
+        if isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create and "does not exist" in str(cause):  # no Optuna tables there
+            raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet") from None
+        raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(cause)}") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
-        raise ServiceError(f"storage: cannot open {redact(url)}: {_first_line(exc)}") from None
+        raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(exc)}") from None
     except ImportError as exc:
-        raise UsageError(f"storage: no database driver for {redact(url)} ({exc})") from None
+        raise UsageError(f"{field}: no database driver for {redact(url)} ({exc})") from None
+    except RuntimeError as exc:  # Optuna's "schema not compatible with this version; run `optuna storage upgrade`"
+        raise UsageError(f"{field}: {redact(url)}: {first_line(exc)}") from None
+
+
+def _build_optuna_schema(url: str) -> None:
+    storage = RDBStorage(url)
+    storage.remove_session()
+    storage.engine.dispose()
 
 
 def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bool) -> list[int]:
@@ -146,43 +118,6 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
 
 
 @contextlib.contextmanager
-def database_init_lock(url: str, schema: str) -> Iterator[None]:
-    """Let one process at a time initialize `schema` ("optuna", "mlflow") in a PostgreSQL database.
-
-    Workers starting together on a fresh database would otherwise race to create the same tables
-    (duplicate pg_type rows) and stamp the schema version twice. A session advisory lock on that
-    database: released by the server if the process dies. Other databases: no lock.
-    """
-    if not url.startswith(("postgresql", "postgres")):
-        yield
-        return
-    key = _key(f"hpo/schema/{schema}")
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
-    try:
-        with _advisory_lock(engine, key):
-            yield
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def _advisory_lock(engine: sqlalchemy.Engine, key: int) -> Iterator[None]:
-    """A PostgreSQL session advisory lock held on one connection (freed by the server if we die)."""
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        try:
-            yield
-        finally:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = redact(str(getattr(exc, "orig", None) or exc)).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-@contextlib.contextmanager
 def budget_lock(url: str, study_name: str) -> Iterator[None]:
     """Serialize 'count trials, then ask for one' across workers so the global cap is exact.
 
@@ -192,12 +127,12 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
     """
     path = sqlite_path(url)
     if path is not None:
-        with _file_lock(path.with_name(path.name + ".hpo-lock")):
+        with file_lock(path.with_name(path.name + ".hpo-lock")):
             yield
         return
     if url.startswith(("postgresql", "postgres")):
-        key = _key(study_name)
-        with _advisory_lock(_lock_engine(url), key):
+        key = lock_key(study_name)
+        with advisory_lock(_lock_engine(url), key):
             yield
         return
     yield
@@ -213,11 +148,11 @@ def try_lock(url: str, name: str) -> Iterator[bool]:
     """
     path = sqlite_path(url)
     if path is not None:
-        with _file_lock(path.with_name(f"{path.name}.hpo-lock-{_key(name)}"), wait=False) as taken:
+        with file_lock(path.with_name(f"{path.name}.hpo-lock-{lock_key(name)}"), wait=False) as taken:
             yield taken
         return
     if url.startswith(("postgresql", "postgres")):
-        key = _key(name)
+        key = lock_key(name)
         with _lock_engine(url).connect() as conn:
             taken = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             try:
@@ -230,10 +165,6 @@ def try_lock(url: str, name: str) -> Iterator[bool]:
     yield True
 
 
-def _key(name: str) -> int:
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
-
-
 _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
@@ -242,22 +173,3 @@ def _lock_engine(url: str) -> sqlalchemy.Engine:
     if url not in _LOCK_ENGINES:
         _LOCK_ENGINES[url] = sqlalchemy.create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     return _LOCK_ENGINES[url]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    try:
-        import fcntl
-    except ImportError:  # Windows: SQLite's own locking is all there is
-        yield True
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

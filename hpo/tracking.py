@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hpo.errors import ServiceError
-from hpo.settings import redact, sqlite_path
-from hpo.storage import database_init_lock, ensure_database
+from hpo.settings import env_setting, redact, sqlite_path
+from hpo.databases import MLFLOW, first_line, prepared_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -64,8 +64,8 @@ class Tracker:
         self.experiment_name = experiment_name
         self.client = _open_client(tracking_uri)
         # HPO_TRACKING_RETRIES / HPO_TRACKING_BACKOFF (seconds, doubling) tune how long a dead server is waited for.
-        self.retries = retries if retries is not None else int(os.environ.get("HPO_TRACKING_RETRIES", "3"))
-        self.backoff = backoff if backoff is not None else float(os.environ.get("HPO_TRACKING_BACKOFF", "1.0"))
+        self.retries = retries if retries is not None else int(env_setting("HPO_TRACKING_RETRIES"))
+        self.backoff = backoff if backoff is not None else float(env_setting("HPO_TRACKING_BACKOFF"))
         self._down_until = 0.0  # while MLflow is known to be down, one attempt per call, no waiting
         self._experiment_id: str | None = None
         self._pending: dict[str, list[Metric]] = {}
@@ -134,7 +134,11 @@ class Tracker:
         path = sqlite_path(self.tracking_uri)
         if path is None:
             return None
-        return (path.resolve().parent / "mlartifacts" / self.experiment_name).as_uri()
+        root = path.resolve().parent / "mlartifacts"
+        folder = (root / self.experiment_name).resolve()
+        if folder.parent != root:  # study names are checked where they enter; this is the last guard
+            raise ValueError(f"experiment name {self.experiment_name!r} would put artifacts outside {root}")
+        return folder.as_uri()
 
     # -- study (parent) run -----------------------------------------------------------------------
     def find_study_run(self, study_name: str) -> str | None:
@@ -142,7 +146,7 @@ class Tracker:
             "find the study run",
             lambda: self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{ROLE}` = 'study' and tags.`optuna.study_name` = '{study_name}'",
+                filter_string=runs_filter({ROLE: "study", "optuna.study_name": study_name}),
                 order_by=["attributes.start_time ASC"],
                 max_results=5,
             ),
@@ -304,7 +308,9 @@ class Tracker:
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self._call("read a metric history", lambda: self.client.get_metric_history(run_id, key))
 
-    def search_runs(self, filter_string: str, *, max_results: int = 1000) -> list[Any]:
+    def search_runs(self, tags: dict[str, str], *, status: str | None = None, max_results: int = 1000) -> list[Any]:
+        """The experiment's runs with these tag values (and status), every value quoted for MLflow's filter syntax."""
+        filter_string = runs_filter(tags, status=status)
         runs: list[Any] = []
         token = None
         while True:
@@ -318,7 +324,7 @@ class Tracker:
                 return runs
 
     def runs_with_status(self, status: str, *, role: str = "trial") -> list[Any]:
-        return self.search_runs(f"tags.`{ROLE}` = '{role}' and attributes.status = '{status}'")
+        return self.search_runs({ROLE: role}, status=status)
 
     def log_model(
         self,
@@ -405,6 +411,29 @@ class Tracker:
         return [e.path for e in entries if not e.is_dir]
 
 
+def runs_filter(tags: dict[str, str], *, status: str | None = None) -> str:
+    """An MLflow search filter matching every tag value exactly (and the run status), safely quoted."""
+    parts = [f"tags.`{_key(key)}` = {_quoted(value)}" for key, value in tags.items()]
+    if status is not None:
+        parts.append(f"attributes.status = {_quoted(status)}")
+    return " and ".join(parts)
+
+
+def _key(key: str) -> str:
+    if "`" in key:
+        raise ValueError(f"a tag key with a backtick cannot be searched: {key!r}")
+    return key
+
+
+def _quoted(value: str) -> str:
+    """A string literal of MLflow's filter syntax: single quotes, or double quotes around a value with an apostrophe."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"a value with both kinds of quotes cannot be searched in MLflow: {value!r}")
+
+
 def absolute_sqlite_uri(uri: str) -> str:
     """Pin a relative sqlite:/// URI to the current folder: MLflow caches stores per URI string, so a
     relative path would keep pointing at whichever folder the process was in when it first opened it."""
@@ -433,18 +462,30 @@ def _brief(error: Exception) -> str:
 
 
 def _open_client(tracking_uri: str) -> MlflowClient:
-    """A client on a database opens it at once and creates MLflow's tables. On PostgreSQL: create the
-    database if missing and fail fast when it is unreachable (MLflow itself retries for ~100 s), and
-    let one worker at a time initialize it (workers starting together on a fresh database race otherwise)."""
+    """A client on a database opens it at once and creates MLflow's tables: once, one process at a time
+    and crash-safe (:mod:`hpo.databases`). On PostgreSQL the database is created if missing, and an
+    unreachable server fails fast (MLflow itself retries for ~100 s)."""
     import sqlalchemy
 
-    ensure_database(tracking_uri, field="tracking_uri")
+    if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "file"):
+        return MlflowClient(tracking_uri=tracking_uri)
     try:
-        with database_init_lock(tracking_uri, "mlflow"):
+        with prepared_database(tracking_uri, MLFLOW, build_mlflow_schema, field="tracking_uri"):
             return MlflowClient(tracking_uri=tracking_uri)
     except sqlalchemy.exc.OperationalError as exc:
-        first = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
-        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first[0] if first else exc.__class__.__name__}") from None
+        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first_line(exc)}") from None
+
+
+def build_mlflow_schema(url: str) -> None:
+    """MLflow's tables at their newest revision, as its own store creates them on an empty database."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
 
 
 def _param_text(value: Any) -> str:

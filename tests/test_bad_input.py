@@ -49,7 +49,75 @@ def _headerless_csv(folder: Path) -> None:
     (folder / "wrong-columns.csv").write_text("a,b\n1,2\n")
 
 
+def _text_file(name: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).write_text("not a database, just words\n")
+
+    return setup
+
+
+def _sqlite_with_tables(name: str, *tables: str) -> Callable[[Path], None]:
+    """A SQLite file holding these (empty) tables: another application's, or MLflow's look-alike."""
+
+    def setup(folder: Path) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(folder / name)
+        for table in tables:
+            conn.execute(f"CREATE TABLE {table} (id INTEGER)")
+        conn.commit()
+        conn.close()
+
+    return setup
+
+
+def _csv(name: str, rows: int = 20, *, cell: str | None = None) -> Callable[[Path], None]:
+    """A Boston-style CSV with `rows` data rows; `cell` replaces the first CRIM value."""
+
+    def setup(folder: Path) -> None:
+        header = "CRIM,ZN,INDUS,CHAS,NOX,RM,AGE,DIS,RAD,TAX,PTRATIO,B,LSTAT,MEDV"
+        lines = [header] + [",".join(str((r * 7 + c) % 13 + 1) for c in range(14)) for r in range(rows)]
+        if cell is not None and rows:
+            lines[1] = cell + lines[1][lines[1].index(","):]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+    return setup
+
+
+def _gzip_csv(folder: Path) -> None:
+    import gzip
+
+    _csv("plain.csv")(folder)
+    (folder / "real.csv.gz").write_bytes(gzip.compress((folder / "plain.csv").read_bytes()))
+    (folder / "plain.csv").unlink()
+
+
+def _zip_csv(folder: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(folder / "data.zip", "w") as archive:
+        archive.writestr("data.csv", "CRIM,ZN\n1,2\n")
+
+
+def _folder(name: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).mkdir()
+
+
+def _grid(**params: Any) -> dict[str, Any]:
+    study = tiny_boston(sampler={"type": "grid"}, fixed={})
+    study["params"] = params
+    return study
+
+
+def _fixed(**fixed: Any) -> dict[str, Any]:
+    """tiny_boston with these fixed values, taken out of its search space."""
+    study = tiny_boston(fixed={"epochs": 1, **fixed})
+    study["params"] = {k: v for k, v in study["params"].items() if k not in fixed}
+    return study
+
+
 GOOD_LR = {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}
+CIFAR = {"name": "cifar-x", "objective": "cifar10", "params": {"lr": GOOD_LR}, "fixed": {"model": "cnn", "epochs": 1}}
 
 CASES = [
     BadInput("yaml-syntax", "name: t\n  objective: boston\n", ("study.yaml:2:12:", "malformed YAML", "mapping values are not allowed")),
@@ -151,6 +219,78 @@ CASES = [
     ),
     BadInput("tracking-malformed", tiny_boston(tracking_uri="htp://mlflow:5000"), ("tracking_uri:", "'htp://mlflow:5000'", "http(s)://host:port")),
     BadInput("tracking-env-malformed", tiny_boston(), ("MLFLOW_TRACKING_URI:", "'http://'", "host is missing"), env={"MLFLOW_TRACKING_URI": "http://"}),
+    # -- issue 16: each case, and other members of its class --------------------------------------
+    # E: a database that vanishes when hpo exits
+    BadInput("E-storage-in-memory", tiny_boston(), ("--storage:", "in-memory database", "sqlite:///hpo.db"), args=("--storage", "sqlite:///")),
+    BadInput("E-storage-memory-name", tiny_boston(), ("--storage:", "in-memory"), args=("--storage", "sqlite:///:memory:")),
+    BadInput("E-tracking-in-memory", tiny_boston(tracking_uri="sqlite://"), ("study.yaml: tracking_uri:", "in-memory")),
+    # P: malformed database URLs are bad input, with the right form
+    BadInput("P-sqlite-two-slashes", tiny_boston(), ("--storage:", "'sqlite://hpo.db'", "three slashes", "sqlite:///hpo.db"), args=("--storage", "sqlite://hpo.db")),
+    BadInput("P-port-out-of-range", tiny_boston(), ("--storage:", "port must be 1-65535"), args=("--storage", "postgresql://hpo@db.example:99999/hpo")),
+    BadInput("P-unknown-driver", tiny_boston(), ("--storage:", "unknown database driver"), args=("--storage", "postgresql+nosuchdriver://hpo@db/hpo")),
+    BadInput("P-http-port-not-a-number", tiny_boston(), ("--tracking-uri:", "port must be a number"), args=("--tracking-uri", "http://mlflow:port/")),
+    # I: MLflow's file store, however it is spelled
+    BadInput("I-file-store", tiny_boston(), ("--tracking-uri:", "file store", "maintenance mode", "sqlite:///mlflow.db", "hpo server"), args=("--tracking-uri", "file:///tmp/h16-mlruns")),
+    BadInput("I-bare-folder-from-env", tiny_boston(), ("MLFLOW_TRACKING_URI:", "file store"), env={"MLFLOW_TRACKING_URI": "./mlruns"}),
+    # H: files that are not hpo's
+    BadInput("H-text-file-as-storage", tiny_boston(), ("storage:", "hpo.db is not a SQLite database"), setup=_text_file("hpo.db")),
+    BadInput("H-text-file-as-tracking", tiny_boston(), ("tracking_uri:", "mlflow.db is not a SQLite database"), setup=_text_file("mlflow.db")),
+    BadInput("H-mlflow-store-as-storage", tiny_boston(), ("--storage:", "holds MLflow's tables, not Optuna's"), args=("--storage", "sqlite:///other.db"), setup=_sqlite_with_tables("other.db", "experiments", "runs", "metrics", "alembic_version")),
+    BadInput("H-optuna-storage-as-tracking", tiny_boston(), ("--tracking-uri:", "holds Optuna's tables, not MLflow's"), args=("--tracking-uri", "sqlite:///other.db"), setup=_sqlite_with_tables("other.db", "studies", "trials", "version_info")),
+    BadInput("H-foreign-application", tiny_boston(), ("--storage:", "another application's tables (invoices, users)"), args=("--storage", "sqlite:///app.db"), setup=_sqlite_with_tables("app.db", "users", "invoices")),
+    BadInput("H-one-file-for-both", tiny_boston(), ("the same database", "sqlite:///both.db"), args=("--storage", "sqlite:///both.db", "--tracking-uri", "sqlite:///both.db")),
+    BadInput("H-a-folder-as-storage", tiny_boston(), ("--storage:", "is a folder"), args=("--storage", "sqlite:///adir"), setup=_folder("adir")),
+    # G: data files that are unreadable in every way
+    BadInput("G-data-path-folder", tiny_boston(data={"path": "adir"}), ("data.path:", "adir is a folder"), setup=_folder("adir")),
+    BadInput("G-csv-gz-not-gzip", tiny_boston(data={"path": "fake.csv.gz"}), ("data.path:", "fake.csv.gz", "lacks columns"), setup=_text_file("fake.csv.gz")),
+    BadInput("G-real-gzip", tiny_boston(data={"path": "real.csv.gz"}), ("data.path:", "real.csv.gz is a gzip archive", "plain CSV"), setup=_gzip_csv),
+    BadInput("G-zip", tiny_boston(data={"path": "data.zip"}), ("data.path:", "data.zip is a zip archive"), setup=_zip_csv),
+    BadInput("G-url", tiny_boston(data={"path": "http://127.0.0.1:9/boston.csv"}), ("data.path:", "is a URL", "local CSV")),
+    BadInput("G-device", tiny_boston(data={"path": "/dev/zero"}), ("data.path:", "/dev/zero is not a regular file")),
+    BadInput("G-two-rows", tiny_boston(data={"path": "two.csv"}), ("data.path:", "two.csv has 2 data row(s)", "at least 2 needed"), setup=_csv("two.csv", rows=2)),
+    BadInput("G-header-only", tiny_boston(data={"path": "header.csv"}), ("data.path:", "header.csv has 0 data row(s)"), setup=_csv("header.csv", rows=0)),
+    BadInput("G-inf-cell", tiny_boston(data={"path": "inf.csv"}), ("data.path:", "inf.csv has the value inf in column CRIM, data row 1", "finite numbers"), setup=_csv("inf.csv", cell="inf")),
+    BadInput("G-too-large-for-float32", tiny_boston(data={"path": "huge.csv"}), ("data.path:", "1e+39", "column CRIM"), setup=_csv("huge.csv", cell="1e39")),
+    BadInput("G-every-feature-dropped", tiny_boston(data={"drop_features": ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]}), ("data.drop_features:", "drops every feature")),
+    # M: every environment variable hpo reads, checked and named
+    BadInput("M-log-level", tiny_boston(), ("HPO_LOG_LEVEL:", "'bogus'", "accepted: debug, info"), env={"HPO_LOG_LEVEL": "bogus"}),
+    BadInput("M-threads", tiny_boston(), ("HPO_THREADS:", "'abc'", "an integer in [1, 4096]"), env={"HPO_THREADS": "abc"}),
+    BadInput("M-tracking-retries", tiny_boston(), ("HPO_TRACKING_RETRIES:", "'abc'", "an integer in [0, 100]"), env={"HPO_TRACKING_RETRIES": "abc"}),
+    BadInput("M-tracking-backoff", tiny_boston(), ("HPO_TRACKING_BACKOFF:", "'-1'", "a number in [0, 600]"), env={"HPO_TRACKING_BACKOFF": "-1"}),
+    BadInput("M-tracking-backoff-nan", tiny_boston(), ("HPO_TRACKING_BACKOFF:", "'nan'"), env={"HPO_TRACKING_BACKOFF": "nan"}),
+    BadInput("M-progress", tiny_boston(), ("HPO_PROGRESS:", "'fancy'", "plain, rich or none"), env={"HPO_PROGRESS": "fancy"}),
+    BadInput("M-sqlite-wal", tiny_boston(), ("HPO_SQLITE_WAL:", "'yes'", "1 or 0"), env={"HPO_SQLITE_WAL": "yes"}),
+    BadInput("M-data-dir-is-a-file", tiny_boston(), ("HPO_DATA_DIR:", "a folder"), env={"HPO_DATA_DIR": "/etc/hostname"}),
+    BadInput("M-cifar10-url", tiny_boston(), ("HPO_CIFAR10_URL:", "'ftp://x/y'", "http(s)://"), env={"HPO_CIFAR10_URL": "ftp://x/y"}),
+    # N: values that pass the type check but could only fail inside a trial
+    BadInput("N-batch-norm-batch-of-one", tiny_boston(fixed={"epochs": 1, "batch_size": 1, "batch_norm": True}), ("fixed.batch_size:", "batch_size 1 cannot train with batch norm", "batch_size >= 2")),
+    BadInput("N-batch-norm-choice-and-range", {**_params(batch_norm={"type": "categorical", "choices": [False, True]}, batch_size={"type": "int", "low": 1, "high": 8}), "fixed": {"epochs": 1}}, ("params.batch_size:", "batch_size 1")),
+    BadInput("N-split-seed-negative", tiny_boston(data={"split_seed": -5}), ("data.split_seed:", "in [0, 4294967295]", "-5")),
+    BadInput("N-seed-too-large", tiny_boston(seed=2**40), ("seed:", "in [0, 4294967295]")),
+    BadInput("N-lr-near-max-float", _fixed(lr=1e308), ("fixed.lr:", "not a number in (0, 1000000]")),
+    BadInput("N-lr-range-too-high", _params(lr={"type": "float", "low": 1e-3, "high": 1e300, "log": True}), ("params.lr.high:", "(0, 1000000]")),
+    BadInput("N-width-huge", _fixed(width=99999999999999999999999), ("fixed.width:", "an integer in [1, 65536]")),
+    BadInput("N-hidden-layers-huge", {**_params(hidden_layers={"type": "int", "low": 1, "high": 10**9}), "fixed": {"epochs": 1}}, ("params.hidden_layers.high:", "[0, 1000]")),
+    BadInput("N-heartbeat-huge", tiny_boston(execution={"heartbeat_interval": 10**20}), ("execution.heartbeat_interval:", "in [1, 86400]")),
+    BadInput("N-jitter-above-one", {**CIFAR, "fixed": {**CIFAR["fixed"], "augment_jitter": 1.5}}, ("fixed.augment_jitter:", "a number in [0, 1]")),
+    BadInput("N-backbone-batch-of-one", {**CIFAR, "fixed": {"model": "resnet18", "epochs": 1, "batch_size": 1}}, ("fixed.batch_size:", "torchvision backbone")),
+    # pruner and sampler arguments of the wrong type name the argument and the type
+    BadInput("pruner-argument-type", tiny_boston(pruner={"type": "median", "n_warmup_steps": "many"}), ("pruner.n_warmup_steps:", "MedianPruner takes an integer", "'many'")),
+    BadInput("sampler-argument-type-string-number", tiny_boston(sampler={"type": "tpe", "n_startup_trials": "5"}), ("sampler.n_startup_trials:", "TPESampler takes an integer", "'5'")),
+    BadInput("wrapped-pruner-argument-type", tiny_boston(pruner={"type": "patient", "patience": 2, "wrapped": {"type": "median", "n_startup_trials": 1.5}}), ("pruner.wrapped.n_startup_trials:", "an integer", "1.5")),
+    BadInput("sampler-argument-function", tiny_boston(sampler={"type": "tpe", "gamma": 0.25}), ("sampler.gamma:", "a Python function")),
+    # J: grids are counted before they are built
+    BadInput("J-float-grid-step", _grid(lr={"type": "float", "low": 1e-4, "high": 1.0, "step": 1e-10}), ("sampler.type:", "9,999,000,001 points", "100,000")),
+    BadInput(
+        "J-product-of-ranges",
+        _grid(**{n: {"type": "int", "low": 1, "high": 100} for n in ("width", "hidden_layers", "epochs")}, batch_size={"type": "int", "low": 2, "high": 101}, lr={"type": "float", "low": 0.01, "high": 1.0, "step": 0.01}),
+        ("sampler.type:", "10,000,000,000 points"),
+    ),
+    BadInput("J-choices-times-range", _grid(optimizer={"type": "categorical", "choices": ["sgd", "adam"]}, batch_size={"type": "int", "low": 2, "high": 100_001}), ("sampler.type:", "200,000 points")),
+    # study files too big or too deep to parse safely
+    BadInput("file-too-many-values", "name: t\nobjective: boston\nfixed: {epochs: [" + ",".join(["1"] * 60_000) + "]}\n", ("study.yaml:", "at most 50,000")),
+    BadInput("file-too-large", "name: t\nobjective: boston\n# " + "x" * 1_100_000 + "\n", ("study.yaml:", "at most 1,000,000")),
+    BadInput("file-nested-too-deep", "name: t\nobjective: boston\nfixed: " + "[" * 40 + "]" * 40 + "\n", ("study.yaml:", "nested more than 32 levels")),
 ]
 
 

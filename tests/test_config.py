@@ -73,7 +73,7 @@ def test_fixed_values_and_ranges_are_checked_against_the_hyperparameter() -> Non
     assert "params.epochs.type: epochs takes an integer >= 1; use type: int" in _error(
         {**base, "params": {"epochs": {"type": "float", "low": 1, "high": 5}}}
     )
-    assert "params.lr.low: 0.0 is not a number > 0" in _error({**base, "params": {"lr": {"type": "float", "low": 0.0, "high": 1}}})
+    assert "params.lr.low: 0.0 is not a number in (0, 1000000]" in _error({**base, "params": {"lr": {"type": "float", "low": 0.0, "high": 1}}})
     # An integral float is an integer; an int range is a valid float range.
     config = parse_study({**base, "fixed": {"epochs": 10.0}, "params": {"lr": {"type": "int", "low": 1, "high": 2}}})
     assert config.fixed["epochs"] == 10.0

@@ -68,6 +68,18 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(shared_mlflo
     assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     assert_closed_and_requeued(storage, shared_mlflow_server, name, trial.number, "SIGINT")
+    # The study's parent run is not left RUNNING until the next run: it ends KILLED (issue 16, O).
+    client = MlflowClient(shared_mlflow_server)
+    parent_id = optuna.load_study(study_name=name, storage=storage).user_attrs["hpo.mlflow_parent_run_id"]
+    assert client.get_run(parent_id).info.status == "KILLED"
+    # A parent left RUNNING by a killed worker is closed by `hpo reconcile` (KILLED: a trial still waits).
+    client.update_run(parent_id, status="RUNNING")
+    reconciled = subprocess.run(
+        [sys.executable, "-m", "hpo", "reconcile", name, "--storage", storage, "--tracking-uri", shared_mlflow_server], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert "parent run closed: KILLED" in reconciled.stdout
+    assert client.get_run(parent_id).info.status == "KILLED"
 
 
 @pytest.mark.slow

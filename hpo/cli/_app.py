@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import threading
 import traceback
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from hpo.errors import HpoError
-from hpo.settings import redact
+from hpo.settings import check_environment, env_setting, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +25,15 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _before_every_command() -> None:
+    # every environment variable hpo reads is checked before any command runs (a one-line error, exit 2)
+    try:
+        check_environment()
+    except HpoError as exc:
+        raise fail(str(exc), exc.exit_code) from None
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -63,7 +71,10 @@ def command(group: typer.Typer = app, name: str | None = None, **kwargs: Any) ->
 
 def configure_logging() -> None:
     _redact_logs_and_tracebacks()
-    level = os.environ.get("HPO_LOG_LEVEL", "WARNING").upper()
+    try:
+        level = str(env_setting("HPO_LOG_LEVEL")).upper()
+    except HpoError:  # reported by the command (check_environment), with the accepted values
+        level = "WARNING"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Optuna and MLflow are chatty at INFO: hpo reports progress itself.
     import optuna

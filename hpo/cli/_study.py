@@ -17,14 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo.cli._app import app, command
-from hpo.config import StudyConfig, load_study, study_to_yaml
+from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
 from hpo.errors import HpoError, UsageError
 from hpo.settings import Settings, check_writable, redact, resolve_settings
 
 StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
 TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
-BUDGET_ATTR = "hpo.budget"
 
 
 def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None, *, source: Path | None = None) -> Settings:
@@ -40,6 +39,7 @@ def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None
 def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
     run before anything is created; errors about the file's fields name the file."""
+    from hpo.databases import check_stores
     from hpo.objectives import PREFLIGHT
     from hpo.samplers import build_pruner, build_sampler
 
@@ -50,6 +50,7 @@ def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
     check_writable(settings)
+    check_stores(settings)
 
 
 @command(app, "run")
@@ -64,8 +65,10 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Create or resume the study and run trials until the global budget is met."""
-    if study_name and len(study_files) > 1:
+    if study_name is not None and len(study_files) > 1:
         raise UsageError("--study-name: can only be used with a single study file")
+    if study_name is not None:
+        check_study_name(study_name, field="--study-name")
     configs = [load_study(path) for path in study_files]  # every file is checked before any runs
     settings = [_settings(c, storage, tracking_uri, source=path) for path, c in zip(study_files, configs)]
     for path, config, setting in zip(study_files, configs, settings):
@@ -103,22 +106,27 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
     from optuna.trial import TrialState
 
     from hpo.progress import make_progress
-    from hpo.runner import StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     started = time.monotonic()
     budget = _budget(config, n_trials, timeout)
     progress = make_progress(quiet=quiet or workers > 1)
-    runner = StudyRunner(config, settings, study_name=study_name, progress=progress)
+    runner = StudyRunner(config, settings, study_name=study_name, progress=progress, source=str(path))
     runner.study.set_user_attr(BUDGET_ATTR, budget)
-    before = {t.number for t in runner.study.get_trials(deepcopy=False)}
+    # Trials finished before this run; a re-queued trial waiting from an interrupted run is this run's to finish.
+    before = {t.number for t in runner.study.get_trials(deepcopy=False) if t.state.is_finished()}
     codes: list[int] = []
-    if workers <= 1:
-        runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
-    else:
-        codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    try:
+        if workers <= 1:
+            runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
+        else:
+            codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
+    except BaseException as exc:
+        runner.close_study_run(stopped_by=exc)
+        raise
     # Counted from the study, so that trials run by spawned workers are included.
     trials = runner.study.get_trials(deepcopy=False)
-    new = [t for t in trials if t.number not in before]
+    new = [t for t in trials if t.state.is_finished() and t.number not in before]
     counts = {name: sum(1 for t in new if t.state == state) for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL))}
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     best = runner._best_text()
@@ -128,8 +136,8 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
             f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}",
             err=True,
         )
-    runner.close_study_run()
     bad = [c for c in codes if c != 0]
+    runner.close_study_run(stopped_by=HpoError("workers failed") if bad else None)
     if bad:
         raise HpoError(f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above")
     return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total, "seconds": time.monotonic() - started}
@@ -183,12 +191,12 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
-    from hpo.runner import StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
     _check_study(study_file, config, settings)
-    runner = StudyRunner(config, settings, study_name=study_name)
+    runner = StudyRunner(config, settings, study_name=study_name, source=str(study_file))
     budget = _budget(config, n_trials, timeout)
     stored = runner.study.user_attrs.get(BUDGET_ATTR) or {}
     running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
@@ -213,17 +221,17 @@ def worker(
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
     from hpo.progress import make_progress
-    from hpo.runner import StudyRunner, stored_config
+    from hpo.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
-    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False)
-    stored = stored_config(runner.study)
-    if stored.model_dump(exclude={"storage", "tracking_uri"}) != config.model_dump(exclude={"storage", "tracking_uri"}):
-        typer.echo(f"hpo: warning: {study_file} differs from the config study {runner.study_name!r} was started with; the stored one is used", err=True)
-        runner = StudyRunner(stored, settings, study_name=runner.study_name, progress=make_progress(quiet=quiet), create=False)
-    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": stored.n_trials, "timeout": stored.timeout}
-    runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False, source=str(study_file))
+    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": runner.config.n_trials, "timeout": runner.config.timeout}
+    try:
+        runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+    except BaseException as exc:
+        runner.close_study_run(stopped_by=exc)
+        raise
     runner.close_study_run()
 
 
@@ -257,7 +265,7 @@ def status(
 
     if study is None:
         settings = resolve_settings(storage_flag=storage)
-        frame = results.study_summaries(settings.storage)
+        frame = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
         frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
     records = _records(frame)
@@ -298,14 +306,15 @@ def reconcile_command(
     from hpo import results
     from hpo.reconcile import reconcile
     from hpo.runner import stored_config
-    from hpo.storage import open_storage
     from hpo.tracking import Tracker
 
     ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     loaded = results.load(ref)
     config = stored_config(loaded)
     heartbeat = config.execution
-    storage_obj = open_storage(ref.settings.storage, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry)
+    storage_obj = results.open_existing(
+        ref.settings.storage, field=ref.settings.storage_field, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry
+    )
     import optuna
 
     loaded = optuna.load_study(study_name=ref.name, storage=storage_obj)

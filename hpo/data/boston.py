@@ -7,6 +7,9 @@ target is standardized too for training, and metrics are reported back in k$.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,33 +39,103 @@ class BostonData:
     x_std: np.ndarray
 
 
-def read_frame(path: str | Path | None = None) -> pd.DataFrame:
-    """The CSV shipped in the package, or the one at `path` (same columns)."""
+SHIPPED = "boston_house_prices.csv"
+MAX_BYTES = 256 * 1024 * 1024  # a Boston-style CSV is a few kilobytes; anything this big is the wrong file
+MIN_TRAIN_ROWS = 2
+# Leading bytes of archives pandas would try to open by the file's name (and fail with a traceback).
+_ARCHIVES = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf": "7z"}
+
+
+def _name(path: str | Path | None) -> str:
+    return SHIPPED if path is None else str(path)
+
+
+def read_bytes(path: str | Path | None = None) -> bytes:
+    """The CSV's bytes: the shipped file, or a local file at `path`. Anything else is a one-line UsageError."""
+    if path is None:
+        return resources.files("hpo.data").joinpath(SHIPPED).read_bytes()
+    text = str(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise UsageError(f"data.path: {text} is a URL; hpo reads a local CSV file (download it first)")
+    file = Path(text).expanduser()
+    if not text.strip() or not file.exists():
+        raise UsageError(f"data.path: file not found: {text}")
+    if file.is_dir():
+        raise UsageError(f"data.path: {text} is a folder; expected a CSV file")
+    if not file.is_file():
+        raise UsageError(f"data.path: {text} is not a regular file (a device or a pipe); expected a CSV file")
+    if file.stat().st_size > MAX_BYTES:
+        raise UsageError(f"data.path: {text} is {file.stat().st_size / 2**20:.0f} MB; a Boston-style CSV is a few kilobytes (at most {MAX_BYTES // 2**20} MB)")
     try:
-        if path is None:
-            with resources.files("hpo.data").joinpath("boston_house_prices.csv").open("rb") as fh:
-                frame = pd.read_csv(fh)
-        else:
-            frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UsageError(f"data.path: file not found: {path}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"data.path: {path} is not a readable CSV ({exc.__class__.__name__})") from None
+        return file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"data.path: cannot read {text} ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def read_frame(path: str | Path | None = None) -> pd.DataFrame:
+    """The CSV shipped in the package, or the one at `path` (same columns): numeric, finite, float32-sized."""
+    raw = read_bytes(path)
+    name = _name(path)
+    for magic, kind in _ARCHIVES.items():
+        if raw.startswith(magic):
+            raise UsageError(f"data.path: {name} is a {kind} archive; give hpo the plain CSV file")
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"data.path: {name} is not a readable CSV ({exc.__class__.__name__})") from None
     missing = [c for c in (*BOSTON_FEATURES, TARGET) if c not in frame.columns]
     if missing:
-        raise UsageError(f"data.path: {path or 'boston_house_prices.csv'} lacks columns {', '.join(missing)}")
+        raise UsageError(f"data.path: {name} lacks columns {', '.join(missing)}")
     numeric = frame[[*BOSTON_FEATURES, TARGET]].apply(pd.to_numeric, errors="coerce")
     if numeric.isna().any().any():
-        raise UsageError(f"data.path: {path or 'boston_house_prices.csv'} has empty or non-numeric values")
+        raise UsageError(f"data.path: {name} has empty or non-numeric values (column {_first_bad(numeric.isna())})")
+    values = numeric.to_numpy(np.float64)
+    too_big = ~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max)
+    if too_big.any():
+        row, col = np.argwhere(too_big)[0]
+        raise UsageError(f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers")
     return numeric
+
+
+def _first_bad(mask: pd.DataFrame) -> str:
+    column = mask.any().idxmax()
+    return f"{column}, data row {int(mask[column].to_numpy().argmax()) + 1}"
+
+
+def check(config: DataConfig) -> None:
+    """Everything about the data that can only fail once a trial reads it: readable, enough rows, some features."""
+    if not _features(config):
+        raise UsageError(f"data.drop_features: drops every feature; keep at least one of {', '.join(BOSTON_FEATURES)}")
+    n = len(read_frame(config.path))
+    train, val, test = _split_indices(n, config)
+    train = _subset(train, config)
+    if len(train) < MIN_TRAIN_ROWS or len(val) < 1 or len(test) < 1:
+        raise UsageError(
+            f"data.path: {_name(config.path)} has {n} data row(s); the test ({len(test)}) and validation ({len(val)}) rows "
+            f"leave {max(len(train), 0)} to train on (at least {MIN_TRAIN_ROWS} needed, and 1 each to validate and test)"
+        )
+
+
+def fingerprint(config: DataConfig) -> str:
+    """The CSV's bytes and the columns a study uses, hashed: a study records it, `hpo evaluate` compares."""
+    digest = hashlib.sha256(read_bytes(config.path))
+    digest.update(",".join([*_features(config), TARGET]).encode())
+    return f"{_name(config.path)} sha256:{digest.hexdigest()[:16]}"
 
 
 def _split_indices(n: int, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded permutation: the first test_fraction rows are test, the next val_fraction validation."""
     order = np.random.default_rng(config.split_seed).permutation(n)
-    n_test = max(1, round(n * config.test_fraction))
-    n_val = max(1, round(n * config.val_fraction))
+    n_test = min(n, max(1, round(n * config.test_fraction)))
+    n_val = min(n - n_test, max(1, round(n * config.val_fraction)))
     return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
+
+
+def _subset(train_idx: np.ndarray, config: DataConfig) -> np.ndarray:
+    """The first `subset` share of the training rows (at least two)."""
+    if config.subset < 1.0:
+        return train_idx[: max(MIN_TRAIN_ROWS, round(len(train_idx) * config.subset))]
+    return train_idx
 
 
 def _features(config: DataConfig) -> list[str]:
@@ -73,15 +146,14 @@ def load(config: DataConfig) -> BostonData:
     """Training and validation rows (never the test rows), scaled with training statistics."""
     frame = read_frame(config.path)
     train_idx, val_idx, _ = _split_indices(len(frame), config)
-    if config.subset < 1.0:
-        keep = max(2, round(len(train_idx) * config.subset))
-        train_idx = train_idx[:keep]
+    train_idx = _subset(train_idx, config)
     features = _features(config)
     x = frame[features].to_numpy(np.float32)
     y = frame[TARGET].to_numpy(np.float32)
-    mean = x[train_idx].mean(axis=0)
-    std = x[train_idx].std(axis=0)
-    std[std == 0] = 1.0
+    # statistics in float64: float32 sums of squares overflow for large (but float32-sized) values
+    mean = x[train_idx].astype(np.float64).mean(axis=0).astype(np.float32)
+    std = x[train_idx].astype(np.float64).std(axis=0).astype(np.float32)
+    std[~(std > 0) | ~np.isfinite(std)] = 1.0
     scale = lambda rows: Split(((x[rows] - mean) / std).astype(np.float32), y[rows])  # noqa: E731
     return BostonData(train=scale(train_idx), val=scale(val_idx), features=features, x_mean=mean, x_std=std)
 

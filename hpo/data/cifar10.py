@@ -33,7 +33,7 @@ import torch
 from hpo.config import DataConfig
 from hpo.data._test_guard import record_test_read
 from hpo.errors import HpoError, UsageError
-from hpo.settings import data_dir
+from hpo.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
 
 NAME = "cifar10"
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -97,6 +97,13 @@ def read_manifest() -> dict[str, Any] | None:
     except (ValueError, OSError) as exc:
         raise CorruptCache(f"{path}: the cache manifest is unreadable ({exc}); {IMPORT_HINT} again") from None
     return manifest
+
+
+def fingerprint() -> str:
+    """The cache's identity: the checksums it already verifies, combined (a re-import of other data changes it)."""
+    manifest = require_cached()
+    digest = hashlib.sha256("".join(f"{name}={entry['sha256']};" for name, entry in sorted(manifest["files"].items())).encode())
+    return f"{cache_dir()} sha256:{digest.hexdigest()[:16]}"
 
 
 def require_cached() -> dict[str, Any]:
@@ -187,6 +194,8 @@ def load(config: DataConfig) -> Cifar10Data:
     train_idx, val_idx = split_indices(full.labels.numpy(), val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed)
     if len(val_idx) == 0:
         raise UsageError(f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(full)} cached training images")
+    if len(train_idx) < 2:  # a batch of one breaks batch norm, and one image teaches nothing
+        raise UsageError(f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(full)}; at least 2 are needed")
     images, labels = full.images.numpy(), full.labels.numpy()
     take = lambda idx: Split(torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))  # noqa: E731 - numpy gathers rows faster
     return Cifar10Data(train=take(train_idx), val=take(val_idx))
@@ -212,6 +221,7 @@ def import_dataset(source: str | Path, *, progress: ProgressFn | None = None) ->
     """Decode `source` once and write the checksummed cache; the old cache is replaced only on success."""
     started = time.perf_counter()
     source = Path(source).expanduser()
+    check_data_dir()
     if not source.exists():
         raise UsageError(f"{source}: no such file or folder; accepted: {_ACCEPTED}")
     try:
@@ -440,12 +450,20 @@ def _sha256(path: Path) -> str:
 
 
 # -- fetch ----------------------------------------------------------------------------------------
+def check_data_dir() -> None:
+    """Refuse a data folder that cannot be written, before a long download or decode starts."""
+    problem = write_problem(data_dir(), is_folder=True)
+    if problem:
+        raise UsageError(f"{DATA_DIR_ENV}: cannot write {data_dir()}: {problem}; set {DATA_DIR_ENV} to a folder you can write to")
+
+
 def fetch(*, progress: ProgressFn | None = None) -> ImportSummary:
     """torchvision's official download of cifar-10-python.tar.gz (MD5-checked), then import it."""
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_url
 
-    url = os.environ.get(URL_ENV) or CIFAR10.url
+    url = env_setting(URL_ENV) or CIFAR10.url
+    check_data_dir()
     data_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".cifar10-download-", dir=data_dir()) as folder:
         try:

@@ -41,7 +41,7 @@ from hpo.evaluation._metrics import confusion_matrix, is_classification, score, 
 from hpo.evaluation._retrain import retrain, retrain_seeds
 from hpo.objectives import MODULES
 from hpo.results import StudyRef, best_trials, load
-from hpo.runner import PARENT_RUN_ATTR, SEED_ATTR, stored_config, trial_seed
+from hpo.runner import PARENT_RUN_ATTR, SEED_ATTR, check_data_unchanged, stored_config, trial_seed
 from hpo.tracking import Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
 from hpo.training.loop import predict
@@ -106,7 +106,7 @@ def find_evaluations(tracker: Tracker, study_name: str) -> list[Any]:
     runs = []
     for role in EVALUATED_ROLES:
         runs.extend(
-            tracker.search_runs(f"tags.`hpo.role` = '{role}' and tags.`optuna.study_name` = '{study_name}' and attributes.status = 'FINISHED'")
+            tracker.search_runs({"hpo.role": role, "optuna.study_name": study_name}, status="FINISHED")
         )
     return [r for r in runs if r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
@@ -172,6 +172,7 @@ def evaluate(
     config = stored_config(study)
     if config.objective not in MODULES:
         raise UsageError(f"objective: {config.objective!r} has no evaluation module; known: {', '.join(MODULES)}")
+    check_data_unchanged(study, config)  # the test split of other data would score other rows
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if not parent:
         raise HpoError(f"study {study.study_name!r} has no MLflow parent run (tracking was down while it ran); run `hpo reconcile` first")

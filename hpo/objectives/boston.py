@@ -82,8 +82,13 @@ def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> t
 
 
 def preflight(config: StudyConfig) -> None:
-    """Fail before anything is written if the CSV is missing or unreadable."""
-    boston_data.read_frame(config.data.path)
+    """Fail before anything is written if the CSV is missing, unreadable or too small to split."""
+    boston_data.check(config.data)
+
+
+def data_fingerprint(config: StudyConfig) -> str:
+    """What the study's trials were scored on, stored with the study: `hpo evaluate` refuses other data."""
+    return boston_data.fingerprint(config.data)
 
 
 def objective(ctx: TrialContext) -> TrialOutcome:

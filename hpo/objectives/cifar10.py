@@ -120,6 +120,11 @@ def preflight(config: StudyConfig) -> None:
             raise UsageError(f"backbone_weights: file not found: {value} (a local state dict; hub downloads are not used)")
 
 
+def data_fingerprint(config: StudyConfig) -> str:
+    """What the study's trials were scored on, stored with the study: `hpo evaluate` refuses other data."""
+    return cifar10_data.fingerprint()
+
+
 def _possible_values(config: StudyConfig, name: str) -> list[Any]:
     if name in config.fixed:
         return [config.fixed[name]]

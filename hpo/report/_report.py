@@ -8,7 +8,6 @@ a validation image stands in.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -35,6 +34,7 @@ from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E40
 from hpo.objectives import MODULES  # noqa: E402
 from hpo.report._curves import CURVE_KEYS, Curves, learning_curves_figure, read_curves  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
+from hpo.settings import write_problem  # noqa: E402
 from hpo.results import StudyRef, best_trials, load  # noqa: E402
 from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config  # noqa: E402
 from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
@@ -55,23 +55,18 @@ class ReportResult:
 
 def check_writable(out: Path, *, option: str = "--out") -> None:
     """Refuse an output folder that cannot be created or written, before any work is done."""
-    if out.exists():
-        if not out.is_dir():
-            raise UsageError(f"{option}: {out} exists and is not a folder")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise UsageError(f"{option}: {out} is not writable")
-        return
-    ancestor = out.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{option}: cannot create {out} ({ancestor} is not a writable folder)")
+    problem = write_problem(out, is_folder=True)
+    if problem:
+        raise UsageError(f"{option}: cannot write the folder {out}: {problem}; choose a folder you can write to")
 
 
-def publish(staging: Path, out: Path) -> None:
+def publish(staging: Path, out: Path, *, option: str = "--out") -> None:
     """Copy a finished staging folder into `out` (so a failure never leaves a half-written report)."""
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(staging, out, dirs_exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging, out, dirs_exist_ok=True)
+    except OSError as exc:  # the folder changed since it was checked (or a disk filled up)
+        raise UsageError(f"{option}: cannot write {out} ({exc.strerror or exc.__class__.__name__})") from None
 
 
 def save_pyplot(axes: Any, path: Path, *, size: tuple[float, float] = (9, 5)) -> None:

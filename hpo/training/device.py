@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from hpo.errors import UsageError
+from hpo.settings import env_setting
 
 
 def pick_device(name: str = "auto", *, threads: int | None = None) -> torch.device:
     """`auto` takes the first visible GPU, else the CPU; `threads` caps intra-op CPU threads."""
-    if threads is None and os.environ.get("HPO_THREADS"):
-        threads = int(os.environ["HPO_THREADS"])
+    if threads is None:
+        threads = env_setting("HPO_THREADS")
     if threads:
         torch.set_num_threads(threads)
     if name == "auto":
