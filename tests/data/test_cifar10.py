@@ -44,7 +44,7 @@ def test_import_png_tarball_keeps_every_pixel_and_label(cli: Any, tmp_path: Path
 
     info = cli("data", "info", "--json")
     assert info.exit_code == 0, info.output
-    entry = json.loads(info.stdout)["datasets"][0]
+    entry = next(d for d in json.loads(info.stdout)["datasets"] if d["dataset"] == "cifar10")
     assert (entry["dataset"], entry["cached"], entry["train_images"], entry["test_images"]) == ("cifar10", True, 40, 20)
 
 
