@@ -345,6 +345,8 @@ class StudyRunner:
             report=recorder,
             resolve_device=self._resolve_device,
         )
+        if "torch" in sys.modules:
+            self._resolve_device()  # an objective that imports torch gets the worker's CPU thread budget
         _seed_everything(seed)
         try:
             returned = self.objective.objective(ctx)
