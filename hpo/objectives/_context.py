@@ -10,7 +10,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +168,7 @@ class TrialResult:
     """
 
     metrics: Mapping[str, float]
+    _: KW_ONLY
     models: Sequence[Any] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     val_predictions: np.ndarray | None = None

@@ -12,7 +12,7 @@ import functools
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, runtime_checkable
 
 from hpo.objectives._context import TrialContext, TrialResult
@@ -118,6 +118,7 @@ class Objective:
     """
 
     train: TrainFn
+    _: KW_ONLY
     name: str
     metrics: Mapping[str, Direction] = field(default_factory=dict)  # metric -> the direction it improves in
     default_metric: str | None = None  # the study metric when the file gives none (default: the first of `metrics`)

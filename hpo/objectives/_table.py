@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any, Literal
 
 
@@ -143,6 +143,7 @@ class Hyperparameter:
     rule: Rule
     default: Any
     description: str
+    _: KW_ONLY
     applies_to: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
