@@ -138,3 +138,16 @@ def test_missing_data_fails_at_once_with_the_fix_and_writes_nothing(cli: Any, wr
     assert result.exit_code == 2
     assert "hpo data import cifar10" in result.stderr
     assert not (tmp_path / "hpo.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_study_stored_by_an_earlier_hpo_loads_again() -> None:
+    # Before objectives had data options of their own, every stored cifar10 study listed Boston's data
+    # keys with their defaults: such a study must load (for evaluate, report, workers); set to anything
+    # else they are refused, naming why.
+    from hpo.config import parse_study
+    from hpo.errors import UsageError
+
+    stored = {"name": "old", "objective": "cifar10", "data": {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "drop_features": [], "path": None}}
+    assert parse_study(stored).resolved()["data"] == {"val_fraction": 0.1, "subset": 1.0, "split_seed": 0}
+    with pytest.raises(UsageError, match="data.drop_features: not used by objective cifar10"):
+        parse_study({**stored, "data": {**stored["data"], "drop_features": ["B"]}})
