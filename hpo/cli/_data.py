@@ -21,13 +21,14 @@ data_app = typer.Typer(name="data", help="Get, import and describe datasets (in 
 app.add_typer(data_app, name="data")
 
 
-def _dataset(name: str, action: str) -> Any:
-    """The registered dataset `name`, if it offers `action` (fetch, import_dataset)."""
+def _dataset(name: str, method: str) -> Any:
+    """The registered dataset `name`, if it offers `method` (fetch, import_data)."""
+    from hpo.objectives._protocol import offers
     from hpo.objectives._registry import datasets
 
     known = datasets()
-    able = [n for n, d in known.items() if getattr(d, "can", lambda a: False)(action)]
-    verb = action.split("_")[0]
+    able = [n for n, d in known.items() if offers(d, method)]
+    verb = method.split("_")[0]
     if name in known and name not in able:
         raise UsageError(f"dataset: {name} has nothing to {verb} ({known[name].describe().get('summary', 'managed by its objective')})")
     if name not in able:
@@ -66,7 +67,7 @@ def import_(
     path: Path = typer.Argument(..., help="cifar10: cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*."),
 ) -> None:
     """Decode a local copy once into the checksummed cache that studies read."""
-    found = _dataset(dataset, "import_dataset")
+    found = _dataset(dataset, "import_data")
     with _progress() as progress:
         summary = found.import_data(path, progress=progress)
     typer.echo(f"{dataset}: {summary}", err=True)
@@ -78,12 +79,13 @@ def info(
     verify: bool = typer.Option(False, "--verify", help="Re-hash every cached file against its checksum."),
 ) -> None:
     """What is cached in HPO_DATA_DIR, and the command that fetches what is not."""
+    from hpo.objectives._protocol import offers
     from hpo.objectives._registry import datasets
 
     entries = []
     for dataset in datasets().values():
         entry = dataset.describe()
-        if verify and entry.get("cached") and getattr(dataset, "can", lambda a: False)("verify"):
+        if verify and entry.get("cached") and offers(dataset, "verify"):
             dataset.verify()
             entry["verified"] = True
         entries.append(entry)

@@ -101,9 +101,15 @@ class ModuleDataset:
     def import_data(self, path: Any, *, progress: Callable[[str, int, int], None] | None = None) -> str:
         return str(self._module.import_dataset(path, progress=progress))
 
-    def can(self, action: str) -> bool:
-        """Whether the module offers `action` (verify, fetch or import_dataset)."""
-        return callable(getattr(self._module, action, None))
+    def offers(self, method: str) -> bool:
+        """Whether the module has what `method` (verify, fetch or import_data) calls."""
+        return callable(getattr(self._module, "import_dataset" if method == "import_data" else method, None))
+
+
+def offers(dataset: Dataset, method: str) -> bool:
+    """Whether a dataset can `method` (verify, fetch, import_data): `hpo data` only offers what it can."""
+    check = getattr(dataset, "offers", None)
+    return bool(check(method)) if callable(check) else callable(getattr(dataset, method, None))
 
 
 @dataclass(frozen=True)
@@ -212,4 +218,4 @@ def objective(
     return declare(train) if train is not None else declare
 
 
-__all__ = ["DIRECTIONS", "Baseline", "Dataset", "Direction", "EvaluationHooks", "ModuleDataset", "Objective", "TrainFn", "objective"]
+__all__ = ["DIRECTIONS", "Baseline", "Dataset", "Direction", "EvaluationHooks", "ModuleDataset", "Objective", "TrainFn", "objective", "offers"]

@@ -135,6 +135,17 @@ def test_info_without_data_names_the_fix(cli: Any) -> None:
     assert "cifar10: not cached" in result.stdout and "hpo data import cifar10" in result.stdout
 
 
+def test_hpo_data_offers_what_the_objectives_datasets_can_do(cli: Any, tmp_path: Path) -> None:
+    # `hpo data` asks the datasets the objectives declare: boston ships with hpo (nothing to import or
+    # fetch), an unknown name lists the ones that can; each is exit 2 with one line.
+    info = cli("data", "info")
+    assert "boston: shipped with hpo" in info.stdout
+    for args, expect in ((("import", "boston", str(tmp_path)), "dataset: boston has nothing to import (shipped with hpo"), (("fetch", "mnist"), "dataset: unknown dataset 'mnist'; accepted: cifar10")):
+        result = cli("data", *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert expect in result.stderr, result.stderr
+
+
 # -- splits ---------------------------------------------------------------------------------------
 def test_validation_is_a_stratified_seeded_tenth_of_training() -> None:
     # 50,000 training labels give exactly 5,000 validation images, 500 per class, disjoint from training;
