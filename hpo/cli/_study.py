@@ -218,7 +218,8 @@ def worker(
     settings = _settings(config, storage, tracking_uri, source=study_file)
     runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False)
     stored = stored_config(runner.study)
-    if stored.model_dump(exclude={"storage", "tracking_uri"}) != config.model_dump(exclude={"storage", "tracking_uri"}):
+    # Compared resolved (defaults filled in, as stored): a file that leaves the metric to the objective is unchanged.
+    if {**stored.resolved(), "storage": None, "tracking_uri": None} != {**config.resolved(), "storage": None, "tracking_uri": None}:
         typer.echo(f"hpo: warning: {study_file} differs from the config study {runner.study_name!r} was started with; the stored one is used", err=True)
         runner = StudyRunner(stored, settings, study_name=runner.study_name, progress=make_progress(quiet=quiet), create=False)
     budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": stored.n_trials, "timeout": stored.timeout}
