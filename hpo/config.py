@@ -1,16 +1,16 @@
 """The study file: a pydantic model of the contract and a loader that turns mistakes into one-line errors.
 
 No torch or optuna here: `hpo validate` and every worker start with this module, and it must stay fast.
-Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.samplers`.
+Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.samplers`. What a study
+may say about its objective (metrics, hyperparameters, `data:` keys, its own checks) is read from the
+objective's declaration (:mod:`hpo.objectives`), loaded while `objective:` is validated.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 import torch
 from mlflow import MlflowClient
 
