@@ -97,7 +97,7 @@ def dataloader_epoch(model: torch.nn.Module, loader: Any, hp: dict[str, Any], de
 def hpo_epoch(images: torch.Tensor, labels: torch.Tensor, hp: dict[str, Any], device: torch.device, seed: int) -> tuple[float, float]:
     """One epoch through hpo's training loop; returns (images/second of training, train accuracy)."""
     from hpo.data.cifar10 import Split
-    from hpo.objectives import cifar10 as objective
+    from hpo.objectives.cifar10 import _model as objective
     from hpo.training.loop import train
 
     meta = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from torchvision import transforms
 
-    from hpo.hyperparameters import resolve
-    from hpo.objectives import cifar10 as objective
+    from hpo.objectives.cifar10 import HYPERPARAMETERS
+    from hpo.objectives.cifar10 import _model as objective
     from hpo.training.device import pick_device
 
     device = pick_device("auto", threads=args.threads)
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     for model_name in models:
         model_hp = QUICK_MODEL if model_name == "quick-cnn" else {"model": model_name}
-        hp = resolve("cifar10", {**model_hp, "batch_size": args.batch_size, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+        hp = HYPERPARAMETERS.resolve({**model_hp, "batch_size": args.batch_size, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
                                  "augment_crop": 4, "augment_flip": True, "label_smoothing": 0.1})  # fmt: skip
         n_params = sum(p.numel() for p in objective.build_model(hp, {}).parameters())
         # A warm-up epoch of each way on a few batches, not recorded: the first optimizer step of a

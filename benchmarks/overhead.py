@@ -103,9 +103,9 @@ def boston_long(n: int, epochs: int) -> Group:
 
 def cifar_group(n: int, epochs: int, subset: float, source: str | None) -> Group | None:
     """A small CIFAR-10 CNN configuration, when the objective is registered and the data can be imported."""
-    from hpo.objectives import OBJECTIVES
+    from hpo.objectives import registered
 
-    if "cifar10" not in OBJECTIVES:
+    if "cifar10" not in registered():
         return None
     why = _data.ensure_cifar10(source)
     if why is not None:
@@ -135,9 +135,9 @@ class Clock:
 
     def wrap_objective(self, fn: Callable[[Any], Any], metric: str) -> Callable[[Any], Any]:
         def timed(ctx: Any) -> Any:
-            inner = ctx.on_epoch
+            inner = ctx.report
 
-            def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            def report(epoch: int, metrics: dict[str, float]) -> None:
                 t, c = time.perf_counter(), time.process_time()
                 try:
                     inner(epoch, metrics)
@@ -145,41 +145,40 @@ class Clock:
                     self.callback += time.perf_counter() - t
                     self.callback_cpu += time.process_time() - c
 
-            ctx.on_epoch = on_epoch
+            ctx.report = report
             t, c = time.perf_counter(), time.process_time()
             try:
-                outcome = fn(ctx)
+                result = fn(ctx)
             finally:
                 self.objective += time.perf_counter() - t
                 self.objective_cpu += time.process_time() - c
-            self.values.append(outcome.metrics[metric])
-            return outcome
+            self.values.append(result.metrics[metric])
+            return result
 
         return timed
 
 
 def _context(group: Group, params: dict[str, Any], seed: int, device: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> Any:
-    from hpo import hyperparameters as hparams
-    from hpo.config import DataConfig
-    from hpo.objectives import TrialContext
+    from hpo.objectives import TrialContext, load_objective
 
+    objective = load_objective(group.objective).objective
     return TrialContext(
-        hyperparameters=hparams.resolve(group.objective, {**group.fixed, **params}),
-        data=DataConfig(**group.data),
+        objective.resolve({**group.fixed, **params}),
+        data=objective.data_options(**group.data),
         metrics=[group.metric],
         directions=[group.direction],
         seed=seed,
-        device=device,
-        on_epoch=on_epoch,
+        report=on_epoch,
+        resolve_device=lambda: device,
     )
 
 
 # -- the three ways ----------------------------------------------------------------------------------
 def run_bare(group: Group, *, device: Any, clock: Clock) -> None:
-    from hpo.objectives import OBJECTIVES
+    from hpo.objectives import load_objective
     from hpo.runner import trial_seed
 
-    objective = clock.wrap_objective(OBJECTIVES[group.objective], group.metric)
+    objective = clock.wrap_objective(load_objective(group.objective).objective.train, group.metric)
     for number, trial in enumerate(group.trials):
         objective(_context(group, trial.params, trial_seed(0, number), device, lambda epoch, metrics: None))
 
@@ -202,7 +201,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     import optuna
     from optuna_integration.mlflow import MLflowCallback
 
-    from hpo.objectives import OBJECTIVES
+    from hpo.objectives import load_objective
     from hpo.runner import trial_seed
 
     callback = MLflowCallback(tracking_uri=f"sqlite:///{workdir / 'mlflow-b.db'}", metric_name=group.metric)
@@ -215,7 +214,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     )
     for trial in group.trials:
         study.enqueue_trial(trial.params)
-    objective_fn = clock.wrap_objective(OBJECTIVES[group.objective], group.metric)
+    objective_fn = clock.wrap_objective(load_objective(group.objective).objective.train, group.metric)
     searched = {name for t in group.trials for name in t.params}
 
     @callback.track_in_mlflow()
@@ -262,15 +261,15 @@ def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | N
 
 
 def run_hpo(runner: Any, *, clock: Clock) -> None:
-    from hpo import objectives
+    import dataclasses
 
-    name = runner.config.objective
-    original = objectives.OBJECTIVES[name]
-    objectives.OBJECTIVES[name] = clock.wrap_objective(original, runner.config.metrics[0])
+    loaded = runner.objective
+    timed = dataclasses.replace(loaded.objective, train=clock.wrap_objective(loaded.objective.train, runner.config.metrics[0]))
+    runner.objective = dataclasses.replace(loaded, objective=timed)
     try:
         runner.run()
     finally:
-        objectives.OBJECTIVES[name] = original
+        runner.objective = loaded
 
 
 class StepTimer:

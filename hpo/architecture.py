@@ -1,24 +1,19 @@
 """Shapes and parameter counts of the convolutional models, in plain Python (no torch, no optuna).
 
-`hpo validate` and every worker check a study's search space with :func:`check_search_space` before
-anything runs: the worst case of the space (most pooling and stride stages, largest kernels, least
-padding) must still leave a 32x32 image at least 1x1. The CNN builder uses the same arithmetic, so what
-is accepted here is what gets built (tests compare both).
+The CNN builder uses this arithmetic, and so does an objective's check of its search space before
+anything runs (the CIFAR-10 objective's), so what a study check accepts is what gets built (tests
+compare both).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from hpo.hyperparameters import resolve
 
 IMAGE_SIZE = 32
 IN_CHANNELS = 3
 NUM_CLASSES = 10
-MAX_FLAT_FEATURES = 1 << 18  # a flattened CNN head wider than this needs gigabytes for its first layer
 SHAPE_PARAMETERS = ("conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation", "pooling")
 
 
@@ -127,117 +122,10 @@ def resnet_parameter_count(hp: Mapping[str, Any], *, in_channels: int = IN_CHANN
     return total + previous * num_classes + num_classes
 
 
-# -- checking a search space ----------------------------------------------------------------------
-def _candidates(name: str, params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[Any]:
-    """Values `name` can take in the study: its choices or range (ends and, for small ranges, every
-    step), the fixed value, else the default; a conditional parameter may also keep its default."""
-    if name in fixed:
-        return [fixed[name]]
-    spec = params.get(name)
-    if spec is None:
-        return [defaults[name]]
-    values: list[Any]
-    if spec["type"] == "categorical":
-        values = list(spec["choices"])
-    elif spec["type"] == "int":
-        step = int(spec.get("step") or 1)
-        span = range(int(spec["low"]), int(spec["high"]) + 1, step)
-        values = list(span) if len(span) <= 16 else sorted({span[0], span[1], span[-2], span[-1]})
-    else:
-        values = [spec["low"], spec["high"]]
-    if spec.get("when"):
-        values.append(defaults[name])
-    return values
-
-
-def _spatial_cases(values: Mapping[str, list[Any]], defaults: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every combination of the values that decide the spatial size. Block counts are taken at their
-    ends only: adding a block repeats the same map, so the size moves monotonically with the count."""
-    names = list(SHAPE_PARAMETERS)
-    ranges = [sorted({min(map(int, values[n])), max(map(int, values[n]))}) if n in ("conv_blocks", "convs_per_block") else values[n] for n in names]
-    for combination in itertools.product(*ranges):
-        yield {**defaults, **dict(zip(names, combination))}
-
-
-def _blame(field: str, params: Mapping[str, Any], fixed: Mapping[str, Any]) -> str:
-    """The study-file field to point at: the given one if the study sets it, else the first shape
-    parameter it searches or fixes."""
-    for name in (field, *SHAPE_PARAMETERS):
-        if name in params:
-            return f"params.{name}"
-        if name in fixed:
-            return f"fixed.{name}"
-    return f"fixed.{field}"
-
-
-def _check_values(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Upper bounds the study file's own value rules cannot know: what fits a 32x32 image and these models."""
-    limits: dict[str, tuple[float, float, str]] = {
-        "conv_blocks": (1, 12, "an integer from 1 to 12"),
-        "convs_per_block": (1, 8, "an integer from 1 to 8"),
-        "filters": (1, 4096, "an integer from 1 to 4096"),
-        "filters_growth": (0.25, 4, "a number from 0.25 to 4"),
-        "kernel_size": (1, IMAGE_SIZE, f"an integer from 1 to {IMAGE_SIZE}"),
-        "stride": (1, 4, "an integer from 1 to 4"),
-        "dilation": (1, 8, "an integer from 1 to 8"),
-        "augment_crop": (0, IMAGE_SIZE - 1, f"pixels from 0 to {IMAGE_SIZE - 1}"),
-        "augment_cutout": (0, IMAGE_SIZE, f"pixels from 0 to {IMAGE_SIZE}"),
-        "augment_jitter": (0, 1, "a strength from 0 to 1"),
-        "augment_rotation": (0, 180, "degrees from 0 to 180"),
-    }
-    for name, (low, high, accepted) in limits.items():
-        for value in _candidates(name, params, fixed, defaults):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                return _field(name, params), f"{value!r} is out of range; accepted: {accepted}"
-    return None
-
-
-def _field(name: str, params: Mapping[str, Any]) -> str:
-    return f"params.{name}" if name in params else f"fixed.{name}"
-
-
-def check_search_space(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(field, message) for the first impossible architecture a CIFAR-10 study could sample, else None.
-
-    `params` are the study's parameter specs as plain dicts (type, low, high, step, choices, when).
-    """
-    defaults = resolve("cifar10", {})
-    problem = _check_values(params, fixed, defaults)
-    if problem is not None:
-        return problem
-    models = set(_candidates("model", params, fixed, defaults))
-    if "resnet" in models:
-        for kernel in _candidates("kernel_size", params, fixed, defaults):
-            if int(kernel) % 2 == 0:
-                return _field("kernel_size", params), f"{kernel} is even; the resnet model needs an odd kernel_size so residual sums keep their shape"
-    if "cnn" not in models:
-        return None
-    values = {name: _candidates(name, params, fixed, defaults) for name in (*SHAPE_PARAMETERS, "global_pool", "filters", "filters_growth")}
-    largest: dict[int, int] = {}  # conv_blocks -> the largest final side seen
-    for hp in _spatial_cases(values, defaults):
-        try:
-            shape = cnn_shape({**hp, "global_pool": True})
-        except ArchitectureError as exc:
-            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size or dilation, or use more padding or pooling: none"
-        blocks = int(hp["conv_blocks"])
-        largest[blocks] = max(largest.get(blocks, 0), shape.sizes[-1])
-    if False in values["global_pool"]:
-        for blocks, side in largest.items():
-            channels = max(block_channels(int(f), float(g), blocks)[-1] for f in values["filters"] for g in values["filters_growth"])
-            if channels * side * side > MAX_FLAT_FEATURES:
-                return (
-                    _blame("global_pool", params, fixed),
-                    f"with global_pool=false, conv_blocks={blocks} can flatten {channels} channels of {side}x{side} into "
-                    f"{channels * side * side:,} head inputs (at most {MAX_FLAT_FEATURES:,}); use global_pool: true, more pooling or fewer filters",
-                )
-    return None
-
-
 __all__ = [
     "ArchitectureError",
     "CnnShape",
     "block_channels",
-    "check_search_space",
     "cnn_parameter_count",
     "cnn_shape",
     "conv_output_size",

@@ -1,125 +1,35 @@
 """The study file: a pydantic model of the contract and a loader that turns mistakes into one-line errors.
 
 No torch or optuna here: `hpo validate` and every worker start with this module, and it must stay fast.
-Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.samplers`.
+Checks that need Optuna (sampler and pruner keyword arguments) live in :mod:`hpo.samplers`. What a study
+may say about its objective (metrics, hyperparameters, `data:` keys, its own checks) is read from the
+objective's declaration (:mod:`hpo.objectives`), loaded while `objective:` is validated.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
-from hpo.architecture import check_search_space
 from hpo.errors import UsageError
-from hpo.vocabulary import BACKBONES, CHOICES, OBJECTIVE_SPECS
+from hpo.objectives._data import MAX_SEED, DataConfig
+from hpo.objectives._table import FieldError as _FieldError
+from hpo.objectives._table import HyperparameterTable, Rule
+
+if TYPE_CHECKING:
+    from hpo.objectives._loader import LoadedObjective
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient")
 DIRECTIONS = ("minimize", "maximize")
-BOSTON_FEATURES = (
-    "CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT",
-)  # fmt: skip
 
 Scalar = Union[bool, int, float, str, None]
-MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]
-
-
-@dataclass(frozen=True)
-class ValueRule:
-    """What one hyperparameter accepts: a kind and an optional range, checked before any trial runs."""
-
-    kind: Literal["int", "float", "bool", "str"]
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    nullable: bool = False
-    also: tuple[str, ...] = ()
-
-    def accepts(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if isinstance(value, str) and value in self.also:
-            return True
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if self.kind == "str":
-            return isinstance(value, str) and bool(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        if self.kind == "int" and not float(value).is_integer():
-            return False
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
-
-    def describe(self) -> str:
-        if self.kind == "bool":
-            text = "true or false"
-        elif self.kind == "str":
-            text = "a non-empty string"
-        else:
-            text = "an integer" if self.kind == "int" else "a number"
-            if self.low is not None and self.high is not None:
-                text += f" in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
-            elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {_number(self.low)}"
-        extras = [repr(a) for a in self.also] + (["null"] if self.nullable else [])
-        return text + "".join(f" or {e}" for e in extras)
-
-
-def _number(value: float) -> str:
-    """1000000 rather than 1e+06, 0.5 as is."""
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
-
-
-# The accepted values of the numeric and boolean hyperparameters (the choice-valued ones are in
-# hpo.vocabulary.CHOICES). A hyperparameter missing here is passed through unchecked.
-VALUE_RULES: dict[str, ValueRule] = {
-    # Upper bounds keep values that pass here from failing only inside a trial (an overflowing layer, a
-    # learning rate that turns every loss into inf): generous for real use, named in the error.
-    "hidden_layers": ValueRule("int", 0, 1000),
-    "width": ValueRule("int", 1, 65536),
-    "dropout": ValueRule("float", 0, 1, high_open=True),
-    "batch_norm": ValueRule("bool"),
-    "lr": ValueRule("float", 0, 1e6, low_open=True),  # 1e6 still diverges on purpose; 1e308 overflows
-    "momentum": ValueRule("float", 0, 1),
-    "nesterov": ValueRule("bool"),
-    "weight_decay": ValueRule("float", 0, 100),
-    "l1": ValueRule("float", 0, 100),
-    "batch_size": ValueRule("int", 1),  # larger than the data: one batch of all of it
-    "epochs": ValueRule("int", 1),
-    "lr_step_size": ValueRule("int", 1, 1_000_000, nullable=True),
-    "lr_gamma": ValueRule("float", 0, 10, low_open=True),
-    "early_stopping_patience": ValueRule("int", 0, 1_000_000),
-    "label_smoothing": ValueRule("float", 0, 1, high_open=True),
-    "conv_blocks": ValueRule("int", 1, 64),
-    "convs_per_block": ValueRule("int", 1, 64),
-    "filters": ValueRule("int", 1, 8192),
-    "filters_growth": ValueRule("float", 0, 16, low_open=True),
-    "kernel_size": ValueRule("int", 1, 32),
-    "stride": ValueRule("int", 1, 32),
-    "padding": ValueRule("int", 0, 32, also=("same",)),
-    "dilation": ValueRule("int", 1, 32),
-    "global_pool": ValueRule("bool"),
-    "augment_flip": ValueRule("bool"),
-    "augment_crop": ValueRule("int", 0, 32),
-    "augment_cutout": ValueRule("int", 0, 32),
-    "augment_jitter": ValueRule("float", 0, 1),
-    "augment_rotation": ValueRule("float", 0, 180),
-    "backbone_weights": ValueRule("str", nullable=True),
-    "freeze_backbone": ValueRule("bool"),
-}
-
-
 STUDY_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 200 characters"
 
 
@@ -259,21 +169,6 @@ class PrunerConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class DataConfig(_Strict):
-    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the rows (CIFAR-10: training images) used for validation")
-    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the Boston rows held out for `hpo evaluate` (CIFAR-10 has its own test set)")
-    subset: float = Field(default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)")
-    split_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the test/validation split, the same for every study")
-    drop_features: list[str] = Field(default_factory=list, description="Boston columns to leave out, e.g. [B]")
-    path: str | None = Field(default=None, description="a Boston-style CSV to use instead of the shipped one")
-
-    @model_validator(mode="after")
-    def _check_fractions(self) -> DataConfig:
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must leave rows for training (sum below 1)")
-        return self
-
-
 class EvaluationConfig(_Strict):
     top_k: int = Field(default=5, ge=1, le=1000, description="how many of the best trials `hpo evaluate` tests")
     retrain_seeds: int = Field(default=0, ge=0, le=100, description="extra seeds each of the top trials is retrained with")
@@ -293,9 +188,15 @@ class ExecutionConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=4096, description="CPU threads per worker (null: the cores shared among local workers)")
 
 
+def _objective_forms() -> str:
+    from hpo.objectives._registry import is_builtin, registered
+
+    return " | ".join([*(name for name, target in registered().items() if is_builtin(target)), "package.module:name", "path/to/file.py:name"])
+
+
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, max_length=200, description="Optuna study name and MLflow experiment name")
-    objective: str = Field(description="what a trial trains: " + " | ".join(OBJECTIVE_SPECS))
+    objective: str = Field(description=f"what a trial trains: {_objective_forms()} (relative to the study file) | an hpo.objectives entry point")
     metric: str | list[str] | None = Field(default=None, description="the objective's metric, or a list for multi-objective (null: the objective's default)")
     direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] | None = Field(
         default=None, description="one per metric (null: each metric's natural direction)"
@@ -307,11 +208,15 @@ class StudyConfig(_Strict):
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="the Optuna sampler and its keyword arguments")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="the Optuna pruner and its keyword arguments")
-    data: DataConfig = Field(default_factory=DataConfig, description="splits and data options")
+    # Validated with the objective's own data options (a DataConfig subclass) and dumped with its fields.
+    data: SerializeAsAny[DataConfig] = Field(default_factory=DataConfig, validate_default=True, description="splits and data options (an objective may add its own)")
     params: dict[str, Param] = Field(default_factory=dict, description="the search space: hyperparameter name -> float | int | categorical")
     fixed: dict[str, Any] = Field(default_factory=dict, description="hyperparameters not searched (logged like params)")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="what `hpo evaluate` does")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials run and survive failures")
+
+    # The study file's folder: a file-path objective is relative to it. Not part of the stored study.
+    _base_dir: str | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -323,69 +228,101 @@ class StudyConfig(_Strict):
 
     @field_validator("objective")
     @classmethod
-    def _known_objective(cls, value: str) -> str:
-        if value not in OBJECTIVE_SPECS:
-            raise ValueError(f"unknown objective {value!r}{_suggest(value, OBJECTIVE_SPECS)}; accepted: {', '.join(OBJECTIVE_SPECS)}")
+    def _loadable_objective(cls, value: str, info: ValidationInfo) -> str:
+        from hpo.objectives._loader import load_objective
+
+        try:
+            load_objective(value, base_dir=_base_dir(info))
+        except _FieldError as exc:
+            raise _FieldError("", exc.message) from None
         return value
 
+    @field_validator("data", mode="before")
+    @classmethod
+    def _objective_data(cls, value: Any, info: ValidationInfo) -> Any:
+        """The `data:` mapping as the objective's data options (generic ones without an objective)."""
+        model: type[DataConfig] = DataConfig
+        if "objective" in info.data:
+            from hpo.objectives._loader import load_objective
+
+            model = load_objective(info.data["objective"], base_dir=_base_dir(info)).objective.data_options
+        if isinstance(value, model):
+            return value
+        if isinstance(value, DataConfig):
+            value = value.model_dump()
+        try:
+            return model.model_validate(value if value is not None else {})
+        except ValidationError as exc:
+            field, message = _explain_first(exc.errors(), value, model)
+            raise _FieldError(field, message) from None
+
     @model_validator(mode="after")
-    def _check_against_objective(self) -> StudyConfig:
-        spec = OBJECTIVE_SPECS[self.objective]
+    def _check_against_objective(self, info: ValidationInfo) -> StudyConfig:
+        self._base_dir = _base_dir(info)
+        loaded = self.load_objective()
+        objective = loaded.objective
         metrics = self.metrics
+        declared = objective.metrics
         for m in metrics:
-            if m not in spec.metrics:
-                raise _FieldError("metric", f"unknown metric {m!r} for objective {self.objective}{_suggest(m, spec.metrics)}; accepted: {', '.join(spec.metrics)}")
+            if declared and m not in declared:
+                raise _FieldError("metric", f"unknown metric {m!r} for objective {objective.name}{_suggest(m, declared)}; accepted: {', '.join(declared)}")
         if len(set(metrics)) != len(metrics):
             raise _FieldError("metric", "a metric is listed twice")
         if self.direction is not None:
             directions = [self.direction] if isinstance(self.direction, str) else list(self.direction)
             if len(directions) != len(metrics):
                 raise _FieldError("direction", f"{len(directions)} direction(s) for {len(metrics)} metric(s); give one of minimize|maximize per metric")
+        else:
+            unknown = [m for m in metrics if m not in declared]
+            if unknown:
+                raise _FieldError("direction", f"objective {objective.name} does not declare the direction of {unknown[0]!r}; give direction: minimize or maximize")
         if len(metrics) > 1 and self.pruner.type != "none":
             raise _FieldError("pruner.type", "Optuna cannot prune multi-objective studies; use type: none")
-        for where, names in (("params", self.params), ("fixed", self.fixed)):
-            for name in names:
-                if name not in spec.hyperparameters:
-                    raise _FieldError(f"{where}.{name}", f"objective {self.objective} does not understand {name!r}{_suggest(name, spec.hyperparameters)}; it understands: {', '.join(sorted(spec.hyperparameters))}")
         both = set(self.params) & set(self.fixed)
         if both:
             name = sorted(both)[0]
             raise _FieldError(f"fixed.{name}", "is also in params; a hyperparameter is either searched or fixed")
-        self._check_choices(spec.models)
-        self._check_values()
+        for name, value in self.fixed.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                raise _FieldError(f"fixed.{name}", f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+        if objective.hyperparameters is not None:
+            self._check_table(objective.hyperparameters, objective.name)
         self._check_conditions()
-        for feature in self.data.drop_features:
-            if self.objective == "boston" and feature not in BOSTON_FEATURES:
-                raise _FieldError("data.drop_features", f"unknown feature {feature!r}; accepted: {', '.join(BOSTON_FEATURES)}")
-        if self.objective == "cifar10":
-            # Boston-only data settings would be silently ignored: CIFAR-10 keeps its official test images.
-            for name, why in (("test_fraction", "CIFAR-10 is tested on its official 10,000 test images"), ("drop_features", "CIFAR-10 has no tabular features"), ("path", "CIFAR-10 is read from the cache `hpo data import` fills")):
-                # Compared with the default, not with "was it given": a resolved config (stored in the
-                # study, printed by `hpo validate`) lists every field and must load again.
-                if getattr(self.data, name) != DataConfig.model_fields[name].get_default(call_default_factory=True):
-                    raise _FieldError(f"data.{name}", f"not used by objective cifar10 ({why}); remove it. cifar10 accepts: val_fraction, subset, split_seed")
-        if self.objective == "cifar10":  # impossible architectures (e.g. too much pooling for 32x32) fail here
-            problem = check_search_space({name: param.model_dump() for name, param in self.params.items()}, self.fixed)
-            if problem is not None:
-                raise _FieldError(*problem)
+        if objective.validate is not None:
+            objective.validate(self)
         return self
 
-    @model_validator(mode="after")
-    def _check_batch_statistics(self) -> StudyConfig:
-        """Batch norm computes statistics over the batch, and a batch of one example has none: PyTorch
-        refuses it in training. A search that may draw batch_size 1 with batch norm is refused here."""
-        one = self._may_be("batch_size", 1)
-        normed = self._may_be("batch_norm", True) or any(self._may_be("model", name) for name in BACKBONES)
-        if one and normed:
-            where = "fixed.batch_size" if "batch_size" in self.fixed else "params.batch_size"
-            raise _FieldError(where, "batch_size 1 cannot train with batch norm (batch_norm: true or a torchvision backbone): a batch of one has no "
-                              "batch statistics; use batch_size >= 2, or batch_norm: false")
-        return self
+    def _check_table(self, table: HyperparameterTable, objective: str) -> None:
+        """Names, values and ranges against the objective's hyperparameter table."""
+        for where, names in (("params", self.params), ("fixed", self.fixed)):
+            for name in names:
+                if name not in table:
+                    raise _FieldError(
+                        f"{where}.{name}",
+                        f"objective {objective} does not understand {name!r}{_suggest(name, table.names)}; it understands: {', '.join(sorted(table.names))}",
+                    )
+        for name, value in self.fixed.items():
+            rule = table[name].rule
+            if not rule.accepts(value):
+                raise _FieldError(f"fixed.{name}", _rejection(value, rule))
+        for name, param in self.params.items():
+            self._check_range(name, param, table[name].rule)
+        models = self._possible_models(table)
+        for where, names in (("params", self.params), ("fixed", self.fixed)):
+            for name in names:
+                users = table[name].applies_to
+                if users is not None and models and not models & users:
+                    raise _FieldError(
+                        f"{where}.{name}",
+                        f"is used by model {', '.join(sorted(users))} only, and this study's model is {', '.join(sorted(models))}; remove it",
+                    )
 
-    def _may_be(self, name: str, value: Any) -> bool:
+    def may_take(self, name: str, value: Any) -> bool:
         """Whether a trial may train with hyperparameter `name` set to `value` (fixed, a choice, or in a range)."""
         if name in self.fixed:
-            return self.fixed[name] == value and type(self.fixed[name]) is type(value)
+            return bool(self.fixed[name] == value) and type(self.fixed[name]) is type(value)
         param = self.params.get(name)
         if isinstance(param, CategoricalParam):
             return any(choice == value and type(choice) is type(value) for choice in param.choices)
@@ -393,47 +330,34 @@ class StudyConfig(_Strict):
             return param.low <= value <= param.high
         return False
 
-    def _check_choices(self, models: tuple[str, ...]) -> None:
-        accepted = {**CHOICES, "model": models}
-        for name, values in accepted.items():
-            if name in self.fixed:
-                given: list[Any] = [self.fixed[name]]
-                where = f"fixed.{name}"
-            elif isinstance(self.params.get(name), CategoricalParam):
-                given = list(self.params[name].choices)  # type: ignore[union-attr]
-                where = f"params.{name}.choices"
-            else:
-                if name in self.params:
-                    raise _FieldError(f"params.{name}.type", f"must be categorical; accepted values: {', '.join(map(str, values))}")
-                continue
-            for value in given:
-                if value not in values:
-                    raise _FieldError(where, f"unknown value {value!r}{_suggest(str(value), [str(v) for v in values])}; accepted: {', '.join(map(str, values))}")
+    def _check_range(self, name: str, param: Any, rule: Rule) -> None:
+        where = f"params.{name}"
+        if isinstance(param, CategoricalParam):
+            for value in param.choices:
+                if not rule.accepts(value):
+                    raise _FieldError(f"{where}.choices", _rejection(value, rule))
+        elif rule.kind == "choice":
+            raise _FieldError(f"{where}.type", f"must be categorical; accepted values: {', '.join(map(str, rule.choices))}")
+        elif rule.kind in ("bool", "str"):
+            raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: categorical with choices")
+        elif rule.kind == "int" and isinstance(param, FloatParam):
+            raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: int")
+        else:
+            for bound in ("low", "high"):
+                value = getattr(param, bound)
+                if not rule.accepts(value):
+                    raise _FieldError(f"{where}.{bound}", f"{_short(value)} is not {rule.describe()}")
 
-    def _check_values(self) -> None:
-        """Fixed values and search ranges must be what the hyperparameter takes (epochs an integer >= 1, ...)."""
-        for name, value in self.fixed.items():
-            rule = VALUE_RULES.get(name)
-            if rule is not None and not rule.accepts(value):
-                raise _FieldError(f"fixed.{name}", f"{_short(value)} is not {rule.describe()}")
-        for name, param in self.params.items():
-            rule = VALUE_RULES.get(name)
-            if rule is None:
-                continue
-            where = f"params.{name}"
-            if isinstance(param, CategoricalParam):
-                for value in param.choices:
-                    if not rule.accepts(value):
-                        raise _FieldError(f"{where}.choices", f"{_short(value)} is not {rule.describe()}")
-            elif rule.kind in ("bool", "str"):
-                raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: categorical with choices")
-            elif rule.kind == "int" and isinstance(param, FloatParam):
-                raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: int")
-            else:
-                for bound in ("low", "high"):
-                    value = getattr(param, bound)
-                    if not rule.accepts(value):
-                        raise _FieldError(f"{where}.{bound}", f"{_short(value)} is not {rule.describe()}")
+    def _possible_models(self, table: HyperparameterTable) -> set[str]:
+        """The values `model` may take in this study (empty when the table has no `model`)."""
+        if "model" not in table:
+            return set()
+        if "model" in self.fixed:
+            return {str(self.fixed["model"])}
+        param = self.params.get("model")
+        if isinstance(param, CategoricalParam):
+            return {str(c) for c in param.choices} | ({str(table["model"].default)} if param.when else set())
+        return {str(table["model"].default)}
 
     def _check_conditions(self) -> None:
         for name, param in self.params.items():
@@ -451,17 +375,50 @@ class StudyConfig(_Strict):
                         raise _FieldError(where, f"{value!r} is not a choice of {parent}; accepted: {', '.join(map(str, target.choices))}")
         self.parameter_order()  # raises on cycles
 
+    def load_objective(self) -> LoadedObjective:
+        """The objective this study names, loaded (once per process) from where the study file says."""
+        from hpo.objectives._loader import load_objective
+
+        return load_objective(self.objective, base_dir=self._base_dir)
+
+    @property
+    def base_dir(self) -> str | None:
+        """The study file's folder, which a relative file-path objective is taken from."""
+        return self._base_dir
+
+    def trial_hyperparameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What a trial with these sampled `params` trains with: table defaults < fixed < sampled."""
+        return self.load_objective().objective.resolve({**self.fixed, **params})
+
+    def data_fingerprint(self) -> str | None:
+        """The objective's fingerprint of the data this study is scored on, if it offers one."""
+        fingerprint = self.load_objective().objective.data_fingerprint
+        return str(fingerprint(self)) if fingerprint is not None else None
+
+    def preflight(self) -> None:
+        """The objective's checks of data and files (run before anything is written); UsageError if they fail."""
+        check = self.load_objective().objective.preflight
+        if check is None:
+            return
+        try:
+            check(self)
+        except _FieldError as exc:
+            raise UsageError(str(exc)) from None
+
     @property
     def metrics(self) -> list[str]:
         if self.metric is None:
-            return [OBJECTIVE_SPECS[self.objective].default_metric]
+            default = self.load_objective().objective.metric
+            if default is None:
+                raise _FieldError("metric", f"objective {self.objective} declares no metrics; name the one its function returns (and give direction)")
+            return [default]
         return [self.metric] if isinstance(self.metric, str) else list(self.metric)
 
     @property
     def directions(self) -> list[str]:
         if self.direction is None:
-            spec = OBJECTIVE_SPECS[self.objective]
-            return [spec.metrics[m] for m in self.metrics]
+            declared = self.load_objective().objective.metrics
+            return [declared[m] for m in self.metrics]
         return [self.direction] if isinstance(self.direction, str) else list(self.direction)
 
     @property
@@ -496,13 +453,15 @@ class StudyConfig(_Strict):
         return data
 
 
-class _FieldError(ValueError):
-    """A model-level check that knows which field is wrong, so the message can name it."""
+def _base_dir(info: ValidationInfo) -> str | None:
+    """The study file's folder, passed by :func:`parse_study` as validation context."""
+    return (info.context or {}).get("base_dir")
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+
+def _rejection(value: Any, rule: Rule) -> str:
+    if rule.kind == "choice":
+        return f"unknown value {value!r}{_suggest(str(value), [str(v) for v in rule.choices])}; accepted: {', '.join(map(str, rule.choices))}"
+    return f"{_short(value)} is not {rule.describe()}"
 
 
 def _suggest(word: str, options: Any) -> str:
@@ -580,78 +539,81 @@ def _location(error: dict[str, Any], data: Any) -> list[str]:
 
 def _describe(errors: list[dict[str, Any]], data: Any) -> str:
     """One line for a failed validation: the first problem by field, with a count of the others."""
-    first = errors[0]
-    where = _location(first, data)
-    same_place = [e for e in errors if _location(e, data) == where]
+    where = _location(errors[0], data)
     others = {tuple(_location(e, data)) for e in errors} - {tuple(where)}
-    line = _explain(same_place, where, data)
+    field, message = _explain_first(errors, data, StudyConfig)
+    line = f"{field}: {message}" if field else message
     if others:
         line += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''} after this one)"
     return line
 
 
-def _explain(errors: list[dict[str, Any]], where: list[str], data: Any) -> str:
-    """The message for the errors pydantic raised at one place (several when a union failed)."""
+def _explain_first(errors: list[dict[str, Any]], data: Any, model: type[BaseModel]) -> tuple[str, str]:
+    """(field, message) of the first problem pydantic found in `data`, validated as `model`."""
+    where = _location(errors[0], data)
+    return _explain([e for e in errors if _location(e, data) == where], where, data, model)
+
+
+def _explain(errors: list[dict[str, Any]], where: list[str], data: Any, model: type[BaseModel]) -> tuple[str, str]:
+    """(field, message) for the errors pydantic raised at one place (several when a union failed)."""
     field = ".".join(where)
-    label = f"{field}: " if field else ""
     error = next((e for e in errors if e["type"] not in _EXPECTED), errors[0])
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     got = f" (got {_short(value)})"
     if kind == "extra_forbidden":
         parent = where[:-1]
-        accepted = _accepted_keys(parent, data)
+        accepted = _accepted_keys(parent, data, model)
         present = _node(data, parent)
         missing = [k for k in accepted if not (isinstance(present, dict) and k in present)]
         hint = _suggest(where[-1], missing) or _suggest(where[-1], accepted)
         listed = f"; accepted: {', '.join(accepted)}" if accepted else ""
-        return f"{'.'.join(parent) + ': ' if parent else ''}unknown key {where[-1]!r}{hint}{listed}"
+        return ".".join(parent), f"unknown key {where[-1]!r}{hint}{listed}"
     if kind == "union_tag_not_found":
-        return f"{label}a parameter needs `type`; accepted: {', '.join(_PARAM_KINDS)}"
+        return field, f"a parameter needs `type`; accepted: {', '.join(_PARAM_KINDS)}"
     if kind == "union_tag_invalid":
         tag = str(ctx.get("tag", ""))
-        return f"{field}.type: unknown kind {tag!r}{_suggest(tag, _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}"
+        return f"{field}.type", f"unknown kind {tag!r}{_suggest(tag, _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}"
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         also = " (or a list of them)" if any(e["type"] == "list_type" for e in errors) else ""
-        return f"{label}unknown value {_short(value)}{_suggest(str(value), options)}; accepted: {', '.join(options)}{also}"
+        return field, f"unknown value {_short(value)}{_suggest(str(value), options)}; accepted: {', '.join(options)}{also}"
     if kind == "missing":
-        return f"{label}required field is missing"
+        return field, "required field is missing"
     if kind == "value_error":
         cause = ctx.get("error")
         if isinstance(cause, _FieldError):
-            inner = ".".join([*where, cause.field]) if where else cause.field
-            return f"{inner}: {cause.message}"
+            return ".".join([*where, cause.field] if cause.field else where), cause.message
         message = str(cause) if cause is not None else error["msg"].removeprefix("Value error, ")
-        return f"{label}{message}" + ("" if _short(value) in message or isinstance(value, (dict, list)) else got)
+        return field, message + ("" if _short(value) in message or isinstance(value, (dict, list)) else got)
     if kind in _BOUNDS:
-        both = _field_range(where)
+        both = _field_range(where, model)
         if both:
-            return f"{label}must be {both}{got}"
+            return field, f"must be {both}{got}"
         bound = next(iter(ctx.values()), "")
-        return f"{label}must be {_BOUNDS[kind]} {bound}{got}"
+        return field, f"must be {_BOUNDS[kind]} {bound}{got}"
     if kind in ("too_short", "string_too_short"):
-        return f"{label}must not be empty"
+        return field, "must not be empty"
     if kind == "string_too_long":
-        return f"{label}must be at most {ctx.get('max_length')} characters"
+        return field, f"must be at most {ctx.get('max_length')} characters"
     if kind in _EXPECTED:
         expected = list(dict.fromkeys(_EXPECTED.get(e["type"], "") for e in errors if e["type"] in _EXPECTED))
         if len(expected) > 3:
             text = "a single value (a number, a string, true or false)"
         else:
             text = " or ".join(expected)
-        return f"{label}expected {text}{got}"
-    return f"{label}{error['msg']}{got}"
+        return field, f"expected {text}{got}"
+    return field, f"{error['msg']}{got}"
 
 
-def _field_range(where: list[str]) -> str | None:
+def _field_range(where: list[str], model: type[BaseModel]) -> str | None:
     """'in [low, high]' for a field bounded on both sides (so the error names the whole accepted range)."""
-    model: Any = StudyConfig
+    current: Any = model
     field = None
     for part in where:
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
         if field is None:
             return None
-        model = field.annotation
+        current = field.annotation
     if field is None:
         return None
     bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
@@ -662,19 +624,19 @@ def _field_range(where: list[str]) -> str | None:
     return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
 
 
-def _accepted_keys(parent: list[str], data: Any) -> list[str]:
+def _accepted_keys(parent: list[str], data: Any, model: type[BaseModel]) -> list[str]:
     """Field names of the part of the study file at `parent`, for the 'accepted' list of an unknown key."""
     if not parent:
-        return list(StudyConfig.model_fields)
-    if parent[0] == "params" and len(parent) == 2:
+        return list(model.model_fields)
+    if model is StudyConfig and parent[0] == "params" and len(parent) == 2:
         node = _node(data, parent)
         kind = node.get("type") if isinstance(node, dict) else None
-        model = _PARAM_MODELS.get(kind) if isinstance(kind, str) else None
-        if model is not None:
-            return list(model.model_fields)
+        param_model = _PARAM_MODELS.get(kind) if isinstance(kind, str) else None
+        if param_model is not None:
+            return list(param_model.model_fields)
         return sorted({name for m in _PARAM_MODELS.values() for name in m.model_fields})
     if len(parent) == 1:
-        field = StudyConfig.model_fields.get(parent[0])
+        field = model.model_fields.get(parent[0])
         annotation = field.annotation if field is not None else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return list(annotation.model_fields)
@@ -757,14 +719,19 @@ def _one_line(message: str) -> str:
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def parse_study(data: Any, *, source: str = "study") -> StudyConfig:
-    """Validate already-parsed YAML data; raise :class:`UsageError` with one line naming the field."""
+def parse_study(data: Any, *, source: str = "study", base_dir: str | Path | None = None) -> StudyConfig:
+    """Validate already-parsed YAML data; raise :class:`UsageError` with one line naming the field.
+
+    `base_dir` is the study file's folder: a file-path objective is relative to it (default: the
+    current folder).
+    """
     if not isinstance(data, dict):
         raise UsageError(f"{source}: the study file must be a mapping of keys (name, objective, params, ...), got {_short(data)}")
     if _too_large(data):
         raise UsageError(f"{source}: the study file holds more than {_MAX_VALUES} values once its YAML aliases are expanded (or an alias contains itself)")
     try:
-        return StudyConfig.model_validate(data)
+        context = {"base_dir": str(Path(base_dir).resolve())} if base_dir is not None else None
+        return StudyConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise UsageError(_one_line(f"{source}: {_describe(exc.errors(), data)}")) from None
     except _FieldError as exc:
@@ -786,7 +753,7 @@ def load_study(path: str | Path) -> StudyConfig:
         raise UsageError(f"{path}: is a directory, expected a YAML study file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the study file ({exc.__class__.__name__}: {exc})") from None
-    return parse_study(_parse_yaml(text, source=str(path)), source=str(path))
+    return parse_study(_parse_yaml(text, source=str(path)), source=str(path), base_dir=path.parent)
 
 
 def _parse_yaml(text: str, *, source: str) -> Any:
@@ -819,7 +786,6 @@ def study_to_yaml(config: StudyConfig) -> str:
 
 
 __all__ = [
-    "BACKBONES",
     "CategoricalParam",
     "DataConfig",
     "EvaluationConfig",

@@ -470,7 +470,10 @@ def check_separate_databases(storage: str, tracking_uri: str) -> list[Finding]:
 
 # -- data and devices -----------------------------------------------------------------------------
 def check_data(config: StudyConfig | None) -> list[Finding]:
-    """The data cache folder, and which datasets are in it (CIFAR-10 by its manifest)."""
+    """The data cache folder, and each dataset the objectives declare: cached, broken, or needed and missing."""
+    from hpo.errors import HpoError
+    from hpo.objectives._registry import datasets
+
     folder = data_dir()
     if not folder.exists():
         if not _writable_folder(folder):
@@ -480,28 +483,20 @@ def check_data(config: StudyConfig | None) -> list[Finding]:
         return [Finding("data", "problem", f"{folder} (HPO_DATA_DIR) is not writable", "set HPO_DATA_DIR to a writable folder, or fix its permissions")]
     else:
         cached = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    findings = [Finding("data", "ok", f"{folder} (HPO_DATA_DIR): {', '.join(cached) if cached else 'empty'}; Boston housing ships with hpo")]
-    cifar = _cifar10_description()
-    if cifar is not None:
-        if "error" in cifar:
-            findings.append(Finding("data", "problem", f"CIFAR-10 cache: {cifar['error']}", "re-import it (`hpo data import cifar10 PATH`)"))
-        elif cifar.get("cached"):
-            findings.append(Finding("data", "ok", f"CIFAR-10 cached: {cifar.get('train_images')} train / {cifar.get('test_images')} test images, {cifar.get('megabytes')} MB"))
-        elif config is not None and config.objective == "cifar10":
-            findings.append(Finding("data", "problem", f"study {config.name} needs CIFAR-10 and it is not cached in {cifar.get('path')}", str(cifar.get("fix"))))
+    findings = [Finding("data", "ok", f"{folder} (HPO_DATA_DIR): {', '.join(cached) if cached else 'empty'}")]
+    needed = {d.name for d in config.load_objective().objective.datasets} if config is not None else set()
+    for name, dataset in datasets().items():
+        try:
+            entry = dataset.describe()
+        except HpoError as exc:
+            findings.append(Finding("data", "problem", f"{name}: {exc}", f"re-import it (`hpo data import {name} PATH`)"))
+            continue
+        summary = str(entry.get("summary") or entry.get("path", "")).splitlines()[0]
+        if entry.get("cached"):
+            findings.append(Finding("data", "ok", f"{name}: {summary}"))
+        elif name in needed:
+            findings.append(Finding("data", "problem", f"study {config.name} needs {name} and it is not cached in {entry.get('path')}", str(entry.get("fix"))))  # type: ignore[union-attr]
     return findings
-
-
-def _cifar10_description() -> dict[str, Any] | None:
-    if importlib.util.find_spec("hpo.data.cifar10") is None:
-        return None
-    from hpo.data import cifar10
-    from hpo.errors import HpoError
-
-    try:
-        return dict(cifar10.describe())
-    except HpoError as exc:
-        return {"error": str(exc)}
 
 
 def check_devices(config: StudyConfig | None) -> list[Finding]:

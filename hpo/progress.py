@@ -89,7 +89,8 @@ class PlainProgress:
     def epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
         if self.quiet or time.monotonic() - self.last_line < self.epoch_line_seconds:
             return
-        self._print(f"trial {number} epoch {epoch + 1}/{self.epochs} {_val_metrics(metrics)}".rstrip())
+        of = f"/{self.epochs}" if self.epochs else ""  # 0: the objective has no `epochs` hyperparameter
+        self._print(f"trial {number} epoch {epoch + 1}{of} {_val_metrics(metrics)}".rstrip())
 
     def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None:
         """`requeued`: the trial's copy runs again, so it does not use up the budget (nor count as done)."""

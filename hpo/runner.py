@@ -11,11 +11,13 @@ import json
 import logging
 import math
 import os
+import random
 import signal
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +25,14 @@ from typing import Any
 
 import numpy as np
 import optuna
-import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import hyperparameters as hparams
 from hpo.config import StudyConfig, check_study_name, parse_study, study_to_yaml
 from hpo.databases import check_stores
 from hpo.errors import HpoError, UsageError
-from hpo.objectives import MODULES, OBJECTIVES, PREFLIGHT, TrialContext, TrialOutcome
+from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
+from hpo.objectives._checkpoint import Checkpoint
 from hpo.progress import Progress, make_progress
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
@@ -39,13 +40,12 @@ from hpo.settings import Settings, check_writable, redact
 from hpo.resume import Change, compare, describe_refusal
 from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
 from hpo.tracking import Tracker, TrackingUnavailable
-from hpo.training.device import pick_device
-from hpo.training.loop import NonFiniteLoss
 
 logger = logging.getLogger("hpo.runner")
 
 CONFIG_ATTR = "hpo.config"
 BUDGET_ATTR = "hpo.budget"  # {n_trials, timeout, deadline}: the sweep's global budget, set by `hpo run` / `hpo create`
+OBJECTIVE_DIR_ATTR = "hpo.objective_dir"  # the study file's folder: a relative file-path objective is found from it
 PARENT_RUN_ATTR = "hpo.mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 SEED_ATTR = "hpo.seed"
@@ -63,6 +63,10 @@ class Interrupted(KeyboardInterrupt):
 
 class TooManyFailures(HpoError):
     """Trials keep failing in a row: stop instead of burning the whole budget."""
+
+
+class BadResult(Exception):
+    """The objective returned something that is not its final metrics: the trial FAILs with this reason."""
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -123,10 +127,13 @@ class StudyRunner:
         self.parent_run_id = self._parent_run()
 
     def _check_config(self, config: StudyConfig) -> None:
-        """Build the sampler and pruner, pick the device and check the data: the checks a config must pass."""
+        """Build the sampler and pruner, load the objective and check its data: the checks a config must pass."""
         self._sampler, self._pruner = build_sampler(config), build_pruner(config.pruner)
-        self.device = pick_device(config.execution.device, threads=config.execution.threads)
-        PREFLIGHT[config.objective](config)
+        self.objective = config.load_objective()
+        self._device: Any = None
+        if config.execution.device not in ("auto", "cpu"):
+            self._resolve_device()  # a GPU asked for must be there; auto and cpu need no check (nor torch)
+        config.preflight()
 
     def _open_storage(self, *, create: bool) -> optuna.storages.RDBStorage:
         execution = self.config.execution
@@ -164,8 +171,10 @@ class StudyRunner:
                     study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner, directions=self.config.directions
                 )
                 study.set_user_attr(CONFIG_ATTR, _plain(self.config))
+                if self.config.base_dir:
+                    study.set_user_attr(OBJECTIVE_DIR_ATTR, self.config.base_dir)
                 study.set_user_attr("hpo.metrics", self.config.metrics)
-                fingerprint = data_fingerprint(self.config)
+                fingerprint = self.config.data_fingerprint()
                 if fingerprint is not None:
                     study.set_user_attr(DATA_ATTR, fingerprint)
                 return study
@@ -185,8 +194,10 @@ class StudyRunner:
         if changes:
             self._accepted_changes = changes
             study.set_user_attr(CONFIG_ATTR, _plain(self.config))
+        if self.config.base_dir and study.user_attrs.get(OBJECTIVE_DIR_ATTR) != self.config.base_dir:
+            study.set_user_attr(OBJECTIVE_DIR_ATTR, self.config.base_dir)
         if DATA_ATTR not in study.user_attrs:  # a study from before hpo recorded its data
-            fingerprint = data_fingerprint(self.config)
+            fingerprint = self.config.data_fingerprint()
             if fingerprint is not None:
                 study.set_user_attr(DATA_ATTR, fingerprint)
 
@@ -219,7 +230,7 @@ class StudyRunner:
         directions = [d.name.lower() for d in study.directions]
         if directions != config.directions and not any(c.field == "direction" for c in changes):
             changes.append(Change("direction", directions, config.directions, safe=False))
-        before, after = study.user_attrs.get(DATA_ATTR), data_fingerprint(config)
+        before, after = study.user_attrs.get(DATA_ATTR), config.data_fingerprint()
         if before is not None and after is not None and before != after:
             changes.append(Change("data file", before, after, safe=False))
         return changes
@@ -243,7 +254,7 @@ class StudyRunner:
                 run_id = self.tracker.create_study_run(
                     self.study_name,
                     config_yaml=study_to_yaml(self.config),
-                    tags={"hpo.objective": self.config.objective, "hpo.storage": redact(self.settings.storage)},
+                    tags={"hpo.objective": self.config.objective, "hpo.objective_source": self.objective.resolved, "hpo.storage": redact(self.settings.storage)},
                 )
                 self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
                 return run_id
@@ -382,10 +393,12 @@ class StudyRunner:
             run_id = self._open_trial_run(trial, chosen, seed, retried_from)
             summary.trials_run.append(trial.number)
             recorder = _EpochRecorder(self, trial, run_id)
-            self.progress.trial_started(trial.number, chosen, epochs=int(hparams.resolve(self.config.objective, chosen)["epochs"]))
+            hp = self.config.trial_hyperparameters(sampled)
+            epochs = hp.get("epochs")
+            self.progress.trial_started(trial.number, chosen, epochs=int(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else 0)
             try:
                 with self._stop.training():
-                    outcome = self._train(trial, chosen, seed, recorder)
+                    metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
                 return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}")
             except NonFiniteLoss as exc:
@@ -402,27 +415,68 @@ class StudyRunner:
                 self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing trial must never stop the study
-                reason = _describe_failure(exc)
+                reason = str(exc) if isinstance(exc, BadResult) else _describe_failure(exc)
                 logger.debug("trial %d failed", trial.number, exc_info=True)
                 return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=reason)
-            values = [outcome.metrics[m] for m in self.config.metrics]
+            values = [metrics[m] for m in self.config.metrics]
             if not all(math.isfinite(v) for v in values):
                 return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
-            tags = self._checkpoint(trial, run_id, outcome, values)
-            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, outcome=outcome, tags=tags)
+            tags = self._checkpoint(trial, run_id, hp, metrics, result, values)
+            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, final=metrics, result=result, tags=tags)
 
-    def _train(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, recorder: _EpochRecorder) -> TrialOutcome:
-        hp = hparams.resolve(self.config.objective, chosen)
+    def _resolve_device(self) -> Any:
+        """The torch device of execution.device, resolved once per worker (this imports torch)."""
+        if self._device is None:
+            from hpo.training.device import pick_device
+
+            self._device = pick_device(self.config.execution.device, threads=self.config.execution.threads)
+        return self._device
+
+    def _train(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, recorder: _EpochRecorder) -> tuple[dict[str, float], TrialResult | None]:
+        """Run the objective; its final metrics (each study metric among them) and its result, if a full one."""
+        execution = self.config.execution
         ctx = TrialContext(
-            hyperparameters=hp,
+            hp,
             data=self.config.data,
+            seed=seed,
+            trial_number=trial.number,
             metrics=self.config.metrics,
             directions=self.config.directions,
-            seed=seed,
-            device=self.device,
-            on_epoch=recorder,
+            device=execution.device,
+            threads=execution.threads,
+            report=recorder,
+            resolve_device=self._resolve_device,
         )
-        return OBJECTIVES[self.config.objective](ctx)
+        if "torch" in sys.modules:
+            self._resolve_device()  # an objective that imports torch gets the worker's CPU thread budget
+        _seed_everything(seed)
+        try:
+            returned = self.objective.objective(ctx)
+        finally:
+            ctx.close()
+        recorder.finished = time.monotonic()
+        return self._final_metrics(returned), returned if isinstance(returned, TrialResult) else None
+
+    def _final_metrics(self, returned: Any) -> dict[str, float]:
+        """What the objective returned, as metric -> float; BadResult names what is missing or wrong."""
+        metrics = self.config.metrics
+        if isinstance(returned, TrialResult):
+            returned = returned.metrics
+        if isinstance(returned, (int, float)) and not isinstance(returned, bool) and len(metrics) == 1:
+            returned = {metrics[0]: returned}
+        if not isinstance(returned, Mapping):
+            raise BadResult(f"the objective returned {_short_type(returned)}; it must return its final metrics, a dict with {', '.join(map(repr, metrics))}")
+        missing = [m for m in metrics if m not in returned]
+        if missing:
+            given = ", ".join(map(str, returned)) or "nothing"
+            raise BadResult(f"the objective returned no {missing[0]!r} (it returned: {given}); return the study's metric {', '.join(map(repr, metrics))}")
+        final: dict[str, float] = {}
+        for name, value in returned.items():
+            try:
+                final[str(name)] = float(value)
+            except (TypeError, ValueError):
+                raise BadResult(f"the objective returned {_short_type(value)} for metric {name!r}; metrics are numbers") from None
+        return final
 
     def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> str | None:
         if self.parent_run_id is None:
@@ -454,18 +508,29 @@ class StudyRunner:
         summary: RunSummary,
         *,
         values: list[float] | None = None,
-        outcome: TrialOutcome | None = None,
+        final: dict[str, float] | None = None,
+        result: TrialResult | None = None,
         reason: str | None = None,
         tags: dict[str, str] | None = None,
         requeued: bool = False,
     ) -> TrialState:
-        """Close the MLflow run first (its success is recorded on the trial), then tell Optuna."""
-        metrics = outcome.metrics if outcome is not None else recorder.best
-        summary_metrics = {f"best_{m}": metrics[m] for m in self.config.metrics if m in metrics and m.startswith("val_")}
-        if outcome is not None:
-            summary_metrics.update(best_epoch=outcome.fit.best_epoch, n_params=outcome.n_params, train_seconds=outcome.fit.train_seconds)
-        elif recorder.best_epoch is not None:
-            summary_metrics.update(best_epoch=recorder.best_epoch, train_seconds=time.monotonic() - recorder.started)
+        """Close the MLflow run first (its success is recorded on the trial), then tell Optuna.
+
+        Summary metrics: ``best_<metric>`` for each study metric measured per epoch (for an objective that
+        reports nothing, its final value), ``best_epoch``, and ``n_params``/``train_seconds`` (the
+        objective's own when it returns them; the wall time of its call otherwise).
+        """
+        reported = recorder.reported
+        metrics = final if final is not None else recorder.best
+        summary_metrics = {f"best_{m}": metrics[m] for m in self.config.metrics if m in metrics and (m in reported or not reported)}
+        best_epoch = result.best_epoch if result is not None and result.best_epoch is not None else recorder.best_epoch
+        if best_epoch is not None:
+            summary_metrics["best_epoch"] = best_epoch
+        if final is not None or best_epoch is not None:
+            summary_metrics["train_seconds"] = recorder.finished - recorder.started
+        for name in ("n_params", "train_seconds"):
+            if final is not None and name in final:
+                summary_metrics[name] = final[name]
         if reason:
             trial.set_user_attr(REASON_ATTR, reason)
         if run_id is not None:
@@ -514,34 +579,24 @@ class StudyRunner:
             pass
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, outcome: TrialOutcome, values: list[float]) -> dict[str, str]:
-        """Keep the best-epoch weights and validation predictions, as the checkpoint policy says.
+    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, hp: dict[str, Any], metrics: dict[str, float], result: TrialResult | None, values: list[float]) -> dict[str, str]:
+        """Keep a full objective's best-epoch weights and validation predictions, as the checkpoint policy says.
 
         Returns the tags for the trial's run, which go out with its closing batch.
         """
         policy = self.config.evaluation.checkpoints
-        if run_id is None or policy == "none":
+        if run_id is None or policy == "none" or result is None or not result.models or not self.objective.objective.is_full:
             return {}
         # The trials seen when this one was asked for: a later finish elsewhere only makes this trial look
         # better than it is, so at worst one checkpoint too many is kept until the next top-k entry.
         done = [t for t in self._asked_after if t.state == TrialState.COMPLETE]
         if policy == "top_k" and self._better_count(done, values[0]) >= self.config.evaluation.top_k:
             return {}
+        checkpoint = Checkpoint.of(result.models, objective=self.objective.resolved, hyperparameters=hp, meta=result.meta, val_predictions=result.val_predictions, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            torch.save(
-                {
-                    "objective": self.config.objective,
-                    "hyperparameters": hparams.resolve(self.config.objective, {**self.config.fixed, **trial.params}),
-                    "meta": outcome.model_meta,
-                    "state_dict": {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()},
-                },
-                folder / "model.pt",
-            )
-            np.save(folder / "val_predictions.npy", outcome.val_predictions)
-            (folder / "metrics.json").write_text(json.dumps(outcome.metrics))
+            checkpoint.save(Path(tmp))
             try:
-                self.tracker.log_artifacts(run_id, folder, "checkpoint")
+                self.tracker.log_artifacts(run_id, Path(tmp), "checkpoint")
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: checkpoint not saved: {exc}")
                 return {}
@@ -614,7 +669,8 @@ class _EpochRecorder:
         self.run_id = run_id
         self.metric = runner.config.metrics[0]
         self.maximize = runner.config.directions[0] == "maximize"
-        self.report = not runner.config.is_multi_objective and self.metric.startswith("val_")
+        # Optuna prunes one metric: the study's, whenever the objective measures it per epoch.
+        self.report = not runner.config.is_multi_objective
         # Optuna needs every epoch only to prune. Without a pruner an epoch is reported every few seconds
         # (a sign of life and a coarse curve), or every epoch while MLflow is not recording the trial
         # (`hpo reconcile` backfills from them): on a sub-second Boston trial a database write per
@@ -624,7 +680,8 @@ class _EpochRecorder:
         self.best: dict[str, float] = {}
         self.best_epoch: int | None = None
         self.last_epoch = -1
-        self.started = time.monotonic()
+        self.reported: set[str] = set()  # every metric name reported per epoch
+        self.started = self.finished = time.monotonic()
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         with self.runner._stop.shielded():
@@ -632,6 +689,8 @@ class _EpochRecorder:
 
     def _record(self, epoch: int, metrics: dict[str, float]) -> None:
         self.last_epoch = epoch
+        self.finished = time.monotonic()
+        self.reported.update(metrics)
         value = metrics.get(self.metric)
         if value is not None and math.isfinite(value):
             current = self.best.get(self.metric)
@@ -654,8 +713,24 @@ class _EpochRecorder:
                     raise optuna.TrialPruned()
 
 
+def _seed_everything(seed: int) -> None:
+    """The trial's seed for Python's and NumPy's global generators, and torch's when the objective uses torch
+    (an objective that seeds its own generators is unaffected)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def _short_type(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}" if len(text) <= 60 else f"a {type(value).__name__}"
+
+
 def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    torch = sys.modules.get("torch")  # only an objective that imported torch can run out of CUDA memory
+    if (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
         return f"out of memory: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__} (try a smaller batch_size or width)"
     text = str(exc).strip().splitlines()
     return redact(f"{exc.__class__.__name__}: {text[0] if text else ''}")[:1000]
@@ -764,15 +839,9 @@ def _plain(config: StudyConfig) -> dict[str, Any]:
     return json.loads(redact(json.dumps(config.resolved())))
 
 
-def data_fingerprint(config: StudyConfig) -> str | None:
-    """The objective's fingerprint of the data a study is scored on, if it offers one (`data_fingerprint`)."""
-    fingerprint = getattr(MODULES[config.objective], "data_fingerprint", None)
-    return str(fingerprint(config)) if fingerprint is not None else None
-
-
 def check_data_unchanged(study: optuna.Study, config: StudyConfig) -> None:
     """Refuse (exit 2) when the data a study was scored on has changed since: its file is named."""
-    stored, now = study.user_attrs.get(DATA_ATTR), data_fingerprint(config)
+    stored, now = study.user_attrs.get(DATA_ATTR), config.data_fingerprint()
     if stored is not None and now is not None and stored != now:
         raise UsageError(f"data: study {study.study_name!r} was run on {stored}, but the data is now {now}; restore the data the study was run on")
 
@@ -782,11 +851,13 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
     if data is None:
         raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")
-    return parse_study(data, source=f"study {study.study_name!r}")
+    return parse_study(data, source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
 
 
 def default_workers_env(index: int, workers: int) -> dict[str, str]:
     """Environment for local worker `index` of `workers`: its own GPU, or its share of CPU threads."""
+    import torch
+
     env: dict[str, str] = {}
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]

@@ -127,6 +127,26 @@ def render(target: str, plan: SweepPlan) -> str:
     return renderers[target](plan)
 
 
+def _objective_file_beside(plan: SweepPlan) -> Path | None:
+    """The study's objective file when it sits beside the study file (the k8s ConfigMap can carry it)."""
+    loaded = plan.config.load_objective()
+    path = Path(loaded.origin)
+    return path if loaded.kind == "file" and path.parent == plan.study_file.parent else None
+
+
+def objective_warning(target: str, plan: SweepPlan) -> str | None:
+    """Workers load the objective as `hpo run` does: say what must be where they run, unless it travels along."""
+    loaded = plan.config.load_objective()
+    if loaded.kind == "built-in":
+        return None
+    if loaded.kind == "file":
+        if target == "k8s" and _objective_file_beside(plan) is not None:
+            return None
+        where = "in the image, at the same place relative to the study file" if target == "k8s" else "on a path every node mounts"
+        return f"objective {plan.config.objective} is the file {loaded.origin}: the workers need it {where} (or make it an installed package)"
+    return f"objective {plan.config.objective} is imported by the workers: its package must be installed {'in the image' if target == 'k8s' else 'where they run'}"
+
+
 def shared_storage_warning(target: str, plan: SweepPlan) -> str | None:
     """Workers on several machines need a database server; say so when the storage is a local file."""
     if target == "cron":
@@ -201,11 +221,15 @@ def kubernetes_manifests(plan: SweepPlan) -> str:
         raise UsageError(f"{plan.study_file}: storage/tracking_uri contain a password, which would be copied into the ConfigMap; keep the URL without it and put the password into the Secret {plan.secret}")
     slug = _k8s_name(plan.study_name)
     labels = {"app.kubernetes.io/name": "hpo", "hpo/study": slug}
+    files = {Path(CONTAINER_STUDY_FILE).name: plan.study_file.read_text()}
+    beside = _objective_file_beside(plan)
+    if beside is not None:  # mounted next to the study file, where its relative `objective:` points
+        files[beside.name] = beside.read_text()
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"hpo-{slug}-study", "labels": labels},
-        "data": {Path(CONTAINER_STUDY_FILE).name: plan.study_file.read_text()},
+        "data": files,
     }
     job = {
         "apiVersion": "batch/v1",

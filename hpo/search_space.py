@@ -30,7 +30,10 @@ def _condition_holds(when: dict[str, list[Any]] | None, sampled: dict[str, Any])
 
 
 def describe(config: StudyConfig) -> list[dict[str, Any]]:
-    """One row per searched parameter, for `hpo validate`'s table."""
+    """One row per hyperparameter a trial trains with, for `hpo validate`'s table: the searched ones, the
+    fixed ones, then the defaults of the objective's table; `accepted` is the table's rule."""
+    table = config.load_objective().objective.hyperparameters
+    rule = lambda name: table[name].rule.describe() if table is not None and name in table else ""  # noqa: E731
     rows = []
     for name in config.parameter_order():
         p = config.params[name]
@@ -39,7 +42,10 @@ def describe(config: StudyConfig) -> list[dict[str, Any]]:
         else:
             domain = f"[{p.low}, {p.high}]" + (" log" if p.log else "") + (f" step {p.step}" if p.step else "")
         when = "; ".join(f"{k} in {v}" for k, v in (p.when or {}).items())
-        rows.append({"name": name, "type": p.type, "domain": domain, "when": when})
+        rows.append({"name": name, "type": p.type, "domain": domain, "when": when, "accepted": rule(name)})
     for name, value in config.fixed.items():
-        rows.append({"name": name, "type": "fixed", "domain": repr(value), "when": ""})
+        rows.append({"name": name, "type": "fixed", "domain": repr(value), "when": "", "accepted": rule(name)})
+    for row in table or ():
+        if row.name not in config.params and row.name not in config.fixed:
+            rows.append({"name": row.name, "type": "default", "domain": repr(row.default), "when": "", "accepted": row.rule.describe()})
     return rows

@@ -1,4 +1,5 @@
-"""Architecture arithmetic without torch, and study validation that rejects impossible CNN search spaces."""
+"""Architecture arithmetic without torch, and the CIFAR-10 objective's validation that rejects impossible
+CNN search spaces."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def test_conv_output_size_matches_torch(size: int, kernel: int, stride: int, pad
 
 
 def test_architecture_and_config_import_no_torch() -> None:
-    # Validation must stay instant: hpo.config (and the architecture check it calls) import no torch/optuna.
-    code = "import sys, hpo.config, hpo.architecture; assert not {'torch', 'optuna'} & set(sys.modules), sorted(m for m in sys.modules if m in ('torch', 'optuna'))"
+    # Validation must stay instant: hpo.config, the architecture arithmetic and the built-in objectives'
+    # declarations (with the CNN check) import no torch/optuna, even when a CIFAR-10 study is checked.
+    code = (
+        "import sys, hpo.config, hpo.architecture; "
+        "hpo.config.parse_study({'name': 'c', 'objective': 'cifar10', 'fixed': {'conv_blocks': 4}}); "
+        "hpo.config.parse_study({'name': 'b', 'objective': 'boston'}); "
+        "assert not {'torch', 'optuna'} & set(sys.modules), sorted(m for m in sys.modules if m in ('torch', 'optuna'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -45,7 +52,7 @@ def _study(**changes: Any) -> dict[str, Any]:
         ({"fixed": {"conv_blocks": 2, "kernel_size": 9, "padding": 0, "pooling": "none", "convs_per_block": 4}}, "fixed.conv_blocks", "nothing"),
         ({"fixed": {"pooling": "none", "global_pool": False, "filters": 128}}, "fixed.global_pool", "head inputs"),
         ({"params": {"model": {"type": "categorical", "choices": ["mlp", "resnet"]}, "kernel_size": {"type": "int", "low": 3, "high": 4}}}, "params.kernel_size", "odd"),
-        ({"fixed": {"augment_crop": 32}}, "fixed.augment_crop", "0 to 31"),
+        ({"fixed": {"augment_crop": 32}}, "fixed.augment_crop", "[0, 31]"),
     ],
 )
 def test_impossible_search_spaces_are_rejected_naming_the_field(changes: dict[str, Any], field: str, words: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hpo.augment import BatchAugment, colour_jitter, cutout, random_flip, random_rotation, random_translate
-from hpo.hyperparameters import resolve
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 
 
 def _batch(n: int = 64, *, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -90,7 +90,7 @@ def test_rotation_turns_images_about_the_centre() -> None:
 def test_batch_augment_follows_the_hyperparameters() -> None:
     # All switches off -> no augmentation at all; each switch on -> its transform runs, dtype kept,
     # and the same generator seed gives the same batch.
-    hp = resolve("cifar10", {})
+    hp = HYPERPARAMETERS.resolve({})
     assert BatchAugment.from_hyperparameters(hp, fill=(0.5, 0.5, 0.5)) is None
     on = BatchAugment.from_hyperparameters(
         {**hp, "augment_flip": True, "augment_crop": 4, "augment_cutout": 8, "augment_jitter": 0.3, "augment_rotation": 10.0}, fill=(0.5, 0.5, 0.5)

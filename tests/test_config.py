@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hpo import study_reference
-from hpo.config import VALUE_RULES, StudyConfig, load_study, parse_study, study_to_yaml
+from hpo.config import StudyConfig, load_study, parse_study, study_to_yaml
 from hpo.errors import UsageError
 from hpo.settings import Settings, check_writable, redact, resolve_settings
 from tests.conftest import tiny_boston
@@ -26,7 +26,7 @@ def _error(data: Any) -> str:
 
 
 def test_minimal_study_resolves_every_default() -> None:
-    # Two keys are enough; everything else comes from the model and the objective's vocabulary.
+    # Two keys are enough; everything else comes from the model and the objective's declaration.
     config = parse_study({"name": "m", "objective": "boston"})
     resolved = config.resolved()
     assert resolved["metric"] == "val_rmse" and resolved["direction"] == "minimize"
@@ -79,14 +79,16 @@ def test_fixed_values_and_ranges_are_checked_against_the_hyperparameter() -> Non
     assert config.fixed["epochs"] == 10.0
 
 
-def test_value_rules_describe_what_they_accept() -> None:
-    # Every rule accepts its own default (hpo.hyperparameters) and rejects a value of another kind.
-    from hpo.hyperparameters import DEFAULTS
+def test_table_rules_describe_what_they_accept() -> None:
+    # Every built-in hyperparameter's rule accepts its own default and rejects a value of another kind.
+    from hpo.objectives import load_objective, registered
 
-    for name, rule in VALUE_RULES.items():
-        assert rule.accepts(DEFAULTS[name]), name
-        assert not rule.accepts([1]), name
-    assert VALUE_RULES["padding"].accepts("same") and not VALUE_RULES["padding"].accepts("valid")
+    for name in registered():
+        for row in load_objective(name).objective.hyperparameters or ():
+            assert row.rule.accepts(row.default), (name, row.name)
+            assert not row.rule.accepts([1]), (name, row.name)
+    padding = load_objective("cifar10").objective.hyperparameters["padding"].rule  # type: ignore[index]
+    assert padding.accepts("same") and not padding.accepts("valid")
 
 
 @pytest.mark.parametrize(

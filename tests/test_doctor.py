@@ -154,4 +154,4 @@ def test_a_cifar10_study_without_the_data_names_the_import_command(cli: Callable
     result = cli("doctor", write_study(study))
     assert result.exit_code == 1
     problems = [line for line in lines_about(result.stdout, "data") if line.startswith("PROBLEM")]
-    assert len(problems) == 1 and "needs CIFAR-10" in problems[0] and "hpo data import cifar10" in problems[0]
+    assert len(problems) == 1 and "needs cifar10" in problems[0] and "hpo data import cifar10" in problems[0]

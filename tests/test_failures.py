@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 import torch
 from mlflow import MlflowClient
 
-from hpo.objectives import OBJECTIVES, TrialContext, TrialOutcome, boston
+from hpo.objectives import TrialContext, TrialResult
+from hpo.objectives.boston import objective as boston
 from tests.conftest import tiny_boston
 
 REASON = "hpo.failure_reason"
@@ -70,31 +70,37 @@ def test_diverging_optimizer_is_pruned_by_default_and_the_study_goes_on(cli: Any
     assert runs[trials[1e-3].number].info.status == "FINISHED"
 
 
-def _troublemaker(ctx: TrialContext) -> TrialOutcome:
+def _troublemaker(ctx: TrialContext) -> TrialResult:
     """The real Boston objective, except that width 16 runs out of GPU memory during its second epoch
     and width 24 finishes training with a NaN score."""
     width = int(ctx.hyperparameters["width"])
     if width == 16:
-        log_epoch = ctx.on_epoch
+        report = ctx.report
 
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            log_epoch(epoch, metrics)
+        def out_of_memory(epoch: int, metrics: dict[str, float]) -> None:
+            report(epoch, metrics)
             if epoch == 1:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.78 GiB total capacity)")
 
-        return boston.objective(dataclasses.replace(ctx, on_epoch=on_epoch))
-    outcome = boston.objective(ctx)
+        ctx.report = out_of_memory  # type: ignore[method-assign]
+    result = boston.train(ctx)
+    assert isinstance(result, TrialResult)
     if width == 24:
-        outcome.metrics["val_rmse"] = math.nan
-    return outcome
+        result.metrics = {**result.metrics, "val_rmse": math.nan}
+    return result
 
 
-def test_out_of_memory_diverging_and_nan_results_fail_one_trial_each(cli: Any, write_study: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+# Boston's declaration (table, data, metrics) with another training function, named by the studies
+# below as `tests.test_failures:troublemaker`: the way a user names an objective of their own.
+troublemaker = dataclasses.replace(boston, train=_troublemaker, name="troublemaker")
+
+
+def test_out_of_memory_diverging_and_nan_results_fail_one_trial_each(cli: Any, write_study: Any) -> None:
     # Six grid trials: one healthy, the others out of memory, diverging or scoring NaN. Each failure
     # is a FAIL trial with its own reason in Optuna and a FAILED MLflow run carrying the same reason
     # (and the epochs it logged before failing); the study runs all six and exits 0.
-    monkeypatch.setitem(OBJECTIVES, "boston", _troublemaker)
     study = tiny_boston(
+        objective="tests.test_failures:troublemaker",
         n_trials=6,
         sampler={"type": "grid"},
         execution={"nan_policy": "fail", "max_consecutive_failures": 10},
@@ -128,15 +134,18 @@ def test_out_of_memory_diverging_and_nan_results_fail_one_trial_each(cli: Any, w
         assert run.data.tags[REASON] == reason
 
 
-def _always_fails(ctx: TrialContext) -> TrialOutcome:
+def _always_fails(ctx: TrialContext) -> TrialResult:
     raise RuntimeError("simulated failure: the feature file vanished")
 
 
-def test_a_study_whose_trials_all_fail_stops_after_max_consecutive_failures(cli: Any, write_study: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+always_fails = dataclasses.replace(boston, train=_always_fails, name="always_fails")
+
+
+def test_a_study_whose_trials_all_fail_stops_after_max_consecutive_failures(cli: Any, write_study: Any) -> None:
     # Ten trials budgeted, every one fails: the run stops after three in a row with exit code 1 and
     # one line that says why and what to change, instead of burning the budget.
-    monkeypatch.setitem(OBJECTIVES, "boston", _always_fails)
-    result = cli("run", write_study(tiny_boston(n_trials=10, execution={"max_consecutive_failures": 3})), "--quiet")
+    study = tiny_boston(objective="tests.test_failures:always_fails", n_trials=10, execution={"max_consecutive_failures": 3})
+    result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("hpo:")]  # in-process, MLflow's own INFO lines show too
     assert len(lines) == 1, result.stderr

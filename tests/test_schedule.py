@@ -174,3 +174,28 @@ def test_bad_options_are_refused_with_the_option_named(cli: Callable[..., Any], 
     result = cli("schedule", "slurm", write_study(tiny_boston()), *args)
     assert result.exit_code == 2 and result.stdout == ""
     assert named in result.stderr
+
+
+def test_a_file_objective_travels_with_the_kubernetes_study_and_is_named_elsewhere(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+    # An objective file beside the study file goes into the ConfigMap, so the pods' mounted folder holds
+    # both and the study's relative `objective:` resolves there; one in another folder cannot travel and
+    # the command says what the workers need.
+    (tmp_path / "own.py").write_text("def train(ctx):\n    return {'score': 1.0}\n")
+    study = {"name": "own", "objective": "own.py:train", "metric": "score", "direction": "maximize", "n_trials": 1}
+    result = cli("schedule", "k8s", write_study(study))
+    assert result.exit_code == 0, result.output
+    config_map = next(yaml.safe_load_all(result.stdout))
+    mounted = tmp_path / "mounted"  # what the pods see at /etc/hpo
+    mounted.mkdir()
+    for name, text in config_map["data"].items():
+        (mounted / name).write_text(text)
+    assert sorted(config_map["data"]) == ["own.py", "study.yaml"]
+    shown = cli("validate", mounted / "study.yaml")
+    assert shown.exit_code == 0 and f"(file: {mounted / 'own.py'})" in shown.stdout
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "own.py").write_text("def train(ctx):\n    return {'score': 1.0}\n")
+    for target in ("k8s", "slurm"):
+        elsewhere = cli("schedule", target, write_study({**study, "objective": "models/own.py:train"}, name="elsewhere.yaml"), "--storage", "postgresql://hpo@db:5432/hpo")
+        assert elsewhere.exit_code == 0, elsewhere.output
+        assert f"warning: objective models/own.py:train is the file {tmp_path / 'models' / 'own.py'}: the workers need it" in elsewhere.stderr

@@ -1,4 +1,4 @@
-"""Data commands: `hpo data fetch`, `hpo data import` and `hpo data info`."""
+"""Data commands: `hpo data fetch`, `hpo data import` and `hpo data info`, for the datasets objectives declare."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,15 +20,20 @@ from hpo.settings import data_dir
 data_app = typer.Typer(name="data", help="Get, import and describe datasets (in HPO_DATA_DIR).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-if TYPE_CHECKING:
-    from hpo.data.cifar10 import ImportSummary
 
-DATASETS = ("cifar10",)
+def _dataset(name: str, method: str) -> Any:
+    """The registered dataset `name`, if it offers `method` (fetch, import_data)."""
+    from hpo.objectives._protocol import offers
+    from hpo.objectives._registry import datasets
 
-
-def _check_dataset(name: str) -> None:
-    if name not in DATASETS:
-        raise UsageError(f"dataset: unknown dataset {name!r}; accepted: {', '.join(DATASETS)} (boston ships with hpo)")
+    known = datasets()
+    able = [n for n, d in known.items() if offers(d, method)]
+    verb = method.split("_")[0]
+    if name in known and name not in able:
+        raise UsageError(f"dataset: {name} has nothing to {verb} ({known[name].describe().get('summary', 'managed by its objective')})")
+    if name not in able:
+        raise UsageError(f"dataset: unknown dataset {name!r}; accepted: {', '.join(able) or 'none'}")
+    return known[name]
 
 
 @contextmanager
@@ -47,38 +52,25 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         yield report
 
 
-def _summary(summary: ImportSummary) -> None:
-    counts = summary.counts
-    typer.echo(
-        f"cifar10: {counts['train']:,} training + {counts['test']:,} test images from {summary.source} "
-        f"({summary.source_format}) cached in {summary.path} in {summary.seconds:.1f}s",
-        err=True,
-    )
-
-
 @command(data_app, "fetch")
-def fetch(dataset: str = typer.Argument(..., help="cifar10")) -> None:
-    """Download the official archive with torchvision (needs internet) and import it."""
-    from hpo.data import cifar10
-
-    _check_dataset(dataset)
+def fetch(dataset: str = typer.Argument(..., help="A dataset that can be downloaded, e.g. cifar10.")) -> None:
+    """Download a dataset (needs internet) and import it into the cache."""
+    found = _dataset(dataset, "fetch")
     with _progress() as progress:
-        summary = cifar10.fetch(progress=progress)
-    _summary(summary)
+        summary = found.fetch(progress=progress)
+    typer.echo(f"{dataset}: {summary}", err=True)
 
 
 @command(data_app, "import")
 def import_(
-    dataset: str = typer.Argument(..., help="cifar10"),
-    path: Path = typer.Argument(..., help="cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*."),
+    dataset: str = typer.Argument(..., help="A dataset that can be imported, e.g. cifar10."),
+    path: Path = typer.Argument(..., help="cifar10: cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*."),
 ) -> None:
     """Decode a local copy once into the checksummed cache that studies read."""
-    from hpo.data import cifar10
-
-    _check_dataset(dataset)
+    found = _dataset(dataset, "import_data")
     with _progress() as progress:
-        summary = cifar10.import_dataset(path, progress=progress)
-    _summary(summary)
+        summary = found.import_data(path, progress=progress)
+    typer.echo(f"{dataset}: {summary}", err=True)
 
 
 @command(data_app, "info")
@@ -87,25 +79,20 @@ def info(
     verify: bool = typer.Option(False, "--verify", help="Re-hash every cached file against its checksum."),
 ) -> None:
     """What is cached in HPO_DATA_DIR, and the command that fetches what is not."""
-    from hpo.data import cifar10
+    from hpo.objectives._protocol import offers
+    from hpo.objectives._registry import datasets
 
-    entry = cifar10.describe()
-    if verify and entry["cached"]:
-        cifar10.verify()
-        entry["verified"] = True
-    datasets = [entry, {"dataset": "boston", "cached": True, "path": "shipped with hpo (hpo/data/boston_house_prices.csv)"}]
+    entries = []
+    for dataset in datasets().values():
+        entry = dataset.describe()
+        if verify and entry.get("cached") and offers(dataset, "verify"):
+            dataset.verify()
+            entry["verified"] = True
+        entries.append(entry)
     if as_json:
-        typer.echo(json.dumps({"data_dir": str(data_dir()), "datasets": datasets}, indent=2))
+        typer.echo(json.dumps({"data_dir": str(data_dir()), "datasets": entries}, indent=2))
         return
     typer.echo(f"data dir: {data_dir()}")
-    for item in datasets:
-        if item["dataset"] == "cifar10" and item["cached"]:
-            checked = ", checksums verified" if item.get("verified") else ""
-            typer.echo(
-                f"cifar10: {item['train_images']:,} train + {item['test_images']:,} test images, {item['megabytes']} MB in {item['path']}\n"
-                f"  from {item['source']} ({item['source_format']}), imported {item['imported_at']}{checked}"
-            )
-        elif item["dataset"] == "cifar10":
-            typer.echo(f"cifar10: not cached; {item['fix']}")
-        else:
-            typer.echo(f"{item['dataset']}: {item['path']}")
+    for entry in entries:
+        checked = ", checksums verified" if entry.get("verified") else ""
+        typer.echo(f"{entry['dataset']}: {entry.get('summary') or entry.get('path', '')}{checked}")

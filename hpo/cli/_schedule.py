@@ -34,7 +34,7 @@ def schedule(
     secret: str = typer.Option("hpo-credentials", "--secret", help="Kubernetes Secret holding the storage URL and passwords."),
 ) -> None:
     """Print a ready batch-sweep script/manifest whose workers share the study storage."""
-    from hpo.schedule import plan_sweep, render, shared_storage_warning
+    from hpo.schedule import objective_warning, plan_sweep, render, shared_storage_warning
 
     config = load_study(study_file)
     plan = plan_sweep(
@@ -52,7 +52,7 @@ def schedule(
         secret=secret,
     )
     text = render(target.value, plan)
-    warning = shared_storage_warning(target.value, plan)
-    if warning:
-        typer.echo(f"hpo: warning: {warning}", err=True)
+    for warning in (shared_storage_warning(target.value, plan), objective_warning(target.value, plan)):
+        if warning:
+            typer.echo(f"hpo: warning: {warning}", err=True)
     typer.echo(text, nl=False)

@@ -40,13 +40,12 @@ def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
     run before anything is created; errors about the file's fields name the file."""
     from hpo.databases import check_stores
-    from hpo.objectives import PREFLIGHT
     from hpo.samplers import build_pruner, build_sampler
 
     try:
         build_sampler(config)
         build_pruner(config.pruner)
-        PREFLIGHT[config.objective](config)
+        config.preflight()
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
     check_writable(settings)
@@ -250,6 +249,7 @@ def validate(
     resolved = study_to_yaml(config)
     typer.echo(redact(resolved))
     typer.echo(f"# storage: {redact(settings.storage)}\n# tracking_uri: {redact(settings.tracking_uri)}")
+    typer.echo(f"# objective: {config.load_objective().describe()}")
     _print_table(f"search space of {config.name}", describe(config))
     typer.echo(f"{study_file}: valid", err=True)
 

@@ -1,6 +1,6 @@
 """Datasets and their splits. The test split has its own reader so that every read of it is counted:
 studies never call it; only `hpo evaluate` does (tests assert on :data:`TEST_SPLIT_READS`)."""
 
-from hpo.data._test_guard import TEST_SPLIT_READS, record_test_read
+from hpo.data._test_guard import TEST_SPLIT_READS, reading_test_split, record_test_read
 
-__all__ = ["TEST_SPLIT_READS", "record_test_read"]
+__all__ = ["TEST_SPLIT_READS", "reading_test_split", "record_test_read"]

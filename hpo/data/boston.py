@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpo.config import BOSTON_FEATURES, DataConfig
+from hpo.objectives.boston import FEATURES as BOSTON_FEATURES
+from hpo.objectives.boston import BostonDataOptions as DataConfig
 from hpo.data._test_guard import record_test_read
 from hpo.errors import UsageError
 

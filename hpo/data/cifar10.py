@@ -216,6 +216,13 @@ class ImportSummary:
     counts: dict[str, int]
     seconds: float
 
+    def __str__(self) -> str:
+        """The line `hpo data import|fetch` prints."""
+        return (
+            f"{self.counts['train']:,} training + {self.counts['test']:,} test images from {self.source} "
+            f"({self.source_format}) cached in {self.path} in {self.seconds:.1f}s"
+        )
+
 
 def import_dataset(source: str | Path, *, progress: ProgressFn | None = None) -> ImportSummary:
     """Decode `source` once and write the checksummed cache; the old cache is replaced only on success."""
@@ -484,8 +491,9 @@ def describe() -> dict[str, Any]:
     """What `hpo data info` shows about the CIFAR-10 cache (nothing is read but the manifest)."""
     manifest = read_manifest()
     if manifest is None:
-        return {"dataset": NAME, "cached": False, "path": str(cache_dir()), "fix": IMPORT_HINT}
+        return {"dataset": NAME, "cached": False, "path": str(cache_dir()), "fix": IMPORT_HINT, "summary": f"not cached; {IMPORT_HINT}"}
     size = sum(int(f["bytes"]) for f in manifest["files"].values())
+    train, test = manifest["splits"]["train"]["images"], manifest["splits"]["test"]["images"]
     return {
         "dataset": NAME,
         "cached": True,
@@ -497,6 +505,8 @@ def describe() -> dict[str, Any]:
         "imported_at": manifest["imported_at"],
         "megabytes": round(size / 1e6, 1),
         "sha256": {name: f["sha256"] for name, f in manifest["files"].items()},
+        "summary": f"{train:,} train + {test:,} test images, {round(size / 1e6, 1)} MB in {cache_dir()}\n"
+        f"  from {manifest['source']} ({manifest['source_format']}), imported {manifest['imported_at']}",
     }
 
 

@@ -1,14 +1,11 @@
 """Final evaluation: the best models tested once, their ensembles, and baselines on the same split."""
 
-from hpo.evaluation._baselines import BASELINES, Baseline
-from hpo.evaluation._checkpoints import Member, load_checkpoint, rebuild
+from hpo.evaluation._checkpoints import Member, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
 from hpo.evaluation._evaluate import EvaluationResult, ModelResult, evaluate, existing_results, find_evaluations, headline_metrics
 from hpo.evaluation._metrics import classification_metrics, confusion_matrix, regression_metrics, score, selection_score
 
 __all__ = [
-    "BASELINES",
-    "Baseline",
     "Ensemble",
     "EvaluationResult",
     "Member",
@@ -21,9 +18,8 @@ __all__ = [
     "find_evaluations",
     "greedy_ensemble",
     "headline_metrics",
-    "load_checkpoint",
+    "load_member",
     "mean_ensemble",
-    "rebuild",
     "regression_metrics",
     "score",
     "selection_score",

@@ -30,21 +30,20 @@ import optuna
 import torch
 
 import hpo
-from hpo import hyperparameters as hparams
 from hpo.config import StudyConfig
+from hpo.data._test_guard import reading_test_split
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import _plots as plots
-from hpo.evaluation._baselines import BASELINES, Baseline
 from hpo.evaluation._checkpoints import Member, has_checkpoint, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
 from hpo.evaluation._metrics import confusion_matrix, is_classification, score, selection_score
 from hpo.evaluation._retrain import retrain, retrain_seeds
-from hpo.objectives import MODULES
+from hpo.objectives import Baseline, EvaluationHooks
+from hpo.objectives._checkpoint import Checkpoint, predictions
 from hpo.results import StudyRef, best_trials, load
 from hpo.runner import PARENT_RUN_ATTR, SEED_ATTR, check_data_unchanged, stored_config, trial_seed
 from hpo.tracking import Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
-from hpo.training.loop import predict
 
 EVALUATED_ROLES = ("evaluation", "ensemble")
 SUPERSEDED_TAG = "hpo.superseded"
@@ -67,7 +66,7 @@ class ModelResult:
     trial_number: int | None = None
     rank: int | None = None
     detail: str = ""
-    baseline: str | None = None  # the baseline it stands for (e.g. linear_regression, best_mlp, best_cnn)
+    baseline: str | None = None  # the baseline it stands for (e.g. linear_regression, or best_<model> per model family)
 
 
 @dataclass
@@ -85,16 +84,28 @@ class EvaluationResult:
         return min(ranked, key=lambda r: r.rank if r.rank is not None else 1_000_000) if ranked else None
 
     def family_comparison(self) -> str | None:
-        """The best MLP against the best CNN on test accuracy, when the study had both."""
-        found = {r.baseline: r for r in self.results if r.baseline in ("best_mlp", "best_cnn")}
-        if len(found) < 2:
+        """The best model of each model family (value of `model`) on the headline test metric, when the
+        study tried several families: e.g. its best MLP against its best CNN."""
+        found = [r for r in self.results if r.baseline and r.baseline.startswith(FAMILY_PREFIX)]
+        metric = self.headline[0] if self.headline else None
+        if len(found) < 2 or metric is None or any(metric not in r.metrics for r in found):
             return None
-        mlp, cnn = found["best_mlp"], found["best_cnn"]
-        a, b = mlp.metrics.get("test_acc"), cnn.metrics.get("test_acc")
-        if a is None or b is None:
-            return None
-        verdict = "a tie" if a == b else f"the {'CNN' if b > a else 'MLP'} is better by {abs(b - a):.4f}"
-        return f"best MLP (trial {mlp.trial_number}) test_acc={a:.4f} vs best CNN (trial {cnn.trial_number}) test_acc={b:.4f}: {verdict}"
+        higher = metric in HIGHER_IS_BETTER
+        ranked = sorted(found, key=lambda r: -r.metrics[metric] if higher else r.metrics[metric])
+        parts = " vs ".join(f"best {_family_label(r.baseline)} (trial {r.trial_number}) {metric}={r.metrics[metric]:.4f}" for r in found)
+        first, second = ranked[0], ranked[1]
+        gap = abs(first.metrics[metric] - second.metrics[metric])
+        verdict = "a tie" if gap == 0 else f"the {_family_label(first.baseline)} is better by {gap:.4f}"
+        return f"{parts}: {verdict}"
+
+
+FAMILY_PREFIX = "best_"
+HIGHER_IS_BETTER = ("test_acc", "test_macro_f1", "test_r2")
+
+
+def _family_label(baseline: str | None) -> str:
+    """'best_cnn' -> 'CNN': how a model family is named in sentences."""
+    return (baseline or "").removeprefix(FAMILY_PREFIX).upper()
 
 
 def _order(result: ModelResult) -> tuple[int, int, str]:
@@ -147,8 +158,10 @@ class _Prepared:
     """Everything decided before the test split is read."""
 
     config: StudyConfig
+    hooks: EvaluationHooks
     members: list[Member]
-    models: list[list[tuple[torch.nn.Module, dict[str, Any]]]]  # per member: (model, meta) per seed
+    # per member, one variant per retrain seed (or the checkpoint itself): its models (one per fold) and meta
+    variants: list[list[tuple[list[torch.nn.Module], dict[str, Any]]]]
     ensemble: Ensemble | None
     selection: str
     val_scores: list[float]
@@ -170,8 +183,11 @@ def evaluate(
     """Evaluate the study's best models on the test split once; see the module docstring for the order."""
     study = load(ref)
     config = stored_config(study)
-    if config.objective not in MODULES:
-        raise UsageError(f"objective: {config.objective!r} has no evaluation module; known: {', '.join(MODULES)}")
+    if not config.load_objective().objective.is_full:
+        raise UsageError(
+            f"objective: {config.objective} is a minimal objective: `hpo evaluate` needs its evaluation hooks "
+            "(build_model, val_split, test_split, to_predictions; see the README's 'Your own model')"
+        )
     check_data_unchanged(study, config)  # the test split of other data would score other rows
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if not parent:
@@ -245,17 +261,12 @@ def _prepare(
         notes.append(f"only {len(chosen)} of the top {top_k} trials have checkpoints (the study keeps evaluation.top_k={config.evaluation.top_k})")
     say(f"loading {len(chosen)} checkpoint(s): trials {', '.join(str(t.number) for t in chosen)}")
     members = [load_member(tracker, t, folder / "checkpoints") for t in chosen]
-    module = MODULES[config.objective]
+    hooks = members[0].hooks()
     classification = is_classification(members[0].val_predictions)
     val_metric = next((m for m in config.metrics if m.startswith("val_")), config.metrics[0])
     selection, score_fn, maximize = selection_score(val_metric, classification=classification)
 
-    val_targets = None
-    val_split = getattr(module, "val_split", None)
-    if val_split is not None:
-        val_targets = np.asarray(val_split(config.data, members[0].meta)[1])
-    elif method == "greedy" and len(members) > 1:
-        raise UsageError(f"--ensemble greedy: objective {config.objective} offers no validation targets (val_split); use --ensemble mean")
+    val_targets = np.asarray(hooks.val_split(config.data, members[0].meta)[1])
     val_scores = [score_fn(np.asarray(m.val_predictions, np.float64), val_targets) for m in members] if val_targets is not None else []
 
     chosen_ensemble: Ensemble | None = None
@@ -266,37 +277,45 @@ def _prepare(
     elif method == "mean":
         chosen_ensemble = mean_ensemble([m.val_predictions for m in members], val_targets, score_fn if val_targets is not None else None)
 
-    models: list[list[tuple[torch.nn.Module, dict[str, Any]]]] = []
+    variants: list[list[tuple[list[torch.nn.Module], dict[str, Any]]]] = []
     for member in members:
         if seeds:
             say(f"retraining {member.name} on train+validation with {seeds} seed(s)")
             trial_seed_value = int(study.trials[member.trial_number].user_attrs.get(SEED_ATTR, trial_seed(config.seed, member.trial_number)))
-            models.append(retrain(member, config.data, seeds=retrain_seeds(trial_seed_value, seeds), device=device))
+            variants.append([([model], meta) for model, meta in retrain(member, config.data, seeds=retrain_seeds(trial_seed_value, seeds), device=device)])
         else:
-            models.append([(member.model.to(device), member.meta)])
+            variants.append([([model.to(device) for model in member.models], member.meta)])
 
-    fit_baselines = BASELINES.get(config.objective)
-    baselines = fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
-    family_best = _best_per_family(study, config, tracker, members, folder) if classification else {}
-    return _Prepared(config, members, models, chosen_ensemble, selection, val_scores, val_targets, baselines, family_best, seeds)
+    fit_baselines = getattr(hooks, "baselines", None)
+    baselines: list[Baseline] = fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
+    family_best = _best_per_family(study, config, tracker, members, folder)
+    return _Prepared(config, hooks, members, variants, chosen_ensemble, selection, val_scores, val_targets, baselines, family_best, seeds)
 
 
 def _best_per_family(study: optuna.Study, config: StudyConfig, tracker: Tracker, members: list[Member], folder: Path) -> dict[str, Member]:
-    """The best checkpointed MLP and the best checkpointed convolutional model, when the study has both."""
+    """The best checkpointed trial of each model family (each value of the `model` hyperparameter), when
+    the study tried more than one; {} otherwise (and for objectives whose table has no `model`)."""
+    table = config.load_objective().objective.hyperparameters
+    if table is None or "model" not in table:
+        return {}
+    ranked = best_trials(study, len(study.trials))
+    family_of = {t.number: str(config.trial_hyperparameters(t.params)["model"]) for t in ranked}
+    families = set(family_of.values())
+    if len(families) < 2:
+        return {}
     by_number = {m.trial_number: m for m in members}
     found: dict[str, Member] = {}
-    for trial in best_trials(study, len(study.trials)):
-        model = hparams.resolve(config.objective, {**config.fixed, **trial.params})["model"]
-        family = "mlp" if model == "mlp" else "cnn"
+    for trial in ranked:
+        family = family_of[trial.number]
         if family in found:
             continue
         if trial.number in by_number:
             found[family] = by_number[trial.number]
         elif has_checkpoint(tracker, trial):
             found[family] = load_member(tracker, trial, folder / "checkpoints")
-        if len(found) == 2:
+        if len(found) == len(families):
             break
-    return found if len(found) == 2 else {}
+    return found if len(found) >= 2 else {}
 
 
 def _test_and_log(
@@ -311,10 +330,11 @@ def _test_and_log(
     notes: list[str],
     say: Say,
 ) -> EvaluationResult:
-    module = MODULES[config.objective]
+    hooks = prepared.hooks
     members = prepared.members
     say("reading the test split (the first and only time for this evaluation)")
-    inputs, targets = module.test_split(config.data, members[0].meta)
+    with reading_test_split(members[0].checkpoint.objective):
+        inputs, targets = hooks.test_split(config.data, members[0].meta)
     inputs_device = inputs.to(device)
     targets = np.asarray(targets)
     classes = members[0].meta.get("classes")
@@ -325,8 +345,8 @@ def _test_and_log(
     try:
         member_predictions: list[np.ndarray] = []
         member_files: list[list[Path]] = []
-        for rank, (member, models) in enumerate(zip(members, prepared.models), start=1):
-            per_seed = [module.to_predictions(predict(model, inputs_device), meta) for model, meta in models]
+        for rank, (member, variants) in enumerate(zip(members, prepared.variants), start=1):
+            per_seed = [predictions(hooks, models, inputs_device, meta) for models, meta in variants]
             prediction = blend(per_seed, [1.0] * len(per_seed))
             member_predictions.append(prediction)
             metrics = score(prediction, targets, prefix="test", classes=classes)
@@ -338,7 +358,7 @@ def _test_and_log(
                 metrics[metric] = float(value)
             if prepared.val_scores:
                 metrics[f"{prepared.selection}_selection"] = prepared.val_scores[rank - 1]
-            files = _save_models(member, models, folder / f"models-{member.trial_number:04d}") if prepared.seeds else [member.path]
+            files = _save_models(member, variants, folder / f"models-{member.trial_number:04d}") if prepared.seeds else [member.path]
             member_files.append(files)
             detail = f"retrained on train+validation over {prepared.seeds} seeds" if prepared.seeds else "best-epoch checkpoint"
             run_id = _log_model_run(
@@ -347,14 +367,14 @@ def _test_and_log(
                       "hpo.model_family": member.family, "hpo.detail": detail},
                 params={"trial_number": member.trial_number, "rank": rank, "retrain_seeds": prepared.seeds, "model": member.family},
                 metrics=metrics, predictions=prediction, targets=targets, classes=classes, folder=folder,
-                conv_model=models[0][0], image=inputs[0],
+                conv_model=variants[0][0][0], image=inputs[0],
             )  # fmt: skip
             logged.append(ModelResult(member.name, "trial", run_id, metrics, member.trial_number, rank, detail))
             say(f"{member.name}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
         registered: dict[str, str] = {}
         best = members[0]
-        registered[f"{study.study_name}-best"] = _register_best(tracker, logged[0].run_id, best, prepared.models[0][0], inputs, study.study_name)
+        registered[f"{study.study_name}-best"] = _register_best(tracker, logged[0].run_id, best, prepared.variants[0][0], inputs, study.study_name)
 
         if prepared.ensemble is not None:
             ens = prepared.ensemble
@@ -397,7 +417,7 @@ def _test_and_log(
             say(f"{baseline.label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
         if prepared.family_best:
-            logged.extend(_family_comparison(tracker, parent, created, prepared, logged, module, inputs, inputs_device, targets, classes, folder, common_tags))
+            logged.extend(_family_comparison(tracker, parent, created, prepared, logged, inputs, inputs_device, targets, classes, folder, common_tags))
 
         for run_id in created:
             tracker.finish_run(run_id)
@@ -420,7 +440,6 @@ def _family_comparison(
     created: list[str],
     prepared: _Prepared,
     logged: list[ModelResult],
-    module: Any,
     inputs: torch.Tensor,
     inputs_device: torch.Tensor,
     targets: np.ndarray,
@@ -428,36 +447,37 @@ def _family_comparison(
     folder: Path,
     common_tags: dict[str, str],
 ) -> list[ModelResult]:
-    """The best MLP against the best CNN: tag their runs, evaluating whichever is not a member already."""
+    """The best model of each family: tag their runs, evaluating whichever is not a member already."""
     extra: list[ModelResult] = []
     by_trial = {r.trial_number: r for r in logged if r.kind == "trial"}
     for family, member in prepared.family_best.items():
-        label = f"best {family.upper()} ({member.name})"
+        tag = f"{FAMILY_PREFIX}{family}"
+        label = f"best {_family_label(tag)} ({member.name})"
         if member.trial_number in by_trial:
-            by_trial[member.trial_number].baseline = f"best_{family}"
-            tracker.set_tags(by_trial[member.trial_number].run_id, {"hpo.baseline": f"best_{family}"})
+            by_trial[member.trial_number].baseline = tag
+            tracker.set_tags(by_trial[member.trial_number].run_id, {"hpo.baseline": tag})
             continue
-        prediction = module.to_predictions(predict(member.model.to(inputs_device.device), inputs_device), member.meta)
+        models = [model.to(inputs_device.device) for model in member.models]
+        prediction = predictions(prepared.hooks, models, inputs_device, member.meta)
         metrics = score(prediction, targets, prefix="test", classes=classes)
         run_id = _log_model_run(
             tracker, parent, created, label=label, kind="baseline", run_name=f"baseline-best-{family}",
-            tags={**common_tags, "hpo.baseline": f"best_{family}", "optuna.trial_number": str(member.trial_number), "hpo.trial_run_id": member.run_id,
+            tags={**common_tags, "hpo.baseline": tag, "optuna.trial_number": str(member.trial_number), "hpo.trial_run_id": member.run_id,
                   "hpo.model_family": member.family, "hpo.detail": "best-epoch checkpoint"},
             params={"trial_number": member.trial_number, "model": member.family},
-            metrics=metrics, predictions=prediction, targets=targets, classes=classes, folder=folder, conv_model=member.model, image=inputs[0],
+            metrics=metrics, predictions=prediction, targets=targets, classes=classes, folder=folder, conv_model=models[0], image=inputs[0],
         )  # fmt: skip
-        extra.append(ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", f"best_{family}"))
+        extra.append(ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", tag))
     return extra
 
 
-def _save_models(member: Member, models: list[tuple[torch.nn.Module, dict[str, Any]]], folder: Path) -> list[Path]:
-    """Retrained models as checkpoint files in the format `hpo run` writes (the pyfunc model loads them)."""
+def _save_models(member: Member, variants: list[tuple[list[torch.nn.Module], dict[str, Any]]], folder: Path) -> list[Path]:
+    """Retrained models as model files in the format `hpo run` writes (the pyfunc model loads them)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, (model, meta) in enumerate(models):
+    for i, (models, meta) in enumerate(variants):
         path = folder / f"seed-{i}.pt"
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"objective": member.objective, "hyperparameters": member.hyperparameters, "meta": meta, "state_dict": state}, path)
+        Checkpoint.of(models, objective=member.objective, hyperparameters=member.hyperparameters, meta=meta).save_model(path)
         paths.append(path)
     return paths
 
@@ -541,13 +561,14 @@ def _code_paths() -> list[str]:
     return [str(Path(hpo.__file__).parent)]
 
 
-def _register_best(tracker: Tracker, run_id: str, member: Member, trained: tuple[torch.nn.Module, dict[str, Any]], inputs: torch.Tensor, study_name: str) -> str:
+def _register_best(tracker: Tracker, run_id: str, member: Member, trained: tuple[list[torch.nn.Module], dict[str, Any]], inputs: torch.Tensor, study_name: str) -> str:
     """The best single model (best on validation) with the mlflow.pytorch flavor, registered as <study>-best.
 
     It outputs raw model outputs; `hpo_meta.json` beside it holds what the objective's `to_predictions` needs.
+    A trial of several models (one per fold) registers its first; the ensemble's pyfunc model holds them all.
     """
-    model, meta = trained
-    model = model.cpu().eval()
+    models, meta = trained
+    model = models[0].cpu().eval()
     sample = inputs[:5].float()
     with torch.no_grad():
         outputs = model(sample).numpy()

@@ -3,6 +3,8 @@
 Inputs are model-ready arrays, as the objective's `test_split` gives them (Boston: standardized feature
 rows; CIFAR-10: normalized N x 3 x 32 x 32 images, or the same flattened); outputs are what the
 objective's `to_predictions` gives (k$, or class probabilities), blended with the ensemble's weights.
+The members' objective must be importable where the model is loaded (hpo's own are; a user's by the
+resolved spec kept in each checkpoint).
 """
 
 from __future__ import annotations
@@ -25,24 +27,23 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
     """Weighted mean of the members' predictions; a single member with weight 1 is a plain model."""
 
     def load_context(self, context: Any) -> None:
-        from hpo.evaluation._checkpoints import load_checkpoint, rebuild
-        from hpo.objectives import MODULES
+        from hpo.objectives._checkpoint import Checkpoint
 
         spec = json.loads(open(context.artifacts[ENSEMBLE_FILE]).read())
         self.weights = [float(w) for w in spec["weights"]]
         self.input_shape = tuple(int(d) for d in spec["input_shape"])
         self.members = []
         for index in range(len(self.weights)):
-            checkpoint = load_checkpoint(context.artifacts[member_key(index)])
-            self.members.append((rebuild(checkpoint), checkpoint["meta"], MODULES[checkpoint["objective"]]))
+            checkpoint = Checkpoint.load_model(context.artifacts[member_key(index)])
+            self.members.append((checkpoint.models(), checkpoint.meta, checkpoint.hooks()))
 
     # np.ndarray is a hint MLflow accepts without building a schema from it (a DataFrame works too).
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         """Blend of the members' predictions for model-ready inputs."""
         from hpo.evaluation._ensemble import blend
-        from hpo.training.loop import predict
+        from hpo.objectives._checkpoint import predictions
 
         array = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
         inputs = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)).reshape(-1, *self.input_shape)
-        outputs = [module.to_predictions(predict(model, inputs), meta) for model, meta, module in self.members]
+        outputs = [predictions(hooks, models, inputs, meta) for models, meta, hooks in self.members]
         return blend(outputs, self.weights).astype(np.float32)

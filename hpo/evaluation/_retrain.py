@@ -26,19 +26,20 @@ def retrain_seeds(trial_seed: int, n: int) -> list[int]:
 
 
 def retrain(member: Member, data: DataConfig, *, seeds: list[int], device: torch.device) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """One (model, meta) per seed, trained on train+validation through the objective's `full_task`."""
-    module = member.module()
-    full_task = getattr(module, "full_task", None)
-    if full_task is None:
-        raise UsageError(f"--retrain-seeds: objective {member.objective} cannot train on train+validation (no full_task); use --retrain-seeds 0")
-    task, meta = full_task(data, member.meta, device)
+    """One (model, meta) per seed, trained on train+validation through the objective's `retrain_task`."""
+    hooks = member.hooks()
+    retrain_task = getattr(hooks, "retrain_task", None)
+    if retrain_task is None:
+        raise UsageError(f"--retrain-seeds: objective {member.objective} cannot train on train+validation (its evaluation hooks have no retrain_task); use --retrain-seeds 0")
+    task, meta = retrain_task(data, member.meta, device)
+    meta = dict(meta)
     epochs = member.best_epoch + 1 if member.best_epoch is not None else int(member.hyperparameters["epochs"])
     hp = {**member.hyperparameters, "epochs": epochs, "early_stopping_patience": 0}
     monitor = "val_loss"
     models: list[tuple[nn.Module, dict[str, Any]]] = []
     for seed in seeds:
         torch.manual_seed(seed)
-        model = module.build_model(hp, meta).to(device)
+        model = hooks.build_model(hp, meta).to(device)
         last: dict[str, Any] = {}
 
         def keep_last(epoch: int, metrics: dict[str, float], model: nn.Module = model, last: dict[str, Any] = last) -> None:

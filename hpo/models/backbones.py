@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from hpo.errors import UsageError
-from hpo.vocabulary import BACKBONES
 
+# The backbones this module builds, and the name of each one's classification head.
 HEADS: dict[str, str] = {"resnet18": "fc", "vgg11_bn": "classifier", "mobilenet_v3_small": "classifier", "efficientnet_b0": "classifier"}
+BACKBONES: tuple[str, ...] = tuple(HEADS)
 
 
 class VGG32(nn.Module):

@@ -1,52 +1,81 @@
-"""Objectives are plain functions, registered in a plain dict by the name a study file uses.
+"""Objectives: what a trial trains. The one module objective authors import; hpo's built-ins use it too.
 
-Each objective module (``hpo.objectives.<name>``) offers the same functions, which evaluation reuses:
+A study file names its objective (``objective:``) as a registered name (``boston``, ``cifar10``, or an
+entry point of group ``hpo.objectives``), as ``package.module:name``, or as ``path/to/file.py:name``
+(relative to the study file). Naming an import path runs that code, as ``pytest`` or ``python -m`` would.
 
-- ``objective(ctx: TrialContext) -> TrialOutcome``: train one trial on train, score on validation;
-- ``preflight(config: StudyConfig) -> None``: raise UsageError before anything is written if data is missing;
-- ``build_model(hp: dict, meta: dict) -> nn.Module``: rebuild a checkpointed model (``meta`` from the outcome);
-- ``test_split(data: DataConfig, meta: dict) -> (inputs: Tensor, targets: ndarray)``: the test split,
-  model-ready; the only reader of test data, called by ``hpo evaluate`` alone;
-- ``to_predictions(outputs: Tensor, meta: dict) -> ndarray``: raw outputs to what is scored and ensembled
-  (k$ for Boston, class probabilities for CIFAR-10).
+**Minimal objective** — a function of a :class:`TrialContext` that returns its final metrics
+(a dict, or one number for a one-metric study), like Optuna's ``objective(trial)`` and Ray Tune's
+function trainables, but given its hyperparameters instead of sampling them::
 
-Optional, used by ``hpo evaluate`` and ``hpo report`` when present:
+    def train(ctx: TrialContext) -> dict[str, float]:
+        model = build(ctx.hyperparameters)                  # defaults < fixed < sampled
+        for epoch in range(ctx.hyperparameters["epochs"]):
+            ...
+            ctx.report(epoch, {"train_loss": loss, "val_acc": acc})   # MLflow curve, pruning
+        return {"val_acc": best_acc}
 
-- ``val_split(data: DataConfig, meta: dict) -> (inputs: Tensor, targets: ndarray)``: the validation split,
-  model-ready (greedy ensemble selection needs its targets; the report shows a validation image);
-- ``full_task(data: DataConfig, meta: dict, device) -> (Task, meta)``: a training task over train+validation
-  for ``--retrain-seeds`` (validation is still scored, but it is training data then).
+``ctx.report`` logs the epoch to MLflow (batched), feeds the pruner and raises ``optuna.TrialPruned``
+when the pruner says stop (let it propagate). hpo then gives the trial everything that does not need
+the model back: per-epoch curves, ``best_<metric>``/``best_epoch``, pruning, NaN and failure handling,
+workers and schedules, ``hpo status|best|report|compare``. Without a declaration the study file must
+give ``metric`` and ``direction``, and its params reach the trial unchecked.
 
-Checkpoints (artifact folder ``checkpoint/`` of a trial's MLflow run) hold ``model.pt`` (a dict with
-``objective``, ``hyperparameters``, ``meta``, ``state_dict``), ``val_predictions.npy`` and ``metrics.json``.
+**Declaring it** (:func:`objective` or :class:`Objective`) adds what hpo checks before anything runs:
+the metrics and their directions, the default metric, a :class:`HyperparameterTable` (one row per
+hyperparameter: rule, default, the models that use it, meaning; unknown names and out-of-range values
+in a study file are refused, ``hpo validate`` and the README reference are generated from it), objective-
+specific ``data:`` options (a :class:`DataConfig` subclass), a ``validate`` hook for what a table cannot
+say, a ``preflight`` that checks the data is there, the datasets ``hpo data`` manages.
+
+**Full objective** — also ``evaluation=``, :class:`EvaluationHooks` (like a Lightning module's hooks:
+``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines`` and
+``retrain_task``), and its function returns a :class:`TrialResult` with the trained model(s), their
+``meta`` and validation predictions: hpo keeps them as the trial's checkpoint, and ``hpo evaluate`` gives
+it the once-only test evaluation (the test reader counted), greedy/mean ensembles, the registry and the
+pyfunc model. A result may carry several models (one per cross-validation fold); predictions average them.
+
+Declarations must stay cheap: hpo reads them on every ``hpo validate``. hpo's own objectives keep theirs
+free of torch and import their training code when a trial runs (``evaluation="package.module"`` is
+imported only when needed); hpo itself imports torch only for objectives that use it (``ctx.device``,
+a checkpointed model, or a module that imports torch).
+
+Workers load the objective the same way: the code must be importable where they run (an installed
+package, or a file on a mounted path at the same place relative to the study file).
 """
 
-from __future__ import annotations
+from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
+from hpo.objectives._data import DataConfig
+from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics
+from hpo.objectives._loader import LoadedObjective, load_objective
+from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
+from hpo.objectives._registry import registered
+from hpo.objectives._table import FieldError, Hyperparameter, HyperparameterTable, Rule, choice, flag, integer, number, text
 
-from collections.abc import Callable
-
-from hpo.config import StudyConfig
-from hpo.objectives import boston, cifar10
-from types import ModuleType
-from hpo.objectives._context import TrialContext, TrialOutcome
-
-Objective = Callable[[TrialContext], TrialOutcome]
-
-OBJECTIVES: dict[str, Objective] = {
-    "boston": boston.objective,
-    "cifar10": cifar10.objective,
-}
-
-# The module of each objective, for evaluation (build_model, test_split, to_predictions).
-MODULES: dict[str, ModuleType] = {
-    "boston": boston,
-    "cifar10": cifar10,
-}
-
-# Checks that run before a study writes anything: the data is there and readable.
-PREFLIGHT: dict[str, Callable[[StudyConfig], None]] = {
-    "boston": boston.preflight,
-    "cifar10": cifar10.preflight,
-}
-
-__all__ = ["MODULES", "OBJECTIVES", "PREFLIGHT", "Objective", "TrialContext", "TrialOutcome"]
+__all__ = [
+    "MLP",
+    "TRAINING",
+    "Baseline",
+    "DataConfig",
+    "Dataset",
+    "EvaluationHooks",
+    "FieldError",
+    "Hyperparameter",
+    "HyperparameterTable",
+    "LoadedObjective",
+    "ModuleDataset",
+    "NonFiniteLoss",
+    "Objective",
+    "Rule",
+    "TrialContext",
+    "TrialResult",
+    "check_batch_statistics",
+    "choice",
+    "flag",
+    "integer",
+    "load_objective",
+    "number",
+    "objective",
+    "registered",
+    "text",
+]

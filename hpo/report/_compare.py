@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from hpo import hyperparameters as hparams
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import existing_results
 from hpo.evaluation import _plots as eval_plots
@@ -175,7 +174,7 @@ def gather_facts(study: optuna.Study, tracker: Tracker, *, label: str | None = N
         raise HpoError(f"study {study.study_name!r} has no complete trial to compare")
     best = top[0]
     values = [t.values[0] for t in top]
-    hp = hparams.resolve(config.objective, {**config.fixed, **best.params})
+    hp = config.trial_hyperparameters(best.params)
     facts = StudyFacts(
         name=label or study.study_name,
         metric=metric,

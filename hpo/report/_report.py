@@ -25,13 +25,11 @@ import optuna  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from hpo import hyperparameters as hparams  # noqa: E402
 from hpo.config import StudyConfig  # noqa: E402
 from hpo.errors import HpoError, UsageError  # noqa: E402
 from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
 from hpo.evaluation import _plots as eval_plots  # noqa: E402
 from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
-from hpo.objectives import MODULES  # noqa: E402
 from hpo.report._curves import CURVE_KEYS, Curves, learning_curves_figure, read_curves  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
 from hpo.settings import write_problem  # noqa: E402
@@ -42,6 +40,7 @@ from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
 MAX_PRUNED_CURVES = 15
 EVALUATION_PLOTS = ("predicted_vs_actual.png", "residuals.png", "confusion_matrix.png", "per_class_accuracy.png")
 CONV_PLOTS = ("filters.png", "feature_maps.png")
+MAX_CONV_CANDIDATES = 3  # checkpoints loaded to find a convolutional model before `hpo evaluate` ran
 
 
 @dataclass
@@ -141,7 +140,7 @@ def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, fo
     _top_table(page, config, tracker, top)
     evaluation = existing_results(tracker, study.study_name)
     _evaluation_section(page, evaluation, tracker, folder)
-    _conv_section(page, study, config, tracker, evaluation, top, folder, notes)
+    _conv_section(page, config, tracker, evaluation, top, folder)
     for note in notes:
         page.paragraph(f"Note: {note}", note=True)
     return page, notes
@@ -258,41 +257,30 @@ def _download_to(tracker: Tracker, run_id: str, path: str, target: Path) -> None
         shutil.copyfile(local, target)
 
 
-def _conv_section(
-    page: Page,
-    study: optuna.Study,
-    config: StudyConfig,
-    tracker: Tracker,
-    evaluation: EvaluationResult | None,
-    top: list[FrozenTrial],
-    folder: Path,
-    notes: list[str],
-) -> None:
-    """First-layer filters and feature maps of the best convolutional model, when the study has one."""
-    conv_trials = [t for t in top if hparams.resolve(config.objective, {**config.fixed, **t.params})["model"] != "mlp"]
-    if not conv_trials:
-        return
-    page.heading("What the first convolution learned")
+def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation: EvaluationResult | None, top: list[FrozenTrial], folder: Path) -> None:
+    """First-layer filters and feature maps of the best convolutional model, when the study has one: from
+    `hpo evaluate`'s runs (a test image), else from the best checkpointed trials (a validation image)."""
     if evaluation is not None:
         for result in evaluation.results:
             available = set(tracker.list_artifacts(result.run_id, "plots"))
             if all(f"plots/{p}" in available for p in CONV_PLOTS):
+                page.heading("What the first convolution learned")
                 for plot in CONV_PLOTS:
                     _download_to(tracker, result.run_id, f"plots/{plot}", folder / f"conv_{plot}")
                 page.image("conv_filters.png", f"{result.label}: first-layer filters.")
                 page.image("conv_feature_maps.png", f"{result.label}: first-layer feature maps of test image 0 (from `hpo evaluate`).")
                 return
-    trial = next((t for t in conv_trials if has_checkpoint(tracker, t)), None)
-    module = MODULES.get(config.objective)
-    val_split = getattr(module, "val_split", None)
-    if trial is None or val_split is None:
-        notes.append("no checkpointed convolutional trial (or no validation images): filters and feature maps not drawn")
-        return
+    if not config.load_objective().objective.is_full:
+        return  # no model to look into
     with tempfile.TemporaryDirectory() as tmp:
-        member = load_member(tracker, trial, Path(tmp))
-    images, _ = val_split(config.data, member.meta)
-    filters = eval_plots.conv_filters(member.model, title=f"{member.name}: first-layer filters")
-    maps = eval_plots.feature_maps(member.model, images[0], title=f"{member.name}: first-layer feature maps of validation image 0")
+        checkpointed = [t for t in top if has_checkpoint(tracker, t)][:MAX_CONV_CANDIDATES]
+        member = next((m for m in (load_member(tracker, t, Path(tmp)) for t in checkpointed) if eval_plots.first_conv(m.models[0]) is not None), None)
+    if member is None:
+        return
+    page.heading("What the first convolution learned")
+    images, _ = member.hooks().val_split(config.data, member.meta)
+    filters = eval_plots.conv_filters(member.models[0], title=f"{member.name}: first-layer filters")
+    maps = eval_plots.feature_maps(member.models[0], images[0], title=f"{member.name}: first-layer feature maps of validation image 0")
     if filters is None or maps is None:
         return
     eval_plots.save(filters, folder / "conv_filters.png")

@@ -17,18 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpo.objectives._context import NonFiniteLoss
 from hpo.training.device import uses_amp
 from hpo.training.optim import Schedule, build_optimizer, l1_penalty
 
-EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-class NonFiniteLoss(ArithmeticError):
-    """The training loss became NaN or infinite: the optimizer diverged."""
-
-    def __init__(self, epoch: int, value: float) -> None:
-        super().__init__(f"training loss became {value} at epoch {epoch} (the optimizer diverged; try a lower lr)")
-        self.epoch = epoch
+EpochCallback = Callable[[int, dict[str, float]], None]  # e.g. TrialContext.report
 
 
 @dataclass
@@ -203,3 +196,6 @@ def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, amp:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["EpochCallback", "FitResult", "NonFiniteLoss", "Task", "count_parameters", "predict", "train"]

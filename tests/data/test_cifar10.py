@@ -44,7 +44,7 @@ def test_import_png_tarball_keeps_every_pixel_and_label(cli: Any, tmp_path: Path
 
     info = cli("data", "info", "--json")
     assert info.exit_code == 0, info.output
-    entry = json.loads(info.stdout)["datasets"][0]
+    entry = next(d for d in json.loads(info.stdout)["datasets"] if d["dataset"] == "cifar10")
     assert (entry["dataset"], entry["cached"], entry["train_images"], entry["test_images"]) == ("cifar10", True, 40, 20)
 
 
@@ -133,6 +133,17 @@ def test_info_without_data_names_the_fix(cli: Any) -> None:
     result = cli("data", "info")
     assert result.exit_code == 0
     assert "cifar10: not cached" in result.stdout and "hpo data import cifar10" in result.stdout
+
+
+def test_hpo_data_offers_what_the_objectives_datasets_can_do(cli: Any, tmp_path: Path) -> None:
+    # `hpo data` asks the datasets the objectives declare: boston ships with hpo (nothing to import or
+    # fetch), an unknown name lists the ones that can; each is exit 2 with one line.
+    info = cli("data", "info")
+    assert "boston: shipped with hpo" in info.stdout
+    for args, expect in ((("import", "boston", str(tmp_path)), "dataset: boston has nothing to import (shipped with hpo"), (("fetch", "mnist"), "dataset: unknown dataset 'mnist'; accepted: cifar10")):
+        result = cli("data", *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert expect in result.stderr, result.stderr
 
 
 # -- splits ---------------------------------------------------------------------------------------

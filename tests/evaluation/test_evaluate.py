@@ -83,11 +83,11 @@ def test_ensemble_pyfunc_loads_and_predicts_in_a_fresh_process(evaluated_boston:
         f"""
         import json, sys
         import mlflow
-        from hpo.config import DataConfig
-        from hpo.objectives import boston
+        from hpo.objectives.boston import BostonDataOptions
+        from hpo.objectives.boston import _model as boston
         mlflow.set_tracking_uri({evaluated_boston.tracking_uri!r})
         model = mlflow.pyfunc.load_model("models:/{evaluated_boston.name}-ensemble/1", suppress_warnings=True)
-        inputs, _ = boston.val_split(DataConfig(), {{}})
+        inputs, _ = boston.val_split(BostonDataOptions(), {{}})
         print(json.dumps(model.predict(inputs.numpy()).tolist()))
         """
     )
@@ -165,7 +165,7 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
     result = cli("evaluate", "tiny-cifar", *flags)
     assert result.exit_code == 0, result.output
     assert TEST_SPLIT_READS["cifar10"] == 1
-    assert "best MLP (trial" in result.output and "vs best CNN (trial" in result.output
+    assert "best MLP (trial" in result.output and "best CNN (trial" in result.output and " vs best " in result.output
     client = MlflowClient(evaluated_boston.tracking_uri)
     experiment = client.get_experiment_by_name("tiny-cifar")
     runs = [r for role in ("evaluation", "ensemble") for r in client.search_runs([experiment.experiment_id], f"tags.`hpo.role` = '{role}'")]

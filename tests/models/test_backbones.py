@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from hpo.errors import UsageError
-from hpo.hyperparameters import resolve
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import BACKBONES, build_backbone, load_backbone_weights
 from hpo.training.loop import count_parameters
 
@@ -22,7 +22,7 @@ EXPECTED_PARAMETERS = {"resnet18": 11_181_642, "vgg11_bn": 9_231_114, "mobilenet
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_forward_shape_and_parameter_count(name: str) -> None:
     # Ten logits for a 32x32 batch, with no hub download (weights=None).
-    model = build_backbone(name, resolve("cifar10", {"model": name}))
+    model = build_backbone(name, HYPERPARAMETERS.resolve({"model": name}))
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
@@ -30,7 +30,7 @@ def test_backbone_forward_shape_and_parameter_count(name: str) -> None:
 
 
 def test_resnet18_keeps_32x32_into_the_first_stage() -> None:
-    model = build_backbone("resnet18", resolve("cifar10", {"model": "resnet18"}))
+    model = build_backbone("resnet18", HYPERPARAMETERS.resolve({"model": "resnet18"}))
     x = model.maxpool(model.relu(model.bn1(model.conv1(torch.zeros(1, 3, 32, 32)))))
     assert x.shape[-2:] == (32, 32)
 
@@ -40,7 +40,7 @@ def test_local_imagenet_weights_load_into_all_but_the_head(tmp_path: Path) -> No
     source = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(source.state_dict(), path)
-    model = build_backbone("resnet18", resolve("cifar10", {"model": "resnet18"}))
+    model = build_backbone("resnet18", HYPERPARAMETERS.resolve({"model": "resnet18"}))
     loaded, skipped = load_backbone_weights(model, path, name="resnet18")
     assert skipped == ["fc.bias", "fc.weight"]
     assert loaded == len(source.state_dict()) - 2
@@ -49,7 +49,7 @@ def test_local_imagenet_weights_load_into_all_but_the_head(tmp_path: Path) -> No
 
 
 def test_freeze_backbone_trains_only_the_head() -> None:
-    model = build_backbone("mobilenet_v3_small", resolve("cifar10", {"model": "mobilenet_v3_small", "freeze_backbone": True}))
+    model = build_backbone("mobilenet_v3_small", HYPERPARAMETERS.resolve({"model": "mobilenet_v3_small", "freeze_backbone": True}))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith("classifier.") for name in trainable)
 
@@ -62,6 +62,6 @@ def test_bad_weights_files_name_backbone_weights(tmp_path: Path, content: object
         path.write_bytes(content)
     elif content == "unrelated":
         torch.save({"something.else": torch.zeros(3)}, path)
-    model = build_backbone("resnet18", resolve("cifar10", {"model": "resnet18"}))
+    model = build_backbone("resnet18", HYPERPARAMETERS.resolve({"model": "resnet18"}))
     with pytest.raises(UsageError, match="^backbone_weights: "):
         load_backbone_weights(model, path, name="resnet18")

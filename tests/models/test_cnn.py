@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from hpo import architecture
-from hpo.hyperparameters import resolve
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import CNN
-from hpo.objectives.cifar10 import build_model
+from hpo.objectives.cifar10._model import build_model
 from hpo.training.loop import count_parameters
 
 
 def _hp(**overrides: Any) -> dict[str, Any]:
-    return resolve("cifar10", {"model": "cnn", **overrides})
+    return HYPERPARAMETERS.resolve({"model": "cnn", **overrides})
 
 
 @pytest.mark.parametrize(
@@ -54,6 +54,6 @@ def test_cnn_rejects_an_architecture_that_shrinks_to_nothing() -> None:
 
 def test_mlp_on_flattened_pixels() -> None:
     # model: mlp flattens 3x32x32 = 3072 pixels: (3072*64+64) + (64*64+64) + (64*10+10) parameters.
-    model = build_model(resolve("cifar10", {"model": "mlp"}), {})
+    model = build_model(HYPERPARAMETERS.resolve({"model": "mlp"}), {})
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(model) == 3072 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10

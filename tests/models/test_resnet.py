@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hpo import architecture
-from hpo.hyperparameters import resolve
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import ResNet
 from hpo.models.resnet import BasicBlock
 from hpo.training.loop import count_parameters
@@ -23,7 +23,7 @@ from hpo.training.loop import count_parameters
     ],
 )
 def test_resnet_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> None:
-    hp = resolve("cifar10", {"model": "resnet", **overrides})
+    hp = HYPERPARAMETERS.resolve({"model": "resnet", **overrides})
     model = ResNet(hp)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(model) == architecture.resnet_parameter_count(hp)
@@ -31,7 +31,7 @@ def test_resnet_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> 
 
 def test_resnet_stages_downsample_and_add_shortcuts() -> None:
     # 3 stages x 2 blocks; the first block of stages 2 and 3 halves the size with a projection shortcut.
-    model = ResNet(resolve("cifar10", {"model": "resnet", "batch_norm": True, "conv_blocks": 3, "convs_per_block": 2, "filters": 8}))
+    model = ResNet(HYPERPARAMETERS.resolve({"model": "resnet", "batch_norm": True, "conv_blocks": 3, "convs_per_block": 2, "filters": 8}))
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 6
     projections = [i for i, b in enumerate(blocks) if not isinstance(b.shortcut, torch.nn.Identity)]
@@ -46,4 +46,4 @@ def test_resnet_stages_downsample_and_add_shortcuts() -> None:
 
 def test_resnet_refuses_an_even_kernel() -> None:
     with pytest.raises(architecture.ArchitectureError, match="odd"):
-        ResNet(resolve("cifar10", {"model": "resnet", "kernel_size": 4}))
+        ResNet(HYPERPARAMETERS.resolve({"model": "resnet", "kernel_size": 4}))

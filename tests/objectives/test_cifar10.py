@@ -14,10 +14,9 @@ from mlflow import MlflowClient
 
 from hpo.config import DataConfig
 from hpo.data import TEST_SPLIT_READS
-from hpo.hyperparameters import resolve
-from hpo.objectives import MODULES, OBJECTIVES, PREFLIGHT
-from hpo.objectives import cifar10 as objective
-from hpo.training.device import pick_device
+from hpo.objectives import TrialContext, load_objective
+from hpo.objectives.cifar10 import HYPERPARAMETERS
+from hpo.objectives.cifar10 import _model as objective
 from hpo.training.loop import predict
 
 
@@ -84,55 +83,53 @@ def test_multi_objective_accuracy_against_size_with_nsga2(cli: Any, write_study:
     assert result.exit_code == 0, result.output
     loaded = optuna.load_study(study_name="tiny-cifar10-pareto", storage="sqlite:///hpo.db")
     for trial in loaded.get_trials():
-        hp = resolve("cifar10", {**study["fixed"], **trial.params})
+        hp = HYPERPARAMETERS.resolve({**study["fixed"], **trial.params})
         assert trial.values[1] == sum(p.numel() for p in objective.build_model(hp, {}).parameters())
     assert loaded.best_trials
     assert TEST_SPLIT_READS["cifar10"] == 0
 
 
 def test_evaluation_builders_rebuild_score_and_read_test_once(tiny_cifar10: Any) -> None:
-    # The protocol `hpo evaluate` uses: a trained model rebuilt from (hyperparameters, meta) gives the
+    # The hooks `hpo evaluate` uses: a trained model rebuilt from (hyperparameters, meta) gives the
     # same outputs; predictions are class probabilities; test_split is the one counted test reader.
     arrays = tiny_cifar10(train_per_class=12, test_per_class=3)
-    assert "cifar10" in OBJECTIVES and MODULES["cifar10"] is objective and "cifar10" in PREFLIGHT
-    hp = resolve("cifar10", {"model": "cnn", "epochs": 1, "batch_size": 32, "filters": 4, "conv_blocks": 2, "hidden_layers": 0})
-    from hpo.objectives._context import TrialContext
+    declared = load_objective("cifar10").objective
+    assert declared.hooks is objective and declared.preflight is not None
+    hp = HYPERPARAMETERS.resolve({"model": "cnn", "epochs": 1, "batch_size": 32, "filters": 4, "conv_blocks": 2, "hidden_layers": 0})
 
     epochs: list[dict[str, float]] = []
-    ctx = TrialContext(hyperparameters=hp, data=DataConfig(), metrics=["val_acc"], directions=["maximize"], seed=3,
-                       device=pick_device("cpu"), on_epoch=lambda epoch, metrics: epochs.append(metrics))  # fmt: skip
-    outcome = objective.objective(ctx)
-    assert outcome.val_predictions.shape == (10, 10)  # a tenth of each class validates
-    np.testing.assert_allclose(outcome.val_predictions.sum(1), 1.0, rtol=1e-5)
-    assert outcome.metrics["n_params"] == outcome.n_params and set(epochs[0]) >= {"train_acc", "val_acc", "images_per_second"}
+    ctx = TrialContext(hp, metrics=["val_acc"], directions=["maximize"], seed=3, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
+    result = declared.train(ctx)
+    assert result.val_predictions.shape == (10, 10)  # a tenth of each class validates
+    np.testing.assert_allclose(result.val_predictions.sum(1), 1.0, rtol=1e-5)
+    (model,) = result.models
+    assert result.metrics["n_params"] == sum(p.numel() for p in model.parameters()) and set(epochs[0]) >= {"train_acc", "val_acc", "images_per_second"}
 
-    rebuilt = objective.build_model(hp, outcome.model_meta)
-    rebuilt.load_state_dict(outcome.model.state_dict())
-    val_inputs, val_targets = objective.val_split(DataConfig(), outcome.model_meta)
-    np.testing.assert_allclose(objective.to_predictions(predict(rebuilt, val_inputs), outcome.model_meta), outcome.val_predictions, atol=1e-5)
+    rebuilt = objective.build_model(hp, result.meta)
+    rebuilt.load_state_dict(model.state_dict())
+    val_inputs, val_targets = objective.val_split(DataConfig(), result.meta)
+    np.testing.assert_allclose(objective.to_predictions(predict(rebuilt, val_inputs), result.meta), result.val_predictions, atol=1e-5)
     assert val_targets.shape == (10,)
 
     before = TEST_SPLIT_READS["cifar10"]
-    test_inputs, test_targets = objective.test_split(DataConfig(), outcome.model_meta)
+    test_inputs, test_targets = objective.test_split(DataConfig(), result.meta)
     assert TEST_SPLIT_READS["cifar10"] == before + 1
     assert test_inputs.dtype == torch.float32 and tuple(test_inputs.shape) == (30, 3, 32, 32)
     np.testing.assert_array_equal(test_targets, arrays["test"][1])
 
-    task, meta = objective.full_task(DataConfig(), outcome.model_meta, torch.device("cpu"))
-    assert task.x_train.shape[0] == 120 and meta is outcome.model_meta
+    task, meta = objective.retrain_task(DataConfig(), result.meta, torch.device("cpu"))
+    assert task.x_train.shape[0] == 120 and meta is result.meta
 
 
 def test_onecycle_schedule_covers_a_partial_last_batch(tiny_cifar10: Any) -> None:
     # 110 training images in batches of 32 make 4 optimizer steps per epoch (the last one of 14); the
     # one-cycle schedule must be sized for exactly that, or it raises after the last step.
     tiny_cifar10(train_per_class=12, test_per_class=1)
-    from hpo.objectives._context import TrialContext
-
-    hp = resolve("cifar10", {"model": "mlp", "width": 8, "hidden_layers": 1, "epochs": 2, "batch_size": 32, "lr_schedule": "onecycle", "optimizer": "sgd"})
-    ctx = TrialContext(hyperparameters=hp, data=DataConfig(), metrics=["val_acc"], directions=["maximize"], seed=0,
-                       device=pick_device("cpu"), on_epoch=lambda epoch, metrics: None)  # fmt: skip
-    outcome = objective.objective(ctx)
-    assert len(outcome.fit.history) == 2
+    hp = HYPERPARAMETERS.resolve({"model": "mlp", "width": 8, "hidden_layers": 1, "epochs": 2, "batch_size": 32, "lr_schedule": "onecycle", "optimizer": "sgd"})
+    epochs: list[int] = []
+    ctx = TrialContext(hp, metrics=["val_acc"], directions=["maximize"], device="cpu", report=lambda epoch, metrics: epochs.append(epoch))
+    objective.train(ctx)
+    assert epochs == [0, 1]
 
 
 def test_missing_data_fails_at_once_with_the_fix_and_writes_nothing(cli: Any, write_study: Any, tmp_path: Path) -> None:
@@ -141,3 +138,16 @@ def test_missing_data_fails_at_once_with_the_fix_and_writes_nothing(cli: Any, wr
     assert result.exit_code == 2
     assert "hpo data import cifar10" in result.stderr
     assert not (tmp_path / "hpo.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_study_stored_by_an_earlier_hpo_loads_again() -> None:
+    # Before objectives had data options of their own, every stored cifar10 study listed Boston's data
+    # keys with their defaults: such a study must load (for evaluate, report, workers); set to anything
+    # else they are refused, naming why.
+    from hpo.config import parse_study
+    from hpo.errors import UsageError
+
+    stored = {"name": "old", "objective": "cifar10", "data": {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "drop_features": [], "path": None}}
+    assert parse_study(stored).resolved()["data"] == {"val_fraction": 0.1, "subset": 1.0, "split_seed": 0}
+    with pytest.raises(UsageError, match="data.drop_features: not used by objective cifar10"):
+        parse_study({**stored, "data": {**stored["data"], "drop_features": ["B"]}})

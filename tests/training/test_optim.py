@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpo import hyperparameters as hparams
+from hpo.objectives.boston import HYPERPARAMETERS
 from hpo.training.optim import Schedule, build_optimizer
 
 OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"]
@@ -19,7 +19,7 @@ SCHEDULES = ["none", "step", "cosine", "onecycle", "plateau"]
 def test_every_optimizer_runs_under_every_schedule(optimizer: str, schedule: str) -> None:
     # Any pair a study can sample must train: OneCycleLR used to refuse AdaGrad and AdaDelta, which
     # have no momentum to cycle, and failed one trial in about 25 of boston-mlp's random search.
-    hp = hparams.resolve("boston", {"optimizer": optimizer, "lr_schedule": schedule, "epochs": 2, "momentum": 0.9, "lr": 0.01})
+    hp = HYPERPARAMETERS.resolve({"optimizer": optimizer, "lr_schedule": schedule, "epochs": 2, "momentum": 0.9, "lr": 0.01})
     model = nn.Linear(3, 1)
     opt = build_optimizer(hp, model.parameters())
     plan = Schedule(hp, opt, steps_per_epoch=2, maximize=False)
@@ -37,7 +37,7 @@ def test_every_optimizer_runs_under_every_schedule(optimizer: str, schedule: str
 def test_onecycle_leaves_momentum_zero_alone(optimizer: str) -> None:
     # SGD or RMSProp searched with momentum 0 must stay without momentum under the one-cycle schedule
     # (OneCycleLR would otherwise cycle momentum between 0.85 and 0.95).
-    hp = hparams.resolve("boston", {"optimizer": optimizer, "lr_schedule": "onecycle", "epochs": 2, "momentum": 0.0, "lr": 0.01})
+    hp = HYPERPARAMETERS.resolve({"optimizer": optimizer, "lr_schedule": "onecycle", "epochs": 2, "momentum": 0.0, "lr": 0.01})
     opt = build_optimizer(hp, nn.Linear(3, 1).parameters())
     plan = Schedule(hp, opt, steps_per_epoch=2, maximize=False)
     opt.step()

@@ -1,22 +1,26 @@
-"""Boston housing regression with an MLP: the objective, and the builders `hpo evaluate` reuses."""
+"""Boston housing regression with an MLP: training a trial, and the hooks `hpo evaluate` uses.
+
+Targets are standardized for training; every score and prediction is back in k$.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hpo.config import DataConfig, StudyConfig
 from hpo.data import boston as boston_data
 from hpo.models import MLP
-from hpo.objectives._context import TrialContext, TrialOutcome
-from hpo.training.loop import Task, count_parameters, train
+from hpo.objectives import Baseline, TrialContext, TrialResult
+from hpo.objectives.boston import BostonDataOptions
+from hpo.training.loop import Task, count_parameters, train as fit
 
 
-def build_model(hp: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
-    return MLP.from_hyperparameters(hp, in_features=int(meta["in_features"]), out_features=1)
+def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
+    return MLP.from_hyperparameters(dict(hp), in_features=int(meta["in_features"]), out_features=1)
 
 
 def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str) -> dict[str, float]:
@@ -49,7 +53,7 @@ def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task,
     return task, y_mean, y_std
 
 
-def test_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+def test_split(data: BostonDataOptions, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """Model-ready test inputs and targets (k$), scaled with the training statistics in `meta`.
 
     Reads the test rows: only `hpo evaluate` may call this.
@@ -58,18 +62,18 @@ def test_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np
     return torch.as_tensor(split.x), split.y
 
 
-def to_predictions(outputs: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray:
     """Raw model outputs -> predictions in k$ (what is saved, ensembled and scored)."""
     return outputs.squeeze(1).detach().cpu().numpy() * float(meta["y_std"]) + float(meta["y_mean"])
 
 
-def val_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+def val_split(data: BostonDataOptions, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """Model-ready validation inputs and targets (k$): ensemble selection and report pictures use them."""
     split = boston_data.load(data).val
     return torch.as_tensor(split.x), split.y
 
 
-def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> tuple[Task, dict[str, Any]]:
+def retrain_task(data: BostonDataOptions, meta: Mapping[str, Any], device: torch.device) -> tuple[Task, dict[str, Any]]:
     """Training on train+validation rows for `hpo evaluate --retrain-seeds`, and the meta that goes with it.
 
     The input scaling of `meta` is kept (so test inputs stay comparable across members); the target
@@ -81,19 +85,32 @@ def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> t
     return task, {**meta, "y_mean": y_mean, "y_std": y_std}
 
 
-def preflight(config: StudyConfig) -> None:
-    """Fail before anything is written if the CSV is missing, unreadable or too small to split."""
-    boston_data.check(config.data)
+def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baseline]:
+    """Linear regression, a random forest and gradient boosting on the standardized training rows
+    (train+validation when the networks were retrained on both)."""
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import LinearRegression
+
+    loaded = boston_data.load(data)
+    x, y = loaded.train.x, loaded.train.y
+    if with_validation:
+        x, y = np.concatenate([x, loaded.val.x]), np.concatenate([y, loaded.val.y])
+    candidates = [
+        ("linear_regression", "linear regression", LinearRegression()),
+        ("random_forest", "random forest", RandomForestRegressor(n_estimators=100, random_state=0)),
+        ("gradient_boosting", "gradient boosting", GradientBoostingRegressor(random_state=0)),
+    ]
+    fitted = []
+    for name, label, estimator in candidates:
+        estimator.fit(x, y)
+        val = None if with_validation else estimator.predict(loaded.val.x).astype(np.float64)
+        fitted.append(Baseline(name, label, estimator, val))
+    return fitted
 
 
-def data_fingerprint(config: StudyConfig) -> str:
-    """What the study's trials were scored on, stored with the study: `hpo evaluate` refuses other data."""
-    return boston_data.fingerprint(config.data)
-
-
-def objective(ctx: TrialContext) -> TrialOutcome:
+def train(ctx: TrialContext) -> TrialResult:
     """Train one MLP regressor on the training rows; score it on the validation rows."""
-    data = boston_data.load(ctx.data)
+    data = boston_data.load(ctx.data)  # type: ignore[arg-type]
     task, y_mean, y_std = make_task(data, ctx.device)
     meta = {
         "in_features": len(data.features),
@@ -106,8 +123,8 @@ def objective(ctx: TrialContext) -> TrialOutcome:
     torch.manual_seed(ctx.seed)
     model = build_model(ctx.hyperparameters, meta).to(ctx.device)
     monitor, maximize = ctx.monitor
-    fit = train(model, task, ctx.hyperparameters, monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch)
+    result = fit(model, task, dict(ctx.hyperparameters), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report)
     n_params = count_parameters(model)
-    predictions = to_predictions(fit.val_outputs, meta) if fit.val_outputs is not None else np.empty(0)
-    metrics = {**fit.best_metrics, "n_params": float(n_params), "train_seconds": fit.train_seconds}
-    return TrialOutcome(metrics=metrics, fit=fit, n_params=n_params, model=fit.model, val_predictions=predictions, model_meta=meta)
+    predictions = to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty(0)
+    metrics = {**result.best_metrics, "n_params": float(n_params), "train_seconds": result.train_seconds}
+    return TrialResult.of(metrics, result.model, meta=meta, val_predictions=predictions, best_epoch=result.best_epoch)

@@ -1,4 +1,4 @@
-"""CIFAR-10 image classification: MLP, CNN, ResNet or a torchvision backbone, on an in-memory uint8 dataset.
+"""CIFAR-10 image classification: training a trial on an in-memory uint8 dataset, and the evaluation hooks.
 
 The images stay uint8 on the training device (the GPU when there is one); each batch is augmented
 there as a whole (:mod:`hpo.augment`), then normalised to float. Nothing per image runs in Python.
@@ -6,7 +6,7 @@ there as a whole (:mod:`hpo.augment`), then normalised to float. Nothing per ima
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,33 +15,31 @@ from torch import nn
 from torch.nn import functional as F
 
 from hpo.augment import BatchAugment
-from hpo.config import CategoricalParam, DataConfig, StudyConfig
 from hpo.data import cifar10 as cifar10_data
-from hpo.errors import UsageError
 from hpo.models import BACKBONES, CNN, MLP, ResNet, build_backbone, load_backbone_weights
-from hpo.objectives._context import TrialContext, TrialOutcome
-from hpo.training.loop import Task, count_parameters, train
+from hpo.objectives import DataConfig, TrialContext, TrialResult
+from hpo.training.loop import Task, count_parameters, train as fit
 
 NUM_CLASSES = len(cifar10_data.CLASSES)
-# What the training task (not the model) depends on; kept in the checkpoint meta for `full_task`.
+# What the training task (not the model) depends on; kept in the checkpoint meta for `retrain_task`.
 TASK_HYPERPARAMETERS = ("label_smoothing", "augment_flip", "augment_crop", "augment_cutout", "augment_jitter", "augment_rotation")
 
 
-def build_model(hp: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
     """The network `hp["model"]` names, randomly initialised (backbone weights are loaded by the objective)."""
     name = str(hp["model"])
     if name == "mlp":
-        return MLP.from_hyperparameters(hp, in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES)
+        return MLP.from_hyperparameters(dict(hp), in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES)
     if name == "cnn":
-        return CNN(hp, num_classes=NUM_CLASSES)
+        return CNN(dict(hp), num_classes=NUM_CLASSES)
     if name == "resnet":
-        return ResNet(hp, num_classes=NUM_CLASSES)
+        return ResNet(dict(hp), num_classes=NUM_CLASSES)
     if name in BACKBONES:
-        return build_backbone(name, hp, num_classes=NUM_CLASSES)
+        return build_backbone(name, dict(hp), num_classes=NUM_CLASSES)
     raise ValueError(f"unknown model {name!r}; accepted: mlp, cnn, resnet, {', '.join(BACKBONES)}")
 
 
-def normalize(images: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+def normalize(images: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
     """uint8 N x 3 x H x W -> float32 standardised per channel, channels_last (faster convolutions on
     CUDA and on the CPU's oneDNN alike)."""
     mean = torch.tensor(meta["mean"], device=images.device).view(1, -1, 1, 1) * 255
@@ -50,7 +48,7 @@ def normalize(images: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
     return x.sub_(mean).mul_(scale)
 
 
-def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp: dict[str, Any], meta: dict[str, Any], device: torch.device) -> Task:
+def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp: Mapping[str, Any], meta: Mapping[str, Any], device: torch.device) -> Task:
     smoothing = float(hp["label_smoothing"])
 
     def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -88,51 +86,31 @@ def _meta(data: cifar10_data.Cifar10Data) -> dict[str, Any]:
     }
 
 
-def test_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+def test_split(data: DataConfig, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """The official test images, normalised, and their labels. Only `hpo evaluate` may call this."""
     split = cifar10_data.load_test()
     return normalize(split.images, meta), split.labels.numpy()
 
 
-def val_split(data: DataConfig, meta: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+def val_split(data: DataConfig, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """The validation images (from the training set), normalised, and their labels."""
     split = cifar10_data.load(data).val
     return normalize(split.images, meta), split.labels.numpy()
 
 
-def full_task(data: DataConfig, meta: dict[str, Any], device: torch.device) -> tuple[Task, dict[str, Any]]:
+def retrain_task(data: DataConfig, meta: Mapping[str, Any], device: torch.device) -> tuple[Task, Mapping[str, Any]]:
     """Training on train+validation for `hpo evaluate --retrain-seeds` (validation is still scored)."""
     loaded = cifar10_data.load(data)
     both = cifar10_data.Split(torch.cat([loaded.train.images, loaded.val.images]), torch.cat([loaded.train.labels, loaded.val.labels]))
     return make_task(both, loaded.val, meta["task_hyperparameters"], meta, device), meta
 
 
-def to_predictions(outputs: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray:
     """Raw outputs (logits) -> class probabilities, N x 10: what is saved, ensembled and scored."""
     return torch.softmax(outputs.detach().float(), dim=1).cpu().numpy()
 
 
-def preflight(config: StudyConfig) -> None:
-    """Fail before anything is written: data not imported or corrupt, no validation image, weights missing."""
-    cifar10_data.load(config.data)  # verifies the checksums; the split stays in memory for the trials
-    for value in _possible_values(config, "backbone_weights"):
-        if value and not Path(str(value)).expanduser().is_file():
-            raise UsageError(f"backbone_weights: file not found: {value} (a local state dict; hub downloads are not used)")
-
-
-def data_fingerprint(config: StudyConfig) -> str:
-    """What the study's trials were scored on, stored with the study: `hpo evaluate` refuses other data."""
-    return cifar10_data.fingerprint()
-
-
-def _possible_values(config: StudyConfig, name: str) -> list[Any]:
-    if name in config.fixed:
-        return [config.fixed[name]]
-    param = config.params.get(name)
-    return list(param.choices) if isinstance(param, CategoricalParam) else []
-
-
-def objective(ctx: TrialContext) -> TrialOutcome:
+def train(ctx: TrialContext) -> TrialResult:
     """Train one classifier on the training images; score it on the validation images."""
     hp = ctx.hyperparameters
     data = cifar10_data.load(ctx.data)
@@ -144,8 +122,8 @@ def objective(ctx: TrialContext) -> TrialOutcome:
         load_backbone_weights(model, hp["backbone_weights"], name=str(hp["model"]))
     model = model.to(ctx.device, memory_format=torch.channels_last)
     monitor, maximize = ctx.monitor
-    fit = train(model, task, hp, monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch)
+    result = fit(model, task, dict(hp), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report)
     n_params = count_parameters(model)
-    predictions = to_predictions(fit.val_outputs, meta) if fit.val_outputs is not None else np.empty((0, NUM_CLASSES))
-    metrics = {**fit.best_metrics, "n_params": float(n_params), "train_seconds": fit.train_seconds}
-    return TrialOutcome(metrics=metrics, fit=fit, n_params=n_params, model=fit.model, val_predictions=predictions, model_meta=meta)
+    predictions = to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty((0, NUM_CLASSES))
+    metrics = {**result.best_metrics, "n_params": float(n_params), "train_seconds": result.train_seconds}
+    return TrialResult.of(metrics, result.model, meta=meta, val_predictions=predictions, best_epoch=result.best_epoch)

@@ -1,0 +1,72 @@
+"""Table fragments for objectives that use hpo's own training loop and models (no torch here).
+
+Re-exported by :mod:`hpo.objectives`.
+
+:data:`TRAINING` lists what :func:`hpo.training.loop.train` reads (optimizer, schedule, batch size,
+epochs, early stopping, L1); :data:`MLP` what :class:`hpo.models.MLP` reads. An objective composes
+them with rows of its own and sets its own defaults::
+
+    TABLE = (TRAINING + MLP).with_defaults(epochs=100, batch_size=32) + HyperparameterTable(...)
+
+A new hyperparameter of the loop or the MLP is one row here plus the code that reads it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpo.objectives._table import FieldError, Hyperparameter, HyperparameterTable, choice, flag, integer, number
+
+if TYPE_CHECKING:
+    from hpo.config import StudyConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh")
+INITS = ("kaiming", "xavier", "default")
+
+# Upper bounds keep values that pass validation from failing only inside a trial (an overflowing
+# layer, a learning rate that turns every loss into inf): generous for real use, named in the error.
+TRAINING = HyperparameterTable(
+    Hyperparameter("optimizer", choice(*OPTIMIZERS), "adam", "the optimizer"),
+    Hyperparameter("lr", number(gt=0, le=1e6), 1e-3, "learning rate (the peak of onecycle)"),
+    Hyperparameter("momentum", number(ge=0, le=1), 0.9, "momentum of sgd and rmsprop"),
+    Hyperparameter("nesterov", flag(), False, "Nesterov momentum (sgd)"),
+    Hyperparameter("weight_decay", number(ge=0, le=100), 0.0, "L2 penalty (the optimizer's weight decay)"),
+    Hyperparameter("l1", number(ge=0, le=100), 0.0, "L1 penalty on the weights, added to the loss"),
+    Hyperparameter("batch_size", integer(ge=1), 64, "examples per optimizer step"),
+    Hyperparameter("epochs", integer(ge=1), 50, "passes over the training rows (fewer if early stopping fires)"),
+    Hyperparameter("lr_schedule", choice(*SCHEDULES), "none", "learning-rate schedule"),
+    Hyperparameter("lr_step_size", integer(ge=1, le=1_000_000, nullable=True), None, "step schedule: epochs between decays (null: a third of the epochs)"),
+    Hyperparameter("lr_gamma", number(gt=0, le=10), 0.1, "step and plateau schedules: the decay factor"),
+    Hyperparameter("early_stopping_patience", integer(ge=0, le=1_000_000), 10, "epochs without improvement before stopping (0: off)"),
+)
+
+MLP = HyperparameterTable(
+    Hyperparameter("hidden_layers", integer(ge=0, le=1000), 2, "hidden layers of the MLP (0: a linear model)"),
+    Hyperparameter("width", integer(ge=1, le=65536), 64, "units per hidden layer"),
+    Hyperparameter("activation", choice(*ACTIVATIONS), "relu", "activation function"),
+    Hyperparameter("dropout", number(ge=0, lt=1), 0.0, "dropout rate after each hidden layer"),
+    Hyperparameter("batch_norm", flag(), False, "batch normalization after each hidden layer"),
+    Hyperparameter("init", choice(*INITS), "default", "weight initialization (default: PyTorch's)"),
+)
+
+def check_batch_statistics(config: StudyConfig, *, normalized_models: tuple[str, ...] = ()) -> None:
+    """Refuse a study that may train batch norm on batches of one example.
+
+    Batch norm computes statistics over the batch and a batch of one has none: PyTorch refuses it in
+    training. `normalized_models` are values of `model` that always hold batch norm (a backbone).
+    """
+    one = config.may_take("batch_size", 1)
+    normed = config.may_take("batch_norm", True) or any(config.may_take("model", name) for name in normalized_models)
+    if one and normed:
+        where = "fixed.batch_size" if "batch_size" in config.fixed else "params.batch_size"
+        raise FieldError(
+            where,
+            "batch_size 1 cannot train with batch norm (batch_norm: true, or a model built with it such as a torchvision backbone): "
+            "a batch of one has no "
+            "batch statistics; use batch_size >= 2, or batch_norm: false",
+        )
+
+
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "OPTIMIZERS", "SCHEDULES", "TRAINING", "check_batch_statistics"]
