@@ -7,6 +7,7 @@ a validation image stands in.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -41,7 +42,6 @@ from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
 
 MAX_PRUNED_CURVES = 15
 EVALUATION_PLOTS = ("predicted_vs_actual.png", "residuals.png", "confusion_matrix.png", "per_class_accuracy.png")
-CONV_PLOTS = ("filters.png", "feature_maps.png")
 
 
 @dataclass
@@ -273,19 +273,23 @@ def _conv_section(
     folder: Path,
     notes: list[str],
 ) -> None:
-    """First-layer filters and feature maps of the best convolutional model, when the study has one."""
+    """Filters and feature maps of every convolutional layer of the best convolutional model, when the
+    study has one: of test image 0 as `hpo evaluate` logged them, else of a validation image."""
     conv_trials = [t for t in top if hparams.resolve(config.objective, {**config.fixed, **t.params})["model"] != "mlp"]
     if not conv_trials:
         return
-    page.heading("What the first convolution learned")
+    page.heading("What each convolutional layer learned")
     if evaluation is not None:
         for result in evaluation.results:
-            available = set(tracker.list_artifacts(result.run_id, "plots"))
-            if all(f"plots/{p}" in available for p in CONV_PLOTS):
-                for plot in CONV_PLOTS:
-                    _download_to(tracker, result.run_id, f"plots/{plot}", folder / f"conv_{plot}")
-                page.image("conv_filters.png", f"{result.label}: first-layer filters.")
-                page.image("conv_feature_maps.png", f"{result.label}: first-layer feature maps of test image 0 (from `hpo evaluate`).")
+            if f"plots/conv/{eval_plots.CONV_INDEX}" in set(tracker.list_artifacts(result.run_id, "plots/conv")):
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = tracker.download_artifacts(result.run_id, "plots/conv", tmp)
+                    entries = json.loads((local / eval_plots.CONV_INDEX).read_text(encoding="utf-8"))
+                    for entry in entries:
+                        shutil.copyfile(local / entry["file"], folder / f"conv_{entry['file']}")
+                page.paragraph(f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; wide layers show their first channels.")
+                for entry in entries:
+                    page.image(f"conv_{entry['file']}", f"{entry['caption']} (from `hpo evaluate`)")
                 return
     trial = next((t for t in conv_trials if has_checkpoint(tracker, t)), None)
     module = MODULES.get(config.objective)
@@ -296,11 +300,9 @@ def _conv_section(
     with tempfile.TemporaryDirectory() as tmp:
         member = load_member(tracker, trial, Path(tmp))
     images, _ = val_split(config.data, member.meta)
-    filters = eval_plots.conv_filters(member.model, title=f"{member.name}: first-layer filters")
-    maps = eval_plots.feature_maps(member.model, images[0], title=f"{member.name}: first-layer feature maps of validation image 0")
-    if filters is None or maps is None:
-        return
-    eval_plots.save(filters, folder / "conv_filters.png")
-    eval_plots.save(maps, folder / "conv_feature_maps.png")
-    page.image("conv_filters.png", f"{member.name}: first-layer filters.")
-    page.image("conv_feature_maps.png", f"{member.name}: first-layer feature maps of validation image 0 (the study is not evaluated yet, so no test image is shown).")
+    pictures = eval_plots.conv_pictures(member.model, images[0], label=member.name, image_name="validation image 0")
+    for picture in pictures:
+        eval_plots.save(picture.figure, folder / f"conv_{picture.file}")
+    page.paragraph(f"{member.name} on validation image 0, layer by layer (the study is not evaluated yet, so no test image is shown); wide layers show their first channels.")
+    for picture in pictures:
+        page.image(f"conv_{picture.file}", picture.caption)
