@@ -34,7 +34,7 @@ from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
 from hpo.evaluation import _plots as eval_plots  # noqa: E402
 from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
 from hpo.objectives import MODULES  # noqa: E402
-from hpo.report._curves import CURVE_KEYS, Curves, learning_curves_figure, read_curves  # noqa: E402
+from hpo.report._curves import CURVE_KEYS, Curves, curve_keys, learning_curves_figure, metric_units, read_curves, squared_counterpart  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
 from hpo.results import StudyRef, best_trials, load  # noqa: E402
 from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config  # noqa: E402
@@ -83,8 +83,9 @@ def save_pyplot(axes: Any, path: Path, *, size: tuple[float, float] = (9, 5)) ->
     plt.close(figure)
 
 
-def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str) -> list[Curves]:
-    keys = (*CURVE_KEYS, metric) if metric.startswith("val_") else CURVE_KEYS
+def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str, *, companions: bool = False) -> list[Curves]:
+    """The trials' losses and study metric per epoch (and the metric's companions, e.g. train_acc)."""
+    keys = curve_keys(metric) if companions else (*CURVE_KEYS, metric) if metric.startswith("val_") else CURVE_KEYS
     out = []
     for t in trials:
         run_id = t.user_attrs.get(RUN_ID_ATTR)
@@ -155,18 +156,30 @@ def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, fo
 def _learning_curves(page: Page, study: optuna.Study, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial], folder: Path) -> None:
     metric = next((m for m in config.metrics if m.startswith("val_")), "val_loss")
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))][-MAX_PRUNED_CURVES:]
-    curves = trial_curves(tracker, [*top, *pruned], metric)
+    curves = trial_curves(tracker, top[:1], metric, companions=True) + trial_curves(tracker, [*top[1:], *pruned], metric)
     page.heading("Learning curves")
     if not any(c.series for c in curves):
         page.paragraph("No per-epoch metrics in MLflow for these trials.", note=True)
         return
-    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials")
+    units = metric_units(config.objective)
+    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials", units=units)
     eval_plots.save(figure, folder / "learning_curves.png")
+    unit_note = f" Losses are in {units['val_loss']}." if units.get("val_loss") else ""
     page.image(
         "learning_curves.png",
         f"{metric} per epoch of the best trials (best in red) and of pruned trials (grey, dashed: stopped early by the pruner); "
-        f"right: training and validation loss of trial {top[0].number}.",
+        f"then the training and validation loss of trial {top[0].number} and, where logged, its training vs validation metric "
+        f"and the MSE beside the RMSE.{unit_note}",
     )
+    squared = squared_counterpart(metric)
+    best = next((c for c in curves if c.trial_number == top[0].number), None)
+    if squared is None or best is None:
+        return
+    best_epoch = _int(tracker.get_run(best.run_id).data.metrics.get("best_epoch"))
+    value = best.at_epoch(squared, best_epoch) if best_epoch is not None else None
+    if value is not None:
+        unit = f" {units[squared]}" if squared in units else ""
+        page.paragraph(f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} ({metric} {fmt(value**0.5)}).")
 
 
 def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: Path, notes: list[str]) -> None:
