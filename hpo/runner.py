@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
 from hpo.storage import budget_lock, open_storage, try_lock
-from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.tracking import StudySummary, Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
 from hpo.training.loop import NonFiniteLoss
 
@@ -113,6 +114,7 @@ class StudyRunner:
         self._asked_after: list[FrozenTrial] = []  # the study's trials as counted for the last ask
         self.study = self._open_study(create=create)
         self.parent_run_id = self._parent_run()
+        self._summary_sent = -math.inf
 
     # -- study and parent run ---------------------------------------------------------------------
     def _open_study(self, *, create: bool) -> optuna.Study:
@@ -140,6 +142,10 @@ class StudyRunner:
                 study.set_user_attr(CONFIG_ATTR, config)
             if study.user_attrs.get("hpo.metrics") != self.config.metrics:
                 study.set_user_attr("hpo.metrics", self.config.metrics)
+            if study.metric_names != self.config.metrics:  # every Optuna client (optuna-dashboard) shows val_rmse, not "Objective 0"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(list(self.config.metrics))
         return study
 
     def _parent_run(self) -> str | None:
@@ -148,21 +154,32 @@ class StudyRunner:
             existing = self.study.user_attrs.get(PARENT_RUN_ATTR) or self.tracker.find_study_run(self.study_name)
             if existing:
                 self.study.set_user_attr(PARENT_RUN_ATTR, existing)
+                self._set_runs_view()
                 return str(existing)
             with budget_lock(self.settings.storage, self.study_name + "/parent"):
                 existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(PARENT_RUN_ATTR)
                 if existing:
-                    return str(existing)
-                run_id = self.tracker.create_study_run(
-                    self.study_name,
-                    config_yaml=study_to_yaml(self.config),
-                    tags={"hpo.objective": self.config.objective, "hpo.storage": redact(self.settings.storage)},
-                )
-                self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
-                return run_id
+                    run_id = str(existing)
+                else:
+                    run_id = self.tracker.create_study_run(
+                        self.study_name,
+                        config_yaml=study_to_yaml(self.config),
+                        tags={"hpo.objective": self.config.objective, "hpo.storage": redact(self.settings.storage)},
+                    )
+                    self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+            self._set_runs_view()
+            return run_id
         except TrackingUnavailable as exc:
             self.progress.warn(f"tracking: {exc}; trials go on and `hpo reconcile` will backfill MLflow")
             return None
+
+    def _set_runs_view(self) -> None:
+        """The MLflow UI view that links open: the study's metrics and searched params, best trial first."""
+        metric = self.config.metrics[0]
+        sort_by = None if self.config.is_multi_objective else (f"best_{metric}" if metric.startswith("val_") else metric)
+        self.tracker.set_runs_view(
+            metrics=list(self.config.metrics), params=list(self.config.params), sort_by=sort_by, ascending=self.config.directions[0] == "minimize"
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, n_trials: int | None = None, timeout: float | None = None) -> RunSummary:
@@ -200,8 +217,21 @@ class StudyRunner:
         finally:
             summary.seconds = time.monotonic() - started
             self._fill_best(summary)
+            self._publish_summary(force=True)
             self.progress.finish(summary)
         return summary
+
+    def _publish_summary(self, *, force: bool = False) -> None:
+        """Show where the study stands on its parent run: after a trial ends, at most once per flush
+        interval (one request, not one per epoch or trial), and always when the run stops."""
+        now = time.monotonic()
+        if self.parent_run_id is None or (not force and now - self._summary_sent < self.tracker.flush_seconds):
+            return
+        self._summary_sent = now
+        try:
+            self.tracker.log_study_summary(self.parent_run_id, study_summary(self.study, self.config), config_yaml=study_to_yaml(self.config))
+        except Exception as exc:  # noqa: BLE001 - a summary that cannot be sent never fails the run; the next one catches up
+            logger.info("study summary not updated: %s", exc)
 
     def _counted(self, trials: list[FrozenTrial]) -> int:
         """Trials that use up the budget: finished or under way, except failures already re-queued."""
@@ -374,6 +404,7 @@ class StudyRunner:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
         self._tell(trial, state, values)
+        self._publish_summary()
         if state == TrialState.COMPLETE:
             summary.completed += 1
         elif state == TrialState.PRUNED:
@@ -489,6 +520,24 @@ class StudyRunner:
             self.tracker.end_trial_run(run_id, state="FAIL", reason=reason)
         except TrackingUnavailable:
             self.progress.warn(f"trial {trial.number}: its MLflow run stays open; `hpo reconcile` will close it")
+
+
+def study_summary(study: optuna.Study, config: StudyConfig) -> StudySummary:
+    """Counts by state and the best trial (single-objective) or the Pareto front's size, from Optuna."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    result = StudySummary(study.study_name, counts)
+    if config.is_multi_objective:
+        result.pareto_size = len(study.best_trials) if counts.get("COMPLETE") else 0
+        return result
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if complete:
+        sign = -1 if config.directions[0] == "maximize" else 1
+        best = min(complete, key=lambda t: (sign * t.values[0], t.number))
+        result.best_values, result.best_trial, result.best_params = {config.metrics[0]: float(best.values[0])}, best.number, dict(best.params)
+    return result
 
 
 def summary_reason(study: optuna.Study, number: int) -> str:
