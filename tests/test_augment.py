@@ -35,11 +35,13 @@ def _reflect_shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[:, pad + dy : pad + dy + 32, pad + dx : pad + dx + 32].to(image.dtype)
 
 
-def test_flip_mirrors_some_images_and_keeps_the_others() -> None:
-    # Every output is its input or its mirror image, and a batch of 64 gets both.
+@pytest.mark.parametrize(("flip", "dim"), [(random_flip, -1), (random_vflip, -2)])
+def test_flip_mirrors_some_images_and_keeps_the_others(flip: object, dim: int) -> None:
+    # Every output is its input or its mirror image (left-right, or top-bottom for the vertical flip),
+    # and a batch of 64 gets both.
     x = _batch()
-    y = random_flip(x, generator=torch.Generator().manual_seed(1))
-    flipped = [bool(torch.equal(b, a.flip(-1))) for a, b in zip(x, y)]
+    y = flip(x, generator=torch.Generator().manual_seed(1))  # type: ignore[operator]
+    flipped = [bool(torch.equal(b, a.flip(dim))) for a, b in zip(x, y)]
     kept = [bool(torch.equal(b, a)) for a, b in zip(x, y)]
     assert all(f or k for f, k in zip(flipped, kept))
     assert 10 < sum(flipped) < 54
@@ -131,15 +133,6 @@ def test_batch_augment_follows_the_hyperparameters() -> None:
 def test_out_of_range_settings_name_the_hyperparameter(call: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(_batch(2))  # type: ignore[operator]
-
-
-def test_vertical_flip_turns_some_images_upside_down_and_keeps_the_others() -> None:
-    x = _batch()
-    y = random_vflip(x, generator=torch.Generator().manual_seed(11))
-    flipped = [bool(torch.equal(b, a.flip(-2))) for a, b in zip(x, y)]
-    kept = [bool(torch.equal(b, a)) for a, b in zip(x, y)]
-    assert all(f or k for f, k in zip(flipped, kept))
-    assert 10 < sum(flipped) < 54
 
 
 def _sample(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
