@@ -42,6 +42,28 @@ def conv_padding(kernel: int, *, stride: int, padding: int | str, dilation: int)
     return int(padding)
 
 
+def conv_side_padding(*, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
+    """The widest padding on one side of a convolution's input (with "same" PyTorch puts the odd pixel
+    on the right/bottom): what reflect and circular padding need to fit inside the map."""
+    pad = conv_padding(kernel, stride=stride, padding=padding, dilation=dilation)
+    if pad == "same":
+        total = dilation * (kernel - 1)
+        return total - total // 2
+    return int(pad)
+
+
+def pool_output_size(size: int, *, pool_size: int, pool_stride: int | None) -> int:
+    """Output side of a pooling layer (no padding, floor), as torch.nn.MaxPool2d computes it."""
+    return (size - pool_size) // (pool_size if pool_stride is None else pool_stride) + 1
+
+
+def pool_settings(hp: Mapping[str, Any]) -> tuple[int, int | None]:
+    """Window and stride of the CNN's pooling: 2 and the window size unless the study sets them."""
+    size = int(hp.get("pool_size") or 2)
+    stride = hp.get("pool_stride")
+    return size, (None if stride is None else int(stride))
+
+
 def block_channels(filters: int, growth: float, blocks: int) -> list[int]:
     """Filters of each block: `filters` times `growth` per block, rounded, at least 1."""
     return [max(1, round(filters * growth**i)) for i in range(blocks)]
@@ -59,30 +81,42 @@ def cnn_shape(hp: Mapping[str, Any], *, image_size: int = IMAGE_SIZE) -> CnnShap
     blocks, per_block = int(hp["conv_blocks"]), int(hp["convs_per_block"])
     kernel, stride, dilation, padding = int(hp["kernel_size"]), int(hp["stride"]), int(hp["dilation"]), hp["padding"]
     channels = block_channels(int(hp["filters"]), float(hp["filters_growth"]), blocks)
+    padding_mode = str(hp.get("padding_mode") or "zeros")
+    pool_size, pool_stride = pool_settings(hp)
     size = image_size
     sizes = []
     for block in range(blocks):
         for conv in range(per_block):
-            size = conv_output_size(size, kernel=kernel, stride=stride if conv == 0 else 1, padding=padding, dilation=dilation)
+            step = stride if conv == 0 else 1
+            side = conv_side_padding(kernel=kernel, stride=step, padding=padding, dilation=dilation)
+            if (padding_mode == "reflect" and side >= size) or (padding_mode == "circular" and side > size):
+                raise ArchitectureError(
+                    "padding_mode",
+                    f"{_describe(hp)} pads a {size}x{size} map by {side} at block {block + 1}, conv {conv + 1}, more than "
+                    f"{padding_mode} padding can take (at most {size - 1 if padding_mode == 'reflect' else size})",
+                )
+            size = conv_output_size(size, kernel=kernel, stride=step, padding=padding, dilation=dilation)
             if size < 1:
                 raise ArchitectureError(
                     "conv_blocks",
                     f"{_describe(hp)} shrinks {image_size}x{image_size} images to nothing at block {block + 1}, conv {conv + 1}",
                 )
         if hp["pooling"] != "none":
-            if size < 2:
+            if size < pool_size:
                 raise ArchitectureError(
                     "conv_blocks",
-                    f"{_describe(hp)} leaves {size}x{size} before the {hp['pooling']} pooling of block {block + 1}, which needs at least 2x2",
+                    f"{_describe(hp)} leaves {size}x{size} before the {hp['pooling']} pooling of block {block + 1}, "
+                    f"which needs at least {pool_size}x{pool_size}",
                 )
-            size //= 2
+            size = pool_output_size(size, pool_size=pool_size, pool_stride=pool_stride)
         sizes.append(size)
     features = channels[-1] if hp["global_pool"] else channels[-1] * size * size
     return CnnShape(channels=channels, sizes=sizes, features=features)
 
 
 def _describe(hp: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name}={hp[name]}" for name in SHAPE_PARAMETERS)
+    optional = [name for name in ("pool_size", "pool_stride", "padding_mode") if hp.get(name) is not None]
+    return ", ".join(f"{name}={hp[name]}" for name in (*SHAPE_PARAMETERS, *optional))
 
 
 def mlp_parameter_count(in_features: int, out_features: int, *, hidden_layers: int, width: int, batch_norm: bool) -> int:
@@ -130,6 +164,9 @@ __all__ = [
     "cnn_shape",
     "conv_output_size",
     "conv_padding",
+    "conv_side_padding",
     "mlp_parameter_count",
+    "pool_output_size",
+    "pool_settings",
     "resnet_parameter_count",
 ]

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
 from hpo.resume import Change, compare, describe_refusal
 from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
-from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.tracking import StudySummary, Tracker, TrackingUnavailable
 
 logger = logging.getLogger("hpo.runner")
 
@@ -125,6 +126,7 @@ class StudyRunner:
         self.study = self._open_study(create=create)
         self.tracker = Tracker(settings.tracking_uri, self.study_name)
         self.parent_run_id = self._parent_run()
+        self._summary_sent = -math.inf
 
     def _check_config(self, config: StudyConfig) -> None:
         """Build the sampler and pruner, load the objective and check its data: the checks a config must pass."""
@@ -177,8 +179,12 @@ class StudyRunner:
                 fingerprint = self.config.data_fingerprint()
                 if fingerprint is not None:
                     study.set_user_attr(DATA_ATTR, fingerprint)
-                return study
-            self._resume(study)
+            else:
+                self._resume(study)
+            if study.metric_names != self.config.metrics:  # every Optuna client (optuna-dashboard) shows val_rmse, not "Objective 0"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(list(self.config.metrics))
         return study
 
     def _resume(self, study: optuna.Study) -> None:
@@ -246,18 +252,21 @@ class StudyRunner:
                 self.study.set_user_attr(PARENT_RUN_ATTR, existing)
                 self.tracker.set_study_status(str(existing), "RUNNING")
                 self._record_changes(str(existing))
+                self._set_runs_view()
                 return str(existing)
             with budget_lock(self.settings.storage, self.study_name + "/parent"):
                 existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(PARENT_RUN_ATTR)
                 if existing:
-                    return str(existing)
-                run_id = self.tracker.create_study_run(
-                    self.study_name,
-                    config_yaml=study_to_yaml(self.config),
-                    tags={"hpo.objective": self.config.objective, "hpo.objective_source": self.objective.resolved, "hpo.storage": redact(self.settings.storage)},
-                )
-                self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
-                return run_id
+                    run_id = str(existing)
+                else:
+                    run_id = self.tracker.create_study_run(
+                        self.study_name,
+                        config_yaml=study_to_yaml(self.config),
+                        tags={"hpo.objective": self.config.objective, "hpo.objective_source": self.objective.resolved, "hpo.storage": redact(self.settings.storage)},
+                    )
+                    self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+            self._set_runs_view()
+            return run_id
         except TrackingUnavailable as exc:
             self.progress.warn(f"tracking: {exc}; trials go on and `hpo reconcile` will backfill MLflow")
             return None
@@ -271,6 +280,14 @@ class StudyRunner:
         self.tracker.set_tags(run_id, {CHANGES_TAG: f"{stamp}: {text}"[:5000]})
         self.tracker.log_text(run_id, study_to_yaml(self.config), f"study-resumed-{stamp}.yaml")
         self.progress.warn(f"resuming study {self.study_name!r} with changed settings: {text}")
+
+    def _set_runs_view(self) -> None:
+        """The MLflow UI view that links open: the study's metrics and searched params, best trial first."""
+        metric = self.config.metrics[0]
+        sort_by = None if self.config.is_multi_objective else (f"best_{metric}" if metric.startswith("val_") else metric)
+        self.tracker.set_runs_view(
+            metrics=list(self.config.metrics), params=list(self.config.params), sort_by=sort_by, ascending=self.config.directions[0] == "minimize"
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, n_trials: int | None = None, timeout: float | None = None) -> RunSummary:
@@ -309,8 +326,21 @@ class StudyRunner:
         finally:
             summary.seconds = time.monotonic() - started
             self._fill_best(summary)
+            self._publish_summary(force=True)
             self.progress.finish(summary)
         return summary
+
+    def _publish_summary(self, *, force: bool = False) -> None:
+        """Show where the study stands on its parent run: after a trial ends, at most once per flush
+        interval (one request, not one per epoch or trial), and always when the run stops."""
+        now = time.monotonic()
+        if self.parent_run_id is None or (not force and now - self._summary_sent < self.tracker.flush_seconds):
+            return
+        self._summary_sent = now
+        try:
+            self.tracker.log_study_summary(self.parent_run_id, study_summary(self.study, self.config), config_yaml=study_to_yaml(self.config))
+        except Exception as exc:  # noqa: BLE001 - a summary that cannot be sent never fails the run; the next one catches up
+            logger.info("study summary not updated: %s", exc)
 
     def _counted(self, trials: list[FrozenTrial], *, finished: bool = False) -> int:
         return budget_count(trials, finished=finished)
@@ -540,6 +570,7 @@ class StudyRunner:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
         self._tell(trial, state, values)
+        self._publish_summary()
         if state == TrialState.COMPLETE:
             summary.completed += 1
         elif state == TrialState.PRUNED:
@@ -653,6 +684,24 @@ def budget_count(trials: list[FrozenTrial], *, finished: bool = False) -> int:
     retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
     counted = (TrialState.COMPLETE, TrialState.PRUNED) + (() if finished else (TrialState.RUNNING, TrialState.WAITING))
     return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+def study_summary(study: optuna.Study, config: StudyConfig) -> StudySummary:
+    """Counts by state and the best trial (single-objective) or the Pareto front's size, from Optuna."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    result = StudySummary(study.study_name, counts)
+    if config.is_multi_objective:
+        result.pareto_size = len(study.best_trials) if counts.get("COMPLETE") else 0
+        return result
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if complete:
+        sign = -1 if config.directions[0] == "maximize" else 1
+        best = min(complete, key=lambda t: (sign * t.values[0], t.number))
+        result.best_values, result.best_trial, result.best_params = {config.metrics[0]: float(best.values[0])}, best.number, dict(best.params)
+    return result
 
 
 def summary_reason(study: optuna.Study, number: int) -> str:

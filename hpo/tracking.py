@@ -14,8 +14,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from hpo.errors import ServiceError
 from hpo.settings import env_setting, redact, sqlite_path
@@ -40,11 +42,23 @@ logger = logging.getLogger("hpo.tracking")
 T = TypeVar("T")
 
 ROLE = "hpo.role"
+# MLflow 3's UI opens an experiment on its GenAI pages unless told it holds model training: the
+# experiment tag says so, and every link hpo prints asks for the training (runs) view explicitly.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (Markdown)
+# The UI shows no metric column until one is picked; a shared view (an experiment tag the UI reads when a
+# link names its key) picks the study's metrics and searched params, best first.
+RUNS_VIEW_KEY = "hpo"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
+MAX_VIEW_PARAMS = 12
 STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _PARAM_VALUE_LIMIT = 6000
 _OUTAGE_SECONDS = 60.0
+_NOTE_LIMIT = 8000  # MLflow's longest tag value; a longer study file is cut (the study.yaml artifact is whole)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -68,6 +82,7 @@ class Tracker:
         self.backoff = backoff if backoff is not None else float(env_setting("HPO_TRACKING_BACKOFF"))
         self._down_until = 0.0  # while MLflow is known to be down, one attempt per call, no waiting
         self._experiment_id: str | None = None
+        self._runs_view: bool | None = None  # whether the experiment holds hpo's shared runs view (None: not known)
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush: dict[str, float] = {}
         self.flush_seconds = 5.0
@@ -119,9 +134,13 @@ class Tracker:
         if existing is not None:
             if existing.lifecycle_stage == "deleted":
                 self.client.restore_experiment(existing.experiment_id)
+            if existing.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # experiments of older hpo versions
+                self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return existing.experiment_id
         try:
-            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_location())
+            return self.client.create_experiment(
+                self.experiment_name, artifact_location=self._artifact_location(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -154,8 +173,9 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def create_study_run(self, study_name: str, *, config_yaml: str, tags: dict[str, str] | None = None) -> str:
-        """The parent run: tag hpo.role=study and the resolved study file (credentials redacted)."""
-        all_tags = {ROLE: "study", "optuna.study_name": study_name, **(tags or {})}
+        """The parent run: tag hpo.role=study and the resolved study file (credentials redacted), as an
+        artifact and as the run's description."""
+        all_tags = {ROLE: "study", "optuna.study_name": study_name, NOTE_TAG: study_note(config_yaml), **(tags or {})}
         run = self._call(
             "create the study run",
             lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=study_name),
@@ -163,6 +183,44 @@ class Tracker:
         run_id = run.info.run_id
         self._call("store the study file", lambda: self.client.log_text(run_id, redact(config_yaml), "study.yaml"))
         return run_id
+
+    def log_study_summary(self, run_id: str, summary: StudySummary, *, config_yaml: str) -> None:
+        """Put where a study stands on its parent run, in one request: metrics the collapsed runs table
+        shows in the trials' own columns (`best_<metric>`, counts by state; step = finished trials, so
+        their charts trace the study's progress), tags, and the description (summary above the study file)."""
+        stamp, step = _now_ms(), summary.finished
+        metrics = [Metric(k, float(v), stamp, step) for k, v in summary.metrics().items()]
+        tags = [RunTag(k, redact(v)[:_PARAM_VALUE_LIMIT]) for k, v in summary.tags().items()]
+        tags.append(RunTag(NOTE_TAG, study_note(config_yaml, summary=summary.text())))
+        self._call("update the study run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True))
+
+    def set_runs_view(self, *, metrics: list[str], params: list[str], sort_by: str | None, ascending: bool) -> None:
+        """Store the study's runs view (columns: each metric's best and last value, the trial counts, the
+        searched params; sorted by `sort_by`) as the experiment's shared view, which `ui_link` opens."""
+        columns = [f"metrics.`{name}`" for m in metrics for name in ((f"best_{m}", m) if m.startswith("val_") else (m,))]
+        columns += ["metrics.`best_epoch`", "metrics.`trials_complete`", "metrics.`trials_pruned`"]
+        columns += [f"params.`{name}`" for name in params[:MAX_VIEW_PARAMS]]
+        state: dict[str, Any] = {"selectedColumns": columns}
+        if sort_by:
+            state.update(orderByKey=f"metrics.`{sort_by}`", orderByAsc=ascending)
+        value = json.dumps(state)
+        self._call("set the runs view", lambda: self.client.set_experiment_tag(self.experiment_id, RUNS_VIEW_TAG, value))
+        self._runs_view = True
+
+    def ui_link(self, run_id: str | None = None) -> str | None:
+        """The UI's page of this study's runs (in its shared view when one is stored) or of one run,
+        opened on the model-training view; None when MLflow is a database or folder that no UI serves
+        at a known address."""
+        base = ui_base(self.tracking_uri)
+        if base is None:
+            return None
+        runs = f"{base}/#/experiments/{self.experiment_id}/runs"
+        if run_id:
+            return f"{runs}/{run_id}?{UI_VIEW}"
+        if self._runs_view is None:
+            experiment = self._call("read the experiment", lambda: self.client.get_experiment(self.experiment_id))
+            self._runs_view = RUNS_VIEW_TAG in experiment.tags
+        return f"{runs}?viewStateShareKey={RUNS_VIEW_KEY}&{UI_VIEW}" if self._runs_view else f"{runs}?{UI_VIEW}"
 
     def set_study_status(self, run_id: str, status: str) -> None:
         self._call("update the study run", lambda: self.client.update_run(run_id, status=status))
@@ -432,6 +490,72 @@ def _quoted(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     raise ValueError(f"a value with both kinds of quotes cannot be searched in MLflow: {value!r}")
+
+
+@dataclass
+class StudySummary:
+    """Where a study stands: counts by state, and the best trial (single-objective) or Pareto front size."""
+
+    study_name: str
+    counts: dict[str, int]  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING -> trials
+    best_values: dict[str, float] = field(default_factory=dict)  # metric -> value of the best trial
+    best_trial: int | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    pareto_size: int | None = None
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {f"best_{k}": v for k, v in self.best_values.items()}
+        if self.best_trial is not None:
+            out["best_trial"] = self.best_trial
+        out.update({name: self.counts.get(state, 0) for state, name in (("COMPLETE", "trials_complete"), ("PRUNED", "trials_pruned"), ("FAIL", "trials_failed"))})
+        return out
+
+    def tags(self) -> dict[str, str]:
+        out = {"hpo.trials": self._counts_text()}
+        if self.best_trial is not None:
+            out.update({"hpo.best_trial": str(self.best_trial), "hpo.best_params": json.dumps(self.best_params, default=str)})
+        if self.pareto_size is not None:
+            out["hpo.pareto_front"] = str(self.pareto_size)
+        return out
+
+    def _counts_text(self) -> str:
+        shown = [(s, self.counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")]
+        return ", ".join(f"{n} {s.lower()}" for s, n in shown if n or s == "COMPLETE")
+
+    def text(self) -> str:
+        """Markdown lines for the run's description."""
+        lines = [f"**Study {self.study_name}**: {self._counts_text()}."]
+        if self.best_trial is not None:
+            values = ", ".join(f"{k} **{v:.6g}**" for k, v in self.best_values.items())
+            lines.append(f"Best: {values} (trial {self.best_trial}).")
+            lines.append("Best params: " + ", ".join(f"`{k}={_param_text(v)}`" for k, v in self.best_params.items()) + ".")
+        elif self.pareto_size is not None:
+            lines.append(f"Pareto front: {self.pareto_size} trials.")
+        return "\n\n".join(lines)
+
+
+def study_note(config_yaml: str, *, summary: str | None = None) -> str:
+    """A study run's description: the summary (once trials finish), then the resolved study file."""
+    head = f"{summary}\n\nStudy file (resolved):" if summary else "Study file (resolved):"
+    text = redact(config_yaml).rstrip()
+    room = _NOTE_LIMIT - len(head) - 200
+    if len(text) > room:
+        text = text[:room] + "\n# ... cut here: the whole file is the run's study.yaml artifact"
+    return f"{head}\n\n```yaml\n{text}\n```"
+
+
+def ui_base(tracking_uri: str) -> str | None:
+    """The address of the UI that serves a tracking URI: an http(s) server's own, credentials removed."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def absolute_sqlite_uri(uri: str) -> str:

@@ -13,6 +13,7 @@ import torch
 from hpo import architecture
 from hpo.config import parse_study
 from hpo.errors import UsageError
+from hpo.objectives.cifar10 import HYPERPARAMETERS as CIFAR10
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,33 @@ def test_possible_search_spaces_pass(changes: dict[str, Any]) -> None:
 
 def test_boston_studies_are_not_checked_for_convolutions() -> None:
     assert parse_study({"name": "b", "objective": "boston", "fixed": {"epochs": 2}}).objective == "boston"
+
+
+@pytest.mark.parametrize(("size", "window", "stride"), [(32, 2, None), (32, 3, 2), (15, 3, 1), (7, 4, 3), (5, 5, None)])
+def test_pool_output_size_matches_torch(size: int, window: int, stride: int | None) -> None:
+    expected = torch.nn.MaxPool2d(window, stride)(torch.zeros(1, 1, size, size)).shape[-1]
+    assert architecture.pool_output_size(size, pool_size=window, pool_stride=stride) == expected
+
+
+@pytest.mark.parametrize(("kernel", "padding", "dilation"), [(3, "same", 1), (4, "same", 1), (5, "same", 3), (3, 2, 1)])
+def test_side_padding_is_the_widest_side_torch_pads(kernel: int, padding: Any, dilation: int) -> None:
+    # Reflect padding by the widest side fits a map one pixel wider than that side and fails on one
+    # exactly that wide, which is the limit the shape check enforces.
+    side = architecture.conv_side_padding(kernel=kernel, stride=1, padding=padding, dilation=dilation)
+    conv = torch.nn.Conv2d(1, 1, kernel, padding=padding, dilation=dilation, padding_mode="reflect")
+    conv(torch.zeros(1, 1, side + 1, side + 1))
+    with pytest.raises(RuntimeError):
+        conv(torch.zeros(1, 1, side, side))
+
+
+def test_cnn_shape_rejects_pooling_windows_and_reflect_padding_that_do_not_fit() -> None:
+    # Four blocks of 4x4 pooling leave 32 -> 8 -> 2 -> nothing; reflect padding of 2 cannot pad a 2x2 map.
+    base = {**CIFAR10.resolve({"model": "cnn"}), "conv_blocks": 3, "pool_size": 4}
+    with pytest.raises(architecture.ArchitectureError, match="needs at least 4x4") as caught:
+        architecture.cnn_shape(base)
+    assert caught.value.field == "conv_blocks"
+    deep = {**CIFAR10.resolve({"model": "cnn"}), "conv_blocks": 5, "kernel_size": 5, "padding_mode": "reflect"}
+    with pytest.raises(architecture.ArchitectureError, match="more than reflect padding can take") as caught:
+        architecture.cnn_shape(deep)
+    assert caught.value.field == "padding_mode"
+    assert architecture.cnn_shape({**deep, "padding_mode": "replicate"}).sizes == [16, 8, 4, 2, 1]

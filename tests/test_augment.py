@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from hpo.augment import BatchAugment, colour_jitter, cutout, random_flip, random_rotation, random_translate
+from hpo.augment import (
+    BatchAugment,
+    colour_jitter,
+    cutout,
+    gaussian_noise,
+    random_flip,
+    random_rotation,
+    random_shear,
+    random_translate,
+    random_vflip,
+    random_warp,
+    random_zoom,
+)
 from hpo.objectives.cifar10 import HYPERPARAMETERS
 
 
@@ -21,11 +35,13 @@ def _reflect_shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[:, pad + dy : pad + dy + 32, pad + dx : pad + dx + 32].to(image.dtype)
 
 
-def test_flip_mirrors_some_images_and_keeps_the_others() -> None:
-    # Every output is its input or its mirror image, and a batch of 64 gets both.
+@pytest.mark.parametrize(("flip", "dim"), [(random_flip, -1), (random_vflip, -2)])
+def test_flip_mirrors_some_images_and_keeps_the_others(flip: object, dim: int) -> None:
+    # Every output is its input or its mirror image (left-right, or top-bottom for the vertical flip),
+    # and a batch of 64 gets both.
     x = _batch()
-    y = random_flip(x, generator=torch.Generator().manual_seed(1))
-    flipped = [bool(torch.equal(b, a.flip(-1))) for a, b in zip(x, y)]
+    y = flip(x, generator=torch.Generator().manual_seed(1))  # type: ignore[operator]
+    flipped = [bool(torch.equal(b, a.flip(dim))) for a, b in zip(x, y)]
     kept = [bool(torch.equal(b, a)) for a, b in zip(x, y)]
     assert all(f or k for f, k in zip(flipped, kept))
     assert 10 < sum(flipped) < 54
@@ -109,8 +125,97 @@ def test_batch_augment_follows_the_hyperparameters() -> None:
         (lambda x: cutout(x, 33, fill=(0, 0, 0)), "augment_cutout"),
         (lambda x: colour_jitter(x, 1.5), "augment_jitter"),
         (lambda x: random_rotation(x, 200), "augment_rotation"),
+        (lambda x: random_zoom(x, 1.0), "augment_zoom"),
+        (lambda x: random_shear(x, 60), "augment_shear"),
+        (lambda x: gaussian_noise(x, 0), "augment_noise"),
     ],
 )
 def test_out_of_range_settings_name_the_hyperparameter(call: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(_batch(2))  # type: ignore[operator]
+
+
+def _sample(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Direct bilinear resampling of one C x H x W image: output pixel centre p (in [-1, 1] coordinates)
+    takes the input at matrix @ p, with coordinates outside the image reflected back in."""
+    c, h, w = image.shape
+    out = torch.empty_like(image)
+    for i in range(h):
+        for j in range(w):
+            p = torch.tensor([(2 * j + 1) / w - 1, (2 * i + 1) / h - 1], dtype=torch.float64)
+            qx, qy = (matrix.double() @ p).tolist()
+            px, py = ((qx + 1) * w - 1) / 2, ((qy + 1) * h - 1) / 2  # pixel coordinates
+
+            def reflect(v: float, n: int) -> float:
+                v = abs(v + 0.5) % (2 * n)
+                return (2 * n - v if v > n else v) - 0.5
+
+            px, py = min(max(reflect(px, w), 0), w - 1), min(max(reflect(py, h), 0), h - 1)
+            x0, y0 = int(px), int(py)
+            x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+            fx, fy = px - x0, py - y0
+            out[:, i, j] = (image[:, y0, x0] * (1 - fx) * (1 - fy) + image[:, y0, x1] * fx * (1 - fy)
+                            + image[:, y1, x0] * (1 - fx) * fy + image[:, y1, x1] * fx * fy)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("warp", "amount"), [("zoom", 0.3), ("shear", 20.0), ("rotation", 30.0)])
+def test_each_warp_resamples_each_image_by_its_own_matrix(warp: str, amount: float) -> None:
+    # Recompute each image's random factor from the same generator, build the matrix by hand (zoom:
+    # 1/s on the diagonal, shear: tan(angle) above it, rotation: cos/sin) and resample directly: the
+    # batch operation gives the same pixels, and the factors differ between images.
+    x = torch.rand(4, 2, 9, 9, generator=torch.Generator().manual_seed(12))
+    y = random_warp(x, **{warp: amount}, generator=torch.Generator().manual_seed(13))
+    draws = torch.rand(4, generator=torch.Generator().manual_seed(13))
+    for image, out, u in zip(x, y, draws.tolist()):
+        if warp == "zoom":
+            s = 1 - amount + 2 * amount * u
+            matrix = torch.tensor([[1 / s, 0.0], [0.0, 1 / s]])
+        else:
+            angle = math.radians(-amount + 2 * amount * u)
+            matrix = torch.tensor([[1.0, math.tan(angle)], [0.0, 1.0]]) if warp == "shear" else torch.tensor(
+                [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        assert torch.allclose(out, _sample(image, matrix), atol=1e-4), warp
+    assert len({round(float((b - a).abs().sum()), 3) for a, b in zip(x, y)}) == 4
+
+
+def test_combined_warps_are_one_resampling_by_the_product_matrix() -> None:
+    # Rotation, zoom and shear on together resample once by R @ Z @ S, the factors drawn in that order.
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(14))
+    y = random_warp(x, rotation=10.0, zoom=0.2, shear=15.0, generator=torch.Generator().manual_seed(15))
+    draws = torch.rand(9, generator=torch.Generator().manual_seed(15))
+    for k, (image, out) in enumerate(zip(x, y)):
+        a = math.radians(-10 + 20 * float(draws[k]))
+        s = 0.8 + 0.4 * float(draws[3 + k])
+        t = math.tan(math.radians(-15 + 30 * float(draws[6 + k])))
+        rotate = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        matrix = rotate @ torch.tensor([[1 / s, 0.0], [0.0, 1 / s]]) @ torch.tensor([[1.0, t], [0.0, 1.0]])
+        assert torch.allclose(out, _sample(image, matrix), atol=1e-4)
+
+
+def test_noise_adds_gaussian_noise_of_the_given_spread_per_pixel() -> None:
+    # On a mid-grey float batch the change is the generator's normal draws times std; for uint8 the
+    # noise is in 0..255 units, rounded and clamped; every image gets different noise.
+    x = torch.full((16, 3, 32, 32), 0.5)
+    y = gaussian_noise(x, 0.1, generator=torch.Generator().manual_seed(16))
+    expected = torch.randn(x.shape, generator=torch.Generator().manual_seed(16)) * 0.1 + 0.5
+    assert torch.allclose(y, expected.clamp(0, 1), atol=1e-6)
+    assert abs(float((y - x).std()) - 0.1) < 0.005
+    u = gaussian_noise(_batch(4), 0.05, generator=torch.Generator().manual_seed(17))
+    assert u.dtype == torch.uint8 and not torch.equal(u[0], _batch(4)[0])
+
+
+def test_new_augmentations_follow_the_hyperparameters_and_old_ones_are_untouched() -> None:
+    # Each new switch turns its transform on; with them all off a batch is augmented exactly as before
+    # (the new transforms draw no random numbers then), so existing studies are reproduced.
+    hp = HYPERPARAMETERS.resolve({})
+    new = {"augment_vflip": True, "augment_zoom": 0.2, "augment_shear": 10.0, "augment_noise": 0.05}
+    on = BatchAugment.from_hyperparameters({**hp, **new}, fill=(0.5, 0.5, 0.5))
+    assert on is not None and (on.vflip, on.zoom, on.shear, on.noise) == (True, 0.2, 10.0, 0.05)
+    x = _batch(8)
+    assert not torch.equal(on(x, torch.Generator().manual_seed(18)), x)
+    old = {**hp, "augment_flip": True, "augment_rotation": 10.0}
+    with_off = BatchAugment.from_hyperparameters({**old, **{k: type(v)() for k, v in new.items()}}, fill=(0.5, 0.5, 0.5))
+    plain = BatchAugment.from_hyperparameters(old, fill=(0.5, 0.5, 0.5))
+    assert with_off is not None and plain is not None
+    assert torch.equal(with_off(x, torch.Generator().manual_seed(19)), plain(x, torch.Generator().manual_seed(19)))

@@ -56,6 +56,9 @@ def server(
         url = tracking.start()
         typer.echo(f"MLflow tracking server ready at {url} (listening on {host}:{port}); Ctrl-C stops it")
         typer.echo(f"use it with: export MLFLOW_TRACKING_URI={url}", err=True)
+        from hpo.tracking import UI_VIEW  # MLflow's client loads in seconds: only once the server is up
+
+        typer.echo(f"the runs in the UI: {url}/#/experiments?{UI_VIEW}", err=True)
         code = tracking.wait()
         raise ServiceError(f"mlflow server stopped by itself (exit code {code}): {tracking.last_output()}")
     except (KeyboardInterrupt, _Stop):

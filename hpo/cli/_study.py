@@ -132,7 +132,7 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
     if not quiet:
         typer.echo(
             f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed in this run; "
-            f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {redact(settings.tracking_uri)}",
+            f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {_mlflow_where(runner, settings)}",
             err=True,
         )
     bad = [c for c in codes if c != 0]
@@ -140,6 +140,14 @@ def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: i
     if bad:
         raise HpoError(f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above")
     return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total, "seconds": time.monotonic() - started}
+
+
+def _mlflow_where(runner: Any, settings: Settings) -> str:
+    """The UI page of the study's runs when MLflow is a server, else the store's (redacted) URI."""
+    try:
+        return runner.tracker.ui_link() or redact(settings.tracking_uri)
+    except Exception:  # noqa: BLE001 - the server went away since: name the store instead
+        return redact(settings.tracking_uri)
 
 
 def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int, *, quiet: bool) -> list[int]:

@@ -521,13 +521,8 @@ def _log_model_run(
         title = f"{label}: test RMSE {metrics['test_rmse']:.3f}, R² {metrics['test_r2']:.3f}"
         plots.save(plots.predicted_vs_actual(predictions, targets, title=title), out / "plots" / "predicted_vs_actual.png")
         plots.save(plots.residuals(predictions, targets, title=label), out / "plots" / "residuals.png")
-    if conv_model is not None and image is not None and plots.first_conv(conv_model) is not None:
-        conv_model = conv_model.cpu()
-        filters = plots.conv_filters(conv_model, title=f"{label}: first-layer filters")
-        maps = plots.feature_maps(conv_model, image, title=f"{label}: first-layer feature maps of test image 0")
-        if filters is not None and maps is not None:
-            plots.save(filters, out / "plots" / "filters.png")
-            plots.save(maps, out / "plots" / "feature_maps.png")
+    if conv_model is not None and image is not None:
+        plots.save_conv_pictures(plots.conv_pictures(conv_model.cpu(), image, label=label, image_name="test image 0"), out / "plots" / "conv")
     for name, data in (extra or {}).items():
         (out / name).write_text(json.dumps(data, indent=2))
     tracker.log_artifacts(run_id, out)

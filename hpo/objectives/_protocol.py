@@ -128,6 +128,8 @@ class Objective:
     name: str
     metrics: Mapping[str, Direction] = field(default_factory=dict)  # metric -> the direction it improves in
     default_metric: str | None = None  # the study metric when the file gives none (default: the first of `metrics`)
+    # The unit each logged metric is in (val_mse: "k$²", train_loss: "standardized"), for plot axes.
+    units: Mapping[str, str] = field(default_factory=dict)
     hyperparameters: HyperparameterTable | None = None
     data_options: type[DataConfig] = DataConfig  # a subclass adds objective-specific `data:` keys
     evaluation: EvaluationHooks | str | None = None
@@ -185,6 +187,7 @@ def objective(
     name: str | None = None,
     metrics: Mapping[str, Direction] | None = None,
     default_metric: str | None = None,
+    units: Mapping[str, str] | None = None,
     hyperparameters: HyperparameterTable | None = None,
     data_options: type[DataConfig] = DataConfig,
     evaluation: EvaluationHooks | str | None = None,
@@ -205,6 +208,7 @@ def objective(
             name=name or getattr(fn, "__name__", "objective"),
             metrics=dict(metrics or {}),
             default_metric=default_metric,
+            units=dict(units or {}),
             hyperparameters=hyperparameters,
             data_options=data_options,
             evaluation=evaluation,

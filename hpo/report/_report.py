@@ -7,6 +7,7 @@ a validation image stands in.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from hpo.errors import HpoError, UsageError  # noqa: E402
 from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
 from hpo.evaluation import _plots as eval_plots  # noqa: E402
 from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
-from hpo.report._curves import CURVE_KEYS, Curves, learning_curves_figure, read_curves  # noqa: E402
+from hpo.report._curves import CURVE_KEYS, Curves, curve_keys, learning_curves_figure, metric_units, read_curves, squared_counterpart  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
 from hpo.settings import write_problem  # noqa: E402
 from hpo.results import StudyRef, best_trials, load  # noqa: E402
@@ -39,7 +40,6 @@ from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
 
 MAX_PRUNED_CURVES = 15
 EVALUATION_PLOTS = ("predicted_vs_actual.png", "residuals.png", "confusion_matrix.png", "per_class_accuracy.png")
-CONV_PLOTS = ("filters.png", "feature_maps.png")
 MAX_CONV_CANDIDATES = 3  # checkpoints loaded to find a convolutional model before `hpo evaluate` ran
 
 
@@ -77,8 +77,9 @@ def save_pyplot(axes: Any, path: Path, *, size: tuple[float, float] = (9, 5)) ->
     plt.close(figure)
 
 
-def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str) -> list[Curves]:
-    keys = (*CURVE_KEYS, metric) if metric.startswith("val_") else CURVE_KEYS
+def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str, *, companions: bool = False) -> list[Curves]:
+    """The trials' losses and study metric per epoch (and the metric's companions, e.g. train_acc)."""
+    keys = curve_keys(metric) if companions else (*CURVE_KEYS, metric) if metric.startswith("val_") else CURVE_KEYS
     out = []
     for t in trials:
         run_id = t.user_attrs.get(RUN_ID_ATTR)
@@ -149,18 +150,30 @@ def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, fo
 def _learning_curves(page: Page, study: optuna.Study, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial], folder: Path) -> None:
     metric = next((m for m in config.metrics if m.startswith("val_")), "val_loss")
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))][-MAX_PRUNED_CURVES:]
-    curves = trial_curves(tracker, [*top, *pruned], metric)
+    curves = trial_curves(tracker, top[:1], metric, companions=True) + trial_curves(tracker, [*top[1:], *pruned], metric)
     page.heading("Learning curves")
     if not any(c.series for c in curves):
         page.paragraph("No per-epoch metrics in MLflow for these trials.", note=True)
         return
-    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials")
+    units = metric_units(config)
+    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials", units=units)
     eval_plots.save(figure, folder / "learning_curves.png")
+    unit_note = f" Losses are in {units['val_loss']}." if units.get("val_loss") else ""
     page.image(
         "learning_curves.png",
         f"{metric} per epoch of the best trials (best in red) and of pruned trials (grey, dashed: stopped early by the pruner); "
-        f"right: training and validation loss of trial {top[0].number}.",
+        f"then the training and validation loss of trial {top[0].number} and, where logged, its training vs validation metric "
+        f"and the MSE beside the RMSE.{unit_note}",
     )
+    squared = squared_counterpart(metric)
+    best = next((c for c in curves if c.trial_number == top[0].number), None)
+    if squared is None or best is None:
+        return
+    best_epoch = _int(tracker.get_run(best.run_id).data.metrics.get("best_epoch"))
+    value = best.at_epoch(squared, best_epoch) if best_epoch is not None else None
+    if value is not None:
+        unit = f" {units[squared]}" if squared in units else ""
+        page.paragraph(f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} ({metric} {fmt(value**0.5)}).")
 
 
 def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: Path, notes: list[str]) -> None:
@@ -258,17 +271,20 @@ def _download_to(tracker: Tracker, run_id: str, path: str, target: Path) -> None
 
 
 def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation: EvaluationResult | None, top: list[FrozenTrial], folder: Path) -> None:
-    """First-layer filters and feature maps of the best convolutional model, when the study has one: from
-    `hpo evaluate`'s runs (a test image), else from the best checkpointed trials (a validation image)."""
+    """Filters and feature maps of every convolutional layer of the best convolutional model, when the
+    study has one: of test image 0 as `hpo evaluate` logged them, else of a validation image."""
     if evaluation is not None:
         for result in evaluation.results:
-            available = set(tracker.list_artifacts(result.run_id, "plots"))
-            if all(f"plots/{p}" in available for p in CONV_PLOTS):
-                page.heading("What the first convolution learned")
-                for plot in CONV_PLOTS:
-                    _download_to(tracker, result.run_id, f"plots/{plot}", folder / f"conv_{plot}")
-                page.image("conv_filters.png", f"{result.label}: first-layer filters.")
-                page.image("conv_feature_maps.png", f"{result.label}: first-layer feature maps of test image 0 (from `hpo evaluate`).")
+            if f"plots/conv/{eval_plots.CONV_INDEX}" in set(tracker.list_artifacts(result.run_id, "plots/conv")):
+                page.heading("What each convolutional layer learned")
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = tracker.download_artifacts(result.run_id, "plots/conv", tmp)
+                    entries = json.loads((local / eval_plots.CONV_INDEX).read_text(encoding="utf-8"))
+                    for entry in entries:
+                        shutil.copyfile(local / entry["file"], folder / f"conv_{entry['file']}")
+                page.paragraph(f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; wide layers show their first channels.")
+                for entry in entries:
+                    page.image(f"conv_{entry['file']}", f"{entry['caption']} (from `hpo evaluate`)")
                 return
     if not config.load_objective().objective.is_full:
         return  # no model to look into
@@ -277,13 +293,16 @@ def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation:
         member = next((m for m in (load_member(tracker, t, Path(tmp)) for t in checkpointed) if eval_plots.first_conv(m.models[0]) is not None), None)
     if member is None:
         return
-    page.heading("What the first convolution learned")
     images, _ = member.hooks().val_split(config.data, member.meta)
-    filters = eval_plots.conv_filters(member.models[0], title=f"{member.name}: first-layer filters")
-    maps = eval_plots.feature_maps(member.models[0], images[0], title=f"{member.name}: first-layer feature maps of validation image 0")
-    if filters is None or maps is None:
+    pictures = eval_plots.conv_pictures(member.models[0], images[0], label=member.name, image_name="validation image 0")
+    if not pictures:
         return
-    eval_plots.save(filters, folder / "conv_filters.png")
-    eval_plots.save(maps, folder / "conv_feature_maps.png")
-    page.image("conv_filters.png", f"{member.name}: first-layer filters.")
-    page.image("conv_feature_maps.png", f"{member.name}: first-layer feature maps of validation image 0 (the study is not evaluated yet, so no test image is shown).")
+    page.heading("What each convolutional layer learned")
+    for picture in pictures:
+        eval_plots.save(picture.figure, folder / f"conv_{picture.file}")
+    page.paragraph(
+        f"{member.name} on validation image 0, layer by layer (the study is not evaluated yet, so no test image is shown); "
+        "wide layers show their first channels."
+    )
+    for picture in pictures:
+        page.image(f"conv_{picture.file}", picture.caption)

@@ -69,7 +69,11 @@ def train(
     seed: int,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
-    """Train for hp['epochs'] epochs (fewer if early stopping fires); return the best epoch's model and metrics."""
+    """Train for hp['epochs'] epochs (fewer if early stopping fires); return the best epoch's model and metrics.
+
+    Early stopping fires after `early_stopping_patience` epochs without an improvement of more than
+    `early_stopping_min_delta` (in the monitored metric's units; 0: any improvement counts).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator(device=task.x_train.device).manual_seed(seed)
     amp = uses_amp(device)
@@ -83,8 +87,12 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     l1 = float(hp["l1"])
     patience = int(hp["early_stopping_patience"] or 0)
+    min_delta = float(hp.get("early_stopping_min_delta") or 0.0)
 
     best_value, best_epoch, best_state, best_outputs = -math.inf if maximize else math.inf, -1, None, None
+    # Patience counts from the last epoch that beat the best by more than min_delta; the best epoch
+    # itself (kept, restored and reported) is the true best, however small its lead.
+    progress_value, progress_epoch = best_value, -1
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
     started = time.perf_counter()
@@ -104,10 +112,12 @@ def train(
         if improved or best_state is None:
             best_value, best_epoch, best_metrics, best_outputs = value, epoch, dict(metrics), outputs
             best_state = copy.deepcopy(model.state_dict())
+        if (value - progress_value if maximize else progress_value - value) > min_delta or progress_epoch < 0:
+            progress_value, progress_epoch = value, epoch
         schedule.after_epoch(value)
         if on_epoch is not None:
             on_epoch(epoch, metrics)  # may raise optuna.TrialPruned
-        if patience and epoch - best_epoch >= patience:
+        if patience and epoch - progress_epoch >= patience:
             stopped_early = True
             break
     if best_state is not None:

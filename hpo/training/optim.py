@@ -29,7 +29,9 @@ def build_optimizer(hp: dict[str, Any], parameters: Any) -> torch.optim.Optimize
 
 
 class Schedule:
-    """One interface over per-batch (onecycle), per-epoch (step, cosine) and metric-driven (plateau) decay."""
+    """One interface over per-batch (onecycle), per-epoch (step, exponential, cosine) and metric-driven
+    (plateau) decay. `exponential` multiplies the rate by `lr_gamma` after every epoch, so it wants a
+    gamma near 1 (0.9 halves the rate in about 7 epochs)."""
 
     def __init__(self, hp: dict[str, Any], optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, maximize: bool) -> None:
         name, epochs = hp["lr_schedule"], int(hp["epochs"])
@@ -39,6 +41,8 @@ class Schedule:
         if name == "step":
             step_size = int(hp["lr_step_size"] or max(1, epochs // 3))
             self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=float(hp["lr_gamma"]))
+        elif name == "exponential":
+            self.scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(hp["lr_gamma"]))
         elif name == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
         elif name == "onecycle":
@@ -65,7 +69,7 @@ class Schedule:
             self.scheduler.step()
 
     def after_epoch(self, monitored: float) -> None:
-        if self.name in ("step", "cosine"):
+        if self.name in ("step", "exponential", "cosine"):
             self.scheduler.step()
         elif self.name == "plateau":
             self.scheduler.step(monitored)

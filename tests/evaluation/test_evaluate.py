@@ -150,7 +150,7 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
         "name": "tiny-cifar", "objective": "cifar10", "metric": "val_acc", "direction": "maximize", "seed": 0, "n_trials": 2,
         "sampler": {"type": "grid"}, "data": {"val_fraction": 0.2},
         "params": {"model": {"type": "categorical", "choices": ["mlp", "cnn"]}},
-        "fixed": {"epochs": 1, "batch_size": 16, "width": 8, "hidden_layers": 1, "conv_blocks": 1, "filters": 4},
+        "fixed": {"epochs": 1, "batch_size": 16, "width": 8, "hidden_layers": 1, "conv_blocks": 2, "filters": 4},
         "evaluation": {"top_k": 2, "ensemble": "mean"},
     }  # fmt: skip
     flags = evaluated_boston.flags
@@ -160,7 +160,10 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
     report = cli("report", "tiny-cifar", "--out", tmp_path / "report", *flags)
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report" / "index.html").read_text()
-    assert 'src="conv_filters.png"' in page and 'src="conv_feature_maps.png"' in page and "validation image 0" in page
+    # conv_blocks 2 x convs_per_block 1: a grid of filters and one of feature maps per layer.
+    for layer in ("layer01-features-0", "layer02-features-3"):
+        assert f'src="conv_{layer}-filters.png"' in page and f'src="conv_{layer}-feature-maps.png"' in page
+    assert "validation image 0" in page and "test image 0" not in page
     assert TEST_SPLIT_READS["cifar10"] == 0
     result = cli("evaluate", "tiny-cifar", *flags)
     assert result.exit_code == 0, result.output
@@ -175,7 +178,15 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
         files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert {"plots/confusion_matrix.png", "plots/per_class_accuracy.png"} <= files
         if run.data.tags.get("hpo.model_family") == "cnn":
-            assert {"plots/filters.png", "plots/feature_maps.png"} <= files
+            conv = {a.path for a in client.list_artifacts(run.info.run_id, "plots/conv")}
+            assert {f"plots/conv/{name}" for name in ("index.json", "input.png", "layer02-features-3-filters.png", "layer02-features-3-feature-maps.png")} <= conv
     assert {r.data.tags.get("hpo.baseline") for r in runs} >= {"best_mlp", "best_cnn"}
+    # After evaluation the report shows every layer's pictures of the test image as evaluate logged
+    # them, and still never reads the test split itself.
+    report = cli("report", "tiny-cifar", "--out", tmp_path / "report-after", *flags)
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report-after" / "index.html").read_text()
+    assert 'src="conv_layer02-features-3-feature-maps.png"' in page and "feature maps of test image 0" in page
+    assert TEST_SPLIT_READS["cifar10"] == 1
     csv = pd.read_csv(_download(client, runs[0].info.run_id, "predictions/test_predictions.csv", tmp_path))
     assert len(csv) == 20 and (csv["predicted"] == csv["actual"]).mean() == pytest.approx(runs[0].data.metrics["test_acc"])

@@ -57,3 +57,54 @@ def test_mlp_on_flattened_pixels() -> None:
     model = build_model(HYPERPARAMETERS.resolve({"model": "mlp"}), {})
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(model) == 3072 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"pooling": "sum"},
+        {"pooling": "min", "global_pool": False},
+        {"pooling": "max", "pool_size": 3, "pool_stride": 2, "global_pool": False},
+        {"pooling": "avg", "pool_size": 2, "pool_stride": 1, "conv_blocks": 2},
+        {"pooling": "max", "pool_size": 4, "conv_blocks": 2, "global_pool": False},
+    ],
+)
+def test_cnn_pooling_kinds_sizes_and_strides_match_the_shape_arithmetic(overrides: dict[str, Any]) -> None:
+    # Every pooling kind, window and stride builds, and the spatial sizes and flattened head inputs are
+    # what hpo.architecture computes without torch (which is what `hpo validate` checks).
+    hp = _hp(**overrides)
+    model = CNN(hp)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert model.features(torch.zeros(2, 3, 32, 32)).flatten(1).shape[1] == architecture.cnn_shape(hp).features
+    assert count_parameters(model) == architecture.cnn_parameter_count(hp)
+    sizes, side = [], 32
+    for module in model.features:
+        if isinstance(module, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)) or type(module).__name__ == "MinPool2d":
+            side = module(torch.zeros(1, 1, side, side)).shape[-1]
+            sizes.append(side)
+    assert sizes == architecture.cnn_shape(hp).sizes
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_cnn_padding_mode_pads_each_convolution_that_way(mode: str) -> None:
+    # The first convolution of a CNN with padding_mode equals the same kernel applied without padding
+    # to the input padded by torch.nn.functional.pad in that mode ("zeros" is pad's "constant").
+    model = CNN(_hp(padding_mode=mode, kernel_size=3, padding=1))
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.padding_mode == mode
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="constant" if mode == "zeros" else mode)
+    expected = torch.nn.functional.conv2d(padded, conv.weight, conv.bias)
+    assert torch.allclose(conv(x), expected, atol=1e-6)
+
+
+def test_default_cnn_is_unchanged_by_the_new_settings() -> None:
+    # Without pool_size, pool_stride and padding_mode a CNN is built exactly as before: 2x2 windows moved
+    # by 2 and zero padding, so existing studies train the same networks.
+    torch.manual_seed(0)
+    before = CNN(_hp())
+    torch.manual_seed(0)
+    after = CNN(_hp(pool_size=2, pool_stride=2, padding_mode="zeros"))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(before(x), after(x))
+    assert [type(m).__name__ for m in before.features] == [type(m).__name__ for m in after.features]

@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from mlflow import MlflowClient
 
-from hpo.report import StudyFacts, verdict
+from hpo.config import parse_study
+from hpo.report import StudyFacts, setting_differences, verdict
 from tests.conftest import EvaluatedStudy, tiny_boston
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 def _facts(name: str, value: float, **overrides: Any) -> StudyFacts:
@@ -64,3 +69,96 @@ def test_compare_refuses_studies_of_different_metrics(evaluated_boston: Evaluate
     assert cli("run", path, "-q", *evaluated_boston.flags).exit_code == 0
     result = cli("compare", evaluated_boston.name, "mae-boston", *evaluated_boston.flags)
     assert result.exit_code == 2 and "val_mae" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_converging_at_the_same_epoch_is_not_called_faster() -> None:
+    # Both within 5% of their best by epoch 1: neither "gets there in fewer epochs".
+    text = verdict(_facts("a", 0.80, converged_epoch=1), _facts("b", 0.70, converged_epoch=1))
+    assert "both get there by the same epoch" in text and "fewer epochs" not in text
+    text = verdict(_facts("a", 0.80, converged_epoch=1), _facts("b", 0.70, converged_epoch=4))
+    assert "a gets there in fewer epochs" in text
+
+
+def _pair(path: str) -> Any:
+    return parse_study(yaml.safe_load((STUDIES / path).read_text()), source=path)
+
+
+@pytest.mark.parametrize(("dropout", "l2"), [("cifar10-dropout-cpu.yaml", "cifar10-l2-cpu.yaml"), ("cifar10-dropout.yaml", "cifar10-l2.yaml")])
+def test_the_shipped_regularizer_pairs_differ_only_in_the_regularizer(dropout: str, l2: str) -> None:
+    # Challenge task 1 as a controlled experiment: the stored study files differ in dropout and
+    # weight_decay only, each searched on a range bounded away from zero and off in the other study, and
+    # neither uses batch norm, augmentation, label smoothing, L1, learning-rate decay or early stopping.
+    a, b = _pair(dropout), _pair(l2)
+    differences = setting_differences(a, b)
+    assert set(differences) == {"dropout", "weight_decay"}
+    assert differences["dropout"][0].startswith("searched 0.1 to 0.5") and differences["dropout"][1] == "0.0"
+    assert differences["weight_decay"][1].startswith("searched 0.0001 to 0.01 (log)") and differences["weight_decay"][0] == "0.0"
+    for config in (a, b):
+        hp = config.trial_hyperparameters({})
+        assert hp["batch_norm"] is False and hp["l1"] == 0 and hp["label_smoothing"] == 0
+        assert hp["lr_schedule"] == "none" and hp["early_stopping_patience"] == 0
+        assert not any(hp[k] for k in hp if k.startswith("augment_")) and not any(k.startswith("augment_") for k in config.params)
+
+
+def _controlled(**overrides: Any) -> tuple[StudyFacts, StudyFacts]:
+    a = _facts("drop", 0.62, **{"spread": 0.01, **overrides})
+    b = _facts("l2", 0.55, spread=0.01)
+    return a, b
+
+
+DIFFERENCES = {"dropout": ("searched 0.1 to 0.5", "0.0"), "weight_decay": ("0.0", "searched 0.0001 to 0.01 (log)")}
+
+
+def test_a_controlled_pair_beyond_noise_is_put_down_to_the_regularizer() -> None:
+    text = verdict(*_controlled(), differences=DIFFERENCES)
+    assert "Setup: a controlled comparison — the study files differ only in regularization: drop uses dropout searched 0.1 to 0.5; l2 uses weight_decay searched 0.0001 to 0.01 (log)" in text
+    assert "The regularizer is the only difference, so it decides the result: dropout searched 0.1 to 0.5 (drop) beats weight_decay" in text
+
+
+def test_a_controlled_pair_within_noise_is_not_separated() -> None:
+    # A gap of 0.07 against spreads of 0.05: the regularizer is still the only difference, but the
+    # evidence does not separate the two.
+    a, b = _facts("drop", 0.62, spread=0.05), _facts("l2", 0.55, spread=0.05)
+    text = verdict(a, b, differences=DIFFERENCES)
+    assert "Setup: a controlled comparison" in text
+    assert "The evidence does not separate dropout searched 0.1 to 0.5 (drop) from weight_decay searched 0.0001 to 0.01 (log) (l2): the validation gap is 1.4× the noise" in text
+
+
+def test_test_results_within_seed_noise_do_not_confirm_a_validation_win() -> None:
+    # Validation separates them, but on test the gap (0.004) is under twice the seed std (0.01).
+    a, b = _controlled(seed_std=0.01, test_metric="test_acc", test_value=0.600)
+    b.test_metric, b.test_value, b.seed_std = "test_acc", 0.596, 0.008
+    text = verdict(a, b, differences=DIFFERENCES)
+    assert "On test the gap is 0.004, 0.4× the larger seed std (0.01): within seed noise" in text
+    assert "The evidence does not separate" in text and "the test split does not confirm it beyond seed noise" in text
+
+
+def test_studies_differing_in_more_than_regularization_are_not_a_controlled_comparison() -> None:
+    differences = {**DIFFERENCES, "model": ("cnn", "mlp")}
+    text = verdict(*_controlled(), differences=differences)
+    assert "Setup: not a controlled comparison — the study files differ in 3 setting(s) (dropout: searched 0.1 to 0.5 vs 0.0;" in text
+    assert "model: cnn vs mlp), so the result cannot be put down to any single one of them" in text
+    assert "decides the result" not in text
+
+
+def test_the_generalization_gap_at_the_best_epoch_is_stated() -> None:
+    a = _facts("a", 0.80, train_loss=0.4, val_loss=0.7, train_score=0.93, val_score=0.80)
+    text = verdict(a, _facts("b", 0.70))
+    assert "Generalization gap at the best epoch: a: validation minus training loss 0.3, train_acc 0.93 vs val_acc 0.8 (0.13 better on training data)" in text
+
+
+def test_compare_cli_on_a_controlled_pair(evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path) -> None:
+    # Two tiny Boston studies that differ only in dropout vs L2: compare reads the stored study files,
+    # says the comparison is controlled, and lists the two differing settings on its page.
+    base = tiny_boston(n_trials=2, fixed={"epochs": 4, "hidden_layers": 1, "batch_size": 64})
+    drop = {**base, "name": "reg-dropout", "params": {**base["params"], "dropout": {"type": "float", "low": 0.1, "high": 0.3}}}
+    l2 = {**base, "name": "reg-l2", "params": {**base["params"], "weight_decay": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
+    for study in (drop, l2):
+        assert cli("run", write_study(study, f"{study['name']}.yaml"), "-q", *evaluated_boston.flags).exit_code == 0
+    out = tmp_path / "cmp"
+    result = cli("compare", "reg-dropout", "reg-l2", "--out", out, *evaluated_boston.flags)
+    assert result.exit_code == 0, result.output
+    assert "Setup: a controlled comparison — the study files differ only in regularization: reg-dropout uses dropout searched 0.1 to 0.3; reg-l2 uses weight_decay searched 0.0001 to 0.01 (log)." in result.output
+    page = (out / "index.html").read_text()
+    assert "What the study files set differently" in page and "<td>dropout</td>" in page and "<td>weight_decay</td>" in page
+    assert "Generalization gap at the best epoch" in result.output

@@ -12,7 +12,7 @@ from hpo.objectives.boston import HYPERPARAMETERS
 from hpo.training.optim import Schedule, build_optimizer
 
 OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"]
-SCHEDULES = ["none", "step", "cosine", "onecycle", "plateau"]
+SCHEDULES = ["none", "step", "exponential", "cosine", "onecycle", "plateau"]
 
 
 @pytest.mark.parametrize(("optimizer", "schedule"), list(itertools.product(OPTIMIZERS, SCHEDULES)))
@@ -43,3 +43,18 @@ def test_onecycle_leaves_momentum_zero_alone(optimizer: str) -> None:
     opt.step()
     plan.after_batch()
     assert opt.param_groups[0]["momentum"] == 0.0
+
+
+def test_exponential_schedule_multiplies_the_rate_by_gamma_each_epoch() -> None:
+    # lr, lr * g, lr * g^2, ...: one decay per epoch, none per batch.
+    hp = HYPERPARAMETERS.resolve({"lr_schedule": "exponential", "lr_gamma": 0.9, "lr": 0.1, "epochs": 4})
+    opt = build_optimizer(hp, nn.Linear(3, 1).parameters())
+    plan = Schedule(hp, opt, steps_per_epoch=3, maximize=False)
+    rates = []
+    for _ in range(4):
+        rates.append(plan.lr)
+        for _ in range(3):
+            opt.step()
+            plan.after_batch()
+        plan.after_epoch(1.0)
+    assert rates == pytest.approx([0.1, 0.09, 0.081, 0.0729])
