@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -212,6 +213,9 @@ class StudyConfig(_Strict):
     data: SerializeAsAny[DataConfig] = Field(default_factory=DataConfig, validate_default=True, description="splits and data options (an objective may add its own)")
     params: dict[str, Param] = Field(default_factory=dict, description="the search space: hyperparameter name -> float | int | categorical")
     fixed: dict[str, Any] = Field(default_factory=dict, description="hyperparameters not searched (logged like params)")
+    enqueue: list[dict[str, Scalar]] = Field(
+        default_factory=list, description="configurations tried first (warm start): searched name -> value, each value one the search could sample"
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="what `hpo evaluate` does")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials run and survive failures")
 
@@ -290,6 +294,7 @@ class StudyConfig(_Strict):
         if objective.hyperparameters is not None:
             self._check_table(objective.hyperparameters, objective.name)
         self._check_conditions()
+        self._check_enqueue()
         if objective.validate is not None:
             objective.validate(self)
         return self
@@ -319,16 +324,34 @@ class StudyConfig(_Strict):
                         f"is used by model {', '.join(sorted(users))} only, and this study's model is {', '.join(sorted(models))}; remove it",
                     )
 
+    def _check_enqueue(self) -> None:
+        """Every warm-start configuration must be a point of the search space, or Optuna would try a
+        trial the study cannot otherwise produce (and compare it with the rest)."""
+        if self.n_trials is not None and len(self.enqueue) > self.n_trials:
+            raise _FieldError("enqueue", f"{len(self.enqueue)} configurations for n_trials: {self.n_trials}; list at most n_trials")
+        for index, entry in enumerate(self.enqueue):
+            for name, value in entry.items():
+                where = f"enqueue.{index}.{name}"
+                param = self.params.get(name)
+                if param is None:
+                    reason = "it is in fixed, which every trial uses already" if name in self.fixed else f"accepted: {', '.join(self.params) or 'none (params is empty)'}"
+                    raise _FieldError(where, f"{name!r} is not searched in params{_suggest(name, self.params)}; {reason}")
+                if not _in_space(param, value):
+                    raise _FieldError(where, f"{_short(value)} is outside the search space; accepted: {_space_text(param)}")
+                for parent, values in (param.when or {}).items():
+                    if parent in entry and entry[parent] not in values:
+                        raise _FieldError(where, f"exists only when {parent} is {' or '.join(map(str, values))}, and this configuration sets {parent}: {entry[parent]}")
+
+    def warm_start(self) -> list[dict[str, Any]]:
+        """The `enqueue:` configurations as Optuna expects them (a float parameter's whole numbers as floats)."""
+        return [{name: float(value) if isinstance(self.params[name], FloatParam) else value for name, value in entry.items()} for entry in self.enqueue]
+
     def may_take(self, name: str, value: Any) -> bool:
         """Whether a trial may train with hyperparameter `name` set to `value` (fixed, a choice, or in a range)."""
         if name in self.fixed:
             return bool(self.fixed[name] == value) and type(self.fixed[name]) is type(value)
         param = self.params.get(name)
-        if isinstance(param, CategoricalParam):
-            return any(choice == value and type(choice) is type(value) for choice in param.choices)
-        if isinstance(param, (IntParam, FloatParam)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return param.low <= value <= param.high
-        return False
+        return param is not None and _in_space(param, value)
 
     def _check_range(self, name: str, param: Any, rule: Rule) -> None:
         where = f"params.{name}"
@@ -456,6 +479,25 @@ class StudyConfig(_Strict):
 def _base_dir(info: ValidationInfo) -> str | None:
     """The study file's folder, passed by :func:`parse_study` as validation context."""
     return (info.context or {}).get("base_dir")
+
+
+def _in_space(param: Any, value: Any) -> bool:
+    """Whether the search space of one parameter contains `value` (a choice, or in range and on its step)."""
+    if isinstance(param, CategoricalParam):
+        return any(choice == value and type(choice) is type(value) for choice in param.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not param.low <= value <= param.high:
+        return False
+    if isinstance(param, IntParam):
+        return isinstance(value, int) and (value - param.low) % (param.step or 1) == 0
+    return param.step is None or math.isclose((value - param.low) / param.step, round((value - param.low) / param.step), abs_tol=1e-9)
+
+
+def _space_text(param: Any) -> str:
+    if isinstance(param, CategoricalParam):
+        return ", ".join(map(str, param.choices))
+    kind = "an integer" if isinstance(param, IntParam) else "a number"
+    step = f" on steps of {param.step} from {param.low}" if param.step else ""
+    return f"{kind} from {param.low} to {param.high}{step}"
 
 
 def _rejection(value: Any, rule: Rule) -> str:

@@ -181,6 +181,8 @@ class StudyRunner:
                     study.set_user_attr(DATA_ATTR, fingerprint)
             else:
                 self._resume(study)
+            for params in self.config.warm_start():  # under the lock, so concurrent starts queue each once
+                study.enqueue_trial(params, skip_if_exists=True)
             if study.metric_names != self.config.metrics:  # every Optuna client (optuna-dashboard) shows val_rmse, not "Objective 0"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
