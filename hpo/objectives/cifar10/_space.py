@@ -1,6 +1,7 @@
 """The CIFAR-10 objective's own study check: no model it may sample can shrink a 32x32 image to nothing.
 
-The worst case of the space (most pooling and stride stages, largest kernels, least padding) must
+The worst case of the space (most pooling and stride stages, largest kernels and pooling windows, least
+padding, a padding mode that cannot pad a small map) must
 still leave at least 1x1; a flattened head must stay a sane size; a residual network needs odd
 kernels. Plain arithmetic of :mod:`hpo.architecture` (what the CNN builder uses), no torch.
 """
@@ -81,7 +82,7 @@ def check_search_space(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[s
         try:
             shape = cnn_shape({**hp, "global_pool": True})
         except ArchitectureError as exc:
-            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size or dilation, or use more padding or pooling: none"
+            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, or use more padding, padding_mode: zeros or pooling: none"
         blocks = int(hp["conv_blocks"])
         largest[blocks] = max(largest.get(blocks, 0), shape.sizes[-1])
     if False in values["global_pool"]:
