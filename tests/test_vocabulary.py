@@ -127,6 +127,23 @@ def test_overlapping_pooling_that_fits_is_accepted_where_the_old_fixed_2x2_would
     assert parse_study({"name": "c", "objective": "cifar10", "fixed": {"conv_blocks": 12, "pool_size": 3, "pool_stride": 1}}).fixed["pool_stride"] == 1
 
 
+def test_a_search_over_every_shape_parameter_is_checked_in_well_under_a_second() -> None:
+    # Pool windows and strides are tried at their ends (the side moves monotonically with them), so
+    # wide ranges of the shape parameters do not multiply into millions of cases.
+    import time
+
+    params = {
+        "convs_per_block": {"type": "int", "low": 1, "high": 2}, "kernel_size": {"type": "int", "low": 1, "high": 16},
+        "dilation": {"type": "int", "low": 1, "high": 2}, "pool_size": {"type": "int", "low": 1, "high": 16},
+        "pool_stride": {"type": "int", "low": 1, "high": 16, "when": {"pooling": ["max", "avg"]}},
+        "pooling": {"type": "categorical", "choices": ["max", "avg", "sum", "min", "none"]},
+        "padding_mode": {"type": "categorical", "choices": ["zeros", "replicate", "reflect", "circular"]},
+    }  # fmt: skip
+    started = time.perf_counter()
+    parse_study({"name": "c", "objective": "cifar10", "params": params, "fixed": {"conv_blocks": 1}})
+    assert time.perf_counter() - started < 1.0
+
+
 COURSE = {
     "model": "cnn", "pooling": "sum", "pool_size": 3, "pool_stride": 1, "padding_mode": "reflect", "activation": "sigmoid",
     "loss": "hinge", "pixel_scaling": "unit", "augment_vflip": True, "augment_zoom": 0.2, "augment_shear": 10.0, "augment_noise": 0.05,

@@ -39,11 +39,22 @@ def _candidates(name: str, params: Mapping[str, Mapping[str, Any]], fixed: Mappi
     return values
 
 
+# Taken at their ends only: the final side moves monotonically with each (adding a block repeats the
+# same map; a wider or further-moved pooling window leaves a smaller one), so the ends hold both the
+# smallest and the largest side the range can give.
+_MONOTONE = ("conv_blocks", "convs_per_block", "pool_size", "pool_stride")
+
+
+def _ends(values: list[Any]) -> list[Any]:
+    """The smallest and largest number among `values`, and null when it is one of them (pool_stride)."""
+    numbers = [int(v) for v in values if v is not None]
+    return sorted({min(numbers), max(numbers)}) + ([None] if None in values else []) if numbers else list(values)
+
+
 def _spatial_cases(values: Mapping[str, list[Any]], defaults: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every combination of the values that decide the spatial size. Block counts are taken at their
-    ends only: adding a block repeats the same map, so the size moves monotonically with the count."""
+    """Every combination of the values that decide the spatial size, monotone ones at their ends."""
     names = list(SHAPE_PARAMETERS)
-    ranges = [sorted({min(map(int, values[n])), max(map(int, values[n]))}) if n in ("conv_blocks", "convs_per_block") else values[n] for n in names]
+    ranges = [_ends(values[n]) if n in _MONOTONE else values[n] for n in names]
     for combination in itertools.product(*ranges):
         yield {**defaults, **dict(zip(names, combination))}
 
