@@ -20,7 +20,6 @@ from hpo.objectives.boston import HYPERPARAMETERS as BOSTON
 from hpo.objectives.cifar10 import HYPERPARAMETERS as CIFAR10
 from hpo.objectives.cifar10 import _model as cifar10_model
 from hpo.training.losses import multiclass_hinge
-from tests.conftest import tiny_boston
 
 
 @dataclass(frozen=True)
