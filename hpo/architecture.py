@@ -14,7 +14,13 @@ from typing import Any
 IMAGE_SIZE = 32
 IN_CHANNELS = 3
 NUM_CLASSES = 10
-SHAPE_PARAMETERS = ("conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation", "pooling")
+# Every hyperparameter the spatial size depends on: a study's check tries each combination of their values.
+SHAPE_PARAMETERS = (
+    "conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation", "pooling", "pool_size", "pool_stride", "padding_mode",
+)  # fmt: skip
+POOLINGS: tuple[str, ...] = ("max", "avg", "sum", "min", "none")
+# torch.nn.Conv2d's padding modes: what fills the border when a convolution pads its input.
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
 class ArchitectureError(ValueError):
@@ -115,8 +121,7 @@ def cnn_shape(hp: Mapping[str, Any], *, image_size: int = IMAGE_SIZE) -> CnnShap
 
 
 def _describe(hp: Mapping[str, Any]) -> str:
-    optional = [name for name in ("pool_size", "pool_stride", "padding_mode") if hp.get(name) is not None]
-    return ", ".join(f"{name}={hp[name]}" for name in (*SHAPE_PARAMETERS, *optional))
+    return ", ".join(f"{name}={hp[name]}" for name in SHAPE_PARAMETERS if hp.get(name) is not None)
 
 
 def mlp_parameter_count(in_features: int, out_features: int, *, hidden_layers: int, width: int, batch_norm: bool) -> int:
@@ -157,6 +162,9 @@ def resnet_parameter_count(hp: Mapping[str, Any], *, in_channels: int = IN_CHANN
 
 
 __all__ = [
+    "PADDING_MODES",
+    "POOLINGS",
+    "SHAPE_PARAMETERS",
     "ArchitectureError",
     "CnnShape",
     "block_channels",

@@ -84,7 +84,7 @@ def random_vflip(x: torch.Tensor, *, generator: torch.Generator | None = None) -
 def cutout(x: torch.Tensor, size: int, *, fill: Sequence[float], generator: torch.Generator | None = None) -> torch.Tensor:
     """Erase one `size` x `size` square per image (centre anywhere, clipped at the border) to `fill`.
 
-    `fill` is per channel in 0..1 (the dataset mean, so an erased patch normalises to zero).
+    `fill` is per channel in 0..1 (the dataset mean, so an erased patch centers or standardizes to zero).
     """
     b, c, h, w = x.shape
     if not 0 < size <= min(h, w):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hpo.architecture import POOLINGS
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -37,9 +39,6 @@ class MinPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
-
-
-POOLINGS: tuple[str, ...] = ("max", "avg", "sum", "min", "none")
 
 
 def pooling(kind: str, *, size: int = 2, stride: int | None = None) -> nn.Module | None:

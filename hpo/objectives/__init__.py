@@ -46,7 +46,7 @@ package, or a file on a mounted path at the same place relative to the study fil
 
 from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
-from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics
+from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics, check_schedule
 from hpo.objectives._loader import LoadedObjective, load_objective
 from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
 from hpo.objectives._registry import registered
@@ -70,6 +70,7 @@ __all__ = [
     "TrialContext",
     "TrialResult",
     "check_batch_statistics",
+    "check_schedule",
     "choice",
     "flag",
     "integer",

@@ -21,9 +21,12 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
-SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh")
+SCHEDULES = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 INITS = ("kaiming", "xavier", "default")
+# Image classifiers' vocabulary (hpo.training.losses and hpo.training.pixels implement it).
+CLASSIFICATION_LOSSES = ("cross_entropy", "hinge")
+PIXEL_SCALINGS = ("standardize", "unit", "center")
 
 # Upper bounds keep values that pass validation from failing only inside a trial (an overflowing
 # layer, a learning rate that turns every loss into inf): generous for real use, named in the error.
@@ -38,8 +41,11 @@ TRAINING = HyperparameterTable(
     Hyperparameter("epochs", integer(ge=1), 50, "passes over the training rows (fewer if early stopping fires)"),
     Hyperparameter("lr_schedule", choice(*SCHEDULES), "none", "learning-rate schedule"),
     Hyperparameter("lr_step_size", integer(ge=1, le=1_000_000, nullable=True), None, "step schedule: epochs between decays (null: a third of the epochs)"),
-    Hyperparameter("lr_gamma", number(gt=0, le=10), 0.1, "step and plateau schedules: the decay factor"),
+    Hyperparameter("lr_gamma", number(gt=0, le=10), 0.1, "step and plateau schedules: the decay factor; exponential: the factor per epoch (near 1, e.g. 0.95)"),
     Hyperparameter("early_stopping_patience", integer(ge=0, le=1_000_000), 10, "epochs without improvement before stopping (0: off)"),
+    Hyperparameter(
+        "early_stopping_min_delta", number(ge=0, le=1e6), 0.0, "smallest change of the study metric that counts as an improvement for early stopping (0: any)"
+    ),
 )
 
 MLP = HyperparameterTable(
@@ -50,6 +56,18 @@ MLP = HyperparameterTable(
     Hyperparameter("batch_norm", flag(), False, "batch normalization after each hidden layer"),
     Hyperparameter("init", choice(*INITS), "default", "weight initialization (default: PyTorch's)"),
 )
+
+def check_schedule(config: StudyConfig) -> None:
+    """Refuse exponential decay with the default lr_gamma: 0.1 is a step schedule's factor, and every
+    epoch it would divide the learning rate by ten."""
+    if config.may_take("lr_schedule", "exponential") and "lr_gamma" not in config.fixed and "lr_gamma" not in config.params:
+        where = "fixed.lr_schedule" if "lr_schedule" in config.fixed else "params.lr_schedule"
+        raise FieldError(
+            where,
+            "lr_schedule exponential multiplies the learning rate by lr_gamma after every epoch; set lr_gamma "
+            "(a factor near 1, e.g. 0.95): its default 0.1 is the step schedule's",
+        )
+
 
 def check_batch_statistics(config: StudyConfig, *, normalized_models: tuple[str, ...] = ()) -> None:
     """Refuse a study that may train batch norm on batches of one example.
@@ -69,4 +87,15 @@ def check_batch_statistics(config: StudyConfig, *, normalized_models: tuple[str,
         )
 
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "OPTIMIZERS", "SCHEDULES", "TRAINING", "check_batch_statistics"]
+__all__ = [
+    "ACTIVATIONS",
+    "CLASSIFICATION_LOSSES",
+    "INITS",
+    "MLP",
+    "OPTIMIZERS",
+    "PIXEL_SCALINGS",
+    "SCHEDULES",
+    "TRAINING",
+    "check_batch_statistics",
+    "check_schedule",
+]

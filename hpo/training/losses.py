@@ -11,8 +11,9 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from hpo.objectives._fragments import CLASSIFICATION_LOSSES  # the names study files use, declared without torch
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-CLASSIFICATION_LOSSES: tuple[str, ...] = ("cross_entropy", "hinge")
 HINGE_MARGIN = 1.0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-PIXEL_SCALINGS: tuple[str, ...] = ("unit", "center", "standardize")
+from hpo.objectives._fragments import PIXEL_SCALINGS  # the names study files use, declared without torch
 
 
 def scale_pixels(images: torch.Tensor, mode: str, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -32,5 +32,6 @@ def scale_pixels(images: torch.Tensor, mode: str, *, mean: Sequence[float], std:
     if mode == "center":
         return x.mul_(1 / 255)
     return x.mul_(1 / (torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255))
+
 
 __all__ = ["PIXEL_SCALINGS", "scale_pixels"]

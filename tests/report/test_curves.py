@@ -3,6 +3,8 @@ validation accuracy, and the MSE beside an RMSE."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hpo.report._curves import Curves, curve_keys, learning_curves_figure, side_by_side_figure
@@ -49,3 +51,42 @@ def test_side_by_side_adds_an_accuracy_row_when_training_accuracy_is_logged() ->
     assert len(figure.axes) == 6
     assert [ax.get_title() for ax in figure.axes[4:]] == ["a: training vs validation acc", "b: training vs validation acc"]
     assert len(side_by_side_figure(_curves(1, keys[:3]), _curves(2, keys[:3]), "val_acc", names=("a", "b")).axes) == 4
+
+
+def test_boston_declares_the_units_its_training_loop_logs() -> None:
+    # Losses are MSEs of the standardized target; validation scores are back in k$ (and k$² for the MSE).
+    from hpo.config import parse_study
+    from hpo.report._curves import metric_units
+
+    units = metric_units(parse_study({"name": "b", "objective": "boston"}))
+    assert units["train_loss"] == units["val_loss"] == "standardized MSE"
+    assert (units["val_mse"], units["val_rmse"], units["val_mae"]) == ("k$²", "k$", "k$")
+
+
+def test_a_boston_studys_own_curves_show_units_whole_epochs_and_the_mse(evaluated_boston: Any) -> None:
+    # From the MLflow runs of a real (tiny) Boston study: val_mse is logged every epoch, and the figures
+    # `hpo report` and `hpo compare` draw label every axis with the objective's units, epochs as integers.
+    import optuna
+
+    from hpo.config import load_study
+    from hpo.report._curves import metric_units
+    from hpo.report._report import trial_curves
+    from hpo.tracking import Tracker
+
+    config = load_study(evaluated_boston.folder / "study.yaml")
+    study = optuna.load_study(study_name=evaluated_boston.name, storage=evaluated_boston.storage)
+    best = study.best_trial
+    curves = trial_curves(Tracker(evaluated_boston.tracking_uri, evaluated_boston.name), [best], "val_rmse", companions=True)
+    steps, _ = curves[0].get("val_mse")
+    assert list(steps) == list(curves[0].get("val_rmse")[0]) and len(steps) >= 2
+    units = metric_units(config)
+    figure = learning_curves_figure(curves, "val_rmse", best=best.number, title="t", units=units)
+    assert _labels(figure) == ["val_rmse (k$)", "loss (standardized MSE)", "val_mse (k$²)", "val_rmse (k$)"]
+    pair = side_by_side_figure(curves[0], curves[0], "val_rmse", names=("a", "b"), units=units)
+    assert _labels(pair) == ["val_rmse (k$)", "val_rmse (k$)", "loss (standardized MSE)", "loss (standardized MSE)"]
+    for ax in [*figure.axes, *pair.axes]:
+        if ax.get_xlabel() != "epoch":
+            continue  # the RMSE's twin axis shares the MSE panel's epochs
+        figure.canvas.draw() if ax.figure is figure else pair.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if steps.min() <= t <= steps.max()]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -62,6 +62,13 @@ def test_report_writes_every_image_it_references(report: dict[str, Any]) -> None
         assert text in page
 
 
+def test_report_says_the_units_of_the_boston_losses_and_mse(report: dict[str, Any]) -> None:
+    # The learning-curve caption names the loss unit; the best epoch's MSE is given in k$² beside its RMSE.
+    page = (report["out"] / "index.html").read_text()
+    assert "Losses are in standardized MSE." in page
+    assert re.search(r"has val_mse [0-9.]+ k\$² \(val_rmse [0-9.]+\)", page), page
+
+
 def test_report_never_reads_the_test_split(report: dict[str, Any]) -> None:
     assert report["reads_after"] == report["reads_before"]
 

@@ -43,5 +43,5 @@ def test_standardization_is_bit_for_bit_the_cifar10_objective_s_normalize() -> N
 
 
 def test_unknown_scaling_is_refused() -> None:
-    with pytest.raises(ValueError, match="accepted: unit, center, standardize"):
+    with pytest.raises(ValueError, match="accepted: standardize, unit, center"):
         scale_pixels(_images(), "minmax", mean=MEANS, std=STDS)

@@ -20,6 +20,7 @@ from hpo.objectives import (
     TrialContext,
     TrialResult,
     check_batch_statistics,
+    check_schedule,
     choice,
 )
 
@@ -54,6 +55,20 @@ class BostonDataOptions(DataConfig):
         return self
 
 
+# What the training loop logs, in what unit: the network trains on the standardized target (so both
+# losses are MSEs of standardized prices; train_loss also holds the L1 term when l1 > 0), while the
+# validation scores are computed back in thousands of dollars.
+UNITS = {
+    "train_loss": "standardized MSE",
+    "val_loss": "standardized MSE",
+    "val_mse": "k$²",
+    "val_rmse": "k$",
+    "val_mae": "k$",
+    "epoch_seconds": "s",
+    "train_seconds": "s",
+    "samples_per_second": "rows/s",
+}
+
 HYPERPARAMETERS = (
     HyperparameterTable(Hyperparameter("model", choice("mlp"), "mlp", "the network (model family)"))
     + MLP
@@ -69,8 +84,9 @@ def train(ctx: TrialContext) -> TrialResult:
 
 
 def validate(config: StudyConfig) -> None:
-    """What the table cannot say: batch norm needs batches of two or more."""
+    """What the table cannot say: batch norm needs batches of two or more; exponential decay needs its own lr_gamma."""
     check_batch_statistics(config)
+    check_schedule(config)
 
 
 def preflight(config: StudyConfig) -> None:
@@ -101,6 +117,7 @@ objective = Objective(
     name="boston",
     metrics={"val_rmse": "minimize", "val_mse": "minimize", "val_mae": "minimize", "val_r2": "maximize", "val_loss": "minimize", "n_params": "minimize"},
     default_metric="val_rmse",
+    units=UNITS,
     hyperparameters=HYPERPARAMETERS,
     data_options=BostonDataOptions,
     evaluation="hpo.objectives.boston._model",
@@ -111,4 +128,4 @@ objective = Objective(
     description="Boston housing prices (k$) from 13 features, an MLP regressor",
 )
 
-__all__ = ["FEATURES", "HYPERPARAMETERS", "BostonDataOptions", "objective"]
+__all__ = ["FEATURES", "HYPERPARAMETERS", "UNITS", "BostonDataOptions", "objective"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
-from hpo.architecture import IMAGE_SIZE
+from hpo.architecture import IMAGE_SIZE, PADDING_MODES, POOLINGS
 from hpo.objectives import (
     MLP,
     TRAINING,
@@ -24,12 +24,14 @@ from hpo.objectives import (
     TrialContext,
     TrialResult,
     check_batch_statistics,
+    check_schedule,
     choice,
     flag,
     integer,
     number,
     text,
 )
+from hpo.objectives._fragments import CLASSIFICATION_LOSSES, PIXEL_SCALINGS
 
 if TYPE_CHECKING:
     from hpo.config import StudyConfig
@@ -43,7 +45,9 @@ HYPERPARAMETERS = (
     + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width").applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
     + TRAINING.with_defaults(batch_size=128, epochs=10, early_stopping_patience=5)
     + HyperparameterTable(
+        Hyperparameter("loss", choice(*CLASSIFICATION_LOSSES), "cross_entropy", "softmax cross-entropy or the multiclass SVM (hinge) loss"),
         Hyperparameter("label_smoothing", number(ge=0, lt=1), 0.0, "label smoothing of the cross-entropy loss"),
+        Hyperparameter("pixel_scaling", choice(*PIXEL_SCALINGS), "standardize", "pixels to [0, 1] (unit), minus the channel means (center), or also / their std (standardize)"),
         Hyperparameter("conv_blocks", integer(ge=1, le=12), 3, "convolution blocks (resnet: stages)", applies_to=CONV),
         Hyperparameter("convs_per_block", integer(ge=1, le=8), 1, "convolutions per block (resnet: residual blocks per stage)", applies_to=CONV),
         Hyperparameter("filters", integer(ge=1, le=4096), 32, "channels of the first block", applies_to=CONV),
@@ -51,14 +55,21 @@ HYPERPARAMETERS = (
         Hyperparameter("kernel_size", integer(ge=1, le=IMAGE_SIZE), 3, "convolution kernel side (resnet: odd)", applies_to=CONV),
         Hyperparameter("stride", integer(ge=1, le=4), 1, "stride of a block's first convolution", applies_to=("cnn",)),
         Hyperparameter("padding", integer(ge=0, le=32, also=("same",)), "same", "padding in pixels, or same (keeps the size at stride 1)", applies_to=("cnn",)),
+        Hyperparameter("padding_mode", choice(*PADDING_MODES), "zeros", "what the padding holds: zeros, the mirrored border (reflect), the edge pixel repeated (replicate) or the opposite side (circular)", applies_to=("cnn",)),
         Hyperparameter("dilation", integer(ge=1, le=8), 1, "dilation of the convolutions", applies_to=("cnn",)),
-        Hyperparameter("pooling", choice("max", "avg", "none"), "max", "2x2 pooling after each block", applies_to=("cnn",)),
+        Hyperparameter("pooling", choice(*POOLINGS), "max", "pooling after each block (sum: avg times the window area; min: the smallest value)", applies_to=("cnn",)),
+        Hyperparameter("pool_size", integer(ge=1, le=IMAGE_SIZE), 2, "pooling window side", applies_to=("cnn",)),
+        Hyperparameter("pool_stride", integer(ge=1, le=IMAGE_SIZE, nullable=True), None, "pooling step (null: the window side, windows do not overlap)", applies_to=("cnn",)),
         Hyperparameter("global_pool", flag(), True, "true: global average pooling into the head; false: flatten", applies_to=("cnn",)),
         Hyperparameter("augment_flip", flag(), False, "random horizontal flips"),
+        Hyperparameter("augment_vflip", flag(), False, "random vertical flips (upside down: only for data where that keeps the class)"),
         Hyperparameter("augment_crop", integer(ge=0, le=IMAGE_SIZE - 1), 0, "random crops after padding by this many pixels (0: off)"),
         Hyperparameter("augment_cutout", integer(ge=0, le=IMAGE_SIZE), 0, "side of a random erased square in pixels (0: off)"),
         Hyperparameter("augment_jitter", number(ge=0, le=1), 0.0, "colour jitter strength: brightness, contrast, saturation (0: off)"),
         Hyperparameter("augment_rotation", number(ge=0, le=180), 0.0, "random rotations up to this many degrees (0: off)"),
+        Hyperparameter("augment_zoom", number(ge=0, lt=1), 0.0, "random zoom by a factor in [1 - zoom, 1 + zoom] (0: off)"),
+        Hyperparameter("augment_shear", number(ge=0, le=45), 0.0, "random horizontal shear up to this many degrees (0: off)"),
+        Hyperparameter("augment_noise", number(ge=0, le=1), 0.0, "standard deviation of added Gaussian pixel noise, as a share of the 0..1 range (0: off)"),
         Hyperparameter("backbone_weights", text(nullable=True), None, "a local state-dict file to start a backbone from", applies_to=BACKBONES),
         Hyperparameter("freeze_backbone", flag(), False, "train the new head only", applies_to=BACKBONES),
     )
@@ -98,14 +109,30 @@ def train(ctx: TrialContext) -> TrialResult:
 
 
 def validate(config: StudyConfig) -> None:
-    """Refuse a search space whose worst case cannot be built (e.g. too much pooling for 32x32), and
-    batch norm (of the model or a backbone) on batches of one."""
+    """Refuse a search space whose worst case cannot be built (e.g. too much pooling for 32x32), batch
+    norm (of the model or a backbone) on batches of one, exponential decay by the default factor, and
+    label smoothing with the hinge loss (which has no probabilities to smooth)."""
     check_batch_statistics(config, normalized_models=BACKBONES)
+    check_schedule(config)
+    if config.may_take("loss", "hinge") and _may_smooth(config):
+        where = "fixed.loss" if "loss" in config.fixed else "params.loss"
+        raise FieldError(where, "label_smoothing applies to the cross_entropy loss only; with loss hinge keep label_smoothing 0")
     from hpo.objectives.cifar10._space import check_search_space
 
     problem = check_search_space({name: param.model_dump() for name, param in config.params.items()}, config.fixed, HYPERPARAMETERS.defaults())
     if problem is not None:
         raise FieldError(*problem)
+
+
+def _may_smooth(config: StudyConfig) -> bool:
+    """Whether a trial may train with a nonzero label_smoothing (a conditional search may keep 0)."""
+    if "label_smoothing" in config.fixed:
+        return bool(config.fixed["label_smoothing"])
+    param = config.params.get("label_smoothing")
+    if param is None:
+        return False
+    when = (param.when or {}).get("loss")
+    return when is None or "hinge" in when
 
 
 def preflight(config: StudyConfig) -> None:

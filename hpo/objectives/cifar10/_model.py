@@ -12,17 +12,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from hpo.augment import BatchAugment
 from hpo.data import cifar10 as cifar10_data
 from hpo.models import BACKBONES, CNN, MLP, ResNet, build_backbone, load_backbone_weights
 from hpo.objectives import DataConfig, TrialContext, TrialResult
+from hpo.training.losses import classification_loss
 from hpo.training.loop import Task, count_parameters, train as fit
+from hpo.training.pixels import scale_pixels
 
 NUM_CLASSES = len(cifar10_data.CLASSES)
 # What the training task (not the model) depends on; kept in the checkpoint meta for `retrain_task`.
-TASK_HYPERPARAMETERS = ("label_smoothing", "augment_flip", "augment_crop", "augment_cutout", "augment_jitter", "augment_rotation")
+TASK_HYPERPARAMETERS = (
+    "loss", "label_smoothing", "augment_flip", "augment_vflip", "augment_crop", "augment_cutout", "augment_jitter",
+    "augment_rotation", "augment_zoom", "augment_shear", "augment_noise",
+)  # fmt: skip
+# Checkpoints written before pixel_scaling and loss existed were trained with these.
+DEFAULT_PIXEL_SCALING = "standardize"
+DEFAULT_LOSS = "cross_entropy"
 
 
 def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
@@ -40,19 +47,14 @@ def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
 
 
 def normalize(images: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
-    """uint8 N x 3 x H x W -> float32 standardised per channel, channels_last (faster convolutions on
-    CUDA and on the CPU's oneDNN alike)."""
-    mean = torch.tensor(meta["mean"], device=images.device).view(1, -1, 1, 1) * 255
-    scale = 1 / (torch.tensor(meta["std"], device=images.device).view(1, -1, 1, 1) * 255)
-    x = images.contiguous(memory_format=torch.channels_last).float()  # reorder the 1-byte pixels, then convert
-    return x.sub_(mean).mul_(scale)
+    """uint8 N x 3 x H x W -> float32 scaled as the trial's pixel_scaling says (kept in `meta`, so
+    evaluation and prediction scale exactly as training did), channels_last."""
+    mode = str(meta.get("pixel_scaling", DEFAULT_PIXEL_SCALING))
+    return scale_pixels(images, mode, mean=meta["mean"], std=meta["std"])
 
 
 def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp: Mapping[str, Any], meta: Mapping[str, Any], device: torch.device) -> Task:
-    smoothing = float(hp["label_smoothing"])
-
-    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs.float(), targets, label_smoothing=smoothing)
+    loss = classification_loss(str(hp.get("loss", DEFAULT_LOSS)), label_smoothing=float(hp["label_smoothing"]))
 
     def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float | torch.Tensor]:
         return {"train_acc": (outputs.argmax(1) == targets).float().mean()}
@@ -114,7 +116,7 @@ def train(ctx: TrialContext) -> TrialResult:
     """Train one classifier on the training images; score it on the validation images."""
     hp = ctx.hyperparameters
     data = cifar10_data.load(ctx.data)
-    meta = {**_meta(data), "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS}}
+    meta = {**_meta(data), "pixel_scaling": hp["pixel_scaling"], "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS}}
     task = make_task(data.train, data.val, hp, meta, ctx.device)
     torch.manual_seed(ctx.seed)
     model = build_model(hp, meta)

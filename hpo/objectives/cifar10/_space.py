@@ -1,6 +1,7 @@
 """The CIFAR-10 objective's own study check: no model it may sample can shrink a 32x32 image to nothing.
 
-The worst case of the space (most pooling and stride stages, largest kernels, least padding) must
+The worst case of the space (most pooling and stride stages, largest kernels and pooling windows, least
+padding, a padding mode that cannot pad a small map) must
 still leave at least 1x1; a flattened head must stay a sane size; a residual network needs odd
 kernels. Plain arithmetic of :mod:`hpo.architecture` (what the CNN builder uses), no torch.
 """
@@ -38,11 +39,22 @@ def _candidates(name: str, params: Mapping[str, Mapping[str, Any]], fixed: Mappi
     return values
 
 
+# Taken at their ends only: the final side moves monotonically with each (adding a block repeats the
+# same map; a wider or further-moved pooling window leaves a smaller one), so the ends hold both the
+# smallest and the largest side the range can give.
+_MONOTONE = ("conv_blocks", "convs_per_block", "pool_size", "pool_stride")
+
+
+def _ends(values: list[Any]) -> list[Any]:
+    """The smallest and largest number among `values`, and null when it is one of them (pool_stride)."""
+    numbers = [int(v) for v in values if v is not None]
+    return sorted({min(numbers), max(numbers)}) + ([None] if None in values else []) if numbers else list(values)
+
+
 def _spatial_cases(values: Mapping[str, list[Any]], defaults: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every combination of the values that decide the spatial size. Block counts are taken at their
-    ends only: adding a block repeats the same map, so the size moves monotonically with the count."""
+    """Every combination of the values that decide the spatial size, monotone ones at their ends."""
     names = list(SHAPE_PARAMETERS)
-    ranges = [sorted({min(map(int, values[n])), max(map(int, values[n]))}) if n in ("conv_blocks", "convs_per_block") else values[n] for n in names]
+    ranges = [_ends(values[n]) if n in _MONOTONE else values[n] for n in names]
     for combination in itertools.product(*ranges):
         yield {**defaults, **dict(zip(names, combination))}
 
@@ -81,7 +93,7 @@ def check_search_space(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[s
         try:
             shape = cnn_shape({**hp, "global_pool": True})
         except ArchitectureError as exc:
-            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size or dilation, or use more padding or pooling: none"
+            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, or use more padding, padding_mode: zeros or pooling: none"
         blocks = int(hp["conv_blocks"])
         largest[blocks] = max(largest.get(blocks, 0), shape.sizes[-1])
     if False in values["global_pool"]:
