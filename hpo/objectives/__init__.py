@@ -47,6 +47,7 @@ package, or a file on a mounted path at the same place relative to the study fil
 from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
 from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics
+from hpo.objectives._inputs import read_input_file
 from hpo.objectives._loader import LoadedObjective, load_objective
 from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
 from hpo.objectives._registry import registered
@@ -76,6 +77,7 @@ __all__ = [
     "load_objective",
     "number",
     "objective",
+    "read_input_file",
     "registered",
     "text",
 ]
