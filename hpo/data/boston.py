@@ -189,7 +189,7 @@ def read_rows(path: str | Path, features: Sequence[str]) -> tuple[np.ndarray, li
     if "\x00" in text:
         raise FieldError(str(path), f"not a text CSV file; accepted: {accepted}")
     rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-    if rows and not all(_number(cell) is not None for cell in rows[0]):
+    if rows and all(_number(cell) is None for cell in rows[0]):  # a header names columns: no number in it
         header = [cell.strip() for cell in rows[0]]
         missing = [f for f in features if f not in header]
         if missing:
