@@ -146,7 +146,7 @@ def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_mode
     rgba = _flat_png(tmp_path / "alpha.png", colour, (33, 90), mode="RGBA")
 
     out = _predict_json(cli, "tiny-cifar10", odd, grey, rgba)
-    expected = _checkpoint_predictions("sqlite:///mlflow.db", "sqlite:///hpo.db", "tiny-cifar10", tmp_path / "ckpt")[0]
+    expected = _checkpoint_predictions(f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'hpo.db'}", "tiny-cifar10", tmp_path / "ckpt")[0]
     first = out["predictions"][0]
     assert first["input"] == str(odd) and len(first["top"]) == 3
     top = np.argsort(-expected)[:3]

@@ -73,7 +73,7 @@ def test_the_cpu_sized_pair_runs_evaluates_and_compares_end_to_end(cli: Any, tin
             steps, _ = facts.curves.get(key)
             assert list(steps) == [0, 1], (name, key)
         assert facts.seed_std is not None and facts.test_value is not None
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # absolute: MLflow caches stores per URI string
     for name in PAIR:
         experiment = client.get_experiment_by_name(name)
         parent = client.search_runs([experiment.experiment_id], "tags.`hpo.role` = 'study'")[0]
