@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.config import study_name_problem
 from hpo.errors import UsageError
 from hpo.evaluation._checkpoints import has_checkpoint, load_member
 from hpo.evaluation._ensemble import blend
@@ -125,7 +126,8 @@ def load_predictor(model: str, *, storage: str | None = None, tracking_uri: str 
     if model.startswith(REGISTRY_PREFIX):
         settings = resolve_settings(storage_flag=storage, tracking_flag=tracking_uri)
         return _registered(model, settings.tracking_uri)
-    if "://" in model or model.startswith(("runs:", "models:")):
+    is_file = model.endswith((".yaml", ".yml")) or Path(model).is_file()
+    if "://" in model or model.startswith(("runs:", "models:")) or (not is_file and study_name_problem(model)):
         raise UsageError(f"model: {model!r} is not a form hpo predict reads; accepted: {MODEL_FORMS}")
     return _study_best(model, storage=storage, tracking_uri=tracking_uri)
 
