@@ -30,6 +30,7 @@ from hpo.config import study_name_problem
 from hpo.errors import UsageError
 from hpo.evaluation._checkpoints import has_checkpoint, load_member
 from hpo.evaluation._ensemble import blend
+from hpo.evaluation._metrics import is_classification
 from hpo.objectives import EvaluationHooks, FieldError
 from hpo.objectives._checkpoint import Checkpoint, predictions
 from hpo.results import best_trials, load, resolve_study_ref
@@ -94,8 +95,8 @@ class Predictor:
         blended = blend(outputs, [p.weight for p in self.parts])
         if len(labels) != len(blended):
             raise UsageError(f"input: the objective's {HOOK} gave {len(labels)} label(s) for {len(blended)} input(s)")
-        if blended.ndim == 1:
-            return [Prediction(label, value=float(v)) for label, v in zip(labels, blended)]
+        if not is_classification(blended):  # values: N, or N x 1
+            return [Prediction(label, value=float(v)) for label, v in zip(labels, blended.reshape(len(blended)))]
         names = [str(c) for c in self.parts[0].meta.get("classes") or range(blended.shape[1])]
         results = []
         for label, row in zip(labels, blended):

@@ -29,9 +29,10 @@ specific ``data:`` options (a :class:`DataConfig` subclass), a ``validate`` hook
 say, a ``preflight`` that checks the data is there, the datasets ``hpo data`` manages.
 
 **Full objective** — also ``evaluation=``, :class:`EvaluationHooks` (like a Lightning module's hooks:
-``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines`` and
-``retrain_task``), and its function returns a :class:`TrialResult` with the trained model(s), their
-``meta`` and validation predictions: hpo keeps them as the trial's checkpoint, and ``hpo evaluate`` gives
+``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines``,
+``retrain_task`` and ``read_inputs`` for ``hpo predict``), and its function returns a :class:`TrialResult`
+with the trained model(s), their ``meta`` and validation predictions: hpo keeps them as the trial's
+checkpoint, and ``hpo evaluate`` gives
 it the once-only test evaluation (the test reader counted), greedy/mean ensembles, the registry and the
 pyfunc model. A result may carry several models (one per cross-validation fold); predictions average them.
 
