@@ -32,9 +32,9 @@ say, a ``preflight`` that checks the data is there, the datasets ``hpo data`` ma
 ``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines``,
 ``retrain_task`` and ``read_inputs`` for ``hpo predict``), and its function returns a :class:`TrialResult`
 with the trained model(s), their ``meta`` and validation predictions: hpo keeps them as the trial's
-checkpoint, and ``hpo evaluate`` gives
-it the once-only test evaluation (the test reader counted), greedy/mean ensembles, the registry and the
-pyfunc model. A result may carry several models (one per cross-validation fold); predictions average them.
+checkpoint, and ``hpo evaluate`` gives it the once-only test evaluation (the test reader counted),
+greedy/mean ensembles, the registry and the pyfunc model. A result may carry several models (one per
+cross-validation fold); predictions average them.
 
 Declarations must stay cheap: hpo reads them on every ``hpo validate``. hpo's own objectives keep theirs
 free of torch and import their training code when a trial runs (``evaluation="package.module"`` is
