@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from hpo.errors import ServiceError
+from hpo.errors import ServiceError, UsageError
 from hpo.settings import env_setting, redact, sqlite_path
 from hpo.databases import MLFLOW, first_line, prepared_database
 
@@ -467,6 +467,53 @@ class Tracker:
         """Paths of the files (not folders) directly under `path` of a run's artifacts."""
         entries = self._call("list artifacts", lambda: self.client.list_artifacts(run_id, path))
         return [e.path for e in entries if not e.is_dir]
+
+
+@dataclass
+class RegisteredModel:
+    """A model of MLflow's model registry, loaded on the CPU: the torch module of an `mlflow.pytorch` model,
+    or the Python model inside a pyfunc model (hpo's ensemble)."""
+
+    uri: str
+    run_id: str | None  # the run that logged it
+    flavor: str  # "pytorch" or "python_function"
+    model: Any
+
+
+def load_registered_model(tracking_uri: str, uri: str) -> RegisteredModel:
+    """Load `uri` (``models:/<name>/<version>``, or ``@alias``/``latest`` as MLflow resolves them) from the
+    registry at `tracking_uri`. An unknown model is a UsageError naming the registered ones."""
+    tracking_uri = absolute_sqlite_uri(tracking_uri)
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise UsageError(f"model: {uri}: {redact(tracking_uri)} holds no MLflow store; pass --tracking-uri (or MLFLOW_TRACKING_URI) of the one `hpo evaluate` wrote")
+    client = _open_client(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve against the current registry
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except (MlflowException, OSError) as exc:
+        names = sorted(m.name for m in client.search_registered_models(max_results=1000))
+        known = f"registered models there: {', '.join(names)}" if names else "no model is registered there yet (`hpo evaluate STUDY` registers <study>-best and <study>-ensemble)"
+        raise UsageError(f"model: {uri} not found in {redact(tracking_uri)} ({_brief(exc)[:120]}); {known}") from None
+    if "pytorch" in info.flavors:
+        from mlflow import pytorch as mlflow_pytorch
+
+        return RegisteredModel(uri, info.run_id, "pytorch", mlflow_pytorch.load_model(uri, map_location="cpu").eval())
+    loaded = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    return RegisteredModel(uri, info.run_id, "python_function", loaded.unwrap_python_model())
+
+
+def read_run_json(tracking_uri: str, run_id: str, artifact_file: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run (None when the run has no such file)."""
+    import tempfile
+
+    client = _open_client(absolute_sqlite_uri(tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="hpo-artifact-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, artifact_file, tmp)
+        except (MlflowException, OSError):
+            return None
+        return dict(json.loads(Path(local).read_text()))
 
 
 def runs_filter(tags: dict[str, str], *, status: str | None = None) -> str:

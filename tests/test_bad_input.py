@@ -376,6 +376,11 @@ def test_a_read_only_folder_for_the_storage_is_refused(cli: Any, write_study: An
         (("run", "study.yaml", "--n-trials", "many"), "Invalid value for '--n-trials'"),
         (("best",), "Missing argument"),
         (("nonsense",), "No such command 'nonsense'"),
+        (("predict", "tiny-boston"), "Missing argument"),
+        (("predict", "tiny-boston", "rows.csv", "--top-k", "0"), "--top-k"),
+        (("predict", "models:/tiny-boston-best/1", "rows.csv"), "holds no MLflow store"),
+        (("predict", "tiny-boston", "rows.csv"), "holds no hpo study"),
+        (("predict", "runs:/0123/model", "rows.csv"), "accepted: models:/<name>/<version>"),
     ],
 )
 def test_cli_usage_errors_exit_2(args: tuple[str, ...], expect: str, cli: Any, write_study: Any, tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ target is standardized too for training, and metrics are reported back in k$.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -166,3 +169,52 @@ def load_test(config: DataConfig, *, x_mean: np.ndarray, x_std: np.ndarray) -> S
     _, _, test_idx = _split_indices(len(frame), config)
     x = frame[_features(config)].to_numpy(np.float32)[test_idx]
     return Split(((x - x_mean) / x_std).astype(np.float32), frame[TARGET].to_numpy(np.float32)[test_idx])
+
+
+def read_rows(path: str | Path, features: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Raw (unscaled) feature values of a user's CSV for `hpo predict`, in `features` order, and a label per row.
+
+    Either a header row naming every feature (other columns, such as MEDV or a dropped B, are ignored)
+    or rows of exactly ``len(features)`` numbers in that order. Anything else is a FieldError naming the
+    file (and row) and what is accepted.
+    """
+    from hpo.objectives import FieldError, read_input_file
+
+    accepted = f"CSV files with a header row naming {', '.join(features)} (other columns are ignored), or rows of exactly {len(features)} numbers in that order"
+    raw = read_input_file(path, accepted=accepted, max_bytes=MAX_BYTES)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise FieldError(str(path), f"not a text CSV file; accepted: {accepted}") from None
+    if "\x00" in text:
+        raise FieldError(str(path), f"not a text CSV file; accepted: {accepted}")
+    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    if rows and all(_number(cell) is None for cell in rows[0]):  # a header names columns: no number in it
+        header = [cell.strip() for cell in rows[0]]
+        missing = [f for f in features if f not in header]
+        if missing:
+            raise FieldError(str(path), f"the header row lacks {', '.join(missing)}; accepted: {accepted}")
+        columns, width, rows = [header.index(f) for f in features], len(header), rows[1:]
+    else:
+        columns, width = list(range(len(features))), len(features)
+    if not rows:
+        raise FieldError(str(path), f"holds no data rows; accepted: {accepted}")
+    values = np.empty((len(rows), len(features)), np.float64)
+    for i, row in enumerate(rows):
+        where = f"{path} row {i + 1}"
+        if len(row) != width:
+            raise FieldError(where, f"{len(row)} values where {width} are expected; accepted: {accepted}")
+        for j, column in enumerate(columns):
+            value = _number(row[column])
+            if value is None:
+                raise FieldError(where, f"{features[j]} is {row[column].strip()!r}, not a finite number; accepted: {accepted}")
+            values[i, j] = value
+    return values.astype(np.float32), [f"{path} row {i + 1}" for i in range(len(rows))]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and abs(value) <= np.finfo(np.float32).max else None

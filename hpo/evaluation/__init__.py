@@ -3,6 +3,7 @@
 from hpo.evaluation._checkpoints import Member, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
 from hpo.evaluation._evaluate import EvaluationResult, ModelResult, evaluate, existing_results, find_evaluations, headline_metrics
+from hpo.evaluation._predict import Prediction, Predictor, load_predictor
 from hpo.evaluation._metrics import classification_metrics, confusion_matrix, regression_metrics, score, selection_score
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "EvaluationResult",
     "Member",
     "ModelResult",
+    "Prediction",
+    "Predictor",
     "blend",
     "classification_metrics",
     "confusion_matrix",
@@ -19,6 +22,7 @@ __all__ = [
     "greedy_ensemble",
     "headline_metrics",
     "load_member",
+    "load_predictor",
     "mean_ensemble",
     "regression_metrics",
     "score",

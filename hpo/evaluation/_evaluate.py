@@ -572,7 +572,14 @@ def _register_best(tracker: Tracker, run_id: str, member: Member, trained: tuple
         run_id, model, name="model", registered_model_name=f"{study_name}-best",
         example=(sample.numpy(), outputs), code_paths=_code_paths(), pip_requirements=_requirements(),
     )  # fmt: skip
-    return str(getattr(info, "model_uri", ""))
+    return _registry_uri(info, f"{study_name}-best")
+
+
+def _registry_uri(info: Any, name: str) -> str:
+    """`models:/<name>/<version>`, the URI `hpo predict` and `mlflow.pyfunc.load_model` take (MLflow's own
+    model_uri names the logged model, `models:/m-<id>`, which says nothing to a person)."""
+    version = getattr(info, "registered_model_version", None)
+    return f"models:/{name}/{version}" if version is not None else str(getattr(info, "model_uri", ""))
 
 
 def _log_pyfunc(tracker: Tracker, run_id: str, files: list[tuple[Path, float]], inputs: torch.Tensor, predictions: np.ndarray, name: str, folder: Path) -> str:
@@ -586,7 +593,7 @@ def _log_pyfunc(tracker: Tracker, run_id: str, files: list[tuple[Path, float]], 
         run_id, EnsembleModel(), name="model", artifacts=artifacts, registered_model_name=name,
         example=(example_inputs, predictions[:5].astype(np.float32)), code_paths=_code_paths(), pip_requirements=_requirements(),
     )  # fmt: skip
-    return str(getattr(info, "model_uri", ""))
+    return _registry_uri(info, name)
 
 
 def _summary(result: EvaluationResult, prepared: _Prepared) -> dict[str, Any]:

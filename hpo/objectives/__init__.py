@@ -29,11 +29,12 @@ specific ``data:`` options (a :class:`DataConfig` subclass), a ``validate`` hook
 say, a ``preflight`` that checks the data is there, the datasets ``hpo data`` manages.
 
 **Full objective** — also ``evaluation=``, :class:`EvaluationHooks` (like a Lightning module's hooks:
-``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines`` and
-``retrain_task``), and its function returns a :class:`TrialResult` with the trained model(s), their
-``meta`` and validation predictions: hpo keeps them as the trial's checkpoint, and ``hpo evaluate`` gives
-it the once-only test evaluation (the test reader counted), greedy/mean ensembles, the registry and the
-pyfunc model. A result may carry several models (one per cross-validation fold); predictions average them.
+``build_model``, ``val_split``, ``test_split``, ``to_predictions``; optionally ``baselines``,
+``retrain_task`` and ``read_inputs`` for ``hpo predict``), and its function returns a :class:`TrialResult`
+with the trained model(s), their ``meta`` and validation predictions: hpo keeps them as the trial's
+checkpoint, and ``hpo evaluate`` gives it the once-only test evaluation (the test reader counted),
+greedy/mean ensembles, the registry and the pyfunc model. A result may carry several models (one per
+cross-validation fold); predictions average them.
 
 Declarations must stay cheap: hpo reads them on every ``hpo validate``. hpo's own objectives keep theirs
 free of torch and import their training code when a trial runs (``evaluation="package.module"`` is
@@ -47,6 +48,7 @@ package, or a file on a mounted path at the same place relative to the study fil
 from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
 from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics, check_schedule
+from hpo.objectives._inputs import read_input_file
 from hpo.objectives._loader import LoadedObjective, load_objective
 from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
 from hpo.objectives._registry import registered
@@ -77,6 +79,7 @@ __all__ = [
     "load_objective",
     "number",
     "objective",
+    "read_input_file",
     "registered",
     "text",
 ]

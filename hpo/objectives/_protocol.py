@@ -44,9 +44,13 @@ class Baseline:
 class EvaluationHooks(Protocol):
     """What a *full* objective adds, for ``hpo evaluate`` (a module of functions fits as well as an object).
 
-    Optional besides these: ``baselines(data, *, with_validation) -> list[Baseline]`` and
+    Optional besides these: ``baselines(data, *, with_validation) -> list[Baseline]``,
     ``retrain_task(data, meta, device) -> (hpo.training.Task, meta)``, the train+validation task of
-    ``--retrain-seeds``.
+    ``--retrain-seeds``, and ``read_inputs(paths, meta) -> (inputs, labels)`` for ``hpo predict``: a
+    user's own files (images of any size, CSV rows, ...) as model-ready inputs like ``test_split``'s,
+    with one label per input (a file, or a file's row); it raises ``FieldError(<file>, <what is wrong;
+    what is accepted>)`` for a file it cannot use. Outputs become predictions through ``to_predictions``;
+    class names come from ``meta["classes"]`` when the objective keeps them there.
     """
 
     def build_model(self, hyperparameters: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:

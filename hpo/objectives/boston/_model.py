@@ -5,7 +5,8 @@ Targets are standardized for training; every score and prediction is back in k$.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,17 @@ def test_split(data: BostonDataOptions, meta: Mapping[str, Any]) -> tuple[torch.
 def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray:
     """Raw model outputs -> predictions in k$ (what is saved, ensembled and scored)."""
     return outputs.squeeze(1).detach().cpu().numpy() * float(meta["y_std"]) + float(meta["y_mean"])
+
+
+def read_inputs(paths: Sequence[Path], meta: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """CSV rows of raw feature values (a header naming the features, or the model's features in order), for `hpo predict`.
+
+    They are standardized with the training statistics in `meta`, as the model's inputs were; predictions come back in k$.
+    """
+    read = [boston_data.read_rows(path, list(meta["features"])) for path in paths]
+    x = np.concatenate([values for values, _ in read])
+    scaled = (x - np.asarray(meta["x_mean"], np.float32)) / np.asarray(meta["x_std"], np.float32)
+    return torch.as_tensor(scaled.astype(np.float32)), [label for _, labels in read for label in labels]
 
 
 def val_split(data: BostonDataOptions, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:

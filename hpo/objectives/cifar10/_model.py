@@ -6,7 +6,8 @@ there as a whole (:mod:`hpo.augment`), then normalised to float. Nothing per ima
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,12 @@ def val_split(data: DataConfig, meta: Mapping[str, Any]) -> tuple[torch.Tensor, 
     """The validation images (from the training set), normalised, and their labels."""
     split = cifar10_data.load(data).val
     return normalize(split.images, meta), split.labels.numpy()
+
+
+def read_inputs(paths: Sequence[Path], meta: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """PNG or JPEG files of any size, resized to 32x32 RGB and normalised as the model's inputs were, for `hpo predict`."""
+    images = torch.stack([cifar10_data.read_image(Path(path)) for path in paths])
+    return normalize(images, meta), [str(path) for path in paths]
 
 
 def retrain_task(data: DataConfig, meta: Mapping[str, Any], device: torch.device) -> tuple[Task, Mapping[str, Any]]:
