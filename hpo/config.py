@@ -287,6 +287,8 @@ class StudyConfig(_Strict):
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError, RecursionError):
                 raise _FieldError(f"fixed.{name}", f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+        if self.data.cross_validated and objective.cv_rows is None:
+            raise _FieldError("data.cv_folds", f"objective {objective.name} does not support cross-validation (it declares no cv_rows); use 1 or leave it out")
         if objective.hyperparameters is not None:
             self._check_table(objective.hyperparameters, objective.name)
         self._check_conditions()

@@ -46,6 +46,7 @@ package, or a file on a mounted path at the same place relative to the study fil
 
 from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
+from hpo.objectives._folds import Fold, make_folds
 from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics
 from hpo.objectives._loader import LoadedObjective, load_objective
 from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
@@ -60,6 +61,7 @@ __all__ = [
     "Dataset",
     "EvaluationHooks",
     "FieldError",
+    "Fold",
     "Hyperparameter",
     "HyperparameterTable",
     "LoadedObjective",
@@ -74,6 +76,7 @@ __all__ = [
     "flag",
     "integer",
     "load_objective",
+    "make_folds",
     "number",
     "objective",
     "registered",
