@@ -33,6 +33,14 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _with_interval(metrics: dict[str, float], name: str) -> str:
+    """'3.12 [2.81, 3.50]': the value and its bootstrap interval (the value alone for older evaluations)."""
+    from hpo.evaluation._bootstrap import interval
+
+    bounds = interval(metrics, name)
+    return _fmt(metrics.get(name)) + (f" [{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds is not None else "")
+
+
 @command(app, "evaluate")
 def evaluate(
     study: str = typer.Argument(..., help="Study name, or its study file."),
@@ -64,10 +72,13 @@ def evaluate(
             highlight=False,
         )
     table = Table(title=f"test results: {result.study_name}")
-    for column in ("model", "kind", *result.headline, "run id", "detail"):
+    from hpo.evaluation._bootstrap import LEVEL
+
+    level = f"{LEVEL:.0%}"
+    for column in ("model", "kind", *(f"{m} [{level} CI]" for m in result.headline), "run id", "detail"):
         table.add_column(column, overflow="fold")
     for r in result.results:
-        table.add_row(r.label, r.kind, *(_fmt(r.metrics.get(m)) for m in result.headline), r.run_id, r.detail)
+        table.add_row(r.label, r.kind, *(_with_interval(r.metrics, m) for m in result.headline), r.run_id, r.detail)
     console.print(table)
     comparison = result.family_comparison()
     if comparison:

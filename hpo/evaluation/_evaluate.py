@@ -34,6 +34,7 @@ from hpo.config import StudyConfig
 from hpo.data._test_guard import reading_test_split
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import _plots as plots
+from hpo.evaluation._bootstrap import bootstrap_intervals
 from hpo.evaluation._checkpoints import Member, has_checkpoint, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
 from hpo.evaluation._metrics import confusion_matrix, is_classification, score, selection_score
@@ -364,7 +365,7 @@ def _test_and_log(
             per_seed = [predictions(hooks, models, inputs_device, meta) for models, meta in variants]
             prediction = blend(per_seed, [1.0] * len(per_seed))
             member_predictions.append(prediction)
-            metrics = score(prediction, targets, prefix="test", classes=classes)
+            metrics = _test_metrics(prediction, targets, classes)
             if len(per_seed) > 1:
                 for name in headline_metrics(metrics):
                     values = [score(p, targets, prefix="test", classes=classes)[name] for p in per_seed]
@@ -396,7 +397,7 @@ def _test_and_log(
         if prepared.ensemble is not None:
             ens = prepared.ensemble
             prediction = blend(member_predictions + pooled_predictions, ens.weights)
-            metrics = score(prediction, targets, prefix="test", classes=classes)
+            metrics = _test_metrics(prediction, targets, classes)
             if ens.val_score is not None:
                 metrics[f"{prepared.selection}_selection"] = float(ens.val_score)
             keys: list[int | str] = [m.trial_number for m in members] + [b.name for b in prepared.pooled]
@@ -422,7 +423,7 @@ def _test_and_log(
             say(f"{label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
         for baseline, prediction in zip(prepared.baselines, baseline_predictions):
-            metrics = score(prediction, targets, prefix="test")
+            metrics = _test_metrics(prediction, targets, None)
             if baseline.val_predictions is not None and prepared.val_targets is not None:
                 metrics.update(score(baseline.val_predictions, prepared.val_targets, prefix="val"))
             if config.data.cross_validated:
@@ -482,7 +483,7 @@ def _family_comparison(
             continue
         models = [model.to(inputs_device.device) for model in member.models]
         prediction = predictions(prepared.hooks, models, inputs_device, member.meta)
-        metrics = score(prediction, targets, prefix="test", classes=classes)
+        metrics = _test_metrics(prediction, targets, classes)
         run_id = _log_model_run(
             tracker, parent, created, label=label, kind="baseline", run_name=f"baseline-best-{family}",
             tags={**common_tags, "hpo.baseline": tag, "optuna.trial_number": str(member.trial_number), "hpo.trial_run_id": member.run_id,
@@ -492,6 +493,12 @@ def _family_comparison(
         )  # fmt: skip
         extra.append(ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", tag))
     return extra
+
+
+def _test_metrics(prediction: np.ndarray, targets: np.ndarray, classes: Any) -> dict[str, float]:
+    """Every test metric, and the bootstrap interval of each headline one (the same resamples for every model)."""
+    metrics = score(prediction, targets, prefix="test", classes=classes)
+    return {**metrics, **bootstrap_intervals(prediction, targets, prefix="test")}
 
 
 def _save_estimator(baseline: Baseline, folder: Path) -> Path:
