@@ -73,4 +73,13 @@ def interval(metrics: dict[str, float], name: str) -> tuple[float, float] | None
     return (low, high) if low is not None and high is not None else None
 
 
-__all__ = ["HIGH_SUFFIX", "LEVEL", "LOW_SUFFIX", "RESAMPLES", "SEED", "bootstrap_intervals", "interval"]
+def with_interval(metrics: dict[str, float], name: str) -> str:
+    """'3.12 [2.81, 3.5]': a metric and its interval as tables show them (the value alone without one)."""
+    value = metrics.get(name)
+    if value is None:
+        return ""
+    bounds = interval(metrics, name)
+    return f"{value:.4g}" + (f" [{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds is not None else "")
+
+
+__all__ = ["HIGH_SUFFIX", "LEVEL", "LOW_SUFFIX", "RESAMPLES", "SEED", "bootstrap_intervals", "interval", "with_interval"]
