@@ -432,7 +432,7 @@ class StudyRunner:
                 with self._stop.training():
                     metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
-                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}")
+                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}{recorder.fold_text}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
                 return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
@@ -483,6 +483,7 @@ class StudyRunner:
             offset = recorder.last_epoch + 1
 
             def report(epoch: int, metrics: dict[str, float], fold: Fold = fold, offset: int = offset) -> None:
+                recorder.fold_text = f" (epoch {epoch} of fold {fold.index + 1}/{fold.count})"
                 recorder(fold_step(fold, epoch, span=span, offset=offset), metrics)
 
             returned = self._call(trial, hp, seed, report, fold=fold)
@@ -766,7 +767,8 @@ class _EpochRecorder:
         self.last_report = -math.inf
         self.best: dict[str, float] = {}
         self.best_epoch: int | None = None
-        self.last_epoch = -1
+        self.last_epoch = -1  # the last step reported: the epoch, or with cross-validation the cumulative epoch
+        self.fold_text = ""  # with cross-validation, where in which fold the last step was
         self.reported: set[str] = set()  # every metric name reported per epoch
         self.started = self.finished = time.monotonic()
 
