@@ -96,3 +96,13 @@ def test_an_objective_without_cv_rows_refuses_folds(cli: Any, write_study: Any, 
     assert cli("run", write_study({**study, "data": {"cv_folds": 1}}), "--quiet").exit_code == 0
     result = cli("validate", write_study({**study, "data": {"cv_folds": 3}}))
     assert result.exit_code == 2 and "data.cv_folds" in result.output and "does not support cross-validation" in result.output
+
+
+def test_more_folds_than_rows_is_a_one_line_error(cli: Any, write_study: Any, tmp_path: Path) -> None:
+    # 12 rows leave 10 non-test rows: 20 folds cannot split them; refused before anything is written.
+    header = "CRIM,ZN,INDUS,CHAS,NOX,RM,AGE,DIS,RAD,TAX,PTRATIO,B,LSTAT,MEDV"
+    (tmp_path / "small.csv").write_text("\n".join([header] + [",".join(str((r * 7 + c) % 13 + 1) for c in range(14)) for r in range(12)]) + "\n")
+    result = cli("run", write_study(tiny_boston(data={"cv_folds": 20, "path": "small.csv"})), "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "data.cv_folds: 20 folds need at least 20 non-test rows; small.csv leaves 10" in result.output
+    assert not Path("hpo.db").exists()
