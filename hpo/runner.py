@@ -230,7 +230,7 @@ class StudyRunner:
         changes: list[Change] = []
         if stored is not None:
             try:  # resolved again, so that a field added since the study started shows as its default
-                stored = _plain(parse_study(stored, source="stored study"))
+                stored = _plain(parse_study(as_stored(stored), source="stored study"))
             except UsageError:
                 pass
             changes = compare(stored, _plain(config))
@@ -951,7 +951,16 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
     if data is None:
         raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")
-    return parse_study(data, source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
+    return parse_study(as_stored(data), source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
+
+
+def as_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored study file with what an older hpo meant by a field it did not have yet: a study stored
+    before `data.cv_folds` existed was scored on one validation split (not on the objective's default)."""
+    section = data.get("data")
+    if isinstance(section, dict) and "cv_folds" not in section:
+        return {**data, "data": {**section, "cv_folds": 1}}
+    return data
 
 
 def default_workers_env(index: int, workers: int) -> dict[str, str]:

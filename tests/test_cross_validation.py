@@ -106,3 +106,19 @@ def test_more_folds_than_rows_is_a_one_line_error(cli: Any, write_study: Any, tm
     assert result.exit_code == 2, result.output
     assert "data.cv_folds: 20 folds need at least 20 non-test rows; small.csv leaves 10" in result.output
     assert not Path("hpo.db").exists()
+
+
+def test_a_boston_study_stored_before_cross_validation_keeps_its_single_split(cli: Any, write_study: Any) -> None:
+    # A study stored by an hpo without data.cv_folds was scored on one validation split: evaluating it
+    # reads it so (not as Boston's new default of 5 folds), and resuming it with today's default is
+    # refused, naming the change, rather than mixing hold-out and cross-validated trials.
+    from hpo.config import parse_study
+    from hpo.runner import CONFIG_ATTR, stored_config
+
+    resolved = parse_study(tiny_boston(name="old-boston", data={"cv_folds": 1})).resolved()
+    del resolved["data"]["cv_folds"]
+    study = optuna.create_study(study_name="old-boston", storage="sqlite:///hpo.db")
+    study.set_user_attr(CONFIG_ATTR, resolved)
+    assert stored_config(study).data.cv_folds == 1
+    result = cli("run", write_study(tiny_boston(name="old-boston", data={})), "--quiet")
+    assert result.exit_code == 2 and "data.cv_folds: 1 -> 5" in result.output, result.output
