@@ -35,6 +35,11 @@ say, a ``preflight`` that checks the data is there, the datasets ``hpo data`` ma
 it the once-only test evaluation (the test reader counted), greedy/mean ensembles, the registry and the
 pyfunc model. A result may carry several models (one per cross-validation fold); predictions average them.
 
+**Cross-validation** (``data.cv_folds: K``): an objective that declares ``cv_rows`` (the count, or the
+class labels, of the non-test rows the folds split) is called once per fold with ``ctx.fold`` (a
+:class:`Fold`: ``index``, ``count``, ``train`` and ``val`` positions); hpo makes the reported steps
+cumulative epochs, averages the folds' metrics and keeps the out-of-fold validation predictions.
+
 Declarations must stay cheap: hpo reads them on every ``hpo validate``. hpo's own objectives keep theirs
 free of torch and import their training code when a trial runs (``evaluation="package.module"`` is
 imported only when needed); hpo itself imports torch only for objectives that use it (``ctx.device``,
