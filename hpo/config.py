@@ -249,7 +249,7 @@ class StudyConfig(_Strict):
         if isinstance(value, model):
             return value
         if isinstance(value, DataConfig):
-            value = value.model_dump()
+            value = value.model_dump(exclude_unset=True)  # an unset field takes the objective's default (Boston: cv_folds 5)
         try:
             return model.model_validate(value if value is not None else {})
         except ValidationError as exc:
