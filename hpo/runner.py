@@ -432,7 +432,8 @@ class StudyRunner:
                 with self._stop.training():
                     metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
-                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}{recorder.fold_text}")
+                where = f"{recorder.fold_text} (step {recorder.last_epoch})" if recorder.fold_text else f"epoch {recorder.last_epoch}"
+                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at {where}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
                 return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
@@ -483,7 +484,7 @@ class StudyRunner:
             offset = recorder.last_epoch + 1
 
             def report(epoch: int, metrics: dict[str, float], fold: Fold = fold, offset: int = offset) -> None:
-                recorder.fold_text = f" (epoch {epoch} of fold {fold.index + 1}/{fold.count})"
+                recorder.fold_text = f"epoch {epoch} of fold {fold.index + 1}/{fold.count}"
                 recorder(fold_step(fold, epoch, span=span, offset=offset), metrics)
 
             returned = self._call(trial, hp, seed, report, fold=fold)
