@@ -126,6 +126,9 @@ def train(ctx: TrialContext) -> TrialResult:
     targets are scaled with the statistics of all non-test rows, so that every fold's model shares
     one `meta` (the checkpoint averages their predictions on the test rows).
     """
+    if ctx.data.cross_validated and ctx.fold is None:
+        # under CV `load` returns every non-test row as both training and validation rows
+        raise ValueError(f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1")
     data = boston_data.load(ctx.data)  # type: ignore[arg-type]
     y_scale = None
     if ctx.fold is not None:
