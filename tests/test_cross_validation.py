@@ -28,7 +28,7 @@ def _runs(client: MlflowClient, name: str, role: str) -> list[Any]:
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`hpo.role` = '{role}'", max_results=500)
 
 
-def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, write_study: Any, tmp_path: Path) -> None:
+def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A trial trains one model per fold; its value is the mean of the folds' values, which its MLflow run
     # shows one by one (fold_val_rmse, step = fold) with their spread; the checkpoint keeps all K models and
     # one out-of-fold prediction per non-test row. The test rows are not read until `hpo evaluate`.
@@ -77,6 +77,22 @@ def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, wr
         metrics = run.data.metrics
         assert metrics["test_rmse_ci_low"] <= metrics["test_rmse"] <= metrics["test_rmse_ci_high"]
     assert "test_rmse [95% CI]" in result.output
+
+    # The registered ensemble (networks and any selected baselines) reproduces its logged test predictions.
+    import mlflow
+    import pandas as pd
+
+    from hpo.data import boston as boston_data
+    from hpo.objectives.boston import BostonDataOptions
+    from hpo.objectives.boston import _model as boston
+
+    options = BostonDataOptions(cv_folds=FOLDS, subset=0.3)
+    scaling = boston_data.load(options)
+    inputs, _ = boston.test_split(options, {"x_mean": scaling.x_mean.tolist(), "x_std": scaling.x_std.tolist()})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")  # undone after the test
+    predicted = mlflow.pyfunc.load_model("models:/cv-boston-ensemble/1").predict(inputs.numpy())
+    logged = pd.read_csv(client.download_artifacts(ensemble.info.run_id, "predictions/test_predictions.csv", str(tmp_path / "logged")))
+    np.testing.assert_allclose(predicted, logged["predicted"].to_numpy(), rtol=1e-4, atol=1e-3)
 
 
 def test_cv_folds_is_validated(cli: Any, write_study: Any) -> None:
