@@ -72,7 +72,11 @@ def run_and_evaluate(study: dict[str, Any], workdir: Path, *, n_trials: int | No
     started = time.perf_counter()
     result = evaluate(StudyRef(name=config.name, settings=settings, config=config), top_k=top_k)
     evaluate_seconds = time.perf_counter() - started
-    rows = [{"model": r.label, "kind": r.kind, "rank": r.rank, **{k: v for k, v in r.metrics.items() if k.startswith(("test_", "val_")) and k in set(result.headline) | {config.metrics[0]}}} for r in result.results]
+    shown = set(result.headline) | {config.metrics[0]} | {f"{m}{suffix}" for m in result.headline[:1] for suffix in ("_ci_low", "_ci_high")}
+    rows = [
+        {"model": r.label, "kind": r.kind, "rank": r.rank, "baseline": r.baseline, "detail": r.detail, **{k: v for k, v in r.metrics.items() if k in shown}}
+        for r in result.results
+    ]
     return {
         "study": config.name,
         "complete": summary.completed,
@@ -87,9 +91,12 @@ def run_and_evaluate(study: dict[str, Any], workdir: Path, *, n_trials: int | No
     }
 
 
-def boston_study(seed: int, epochs: int | None, threads: int | None) -> dict[str, Any]:
+def boston_study(seed: int, epochs: int | None, threads: int | None, *, split_seed: int | None = None) -> dict[str, Any]:
     study = yaml.safe_load(BOSTON_STUDY.read_text())
     study.update(name=f"boston-quality-seed{seed}-{int(time.time())}", seed=seed, storage=None, tracking_uri=None)
+    if split_seed is not None:
+        study["name"] = f"boston-quality-split{split_seed}-{int(time.time())}"
+        study["data"] = {**study.get("data", {}), "split_seed": split_seed}
     if epochs:
         scale = epochs / study["fixed"]["epochs"]
         study["fixed"] = {**study["fixed"], "epochs": epochs, "early_stopping_patience": max(1, round(study["fixed"]["early_stopping_patience"] * scale))}
@@ -108,6 +115,85 @@ def cifar_study(*, epochs: int, subset: float, threads: int | None) -> dict[str,
     if threads:
         study["execution"] = {"threads": threads}
     return study
+
+
+BOSTON_MODELS = {"best trial": None, "ensemble": None, "gradient boosting": "gradient_boosting", "random forest": "random_forest", "linear regression": "linear_regression"}
+
+
+def _rmse_of(result: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The row of `name` (a BOSTON_MODELS key) in one study's evaluation."""
+    for row in result["rows"]:
+        if name == "best trial" and row["kind"] == "trial" and row["rank"] == 1:
+            return row
+        if name == "ensemble" and row["kind"] == "ensemble":
+            return row
+        if BOSTON_MODELS.get(name) and row.get("baseline") == BOSTON_MODELS[name]:
+            return row
+    return None
+
+
+def _ensemble_vs_best_member(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The ensemble's test RMSE against its best member's, and the ensemble's CI half-width above its value."""
+    ensemble = _rmse_of(result, "ensemble")
+    if ensemble is None:
+        return None
+    by_name = {row["model"]: row for row in result["rows"] if row["kind"] == "trial"}
+    by_name.update({row["baseline"]: row for row in result["rows"] if row.get("baseline")})
+    members = [by_name[part.rsplit(":", 1)[0].strip()] for part in ensemble["detail"].split(",") if part.rsplit(":", 1)[0].strip() in by_name]
+    best = min(members, key=lambda row: row["test_rmse"])
+    return {
+        "best_member": best["model"],
+        "best_member_rmse": best["test_rmse"],
+        "ensemble_rmse": ensemble["test_rmse"],
+        "ensemble_ci_upper_half": ensemble["test_rmse_ci_high"] - ensemble["test_rmse"],
+        "within_ci": ensemble["test_rmse"] - best["test_rmse"] <= ensemble["test_rmse_ci_high"] - ensemble["test_rmse"],
+    }
+
+
+def boston_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and spread (min, max) of test RMSE per model over the studies' split seeds."""
+    import statistics
+
+    per_model: dict[str, list[float]] = {}
+    for name in BOSTON_MODELS:
+        values = [row["test_rmse"] for row in (_rmse_of(r, name) for r in results) if row is not None]
+        per_model[name] = values
+    stats = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "values": v} for name, v in per_model.items() if v}
+    ratio = stats["ensemble"]["median"] / stats["gradient boosting"]["median"] if "ensemble" in stats and "gradient boosting" in stats else None
+    trials = sum(r["complete"] + r["pruned"] + r["failed"] for r in results)
+    return {
+        "split_seeds": [r["split_seed"] for r in results],
+        "test_rmse": stats,
+        "ensemble_over_gradient_boosting": ratio,
+        "ensemble_vs_best_member": [_ensemble_vs_best_member(r) for r in results],
+        "pruned_share": sum(r["pruned"] for r in results) / trials if trials else None,
+        "search_seconds": [r["search_seconds"] for r in results],
+    }
+
+
+def summary_section(summary: dict[str, Any]) -> str:
+    rows = [
+        {"model": name, "median test RMSE": s["median"], "min": s["min"], "max": s["max"], "per split seed": " / ".join(f"{v:.2f}" for v in s["values"])}
+        for name, s in summary["test_rmse"].items()
+    ]
+    checks = [
+        f"split {seed}: ensemble {c['ensemble_rmse']:.2f} vs best member {c['best_member']} {c['best_member_rmse']:.2f} "
+        f"(CI upper half-width {c['ensemble_ci_upper_half']:.2f}; {'within' if c['within_ci'] else 'OUTSIDE'} its CI)"
+        for seed, c in zip(summary["split_seeds"], summary["ensemble_vs_best_member"]) if c
+    ]
+    ratio = summary["ensemble_over_gradient_boosting"]
+    return "\n".join(
+        [
+            f"### Boston over split seeds {', '.join(map(str, summary['split_seeds']))}",
+            "",
+            _report.table(rows),
+            "",
+            f"Median ensemble / median gradient boosting: {ratio:.3f}." if ratio else "",
+            f"Pruned share of trials: {summary['pruned_share']:.0%}." if summary["pruned_share"] is not None else "",
+            *(f"- {line}" for line in checks),
+            "",
+        ]
+    )
 
 
 def section(title: str, result: dict[str, Any], budget: str) -> str:
@@ -130,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="2 CPU cores: Boston 40 trials; CIFAR-10 a 30-minute study on 20%% of the training images")
     parser.add_argument("--boston-trials", type=int, help="trials of the Boston study (default 40 quick, 100 full)")
     parser.add_argument("--boston-seeds", type=int, help="Boston studies with different seeds (default 1 quick, 3 full)")
+    parser.add_argument("--split-seeds", help="comma-separated data.split_seed values: one Boston study per test split (study seed = split seed), summarized by median and spread")
     parser.add_argument("--boston-epochs", type=int, help="override the study file's epochs (for smoke tests)")
     parser.add_argument("--skip-cifar", action="store_true", help="Boston only")
     parser.add_argument("--cifar-trials", type=int, help="trial cap of the CIFAR-10 study (default: none quick, 50 full)")
@@ -153,10 +240,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         boston_trials = args.boston_trials or (40 if quick else 100)
-        for seed in range(args.boston_seeds or (1 if quick else 3)):
-            result = run_and_evaluate(boston_study(seed, args.boston_epochs, args.threads), workdir, n_trials=boston_trials, timeout=None, top_k=args.top_k)
+        split_seeds = [int(s) for s in args.split_seeds.split(",")] if args.split_seeds else None
+        for seed in split_seeds or range(args.boston_seeds or (1 if quick else 3)):
+            study = boston_study(seed, args.boston_epochs, args.threads, split_seed=seed if split_seeds else None)
+            result = run_and_evaluate(study, workdir, n_trials=boston_trials, timeout=None, top_k=args.top_k)
+            result["split_seed"] = seed if split_seeds else 0
             payload["boston"].append(result)
-            parts.append(section(f"Boston housing, seed {seed} (test RMSE in k$, 101 test rows)", result, f"{boston_trials} trials of `{BOSTON_STUDY.relative_to(_report.REPO)}`" + (f" with {args.boston_epochs} epochs" if args.boston_epochs else "")))
+            what = f"split seed {seed}" if split_seeds else f"seed {seed}"
+            parts.append(section(f"Boston housing, {what} (test RMSE in k$, 101 test rows)", result, f"{boston_trials} trials of `{BOSTON_STUDY.relative_to(_report.REPO)}`" + (f" with {args.boston_epochs} epochs" if args.boston_epochs else "")))
+            print(parts[-1], file=sys.stderr, flush=True)
+        if len(payload["boston"]) > 1:
+            payload["boston_summary"] = boston_summary(payload["boston"])
+            parts.append(summary_section(payload["boston_summary"]))
             print(parts[-1], file=sys.stderr, flush=True)
         if args.skip_cifar:
             parts.append("### CIFAR-10\n\nNot run (--skip-cifar).\n")

@@ -253,7 +253,7 @@ class StudyConfig(_Strict):
         if isinstance(value, model):
             return value
         if isinstance(value, DataConfig):
-            value = value.model_dump()
+            value = value.model_dump(exclude_unset=True)  # an unset field takes the objective's default (Boston: cv_folds 5)
         try:
             return model.model_validate(value if value is not None else {})
         except ValidationError as exc:
@@ -291,6 +291,8 @@ class StudyConfig(_Strict):
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError, RecursionError):
                 raise _FieldError(f"fixed.{name}", f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+        if self.data.cross_validated and objective.cv_rows is None:
+            raise _FieldError("data.cv_folds", f"objective {objective.name} does not support cross-validation (it declares no cv_rows); use 1 or leave it out")
         if objective.hyperparameters is not None:
             self._check_table(objective.hyperparameters, objective.name)
         self._check_conditions()

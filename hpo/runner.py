@@ -34,6 +34,7 @@ from hpo.databases import check_stores
 from hpo.errors import HpoError, UsageError
 from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
+from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
 from hpo.progress import Progress, make_progress
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
@@ -231,7 +232,7 @@ class StudyRunner:
         changes: list[Change] = []
         if stored is not None:
             try:  # resolved again, so that a field added since the study started shows as its default
-                stored = _plain(parse_study(stored, source="stored study"))
+                stored = _plain(parse_study(as_stored(stored), source="stored study"))
             except UsageError:
                 pass
             changes = compare(stored, _plain(config))
@@ -427,12 +428,14 @@ class StudyRunner:
             recorder = _EpochRecorder(self, trial, run_id)
             hp = self.config.trial_hyperparameters(sampled)
             epochs = hp.get("epochs")
-            self.progress.trial_started(trial.number, chosen, epochs=int(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else 0)
+            folds = self.config.data.cv_folds if self.objective.objective.cv_rows is not None else 1
+            self.progress.trial_started(trial.number, chosen, epochs=int(epochs) * folds if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else 0)
             try:
                 with self._stop.training():
                     metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
-                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at epoch {recorder.last_epoch}")
+                where = f"{recorder.fold_text} (step {recorder.last_epoch})" if recorder.fold_text else f"epoch {recorder.last_epoch}"
+                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at {where}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
                 return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
@@ -465,7 +468,43 @@ class StudyRunner:
         return self._device
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, recorder: _EpochRecorder) -> tuple[dict[str, float], TrialResult | None]:
-        """Run the objective; its final metrics (each study metric among them) and its result, if a full one."""
+        """Run the objective; its final metrics (each study metric among them) and its result, if a full one.
+
+        With ``data.cv_folds: K`` the objective runs once per fold (see :mod:`hpo.objectives._folds`).
+        """
+        data = self.config.data
+        cv_rows = self.objective.objective.cv_rows
+        if not data.cross_validated or cv_rows is None:
+            returned = self._call(trial, hp, seed, recorder)
+            recorder.finished = time.monotonic()
+            return self._final_metrics(returned), returned if isinstance(returned, TrialResult) else None
+        rows = cv_rows(data)
+        folds = make_folds(data, rows)
+        span = hp.get("epochs") if isinstance(hp.get("epochs"), int) and not isinstance(hp.get("epochs"), bool) else None
+        results: list[Any] = []
+        for fold in folds:
+            offset = recorder.last_epoch + 1
+
+            def report(epoch: int, metrics: dict[str, float], fold: Fold = fold, offset: int = offset) -> None:
+                recorder.fold_text = f"epoch {epoch} of fold {fold.index + 1}/{fold.count}"
+                recorder(fold_step(fold, epoch, span=span, offset=offset), metrics)
+
+            returned = self._call(trial, hp, seed, report, fold=fold)
+            fold_metrics = self._final_metrics(returned)
+            results.append(returned if isinstance(returned, TrialResult) else fold_metrics)
+            recorder.fold_finished(fold, {k: v for k, v in fold_metrics.items() if self._spread_worth_logging(k)})
+        recorder.finished = time.monotonic()
+        n_rows = int(rows) if isinstance(rows, (int, np.integer)) else len(rows)
+        metrics, result, _ = combine(results, folds, n_rows=n_rows, spread=[m for m in self.config.metrics + list(recorder.reported) if self._spread_worth_logging(m)])
+        metrics[CV_FOLDS_METRIC] = float(len(folds))
+        return metrics, result
+
+    def _spread_worth_logging(self, metric: str) -> bool:
+        """Per-fold values and spread are logged for the study's metrics and the validation scores."""
+        return metric in self.config.metrics or metric.startswith("val_")
+
+    def _call(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, report: Callable[[int, dict[str, float]], None], *, fold: Fold | None = None) -> Any:
+        """One call of the objective (one fold, or the whole trial), with a context of its own."""
         execution = self.config.execution
         ctx = TrialContext(
             hp,
@@ -476,18 +515,17 @@ class StudyRunner:
             directions=self.config.directions,
             device=execution.device,
             threads=execution.threads,
-            report=recorder,
+            report=report,
             resolve_device=self._resolve_device,
+            fold=fold,
         )
         if "torch" in sys.modules:
             self._resolve_device()  # an objective that imports torch gets the worker's CPU thread budget
         _seed_everything(seed)
         try:
-            returned = self.objective.objective(ctx)
+            return self.objective.objective(ctx)
         finally:
             ctx.close()
-        recorder.finished = time.monotonic()
-        return self._final_metrics(returned), returned if isinstance(returned, TrialResult) else None
 
     def _final_metrics(self, returned: Any) -> dict[str, float]:
         """What the objective returned, as metric -> float; BadResult names what is missing or wrong."""
@@ -563,6 +601,8 @@ class StudyRunner:
         for name in ("n_params", "train_seconds"):
             if final is not None and name in final:
                 summary_metrics[name] = final[name]
+        if final is not None:  # cross-validation: the spread over folds, and how many
+            summary_metrics.update({k: v for k, v in final.items() if k.endswith(STD_SUFFIX) or k == CV_FOLDS_METRIC})
         if reason:
             trial.set_user_attr(REASON_ATTR, reason)
         if run_id is not None:
@@ -730,13 +770,25 @@ class _EpochRecorder:
         self.last_report = -math.inf
         self.best: dict[str, float] = {}
         self.best_epoch: int | None = None
-        self.last_epoch = -1
+        self.last_epoch = -1  # the last step reported: the epoch, or with cross-validation the cumulative epoch
+        self.fold_text = ""  # with cross-validation, where in which fold the last step was
         self.reported: set[str] = set()  # every metric name reported per epoch
         self.started = self.finished = time.monotonic()
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         with self.runner._stop.shielded():
             self._record(epoch, metrics)
+
+    def fold_finished(self, fold: Fold, metrics: dict[str, float]) -> None:
+        """A finished fold's final metrics, as ``fold_<metric>`` at step = fold index (sent with the epochs)."""
+        if self.run_id is None:
+            return
+        try:
+            self.runner.tracker.log_epoch(self.run_id, fold.index, {f"{FOLD_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)})
+        except TrackingUnavailable as exc:
+            self.runner.progress.warn(f"trial {self.trial.number}: {exc}")
+            self.run_id = None
+            self.trial.set_user_attr(SYNCED_ATTR, False)
 
     def _record(self, epoch: int, metrics: dict[str, float]) -> None:
         self.last_epoch = epoch
@@ -902,7 +954,16 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
     if data is None:
         raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")
-    return parse_study(data, source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
+    return parse_study(as_stored(data), source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
+
+
+def as_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored study file with what an older hpo meant by a field it did not have yet: a study stored
+    before `data.cv_folds` existed was scored on one validation split (not on the objective's default)."""
+    section = data.get("data")
+    if isinstance(section, dict) and "cv_folds" not in section:
+        return {**data, "data": {**section, "cv_folds": 1}}
+    return data
 
 
 def default_workers_env(index: int, workers: int) -> dict[str, str]:

@@ -53,6 +53,7 @@ def tiny_boston(**overrides: Any) -> dict[str, Any]:
             "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
         },
         "fixed": {"epochs": 4, "hidden_layers": 1, "batch_size": 64},
+        "data": {"cv_folds": 1},  # one validation split (Boston's default is 5-fold CV; see tests/test_cross_validation.py)
     }
     study.update(overrides)
     return study

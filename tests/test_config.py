@@ -31,7 +31,8 @@ def test_minimal_study_resolves_every_default() -> None:
     resolved = config.resolved()
     assert resolved["metric"] == "val_rmse" and resolved["direction"] == "minimize"
     assert resolved["sampler"] == {"type": "tpe"} and resolved["pruner"] == {"type": "none"}
-    assert resolved["data"] == {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "drop_features": [], "path": None}
+    # Boston scores trials by 5-fold cross-validation unless the study says otherwise
+    assert resolved["data"] == {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "cv_folds": 5, "drop_features": [], "path": None}
     assert resolved["execution"]["max_consecutive_failures"] == 5
     assert resolved["execution"]["nan_policy"] == "prune"
     assert resolved["evaluation"]["top_k"] == 5

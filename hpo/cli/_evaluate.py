@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -25,12 +25,6 @@ class EnsembleMethod(str, Enum):
 
 def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
 
 
 @command(app, "evaluate")
@@ -64,10 +58,13 @@ def evaluate(
             highlight=False,
         )
     table = Table(title=f"test results: {result.study_name}")
-    for column in ("model", "kind", *result.headline, "run id", "detail"):
+    from hpo.evaluation._bootstrap import LEVEL, with_interval
+
+    level = f"{LEVEL:.0%}"
+    for column in ("model", "kind", *(f"{m} [{level} CI]" for m in result.headline), "run id", "detail"):
         table.add_column(column, overflow="fold")
     for r in result.results:
-        table.add_row(r.label, r.kind, *(_fmt(r.metrics.get(m)) for m in result.headline), r.run_id, r.detail)
+        table.add_row(r.label, r.kind, *(with_interval(r.metrics, m) for m in result.headline), r.run_id, r.detail)
     console.print(table)
     comparison = result.family_comparison()
     if comparison:

@@ -118,6 +118,9 @@ def check(config: DataConfig) -> None:
             f"data.path: {_name(config.path)} has {n} data row(s); the test ({len(test)}) and validation ({len(val)}) rows "
             f"leave {max(len(train), 0)} to train on (at least {MIN_TRAIN_ROWS} needed, and 1 each to validate and test)"
         )
+    if config.cross_validated and len(_cv_indices(n, config)) < max(MIN_TRAIN_ROWS, config.cv_folds):
+        rows = len(_cv_indices(n, config))
+        raise UsageError(f"data.cv_folds: {config.cv_folds} folds need at least {config.cv_folds} non-test rows; {_name(config.path)} leaves {rows}")
 
 
 def fingerprint(config: DataConfig) -> str:
@@ -146,11 +149,29 @@ def _features(config: DataConfig) -> list[str]:
     return [f for f in BOSTON_FEATURES if f not in set(config.drop_features)]
 
 
+def _cv_indices(n: int, config: DataConfig) -> np.ndarray:
+    """The rows cross-validation folds split: every non-test row (the `subset` share of them)."""
+    train_idx, val_idx, _ = _split_indices(n, config)
+    return _subset(np.concatenate([val_idx, train_idx]), config)
+
+
+def cv_rows(config: DataConfig) -> int:
+    """How many rows `data.cv_folds` splits into folds (positions refer to `load(config).train`)."""
+    return len(_cv_indices(len(read_frame(config.path)), config))
+
+
 def load(config: DataConfig) -> BostonData:
-    """Training and validation rows (never the test rows), scaled with training statistics."""
+    """Training and validation rows (never the test rows), scaled with training statistics.
+
+    With cross-validation (`data.cv_folds` >= 2) every non-test row is a training row: `train` holds
+    them all, in the order fold positions refer to, and `val` is the same rows (each fold validates
+    on its share of them, out of fold).
+    """
     frame = read_frame(config.path)
     train_idx, val_idx, _ = _split_indices(len(frame), config)
     train_idx = _subset(train_idx, config)
+    if config.cross_validated:
+        train_idx = val_idx = _cv_indices(len(frame), config)
     features = _features(config)
     x = frame[features].to_numpy(np.float32)
     y = frame[TARGET].to_numpy(np.float32)

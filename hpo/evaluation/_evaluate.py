@@ -34,6 +34,7 @@ from hpo.config import StudyConfig
 from hpo.data._test_guard import reading_test_split
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import _plots as plots
+from hpo.evaluation._bootstrap import bootstrap_intervals
 from hpo.evaluation._checkpoints import Member, has_checkpoint, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
 from hpo.evaluation._metrics import confusion_matrix, is_classification, score, selection_score
@@ -164,9 +165,10 @@ class _Prepared:
     variants: list[list[tuple[list[torch.nn.Module], dict[str, Any]]]]
     ensemble: Ensemble | None
     selection: str
-    val_scores: list[float]
+    val_scores: list[float]  # per ensemble candidate: the members, then the pooled baselines
     val_targets: np.ndarray | None
     baselines: list[Baseline]
+    pooled: list[Baseline]  # baselines that were ensemble candidates too (after the members, in the weights)
     family_best: dict[str, Member]
     seeds: int
 
@@ -269,11 +271,19 @@ def _prepare(
     val_targets = np.asarray(hooks.val_split(config.data, members[0].meta)[1])
     val_scores = [score_fn(np.asarray(m.val_predictions, np.float64), val_targets) for m in members] if val_targets is not None else []
 
+    fit_baselines = getattr(hooks, "baselines", None)
+    baselines: list[Baseline] = fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
+    # Cross-validated, a baseline's validation predictions are out of fold on the trials' own folds: it may
+    # then join the greedy ensemble, which so is never worse on those rows than the best thing tried.
+    pooled = [b for b in baselines if method == "greedy" and _poolable(config, b, members[0].val_predictions)]
+    candidates = [m.val_predictions for m in members] + [np.asarray(b.val_predictions, np.float64) for b in pooled]
+    val_scores += [score_fn(c, val_targets) for c in candidates[len(members) :]] if val_targets is not None else []
+
     chosen_ensemble: Ensemble | None = None
-    if method != "none" and len(members) < 2:
+    if method != "none" and len(candidates) < 2:
         notes.append("one member only: no ensemble")
     elif method == "greedy":
-        chosen_ensemble = greedy_ensemble([m.val_predictions for m in members], val_targets, score_fn, maximize=maximize)  # type: ignore[arg-type]
+        chosen_ensemble = greedy_ensemble(candidates, val_targets, score_fn, maximize=maximize)  # type: ignore[arg-type]
     elif method == "mean":
         chosen_ensemble = mean_ensemble([m.val_predictions for m in members], val_targets, score_fn if val_targets is not None else None)
 
@@ -286,10 +296,16 @@ def _prepare(
         else:
             variants.append([([model.to(device) for model in member.models], member.meta)])
 
-    fit_baselines = getattr(hooks, "baselines", None)
-    baselines: list[Baseline] = fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
     family_best = _best_per_family(study, config, tracker, members, folder)
-    return _Prepared(config, hooks, members, variants, chosen_ensemble, selection, val_scores, val_targets, baselines, family_best, seeds)
+    return _Prepared(config, hooks, members, variants, chosen_ensemble, selection, val_scores, val_targets, baselines, pooled, family_best, seeds)
+
+
+def _poolable(config: StudyConfig, baseline: Baseline, member_predictions: np.ndarray) -> bool:
+    """A baseline may join the ensemble when its validation predictions are out of fold on the trials'
+    folds and cover the same rows as the members'."""
+    if not config.data.cross_validated or baseline.val_predictions is None:
+        return False
+    return np.shape(baseline.val_predictions) == np.shape(member_predictions)
 
 
 def _best_per_family(study: optuna.Study, config: StudyConfig, tracker: Tracker, members: list[Member], folder: Path) -> dict[str, Member]:
@@ -349,7 +365,7 @@ def _test_and_log(
             per_seed = [predictions(hooks, models, inputs_device, meta) for models, meta in variants]
             prediction = blend(per_seed, [1.0] * len(per_seed))
             member_predictions.append(prediction)
-            metrics = score(prediction, targets, prefix="test", classes=classes)
+            metrics = _test_metrics(prediction, targets, classes)
             if len(per_seed) > 1:
                 for name in headline_metrics(metrics):
                     values = [score(p, targets, prefix="test", classes=classes)[name] for p in per_seed]
@@ -372,41 +388,49 @@ def _test_and_log(
             logged.append(ModelResult(member.name, "trial", run_id, metrics, member.trial_number, rank, detail))
             say(f"{member.name}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
+        baseline_predictions = [np.asarray(b.estimator.predict(inputs.reshape(len(inputs), -1).numpy()), np.float64) for b in prepared.baselines]
+        pooled_predictions = [baseline_predictions[prepared.baselines.index(b)] for b in prepared.pooled]
         registered: dict[str, str] = {}
         best = members[0]
         registered[f"{study.study_name}-best"] = _register_best(tracker, logged[0].run_id, best, prepared.variants[0][0], inputs, study.study_name)
 
         if prepared.ensemble is not None:
             ens = prepared.ensemble
-            prediction = blend(member_predictions, ens.weights)
-            metrics = score(prediction, targets, prefix="test", classes=classes)
+            prediction = blend(member_predictions + pooled_predictions, ens.weights)
+            metrics = _test_metrics(prediction, targets, classes)
             if ens.val_score is not None:
                 metrics[f"{prepared.selection}_selection"] = float(ens.val_score)
-            weights = {members[i].trial_number: round(w, 6) for i, w in enumerate(ens.weights) if w > 0}
-            detail = ", ".join(f"trial {n}: {w:.3g}" for n, w in weights.items())
+            keys: list[int | str] = [m.trial_number for m in members] + [b.name for b in prepared.pooled]
+            weights = {keys[i]: round(w, 6) for i, w in enumerate(ens.weights) if w > 0}
+            detail = ", ".join(f"trial {n}: {w:.3g}" if isinstance(n, int) else f"{n}: {w:.3g}" for n, w in weights.items())
+            candidate_scores = {str(k): v for k, v in zip(keys, prepared.val_scores)}
             label = f"ensemble ({ens.method})"
             run_id = _log_model_run(
                 tracker, parent, created, label=label, kind="ensemble", run_name=f"ensemble-{ens.method}",
                 tags={**common_tags, "hpo.ensemble_method": ens.method, "hpo.members": json.dumps(list(weights)), "hpo.detail": detail},
-                params={"method": ens.method, "members": json.dumps(list(weights)), "weights": json.dumps(list(weights.values())), "candidates": len(members)},
+                params={"method": ens.method, "members": json.dumps(list(weights)), "weights": json.dumps(list(weights.values())), "candidates": len(keys)},
                 metrics=metrics, predictions=prediction, targets=targets, classes=classes, folder=folder, role="ensemble",
                 extra={"ensemble.json": {"method": ens.method, "weights": {str(k): v for k, v in weights.items()},
-                                         "member_runs": {str(members[i].trial_number): members[i].run_id for i, w in enumerate(ens.weights) if w > 0},
+                                         "member_runs": {str(members[i].trial_number): members[i].run_id for i, w in enumerate(ens.weights[: len(members)]) if w > 0},
                                          "validation": {"metric": prepared.selection, "value": ens.val_score, "history": list(ens.history),
-                                                        "members": {str(m.trial_number): s for m, s in zip(members, prepared.val_scores)}}}},
+                                                        "members": candidate_scores}}},
             )  # fmt: skip
             name = f"{study.study_name}-ensemble"
             files = [(path, w / len(paths)) for paths, w in zip(member_files, ens.weights) if w > 0 for path in paths]
+            files += [(_save_estimator(b, folder), w) for b, w in zip(prepared.pooled, ens.weights[len(members) :]) if w > 0]
             registered[name] = _log_pyfunc(tracker, run_id, files, inputs, prediction, name, folder)
             logged.append(ModelResult(label, "ensemble", run_id, metrics, None, None, detail))
             say(f"{label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
-        for baseline in prepared.baselines:
-            prediction = np.asarray(baseline.estimator.predict(inputs.reshape(len(inputs), -1).numpy()), np.float64)
-            metrics = score(prediction, targets, prefix="test")
+        for baseline, prediction in zip(prepared.baselines, baseline_predictions):
+            metrics = _test_metrics(prediction, targets, None)
             if baseline.val_predictions is not None and prepared.val_targets is not None:
                 metrics.update(score(baseline.val_predictions, prepared.val_targets, prefix="val"))
-            detail = f"scikit-learn {baseline.estimator.__class__.__name__}, trained on {'train+validation' if prepared.seeds else 'the training rows'}"
+            if config.data.cross_validated:
+                rows = f"all non-test rows (validation out of fold, {config.data.cv_folds} folds)"
+            else:
+                rows = "train+validation" if prepared.seeds else "the training rows"
+            detail = f"scikit-learn {baseline.estimator.__class__.__name__}, trained on {rows}"
             run_id = _log_model_run(
                 tracker, parent, created, label=baseline.label, kind="baseline", run_name=f"baseline-{baseline.name}",
                 tags={**common_tags, "hpo.baseline": baseline.name, "hpo.detail": detail},
@@ -459,7 +483,7 @@ def _family_comparison(
             continue
         models = [model.to(inputs_device.device) for model in member.models]
         prediction = predictions(prepared.hooks, models, inputs_device, member.meta)
-        metrics = score(prediction, targets, prefix="test", classes=classes)
+        metrics = _test_metrics(prediction, targets, classes)
         run_id = _log_model_run(
             tracker, parent, created, label=label, kind="baseline", run_name=f"baseline-best-{family}",
             tags={**common_tags, "hpo.baseline": tag, "optuna.trial_number": str(member.trial_number), "hpo.trial_run_id": member.run_id,
@@ -469,6 +493,21 @@ def _family_comparison(
         )  # fmt: skip
         extra.append(ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", tag))
     return extra
+
+
+def _test_metrics(prediction: np.ndarray, targets: np.ndarray, classes: Any) -> dict[str, float]:
+    """Every test metric, and the bootstrap interval of each headline one (the same resamples for every model)."""
+    metrics = score(prediction, targets, prefix="test", classes=classes)
+    return {**metrics, **bootstrap_intervals(prediction, targets, prefix="test")}
+
+
+def _save_estimator(baseline: Baseline, folder: Path) -> Path:
+    """A baseline ensemble member as a file the pyfunc model loads (scikit-learn's own persistence, joblib)."""
+    import joblib
+
+    path = folder / f"baseline-{baseline.name}.joblib"
+    joblib.dump(baseline.estimator, path)
+    return path
 
 
 def _save_models(member: Member, variants: list[tuple[list[torch.nn.Module], dict[str, Any]]], folder: Path) -> list[Path]:

@@ -32,9 +32,15 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
         spec = json.loads(open(context.artifacts[ENSEMBLE_FILE]).read())
         self.weights = [float(w) for w in spec["weights"]]
         self.input_shape = tuple(int(d) for d in spec["input_shape"])
-        self.members = []
+        self.members: list[Any] = []
         for index in range(len(self.weights)):
-            checkpoint = Checkpoint.load_model(context.artifacts[member_key(index)])
+            path = context.artifacts[member_key(index)]
+            if str(path).endswith(".joblib"):  # a scikit-learn baseline the greedy ensemble selected
+                import joblib
+
+                self.members.append(joblib.load(path))
+                continue
+            checkpoint = Checkpoint.load_model(path)
             self.members.append((checkpoint.models(), checkpoint.meta, checkpoint.hooks()))
 
     # np.ndarray is a hint MLflow accepts without building a schema from it (a DataFrame works too).
@@ -45,5 +51,9 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
 
         array = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
         inputs = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)).reshape(-1, *self.input_shape)
-        outputs = [predictions(hooks, models, inputs, meta) for models, meta, hooks in self.members]
+        rows = inputs.reshape(len(inputs), -1).numpy()
+        outputs = [
+            np.asarray(member.predict(rows), np.float64) if hasattr(member, "predict") else predictions(member[2], member[0], inputs, member[1])
+            for member in self.members
+        ]
         return blend(outputs, self.weights).astype(np.float32)

@@ -36,6 +36,11 @@ checkpoint, and ``hpo evaluate`` gives it the once-only test evaluation (the tes
 greedy/mean ensembles, the registry and the pyfunc model. A result may carry several models (one per
 cross-validation fold); predictions average them.
 
+**Cross-validation** (``data.cv_folds: K``): an objective that declares ``cv_rows`` (the count, or the
+class labels, of the non-test rows the folds split) is called once per fold with ``ctx.fold`` (a
+:class:`Fold`: ``index``, ``count``, ``train`` and ``val`` positions); hpo makes the reported steps
+cumulative epochs, averages the folds' metrics and keeps the out-of-fold validation predictions.
+
 Declarations must stay cheap: hpo reads them on every ``hpo validate``. hpo's own objectives keep theirs
 free of torch and import their training code when a trial runs (``evaluation="package.module"`` is
 imported only when needed); hpo itself imports torch only for objectives that use it (``ctx.device``,
@@ -47,6 +52,7 @@ package, or a file on a mounted path at the same place relative to the study fil
 
 from hpo.objectives._context import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
+from hpo.objectives._folds import Fold, make_folds
 from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics, check_schedule
 from hpo.objectives._inputs import read_input_file
 from hpo.objectives._loader import LoadedObjective, load_objective
@@ -62,6 +68,7 @@ __all__ = [
     "Dataset",
     "EvaluationHooks",
     "FieldError",
+    "Fold",
     "Hyperparameter",
     "HyperparameterTable",
     "LoadedObjective",
@@ -77,6 +84,7 @@ __all__ = [
     "flag",
     "integer",
     "load_objective",
+    "make_folds",
     "number",
     "objective",
     "read_input_file",

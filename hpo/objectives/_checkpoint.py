@@ -3,7 +3,8 @@ and the ensemble's pyfunc model rebuild it from.
 
 On disk (artifact folder ``checkpoint/`` of the trial's MLflow run): ``model.pt``, a dict of plain data
 ``{"objective", "hyperparameters", "meta", "state_dict"}`` (``"state_dicts"``, a list, when a trial
-trains several models, e.g. one per cross-validation fold); ``val_predictions.npy``; ``metrics.json``.
+trains several models, e.g. one per cross-validation fold); ``val_predictions.npy`` (with ``data.cv_folds``
+the out-of-fold predictions of every non-test row); ``metrics.json``.
 ``objective`` is the resolved spec, so the code is found again from any folder. torch is imported only
 when a checkpoint is written or read.
 """

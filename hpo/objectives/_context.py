@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from hpo.objectives._folds import Fold
+
 ReportHook = Callable[[int, dict[str, float]], None]
 
 
@@ -41,6 +43,11 @@ class TrialContext:
     ``hyperparameters`` is everything the trial trains with: the table's defaults, overridden by the
     study's ``fixed`` values and then by what the sampler drew (without a table, only the last two).
     Call :meth:`report` once per epoch (or boosting stage, or fold); return the final metrics.
+
+    ``fold`` is None for one validation split. With ``data.cv_folds: K`` (an objective that declares
+    ``cv_rows``) hpo calls the objective once per fold with ``fold`` set: train on the non-test rows at
+    ``fold.train``, validate on those at ``fold.val`` (positions in ``cv_rows`` order), and report
+    epochs from 0 as usual; hpo makes the steps cumulative and averages the folds' results.
     """
 
     def __init__(
@@ -57,8 +64,10 @@ class TrialContext:
         data_dir: Path | None = None,
         report: ReportHook | None = None,
         resolve_device: Callable[[], torch.device] | None = None,
+        fold: Fold | None = None,
     ) -> None:
         self.hyperparameters: Mapping[str, Any] = hyperparameters
+        self.fold = fold
         self.data = data if data is not None else DataConfig()
         self.seed = seed
         self.trial_number = trial_number

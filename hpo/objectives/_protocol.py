@@ -144,6 +144,9 @@ class Objective:
     datasets: Sequence[Dataset] = ()
     # A short hash of the data a study trains on, so `hpo evaluate` can refuse data that changed since.
     data_fingerprint: Callable[[StudyConfig], str] | None = None
+    # Cross-validation support (`data.cv_folds`): the non-test rows the folds split, as their count or as
+    # one class label per row (folds are then stratified), in the order `ctx.fold` positions refer to.
+    cv_rows: Callable[[DataConfig], int | np.ndarray] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -199,6 +202,7 @@ def objective(
     preflight: Callable[[StudyConfig], None] | None = None,
     datasets: Sequence[Dataset] = (),
     data_fingerprint: Callable[[StudyConfig], str] | None = None,
+    cv_rows: Callable[[DataConfig], Any] | None = None,
 ) -> Any:
     """Declare a function as an objective: ``@objective(metrics={"val_acc": "maximize"})``.
 
@@ -220,6 +224,7 @@ def objective(
             preflight=preflight,
             datasets=tuple(datasets),
             data_fingerprint=data_fingerprint,
+            cv_rows=cv_rows,
             description=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0],
         )
 

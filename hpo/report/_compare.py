@@ -24,8 +24,9 @@ import optuna
 
 from hpo.config import StudyConfig
 from hpo.errors import HpoError, UsageError
-from hpo.evaluation import existing_results
 from hpo.evaluation import _plots as eval_plots
+from hpo.evaluation import existing_results
+from hpo.evaluation._bootstrap import interval
 from hpo.report._curves import Curves, curve_keys, metric_units, read_curves, side_by_side_figure, training_counterpart
 from hpo.report._html import Page
 from hpo.report._report import check_writable, publish
@@ -63,6 +64,7 @@ class StudyFacts:
     test_metric: str | None = None
     test_value: float | None = None
     test_ensemble: float | None = None
+    test_interval: tuple[float, float] | None = None  # 95% bootstrap interval of test_value over the test rows
     n_params: int | None = None
     best_epoch: int | None = None
     epochs_run: int | None = None
@@ -238,6 +240,15 @@ def verdict(a: StudyFacts, b: StudyFacts, *, differences: Differences | None = N
                 separated, why_not = False, "validation favours one, but the test split does not confirm it beyond seed noise"
         elif separated and test_better is not winner:
             separated, why_not = False, "validation and the test split disagree on which is better"
+        if a.test_interval is not None and b.test_interval is not None:
+            overlap = a.test_interval[0] <= b.test_interval[1] and b.test_interval[0] <= a.test_interval[1]
+            shown = ", ".join(f"{s.name} [{_num(s.test_interval[0])}, {_num(s.test_interval[1])}]" for s in (a, b) if s.test_interval is not None)
+            lines.append(
+                f"95% bootstrap intervals of {a.test_metric} over the test rows: {shown}; "
+                + ("they overlap, so the test split cannot tell the two apart." if overlap else "they do not overlap: the test difference is real at this test size.")
+            )
+            if separated and overlap:
+                separated, why_not = False, "validation favours one, but the test intervals overlap"
         if a.test_ensemble is not None and b.test_ensemble is not None:
             lines.append(f"Ensembles on test: {a.name} {_num(a.test_ensemble)}, {b.name} {_num(b.test_ensemble)}.")
     else:
@@ -354,6 +365,7 @@ def gather_facts(study: optuna.Study, tracker: Tracker, *, label: str | None = N
         if single is not None:
             facts.test_value = single.metrics.get(test_metric)
             facts.seed_std = single.metrics.get(f"{test_metric}_seed_std")
+            facts.test_interval = interval(single.metrics, test_metric)
         if ensemble is not None:
             facts.test_ensemble = ensemble.metrics.get(test_metric)
     return facts

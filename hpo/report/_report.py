@@ -30,6 +30,7 @@ from hpo.config import StudyConfig  # noqa: E402
 from hpo.errors import HpoError, UsageError  # noqa: E402
 from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
 from hpo.evaluation import _plots as eval_plots  # noqa: E402
+from hpo.evaluation._bootstrap import LEVEL, RESAMPLES, with_interval  # noqa: E402
 from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
 from hpo.report._curves import CURVE_KEYS, Curves, curve_keys, learning_curves_figure, metric_units, read_curves, squared_counterpart  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
@@ -246,7 +247,9 @@ def _evaluation_section(page: Page, evaluation: EvaluationResult | None, tracker
         return
     page.paragraph(f"Evaluated {evaluation.evaluated_at or ''} by `hpo evaluate` (the only reader of the test split).")
     headline = evaluation.headline
-    page.table(["model", "kind", *headline, "detail", "MLflow run"], [[r.label, r.kind, *(r.metrics.get(m) for m in headline), r.detail, r.run_id] for r in evaluation.results])
+    columns = [f"{m} [{LEVEL:.0%} CI]" for m in headline]
+    page.table(["model", "kind", *columns, "detail", "MLflow run"], [[r.label, r.kind, *(with_interval(r.metrics, m) for m in headline), r.detail, r.run_id] for r in evaluation.results])
+    page.paragraph(f"Intervals: {LEVEL:.0%} bootstrap confidence intervals over the test rows ({RESAMPLES:,} seeded resamples, the same for every model).", note=True)
     ensemble = evaluation.best("ensemble")
     if ensemble is not None:
         page.paragraph(f"{ensemble.label} members and weights: {ensemble.detail}.")

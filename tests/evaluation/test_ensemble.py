@@ -90,3 +90,28 @@ def test_metrics_agree_with_scikit_learn() -> None:
     for i, name in enumerate("abc"):
         seen = labels == i
         assert cls[f"test_acc_{name}"] == pytest.approx(np.mean(probabilities[seen].argmax(1) == i))
+
+
+def test_greedy_on_out_of_fold_predictions_matches_a_direct_search() -> None:
+    # Three candidates' out-of-fold predictions, put together from their folds' validation rows: A is
+    # 1 too high, B 1 too low, C 3 too high. Averaging A and B is exact, which a search over every
+    # blend of up to four picks confirms; greedy selection on the OOF rows must find that blend.
+    from itertools import combinations_with_replacement
+
+    from hpo.objectives import DataConfig, TrialResult, make_folds
+    from hpo.objectives._folds import combine
+
+    targets = np.arange(1.0, 7.0)
+    folds = make_folds(DataConfig(cv_folds=3, split_seed=5), len(targets))
+    oof = []
+    for offset in (1.0, -1.0, 3.0):
+        results = [TrialResult({"val_rmse": 0.0}, val_predictions=targets[f.val] + offset) for f in folds]
+        oof.append(combine(results, folds, n_rows=len(targets))[1].val_predictions)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(oof[0], targets + 1.0)
+    _, score, maximize = selection_score("val_rmse", classification=False)
+    ensemble = greedy_ensemble(oof, targets, score, maximize=maximize)
+    blends = [c for size in range(1, 5) for c in combinations_with_replacement(range(3), size)]
+    best = min(blends, key=lambda c: (score(np.mean([oof[i] for i in c], axis=0), targets), len(c)))
+    direct = [best.count(i) / len(best) for i in range(3)]
+    assert ensemble.weights == pytest.approx(direct) == [0.5, 0.5, 0.0]
+    assert ensemble.val_score == pytest.approx(0.0)

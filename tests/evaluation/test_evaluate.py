@@ -87,7 +87,7 @@ def test_ensemble_pyfunc_loads_and_predicts_in_a_fresh_process(evaluated_boston:
         from hpo.objectives.boston import _model as boston
         mlflow.set_tracking_uri({evaluated_boston.tracking_uri!r})
         model = mlflow.pyfunc.load_model("models:/{evaluated_boston.name}-ensemble/1", suppress_warnings=True)
-        inputs, _ = boston.val_split(BostonDataOptions(), {{}})
+        inputs, _ = boston.val_split(BostonDataOptions(cv_folds=1), {{}})
         print(json.dumps(model.predict(inputs.numpy()).tolist()))
         """
     )

@@ -148,6 +148,6 @@ def test_a_study_stored_by_an_earlier_hpo_loads_again() -> None:
     from hpo.errors import UsageError
 
     stored = {"name": "old", "objective": "cifar10", "data": {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "drop_features": [], "path": None}}
-    assert parse_study(stored).resolved()["data"] == {"val_fraction": 0.1, "subset": 1.0, "split_seed": 0}
+    assert parse_study(stored).resolved()["data"] == {"val_fraction": 0.1, "subset": 1.0, "split_seed": 0, "cv_folds": 1}
     with pytest.raises(UsageError, match="data.drop_features: not used by objective cifar10"):
         parse_study({**stored, "data": {**stored["data"], "drop_features": ["B"]}})

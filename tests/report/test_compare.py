@@ -162,3 +162,20 @@ def test_compare_cli_on_a_controlled_pair(evaluated_boston: EvaluatedStudy, writ
     page = (out / "index.html").read_text()
     assert "What the study files set differently" in page and "<td>dropout</td>" in page and "<td>weight_decay</td>" in page
     assert "Generalization gap at the best epoch" in result.output
+
+
+def test_overlapping_test_intervals_do_not_confirm_a_validation_win() -> None:
+    # Validation separates the two, but their 95% bootstrap intervals on test overlap: not evidence.
+    a, b = _controlled(test_metric="test_acc", test_value=0.600, test_interval=(0.59, 0.61))
+    b.test_metric, b.test_value, b.test_interval = "test_acc", 0.596, (0.586, 0.606)
+    text = verdict(a, b, differences=DIFFERENCES)
+    assert "95% bootstrap intervals of test_acc over the test rows: drop [0.59, 0.61], l2 [0.586, 0.606]; they overlap" in text
+    assert "The evidence does not separate" in text and "the test intervals overlap" in text
+
+
+def test_disjoint_test_intervals_confirm_it() -> None:
+    a, b = _controlled(test_metric="test_acc", test_value=0.650, test_interval=(0.64, 0.66))
+    b.test_metric, b.test_value, b.test_interval = "test_acc", 0.596, (0.586, 0.606)
+    text = verdict(a, b, differences=DIFFERENCES)
+    assert "they do not overlap: the test difference is real" in text
+    assert "The regularizer is the only difference, so it decides the result" in text

@@ -6,6 +6,7 @@ Targets are standardized for training; every score and prediction is back in k$.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from hpo.data import boston as boston_data
 from hpo.models import MLP
-from hpo.objectives import Baseline, TrialContext, TrialResult
+from hpo.objectives import Baseline, TrialContext, TrialResult, make_folds
 from hpo.objectives.boston import BostonDataOptions
 from hpo.training.loop import Task, count_parameters, train as fit
 
@@ -36,9 +37,10 @@ def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str
     }
 
 
-def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task, float, float]:
-    """Targets are standardized for training; scores are computed back in k$."""
-    y_mean, y_std = float(data.train.y.mean()), float(data.train.y.std() or 1.0)
+def make_task(data: boston_data.BostonData, device: torch.device, *, y_scale: tuple[float, float] | None = None) -> tuple[Task, float, float]:
+    """Targets are standardized for training (with `y_scale`, else the training rows' mean and std);
+    scores are computed back in k$."""
+    y_mean, y_std = y_scale if y_scale is not None else (float(data.train.y.mean()), float(data.train.y.std() or 1.0))
     to = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
     y_train = to((data.train.y - y_mean) / y_std).unsqueeze(1)
     y_val = to((data.val.y - y_mean) / y_std).unsqueeze(1)
@@ -92,20 +94,26 @@ def retrain_task(data: BostonDataOptions, meta: Mapping[str, Any], device: torch
     statistics are refitted on the rows now trained on. Validation is still scored, but it is training data.
     """
     loaded = boston_data.load(data)
-    both = boston_data.Split(np.concatenate([loaded.train.x, loaded.val.x]), np.concatenate([loaded.train.y, loaded.val.y]))
+    both = loaded.train if data.cross_validated else boston_data.Split(np.concatenate([loaded.train.x, loaded.val.x]), np.concatenate([loaded.train.y, loaded.val.y]))
     task, y_mean, y_std = make_task(boston_data.BostonData(train=both, val=loaded.val, features=loaded.features, x_mean=loaded.x_mean, x_std=loaded.x_std), device)
     return task, {**meta, "y_mean": y_mean, "y_std": y_std}
 
 
 def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baseline]:
     """Linear regression, a random forest and gradient boosting on the standardized training rows
-    (train+validation when the networks were retrained on both)."""
+    (train+validation when the networks were retrained on both).
+
+    With cross-validation each is fitted on every non-test row, and its validation predictions are
+    out of fold on the trials' own folds, so ensemble selection can weigh it beside the networks.
+    """
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
     from sklearn.linear_model import LinearRegression
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_predict
 
     loaded = boston_data.load(data)
     x, y = loaded.train.x, loaded.train.y
-    if with_validation:
+    if with_validation and not data.cross_validated:
         x, y = np.concatenate([x, loaded.val.x]), np.concatenate([y, loaded.val.y])
     candidates = [
         ("linear_regression", "linear regression", LinearRegression()),
@@ -113,17 +121,33 @@ def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baselin
         ("gradient_boosting", "gradient boosting", GradientBoostingRegressor(random_state=0)),
     ]
     fitted = []
+    folds = [(f.train, f.val) for f in make_folds(data, len(y))] if data.cross_validated else None
     for name, label, estimator in candidates:
+        val = cross_val_predict(clone(estimator), x, y, cv=folds).astype(np.float64) if folds is not None else None
         estimator.fit(x, y)
-        val = None if with_validation else estimator.predict(loaded.val.x).astype(np.float64)
+        if folds is None and not with_validation:
+            val = estimator.predict(loaded.val.x).astype(np.float64)
         fitted.append(Baseline(name, label, estimator, val))
     return fitted
 
 
 def train(ctx: TrialContext) -> TrialResult:
-    """Train one MLP regressor on the training rows; score it on the validation rows."""
+    """Train one MLP regressor on the training rows; score it on the validation rows.
+
+    One fold of cross-validation trains on the fold's rows and validates on the rest; inputs and
+    targets are scaled with the statistics of all non-test rows, so that every fold's model shares
+    one `meta` (the checkpoint averages their predictions on the test rows).
+    """
+    if ctx.data.cross_validated and ctx.fold is None:
+        # under CV `load` returns every non-test row as both training and validation rows
+        raise ValueError(f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1")
     data = boston_data.load(ctx.data)  # type: ignore[arg-type]
-    task, y_mean, y_std = make_task(data, ctx.device)
+    y_scale = None
+    if ctx.fold is not None:
+        y_scale = (float(data.train.y.mean()), float(data.train.y.std() or 1.0))
+        rows = data.train
+        data = replace(data, train=boston_data.Split(rows.x[ctx.fold.train], rows.y[ctx.fold.train]), val=boston_data.Split(rows.x[ctx.fold.val], rows.y[ctx.fold.val]))
+    task, y_mean, y_std = make_task(data, ctx.device, y_scale=y_scale)
     meta = {
         "in_features": len(data.features),
         "features": data.features,
