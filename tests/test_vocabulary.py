@@ -196,7 +196,7 @@ def test_boston_early_stopping_min_delta_and_exponential_decay_reach_the_loop() 
 
     hp = BOSTON.resolve({"epochs": 20, "early_stopping_patience": 2, "early_stopping_min_delta": 1000.0, "lr_schedule": "exponential", "lr_gamma": 0.5, "activation": "sigmoid"})
     epochs: list[dict[str, float]] = []
-    ctx = TrialContext(hp, data=BostonDataOptions(), metrics=["val_rmse"], directions=["minimize"], seed=0, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
+    ctx = TrialContext(hp, data=BostonDataOptions(cv_folds=1), metrics=["val_rmse"], directions=["minimize"], seed=0, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
     boston_model.train(ctx)
     assert len(epochs) == 3
     assert [m["lr"] for m in epochs] == pytest.approx([hp["lr"], hp["lr"] / 2, hp["lr"] / 4])
