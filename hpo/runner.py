@@ -427,9 +427,8 @@ class StudyRunner:
             summary.trials_run.append(trial.number)
             recorder = _EpochRecorder(self, trial, run_id)
             hp = self.config.trial_hyperparameters(sampled)
-            epochs = hp.get("epochs")
-            folds = self.config.data.cv_folds if self.objective.objective.cv_rows is not None else 1
-            self.progress.trial_started(trial.number, chosen, epochs=int(epochs) * folds if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else 0)
+            folds = self.config.data.cv_folds if self._cross_validated else 1
+            self.progress.trial_started(trial.number, chosen, epochs=(_epoch_budget(hp) or 0) * folds)
             try:
                 with self._stop.training():
                     metrics, result = self._train(trial, hp, seed, recorder)
@@ -474,13 +473,13 @@ class StudyRunner:
         """
         data = self.config.data
         cv_rows = self.objective.objective.cv_rows
-        if not data.cross_validated or cv_rows is None:
+        if not self._cross_validated or cv_rows is None:
             returned = self._call(trial, hp, seed, recorder)
             recorder.finished = time.monotonic()
             return self._final_metrics(returned), returned if isinstance(returned, TrialResult) else None
         rows = cv_rows(data)
         folds = make_folds(data, rows)
-        span = hp.get("epochs") if isinstance(hp.get("epochs"), int) and not isinstance(hp.get("epochs"), bool) else None
+        span = _epoch_budget(hp)
         results: list[Any] = []
         for fold in folds:
             offset = recorder.last_epoch + 1
@@ -498,6 +497,11 @@ class StudyRunner:
         metrics, result, _ = combine(results, folds, n_rows=n_rows, spread=[m for m in self.config.metrics + list(recorder.reported) if self._spread_worth_logging(m)])
         metrics[CV_FOLDS_METRIC] = float(len(folds))
         return metrics, result
+
+    @property
+    def _cross_validated(self) -> bool:
+        """Whether trials run once per fold: the study asks for folds and the objective can split its rows."""
+        return self.config.data.cross_validated and self.objective.objective.cv_rows is not None
 
     def _spread_worth_logging(self, metric: str) -> bool:
         """Per-fold values and spread are logged for the study's metrics and the validation scores."""
@@ -814,6 +818,12 @@ class _EpochRecorder:
                 self.trial.report(value, epoch)
                 if self.every_epoch and self.trial.should_prune():
                     raise optuna.TrialPruned()
+
+
+def _epoch_budget(hp: dict[str, Any]) -> int | None:
+    """The trial's `epochs` hyperparameter when it has a whole-number one (progress and fold steps use it)."""
+    epochs = hp.get("epochs")
+    return int(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and float(epochs).is_integer() else None
 
 
 def _seed_everything(seed: int) -> None:

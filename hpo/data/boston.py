@@ -118,9 +118,10 @@ def check(config: DataConfig) -> None:
             f"data.path: {_name(config.path)} has {n} data row(s); the test ({len(test)}) and validation ({len(val)}) rows "
             f"leave {max(len(train), 0)} to train on (at least {MIN_TRAIN_ROWS} needed, and 1 each to validate and test)"
         )
-    if config.cross_validated and len(_cv_indices(n, config)) < max(MIN_TRAIN_ROWS, config.cv_folds):
-        rows = len(_cv_indices(n, config))
-        raise UsageError(f"data.cv_folds: {config.cv_folds} folds need at least {config.cv_folds} non-test rows; {_name(config.path)} leaves {rows}")
+    if config.cross_validated:
+        rows, needed = len(_cv_indices(n, config)), max(MIN_TRAIN_ROWS, config.cv_folds)
+        if rows < needed:
+            raise UsageError(f"data.cv_folds: {config.cv_folds} folds need at least {needed} non-test rows; {_name(config.path)} leaves {rows}")
 
 
 def fingerprint(config: DataConfig) -> str:
