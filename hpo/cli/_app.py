@@ -17,6 +17,10 @@ from hpo.settings import check_environment, env_setting, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The two store options every command that opens a study takes, with the precedence they follow.
+StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
+TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
+
 app = typer.Typer(
     name="hpo",
     help="Experiment-tracking hyperparameter search: Optuna studies logged to MLflow.",

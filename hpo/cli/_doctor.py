@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from hpo.cli._app import app, command
+from hpo.cli._app import StorageOption, TrackingOption, app, command
 from hpo.config import load_study
 from hpo.errors import HpoError
 from hpo.settings import STORAGE_ENV, TRACKING_ENV, resolve_settings
@@ -21,8 +21,8 @@ def _named(field: str, flag: str, env: str) -> str:
 @command(app, "doctor")
 def doctor(
     study_file: Optional[Path] = typer.Argument(None, help="A study file: its storage, tracking URI, objective and device are checked too."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db)."),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of lines."),
 ) -> None:
     """Check storage, tracking server, data cache and devices; say plainly what is wrong and how to fix it."""

@@ -8,10 +8,7 @@ from typing import Optional
 
 import typer
 
-from hpo.cli._app import app, command
-
-StorageOption = typer.Option(None, "--storage", help="Optuna storage URL, for a study (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
-TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
+from hpo.cli._app import StorageOption, TrackingOption, app, command
 
 
 @command(app, "predict")

@@ -16,13 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hpo.cli._app import app, command
+from hpo.cli._app import StorageOption, TrackingOption, app, command
 from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
 from hpo.errors import HpoError, UsageError
 from hpo.settings import Settings, check_writable, redact, resolve_settings
 
-StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
-TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
 
