@@ -117,7 +117,15 @@ def cifar_study(*, epochs: int, subset: float, threads: int | None) -> dict[str,
     return study
 
 
-BOSTON_MODELS = {"best trial": None, "ensemble": None, "gradient boosting": "gradient_boosting", "random forest": "random_forest", "linear regression": "linear_regression"}
+BOSTON_MODELS = {
+    "best trial": None,
+    "ensemble": None,
+    "gradient boosting": "gradient_boosting",
+    "random forest": "random_forest",
+    "extra trees": "extra_trees",
+    "support-vector regression": "support_vectors",
+    "linear regression": "linear_regression",
+}
 
 
 def _rmse_of(result: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -141,7 +149,10 @@ def _ensemble_vs_best_member(result: dict[str, Any]) -> dict[str, Any] | None:
     by_name.update({row["baseline"]: row for row in result["rows"] if row.get("baseline")})
     members = [by_name[part.rsplit(":", 1)[0].strip()] for part in ensemble["detail"].split(",") if part.rsplit(":", 1)[0].strip() in by_name]
     best = min(members, key=lambda row: row["test_rmse"])
+    weights = {part.rsplit(":", 1)[0].strip(): float(part.rsplit(":", 1)[1]) for part in ensemble["detail"].split(",") if ":" in part}
+    trials = {row["model"] for row in result["rows"] if row["kind"] == "trial"}
     return {
+        "networks_weight": sum(w for name, w in weights.items() if name in trials) / (sum(weights.values()) or 1.0),
         "best_member": best["model"],
         "best_member_rmse": best["test_rmse"],
         "ensemble_rmse": ensemble["test_rmse"],

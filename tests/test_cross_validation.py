@@ -71,7 +71,7 @@ def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, wr
     ensemble = _runs(client, "cv-boston", "ensemble")[0]
     spec = json.loads(Path(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path / "spec"))).read_text())
     candidates = spec["validation"]["members"]
-    assert {"gradient_boosting", "random_forest", "linear_regression"} <= set(candidates)
+    assert {"gradient_boosting", "random_forest", "linear_regression", "extra_trees", "support_vectors"} <= set(candidates)
     assert spec["validation"]["value"] <= min(candidates.values()) + 1e-12
     for run in [*_runs(client, "cv-boston", "evaluation"), ensemble]:
         metrics = run.data.metrics

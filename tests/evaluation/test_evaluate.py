@@ -46,7 +46,7 @@ def test_evaluate_logs_the_contract_runs_and_artifacts(evaluated_boston: Evaluat
     trials = [r for r in evaluations if r.data.tags["hpo.kind"] == "trial"]
     baselines = {r.data.tags["hpo.baseline"]: r for r in evaluations if r.data.tags["hpo.kind"] == "baseline"}
     assert len(trials) == 3 and len(ensembles) == 1
-    assert set(baselines) == {"linear_regression", "random_forest", "gradient_boosting"}
+    assert set(baselines) == {"linear_regression", "random_forest", "gradient_boosting", "extra_trees", "support_vectors"}
     for run in [*evaluations, *ensembles]:
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status == "FINISHED"
@@ -133,7 +133,7 @@ def test_retrain_and_force_read_again_and_supersede(evaluated_boston: EvaluatedS
     runs = client.search_runs([experiment.experiment_id], "tags.`hpo.role` = 'evaluation'")
     current = [r for r in runs if r.data.tags.get("hpo.superseded") != "true"]
     superseded = [r for r in runs if r.data.tags.get("hpo.superseded") == "true"]
-    assert len(superseded) == 1 + 3  # the first evaluation: 1 trial and 3 baselines
+    assert len(superseded) == 1 + 5  # the first evaluation: 1 trial and 5 baselines
     trial_runs = [r for r in current if r.data.tags["hpo.kind"] == "trial"]
     assert len(trial_runs) == 1
     assert "test_rmse_seed_std" in trial_runs[0].data.metrics
