@@ -136,7 +136,7 @@ class TrackingServer:
         from hpo.databases import MLFLOW, check_database, prepared_database  # slow imports: `hpo --help` should not pay them
 
         config = self.config
-        check_storage_url(config.backend_store_uri, field="--backend-store-uri")
+        check_storage_url(config.backend_store_uri, field="--backend-store-uri", allow_grpc=False)
         check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
         from hpo.tracking import build_mlflow_schema
