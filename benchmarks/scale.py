@@ -19,7 +19,7 @@ workers' peak RSS and whether any imported torch; and the invariants: the budget
 trial or MLflow run, nothing left RUNNING or WAITING in Optuna or MLflow. The `kill` runs SIGKILL 3
 workers mid-trial and let the others finish: the killed trials must end FAIL, re-queued and re-run.
 
-    python benchmarks/scale.py --quick                                   # N=4, short trials, < 1 min
+    python benchmarks/scale.py --quick                                   # N=4, short trials: direct, and grpc with 3 killed
     python benchmarks/scale.py --workers 1,8,16,32 --trial-seconds 2     # the BENCHMARKS.md figures
 """
 
@@ -50,7 +50,7 @@ PROXY_APP = "hpo-grpc-proxy"  # application_name of the proxy's database connect
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N=4, 0.6-second trials, 3 per worker, both paths, the kill run on grpc: well under a minute")
+    parser.add_argument("--quick", action="store_true", help="N=4, 0.6-second trials, 3 per worker: a direct run and a grpc run with 3 workers killed")
     parser.add_argument("--workers", default="1,8,16,32", help="comma-separated worker counts (default 1,8,16,32)")
     parser.add_argument("--paths", default="direct,grpc", help="direct, grpc or both (default both)")
     parser.add_argument("--trial-seconds", type=float, default=2.0, help="mean seconds a trial's objective sleeps (default 2)")
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default=str(HERE / "results" / "scale.json"), help="also write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.workers, args.trial_seconds, args.epochs, args.trials_per_worker = "4", 0.6, 2, 3
+        args.workers, args.paths, args.trial_seconds, args.epochs, args.trials_per_worker = "4", "direct", 0.6, 2, 3
         args.kill = args.kill or "grpc:4"
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]

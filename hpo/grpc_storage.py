@@ -54,6 +54,15 @@ def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
     return match["host"].strip("[]"), port
 
 
+def budget_refused(exc: KeyError) -> bool:
+    """Whether `exc` (from `create_new_trial` through the proxy) is hpo's proxy refusing a trial beyond the budget.
+
+    Optuna's client raises a bare KeyError for the NOT_FOUND status; the reason is in the gRPC error's details.
+    """
+    details = getattr(exc.__cause__, "details", None)
+    return BUDGET_REFUSED in str(exc) or (callable(details) and BUDGET_REFUSED in str(details()))
+
+
 class GrpcStorage(GrpcStorageProxy, BaseHeartbeat):
     """Optuna's gRPC client with heartbeats, so that a dead worker's trial is failed and re-queued as on an RDB."""
 
@@ -116,15 +125,34 @@ class ProxiedStorage(RDBStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
             return super().create_new_trial(study_id, template_trial)
-        from hpo.runner import BUDGET_ATTR, budget_count
+        from hpo.runner import BUDGET_ATTR
         from hpo.storage import budget_lock
 
         name = self.get_study_name_from_id(study_id)
         with self._budget_guard, budget_lock(self.url, name):
             n_trials = (self.get_study_user_attrs(study_id).get(BUDGET_ATTR) or {}).get("n_trials")
-            if n_trials is not None and budget_count(self.get_all_trials(study_id, deepcopy=False)) >= int(n_trials):
+            if n_trials is not None and self._budget_used(study_id) >= int(n_trials):
                 raise KeyError(BUDGET_REFUSED)  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
             return super().create_new_trial(study_id)
+
+    def _budget_used(self, study_id: int) -> int:
+        """`hpo.runner.budget_count` in two SQL counts instead of loading every trial.
+
+        Every trial counts except a failed one that was re-queued; each re-queue makes exactly one new
+        trial carrying a ``retry_history`` system attribute, so those are subtracted.
+        """
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        total = sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(trials.c.study_id == study_id)
+        retries = (
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(attrs.join(trials, attrs.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, attrs.c.key == "retry_history")
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(total).scalar_one()) - int(conn.execute(retries).scalar_one())
 
 
 class ProxyServer:
@@ -142,7 +170,10 @@ class ProxyServer:
 
         open_storage(self.storage_url, field="--storage").engine.dispose()  # schema created once, crash-safe
         # One database connection per serving thread at most: the proxy is the only client the database sees.
-        storage = ProxiedStorage(self.storage_url, engine_kwargs={"pool_size": self.threads, "max_overflow": 0, "pool_pre_ping": True}, skip_table_creation=True)
+        backend = ProxiedStorage(self.storage_url, engine_kwargs={"pool_size": self.threads, "max_overflow": 1, "pool_pre_ping": True}, skip_table_creation=True)
+        # Optuna's cache in front, as `optuna.storages.get_storage` gives it: finished trials are read
+        # from the database once, not on every worker's request (the servicer asks for all trials).
+        storage = optuna.storages._CachedStorage(backend)
         self._server = make_server(storage, self.host, self.port, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hpo-grpc"))
         self._server.start()
         return self.url

@@ -36,7 +36,7 @@ from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
 from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
 from hpo.progress import Progress, make_progress
-from hpo.grpc_storage import BUDGET_REFUSED
+from hpo.grpc_storage import budget_refused
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
@@ -368,7 +368,7 @@ class StudyRunner:
                 try:
                     trial_id = self.storage.create_new_trial(self.study._study_id)
                 except KeyError as exc:
-                    if BUDGET_REFUSED in str(exc):  # hpo's gRPC proxy: another worker took the last trial
+                    if budget_refused(exc):  # hpo's gRPC proxy: another worker took the last trial
                         return None
                     raise
             if self.storage.get_heartbeat_interval():
