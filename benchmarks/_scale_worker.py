@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 TIMES: dict[str, list[float]] = {"ask": [], "tell": [], "mlflow": []}
+ENDPOINTS: dict[str, list[float]] = {}  # MLflow's REST endpoint -> [requests, seconds]
 
 
 def timed(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,10 +35,25 @@ def timed(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def by_endpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            entry = ENDPOINTS.setdefault(str(kwargs.get("endpoint", args[1] if len(args) > 1 else "?")), [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+
+    return wrapper
+
+
 def report(out: Path) -> None:
     payload = {
         "pid": os.getpid(),
         **TIMES,
+        "mlflow_endpoints": ENDPOINTS,
         "torch_imported": "torch" in sys.modules,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kilobytes on Linux
     }
@@ -54,7 +70,7 @@ def main() -> None:
     # hpo's ask: the stale-trial check, the budget lock, claiming the trial and the sampler.
     runner.StudyRunner._ask_within_budget = timed("ask", runner.StudyRunner._ask_within_budget)  # type: ignore[method-assign]
     optuna.study.Study.tell = timed("tell", optuna.study.Study.tell)  # type: ignore[method-assign]
-    rest.http_request = timed("mlflow", rest.http_request)  # every REST call of MLflow's client goes through it
+    rest.http_request = timed("mlflow", by_endpoint(rest.http_request))  # every REST call of MLflow's client goes through it
     atexit.register(report, out)
     from hpo.cli import main as hpo_main
 

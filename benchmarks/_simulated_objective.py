@@ -6,8 +6,9 @@ torch-free: a worker running it must never import torch. Each epoch sleeps `tria
 times a factor drawn in [0.8, 1.2] from the trial's seed; the curve falls towards a quality that
 depends on `x` and `y`, so the sampler and the pruner have something real to work on.
 
-With `HPO_SCALE_DIR` set, every epoch appends {"pid", "trial", "epoch", "slept", "t", "done"} to
-`objective-<pid>.jsonl` there: the benchmark reads the time slept and which worker is mid-trial.
+With `HPO_SCALE_DIR` set, the trial's start (epoch -1) and every epoch append {"pid", "trial", "epoch",
+"slept", "t", "done"} to `objective-<pid>.jsonl` there: the benchmark reads the time slept and which
+worker is mid-trial.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def simulate(ctx: TrialContext) -> dict[str, float]:
     rng = random.Random(ctx.seed)
     quality = (hp["x"] - 0.3) ** 2 + (hp["y"] + 0.2) ** 2
     log = _log_file()
+    if log is not None:  # the trial has started: from here until "done" its worker is mid-trial
+        _append(log, {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False})
     best = float("inf")
     for epoch in range(hp["epochs"]):
         slept = hp["trial_seconds"] / hp["epochs"] * rng.uniform(0.8, 1.2)

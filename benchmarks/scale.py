@@ -177,7 +177,7 @@ class Run:
         return self._row(wall, peaks, killed, codes)
 
     def _kill_three(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
-        """SIGKILL three workers that are inside a trial (an epoch reported, the last not yet), once N trials have started."""
+        """SIGKILL three workers that are inside a trial (started, its last epoch not yet reported), once N trials have started."""
         progress = _objective_log(self.dir)
         if len({(r["pid"], r["trial"]) for r in progress}) < self.n:
             return []
@@ -204,6 +204,8 @@ class Run:
         experiment = client.get_experiment_by_name(self.name)
         runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
         problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed)
+        if self.kill and not killed:
+            problems.append("no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)")
         timings = _worker_timings(self.dir)
         throughput, ideal = steady_throughput(trials, _objective_log(self.dir), self.n)
         survivors = [c for c in codes if c != -signal.SIGKILL]
