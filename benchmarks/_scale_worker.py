@@ -3,7 +3,7 @@
 Run as `python benchmarks/_scale_worker.py OUT.json worker STUDY.yaml ...` (everything after OUT.json is
 `hpo`'s command line). Nothing is replaced: the timed functions are wrapped and called as they are. At
 exit the worker writes OUT.json: the latencies in seconds, whether torch was ever imported, and the
-process's peak resident memory. A worker killed with SIGKILL writes nothing.
+process's peak resident memory and CPU time. A worker killed with SIGKILL writes nothing.
 """
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ def by_endpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def report(out: Path) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     payload = {
         "pid": os.getpid(),
         **TIMES,
         "mlflow_endpoints": ENDPOINTS,
         "torch_imported": "torch" in sys.modules,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kilobytes on Linux
+        "max_rss_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
     out.write_text(json.dumps(payload))
 

@@ -15,7 +15,8 @@ to the (n_trials - N)-th completion, before workers run out of work) against the
 work (the mean time a finished trial's objective slept); hpo's ask (stale check, budget lock, sampler)
 and Optuna's tell latency p50/p99, MLflow REST request latency p50/p99, all measured inside the
 workers; the peak connections to the Optuna and MLflow databases (pg_stat_activity, polled); the
-workers' peak RSS and whether any imported torch; and the invariants: the budget exact, no duplicate
+workers' peak RSS, CPU per trial of the workers (with their start-up) and of the server
+(MLflow and the proxy), whether any worker imported torch; and the invariants: the budget exact, no duplicate
 trial or MLflow run, nothing left RUNNING or WAITING in Optuna or MLflow. The `kill` runs SIGKILL 3
 workers mid-trial and let the others finish: the killed trials must end FAIL, re-queued and re-run.
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             plan = [(path, n, False) for n in counts for path in paths] + [(path, n, True) for path, n in kills]
             for path, n, kill in plan:
                 run = Run(args, work, path=path, workers=n, kill=kill, tag=tag, storage=urls[path], direct_url=direct_url, tracking_uri=server.url, postgres=args.postgres)
-                row = run.execute((optuna_db, mlflow_db))
+                row = run.execute((optuna_db, mlflow_db), server)
                 rows.append(row)
                 print(f"{path} N={n}{' kill' if kill else ''}: {row['trials/s']:.2f} trials/s = {row['% of ideal']:.0f}% of ideal; invariants {'ok' if row['invariants ok'] else 'BROKEN: ' + row['problems']}", file=sys.stderr)
     finally:
@@ -132,6 +133,17 @@ class HpoServer:
     def __exit__(self, *exc: object) -> None:
         _stop_group(self.process, grace=30)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's process group: hpo server (with the gRPC proxy) and MLflow's processes."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.process.pid:  # process group id
+                    total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return total
+
 
 class Run:
     """One study run by N workers on one path; `execute` returns its row."""
@@ -147,12 +159,13 @@ class Run:
         self.study_file = self.dir / "study.yaml"
         self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs))
 
-    def execute(self, databases: tuple[str, str]) -> dict[str, Any]:
+    def execute(self, databases: tuple[str, str], server: HpoServer) -> dict[str, Any]:
         created = subprocess.run([sys.executable, "-m", "hpo", "create", str(self.study_file)], env=self.env, capture_output=True, text=True, timeout=300)
         if created.returncode != 0:
             raise SystemExit(f"hpo create failed ({created.returncode}): {created.stderr[-2000:]}")
         procs: list[subprocess.Popen[bytes]] = []
         peaks = {"optuna": 0, "mlflow": 0}
+        server_cpu = server.cpu_seconds()
         killed: list[int] = []
         try:
             started = time.time()
@@ -170,11 +183,12 @@ class Run:
                         killed = self._kill_three(procs)
                     time.sleep(0.2)
             wall = time.time() - started
+            server_cpu = server.cpu_seconds() - server_cpu
         finally:
             for proc in procs:
                 _stop_group(proc, grace=10)
         codes = [p.returncode for p in procs]
-        return self._row(wall, peaks, killed, codes)
+        return self._row(wall, peaks, killed, codes, server_cpu)
 
     def _kill_three(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
         """SIGKILL three workers that are inside a trial (started, its last epoch not yet reported), once N trials have started."""
@@ -191,7 +205,7 @@ class Run:
             os.killpg(proc.pid, signal.SIGKILL)
         return [last[p.pid]["trial"] for p in busy[:3]]
 
-    def _row(self, wall: float, peaks: dict[str, int], killed: list[int], codes: list[int | None]) -> dict[str, Any]:
+    def _row(self, wall: float, peaks: dict[str, int], killed: list[int], codes: list[int | None], server_cpu: float) -> dict[str, Any]:
         import optuna
         from mlflow import MlflowClient
 
@@ -228,6 +242,8 @@ class Run:
             "mlflow p99 ms": _pct(timings["mlflow"], 99),
             "peak optuna db conns": peaks["optuna"],
             "peak mlflow db conns": peaks["mlflow"],
+            "worker CPU s/trial": sum(timings["cpu"]) / len(trials) if trials else float("nan"),
+            "server CPU s/trial": server_cpu / len(trials) if trials else float("nan"),
             "worker RSS MB (max)": max(timings["rss"]) if timings["rss"] else float("nan"),
             "torch imported": any(timings["torch"]),
             "killed trials": killed,
@@ -350,13 +366,14 @@ def _objective_log(folder: Path) -> list[dict[str, Any]]:
 
 
 def _worker_timings(folder: Path) -> dict[str, list[Any]]:
-    merged: dict[str, list[Any]] = {"ask": [], "tell": [], "mlflow": [], "rss": [], "torch": []}
+    merged: dict[str, list[Any]] = {"ask": [], "tell": [], "mlflow": [], "rss": [], "torch": [], "cpu": []}
     for path in folder.glob("worker-*.json"):
         data = json.loads(path.read_text())
         for key in ("ask", "tell", "mlflow"):
             merged[key] += data[key]
         merged["rss"].append(data["max_rss_mb"])
         merged["torch"].append(data["torch_imported"])
+        merged["cpu"].append(data["cpu_seconds"])
     return merged
 
 

@@ -366,7 +366,8 @@ class StudyRunner:
             trial_id = self.study._pop_waiting_trial_id() if waiting else None
             if trial_id is None:
                 try:
-                    trial_id = self.storage.create_new_trial(self.study._study_id)
+                    # through the study's storage (Optuna's cache over an RDB), which must know the new trial
+                    trial_id = self.study._storage.create_new_trial(self.study._study_id)
                 except KeyError as exc:
                     if budget_refused(exc):  # hpo's gRPC proxy: another worker took the last trial
                         return None
