@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=4, help="epochs (reports) per trial (default 4)")
     parser.add_argument("--trials-per-worker", type=int, default=8, help="n_trials = N x this (default 8)")
     parser.add_argument("--kill", default=None, help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)")
+    parser.add_argument("--server-workers", type=int, default=1, help="MLflow server worker processes (hpo server --workers; default 1, hpo's default)")
     parser.add_argument("--run-timeout", type=float, default=600, help="seconds one run may take before its workers are stopped (default 600)")
     parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database (trust auth)")
     parser.add_argument("--workdir", help="folder for study files, logs and worker timings (default: a temporary folder, removed)")
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stack.callback(_drop, args.postgres, [optuna_db, mlflow_db])  # runs last: after the server stopped
             _create(args.postgres, [optuna_db, mlflow_db])
             direct_url = f"{args.postgres}/{optuna_db}"
-            server = stack.enter_context(HpoServer(work, f"{args.postgres}/{mlflow_db}", f"{direct_url}?application_name={PROXY_APP}"))
+            server = stack.enter_context(HpoServer(work, f"{args.postgres}/{mlflow_db}", f"{direct_url}?application_name={PROXY_APP}", workers=args.server_workers))
             urls = {"direct": direct_url, "grpc": server.grpc_url}
             plan = [(path, n, False) for n in counts for path in paths] + [(path, n, True) for path, n in kills]
             for path, n, kill in plan:
@@ -108,11 +109,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 class HpoServer:
     """`hpo server --grpc-port` as a subprocess in its own process group: MLflow, and the proxy in front of Optuna's database."""
 
-    def __init__(self, work: Path, backend: str, storage: str) -> None:
+    def __init__(self, work: Path, backend: str, storage: str, *, workers: int = 1) -> None:
         self.port, self.grpc_port = _free_port(), _free_port()
         self.url, self.grpc_url = f"http://127.0.0.1:{self.port}", f"grpc://127.0.0.1:{self.grpc_port}"
         self.log = work / "server.log"
-        argv = [sys.executable, "-m", "hpo", "server", "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--artifacts-destination", str(work / "artifacts")]
+        argv = [sys.executable, "-m", "hpo", "server", "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--artifacts-destination", str(work / "artifacts"), "--workers", str(workers)]
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend, "HPO_STORAGE": storage}
         with self.log.open("w") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -390,7 +391,7 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
     print(
         f"Each run: N real `hpo worker` processes on one study of N x {args.trials_per_worker} trials; the objective sleeps "
         f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), TPE + median pruning, "
-        "heartbeats every 1 s. `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective time of a finished trial). "
+        f"heartbeats every 1 s; one `hpo server` with {args.server_workers} MLflow worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective time of a finished trial). "
         "Latencies are measured inside the workers; connections are the peak seen in pg_stat_activity.\n"
     )
     columns = [c for c in rows[0] if c not in ("kill", "problems")] if rows else None
