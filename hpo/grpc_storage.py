@@ -122,9 +122,10 @@ class ProxiedStorage(RDBStorage):
             value = time.time()  # the proxy's clock: one clock for every worker's beats
         super().set_trial_system_attr(trial_id, key, value)
 
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # The one door to a new trial: RDBStorage.create_new_trial and Optuna's cache in front both call it.
         if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
-            return super().create_new_trial(study_id, template_trial)
+            return super()._create_new_trial(study_id, template_trial)
         from hpo.runner import BUDGET_ATTR
         from hpo.storage import budget_lock
 
@@ -133,7 +134,7 @@ class ProxiedStorage(RDBStorage):
             n_trials = (self.get_study_user_attrs(study_id).get(BUDGET_ATTR) or {}).get("n_trials")
             if n_trials is not None and self._budget_used(study_id) >= int(n_trials):
                 raise KeyError(BUDGET_REFUSED)  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
-            return super().create_new_trial(study_id)
+            return super()._create_new_trial(study_id)
 
     def _budget_used(self, study_id: int) -> int:
         """`hpo.runner.budget_count` in two SQL counts instead of loading every trial.
