@@ -241,6 +241,11 @@ class Run:
             "tell p99 ms": _pct(timings["tell"], 99),
             "mlflow p50 ms": _pct(timings["mlflow"], 50),
             "mlflow p99 ms": _pct(timings["mlflow"], 99),
+            # where a trial's time goes besides the objective: blocking seconds per finished trial
+            "ask s/trial": sum(timings["ask"]) / max(len(timings["tell"]), 1),
+            "tell s/trial": sum(timings["tell"]) / max(len(timings["tell"]), 1),
+            "mlflow s/trial": sum(timings["mlflow"]) / max(len(timings["tell"]), 1),
+            "mlflow requests/trial": len(timings["mlflow"]) / max(len(timings["tell"]), 1),
             "peak optuna db conns": peaks["optuna"],
             "peak mlflow db conns": peaks["mlflow"],
             "worker CPU s/trial": sum(timings["cpu"]) / len(trials) if trials else float("nan"),
@@ -392,7 +397,8 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
         f"Each run: N real `hpo worker` processes on one study of N x {args.trials_per_worker} trials; the objective sleeps "
         f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), TPE + median pruning, "
         f"heartbeats every 1 s; one `hpo server` with {args.server_workers} MLflow worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective time of a finished trial). "
-        "Latencies are measured inside the workers; connections are the peak seen in pg_stat_activity.\n"
+        "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, start-up requests included); "
+        "connections are the peak seen in pg_stat_activity; CPU per trial includes the workers' start-up.\n"
     )
     columns = [c for c in rows[0] if c not in ("kill", "problems")] if rows else None
     print(_report.table([{**r, "path": r["path"] + (" (3 killed)" if r["kill"] else "")} for r in rows], columns))
