@@ -135,15 +135,25 @@ class HpoServer:
         _stop_group(self.process, grace=30)
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the server's process group: hpo server (with the gRPC proxy) and MLflow's processes."""
+        """CPU time used so far by the server's process tree: hpo server (with the gRPC proxy) and MLflow's
+        server and its workers (MLflow runs in a process group of its own, so the tree is followed, not the group).
+
+        Only live processes count: run it before and after a run, while the server is up.
+        """
         ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
+        parent: dict[int, int] = {}
+        cpu: dict[int, float] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.process.pid:  # process group id
-                    total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-        return total
+                pid = int(stat.parent.name)
+                parent[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks  # ppid, utime + stime
+        tree, frontier = {self.process.pid}, [self.process.pid]
+        while frontier:
+            children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
+            tree.update(children)
+            frontier = children
+        return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
 class Run:
