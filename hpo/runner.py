@@ -32,11 +32,11 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import StudyConfig, check_study_name, parse_study, study_to_yaml
 from hpo.databases import check_stores
 from hpo.errors import HpoError, UsageError
+from hpo.grpc_storage import budget_refused
 from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
 from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
 from hpo.progress import Progress, make_progress
-from hpo.grpc_storage import budget_refused
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
