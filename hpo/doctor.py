@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
 from hpo.databases import MLFLOW, OPTUNA, alembic_heads
+from hpo.grpc_storage import grpc_address, is_grpc_url
 from hpo.settings import Settings, data_dir, env_setting, redact, sqlite_path
 
 Status = Literal["ok", "warning", "problem"]
@@ -177,11 +178,39 @@ def _start_with_deadline(
 # -- storage (Optuna) -----------------------------------------------------------------------------
 def check_storage(url: str, *, source: str = "--storage", answered: threading.Event | None = None) -> list[Finding]:
     """The Optuna storage: reachable with these credentials, and its schema one this Optuna can use."""
+    if is_grpc_url(url):
+        return [check_grpc_proxy(url, source=source, answered=answered)]
     opened = _open_database("storage", url, source, owner="Optuna", instead="a file (sqlite:///hpo.db) or PostgreSQL", answered=answered)
     if isinstance(opened, Finding):
         return [opened]
     tables, read, server = opened
     return [_optuna_schema(url, server, tables, read)]
+
+
+def check_grpc_proxy(url: str, *, source: str = "--storage", answered: threading.Event | None = None) -> Finding:
+    """A gRPC storage proxy (`grpc://host:port`): it answers, and serves an Optuna storage."""
+    try:
+        host, port = grpc_address(url, field=source)
+        from optuna.storages import GrpcStorageProxy
+
+        proxy = GrpcStorageProxy(host=host, port=port)
+    except UsageError as exc:
+        return Finding("storage", "problem", str(exc))
+    except ImportError as exc:
+        return Finding("storage", "problem", f"{url}: the gRPC client is not installed ({exc})", "pip install grpcio")
+    start = f"start the proxy: `hpo server --grpc-port {port} --storage DATABASE_URL` on {host}, or correct {source}"
+    try:
+        proxy.wait_server_ready(timeout=CONNECT_TIMEOUT)
+        if answered is not None:
+            answered.set()
+        studies = proxy.get_all_studies()
+    except ConnectionError:
+        return Finding("storage", "problem", f"{url}: no gRPC storage proxy answers at {host}:{port} within {CONNECT_TIMEOUT}s", start)
+    except Exception as exc:  # noqa: BLE001 - grpc.RpcError: the proxy answers but cannot serve its database
+        return Finding("storage", "problem", f"{url}: the proxy answers but cannot read its storage ({_first_line(exc)})", "see the `hpo server` log: its --storage database")
+    finally:
+        proxy.close()
+    return Finding("storage", "ok", f"{url}: Optuna gRPC storage proxy answers, {len(studies)} studies")
 
 
 def _open_database(name: str, url: str, source: str, *, owner: str, instead: str, answered: threading.Event | None = None) -> Finding | tuple[set[str], Reader, str]:

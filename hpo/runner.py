@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import StudyConfig, check_study_name, parse_study, study_to_yaml
 from hpo.databases import check_stores
 from hpo.errors import HpoError, UsageError
+from hpo.grpc_storage import budget_refused
 from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
 from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
@@ -138,7 +139,7 @@ class StudyRunner:
             self._resolve_device()  # a GPU asked for must be there; auto and cpu need no check (nor torch)
         config.preflight()
 
-    def _open_storage(self, *, create: bool) -> optuna.storages.RDBStorage:
+    def _open_storage(self, *, create: bool) -> optuna.storages.BaseStorage:
         execution = self.config.execution
         try:
             return open_storage(
@@ -349,7 +350,12 @@ class StudyRunner:
         return budget_count(trials, finished=finished)
 
     def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
-        """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one."""
+        """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one.
+
+        Only counting and claiming the trial's row happen under the budget lock; the sampler (TPE reads
+        every trial, tens of milliseconds in a long study) runs after it is released, so many workers
+        do not queue behind each other's sampling. This is `Study.ask` in two halves.
+        """
         optuna.storages.fail_stale_trials(self.study)
         with budget_lock(self.settings.storage, self.study_name):
             trials = self.study.get_trials(deepcopy=False)
@@ -357,15 +363,24 @@ class StudyRunner:
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if n_trials is not None and self._counted(trials) >= n_trials and not waiting:
                 return None
-            # Under the lock no other worker adds a trial, so the next number is the count.
-            # GridSampler keeps its seeded shuffle of the grid: the grid_id of a trial must mean the
-            # same point in every worker, so it keeps the study seed.
-            if self.config.sampler.type != "grid":
-                self.study.sampler = build_sampler(self.config.model_copy(update={"seed": sampler_seed(self.config.seed, len(trials))}))
-            trial = self.study.ask()
+            trial_id = self.study._pop_waiting_trial_id() if waiting else None
+            if trial_id is None:
+                try:
+                    # through the study's storage (Optuna's cache over an RDB), which must know the new trial
+                    trial_id = self.study._storage.create_new_trial(self.study._study_id)
+                except KeyError as exc:
+                    if budget_refused(exc):  # hpo's gRPC proxy: another worker took the last trial
+                        return None
+                    raise
             if self.storage.get_heartbeat_interval():
-                self.storage.record_heartbeat(trial._trial_id)  # alive from the first moment, not the first beat
-            return trial
+                self.storage.record_heartbeat(trial_id)  # alive from the first moment, not the first beat
+        # Without the lock another worker may add a trial meanwhile, so the seed comes from the count
+        # taken under it (the new trial's number when none was waiting). GridSampler keeps its seeded
+        # shuffle of the grid: the grid_id of a trial must mean the same point in every worker.
+        if self.config.sampler.type != "grid":
+            self.study.sampler = build_sampler(self.config.model_copy(update={"seed": sampler_seed(self.config.seed, len(trials))}))
+        self.study._thread_local.cached_all_trials = None  # as Study.ask: the sampler reads the storage afresh
+        return optuna.Trial(self.study, trial_id)
 
     def _wait_for_running(self, n_trials: int | None, expired: Callable[[], bool]) -> optuna.Trial | None:
         """The budget is used up but other workers' trials still run: one worker stays to re-run any that die.
@@ -850,7 +865,7 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 @contextmanager
-def _heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
+def _heartbeat(storage: Any, trial: optuna.Trial) -> Iterator[None]:
     """Beat for the trial while it trains, so a killed worker's trial is recognised as stale."""
     interval = storage.get_heartbeat_interval()
     if not interval:

@@ -157,6 +157,21 @@ def shared_storage_warning(target: str, plan: SweepPlan) -> str | None:
     return None
 
 
+def proxy_notes(plan: SweepPlan) -> list[str]:
+    """Comment lines for a sweep whose storage is a gRPC storage proxy: what must run before its workers."""
+    from hpo.grpc_storage import grpc_address, is_grpc_url
+
+    storage = plan.storage or plan.config.storage
+    if storage is None or not is_grpc_url(storage):
+        return ["# Many workers (dozens): point them at a gRPC storage proxy instead, --storage grpc://HOST:13000 (README, \"Many workers\")."]
+    host, port = grpc_address(storage)
+    return [
+        f"# The workers reach the study database only through the gRPC storage proxy at {host}:{port}; it must be",
+        f"# running before they start, on a host they reach: `hpo server --host 0.0.0.0 --grpc-port {port} --storage postgresql://USER@DBHOST/DB`",
+        "# (it also serves MLflow). Only the proxy connects to the database, with a few connections however many workers.",
+    ]
+
+
 # -- Slurm ----------------------------------------------------------------------------------------
 def slurm_script(plan: SweepPlan) -> str:
     """A job array, one task per worker and one GPU per task; run with bash to create the study and submit."""
@@ -181,6 +196,7 @@ def slurm_script(plan: SweepPlan) -> str:
         "# itself as the job array above, whose tasks join the study with `hpo worker`.",
         "# No credential is written here: the database password comes from ~/.pgpass or PGPASSWORD,",
         "# MLflow's from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the submitting shell.",
+        *proxy_notes(plan),
         "set -euo pipefail",
         *_shell_exports(plan, require=True),
         f'export OMP_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-{plan.cpus}}}" HPO_THREADS="${{SLURM_CPUS_PER_TASK:-{plan.cpus}}}"',
@@ -262,6 +278,7 @@ def kubernetes_manifests(plan: SweepPlan) -> str:
         "#     --from-literal=storage='postgresql://USER:PASSWORD@HOST:5432/DB' \\",
         "#     --from-literal=tracking-uri='http://mlflow:5000'",
         "#   (optional keys: pgpassword, mlflow-username, mlflow-password)",
+        *proxy_notes(plan),
         "# Then: kubectl apply -f THIS_FILE",
     ]
     body = yaml.dump_all([config_map, job, cron_job], Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=200)

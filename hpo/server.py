@@ -67,14 +67,17 @@ def server_argv(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     artifacts_destination: str = DEFAULT_ARTIFACTS_DESTINATION,
+    grpc_port: int | None = None,
     program: Sequence[str] = ("hpo",),
 ) -> list[str]:
     """`hpo server` as docker-compose runs it and the tests run it.
 
     No backend store URI among the arguments: it comes from MLFLOW_BACKEND_STORE_URI, so that a
-    password in it does not show in the process list.
+    password in it does not show in the process list; likewise the Optuna storage the gRPC proxy
+    serves (`grpc_port`) comes from HPO_STORAGE.
     """
-    return [*program, "server", "--host", host, "--port", str(port), "--artifacts-destination", artifacts_destination]
+    grpc = ["--grpc-port", str(grpc_port)] if grpc_port is not None else []
+    return [*program, "server", "--host", host, "--port", str(port), "--artifacts-destination", artifacts_destination, *grpc]
 
 
 def server_command(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
@@ -136,7 +139,7 @@ class TrackingServer:
         from hpo.databases import MLFLOW, check_database, prepared_database  # slow imports: `hpo --help` should not pay them
 
         config = self.config
-        check_storage_url(config.backend_store_uri, field="--backend-store-uri")
+        check_storage_url(config.backend_store_uri, field="--backend-store-uri", allow_grpc=False)
         check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
         from hpo.tracking import build_mlflow_schema

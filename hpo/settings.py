@@ -170,16 +170,26 @@ def _scheme(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
 
 
-def check_storage_url(url: str, *, field: str = "storage") -> None:
-    """Refuse anything SQLAlchemy could not open as a lasting database, naming the field and the right form."""
+def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = True) -> None:
+    """Refuse anything SQLAlchemy could not open as a lasting database, naming the field and the right form.
+
+    An Optuna storage may also be a gRPC storage proxy, `grpc://host:port`; a database that must be one
+    (MLflow's backend store, the proxy's own database) passes `allow_grpc=False`.
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     remember_secrets(url)
     if not url.strip() or url != url.strip():
         raise UsageError(f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db")
+    if _scheme(url) == "grpc" and allow_grpc:  # a gRPC storage proxy in front of the database (hpo.grpc_storage)
+        from hpo.grpc_storage import grpc_address
+
+        grpc_address(url, field=field)
+        return
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
-        raise UsageError(f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db")
+        grpc = " (or a gRPC storage proxy, grpc://host:port)" if allow_grpc else ""
+        raise UsageError(f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db{grpc}")
     try:
         parsed = make_url(url)
         port = parsed.port
@@ -226,7 +236,7 @@ def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
         if not parts.hostname:
             raise UsageError(f"{field}: malformed URI {redact(uri)!r}; the host is missing")
     if scheme in _DB_SCHEMES:
-        check_storage_url(uri, field=field)
+        check_storage_url(uri, field=field, allow_grpc=False)
 
 
 # -- credentials ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from hpo.databases import OPTUNA, advisory_lock, check_database, file_lock, first_line, lock_key, prepared_database
 from hpo.errors import ServiceError, UsageError
+from hpo.grpc_storage import GrpcStorage, connect, is_grpc_url
 from hpo.settings import redact, sqlite_path
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -46,12 +47,13 @@ def open_storage(
     on_stale: StaleCallback | None = None,
     create: bool = True,
     field: str = "storage",
-) -> RDBStorage:
+) -> RDBStorage | GrpcStorage:
     """An RDBStorage with heartbeats; a trial whose worker died is failed, then re-queued with its params.
 
     With `create`, an empty database gets Optuna's schema (once, crash-safe: :mod:`hpo.databases`);
     without it (read commands, `hpo worker`) nothing is ever written and a missing schema raises
-    :class:`MissingStorage`.
+    :class:`MissingStorage`. A `grpc://host:port` URL is a client of a gRPC storage proxy
+    (:mod:`hpo.grpc_storage`), whose server owns the database and its schema.
     """
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
 
@@ -61,6 +63,8 @@ def open_storage(
         if retry is not None:
             retry(study, trial)
 
+    if is_grpc_url(url):
+        return connect(url, field=field, heartbeat_interval=heartbeat_interval or None, grace_period=grace_period, stale_trial_callback=stale if heartbeat_interval else None)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs = {
@@ -123,7 +127,8 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
 
     SQLite: a file lock beside the database (all its workers are on one machine). PostgreSQL: a
     session advisory lock keyed by the study name. Other databases: no lock (the cap may overshoot
-    by at most one trial per concurrent worker, as with Optuna's MaxTrialsCallback).
+    by at most one trial per concurrent worker, as with Optuna's MaxTrialsCallback). A gRPC proxy: no
+    lock here; hpo's proxy takes the database's lock itself when it creates a trial.
     """
     path = sqlite_path(url)
     if path is not None:

@@ -191,3 +191,36 @@ def test_cifar10_pipeline_compares_hpo_with_dataloader_loops(tmp_path: Path, cap
     assert saved["ratios"] == payload["ratios"] and saved["summary"] == json.loads(json.dumps(payload["summary"]))
     printed = capsys.readouterr().out
     assert "## CIFAR-10 input pipeline" in printed and "**mlp: hpo / best DataLoader loop = " in printed and "**quick-cnn: hpo / best DataLoader loop = " in printed
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_scale_runs_real_workers_on_both_storage_paths_and_checks_the_invariants(postgres_available: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --quick: 4 real `hpo worker` processes on a direct PostgreSQL study, then 4 through the gRPC proxy
+    # of a real `hpo server` with 3 of them SIGKILLed mid-trial. Every invariant holds in both (budget
+    # exact, no duplicates, nothing RUNNING, the killed trials failed and re-run), no worker imported
+    # torch, every figure is measured, and the benchmark's databases are gone afterwards.
+    import psycopg2
+
+    out = tmp_path / "scale.json"
+    payload = load_script("scale").main(["--quick", "--postgres", f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}", "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    rows = payload["rows"]
+    assert [(r["path"], r["workers"], r["kill"]) for r in rows] == [("direct", 4, False), ("grpc", 4, True)]
+    for row in rows:
+        assert row["invariants ok"], row["problems"]
+        assert row["torch imported"] is False
+        assert row["trials/s"] > 0 and row["ideal trials/s"] > 0
+        assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("ask p50 ms", "tell p99 ms", "mlflow p50 ms", "worker RSS MB (max)", "worker CPU s/trial"))
+    assert rows[0]["peak optuna db conns"] >= 4  # every direct worker connects to the database itself
+    assert len(rows[1]["killed trials"]) == 3
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
+    (tag,) = {p.name.rsplit("-", 1)[-1] for p in (tmp_path / "work").glob("scale-*")}  # the runs' folders end with the databases' tag
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (f"hpo_scale_optuna_{tag}", f"hpo_scale_mlflow_{tag}"))
+            assert cur.fetchall() == []
+    finally:
+        conn.close()
+    printed = capsys.readouterr().out
+    assert "## Many workers" in printed and "- command: `python" in printed and "Invariants held in every run" in printed

@@ -32,7 +32,7 @@ def compose() -> dict[str, Any]:
 
 def test_services_run_the_commands_the_tests_run(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["mlflow"]["command"] == server_argv(host="0.0.0.0", port=5000, artifacts_destination="/mlartifacts")
+    assert services["mlflow"]["command"] == server_argv(host="0.0.0.0", port=5000, artifacts_destination="/mlartifacts", grpc_port=13000)
     assert services["study"]["command"] == create_argv(STUDY)
     assert services["worker"]["command"] == worker_argv(STUDY)
     load_study(ROOT / STUDY)  # the study they name exists and is valid
@@ -41,8 +41,11 @@ def test_services_run_the_commands_the_tests_run(compose: dict[str, Any]) -> Non
 def test_storage_and_tracking_are_separate_databases_of_one_server_without_passwords(compose: dict[str, Any]) -> None:
     services = compose["services"]
     worker_env, server_env = services["worker"]["environment"], services["mlflow"]["environment"]
-    storage, backend = make_url(worker_env[STORAGE_ENV]), make_url(server_env[BACKEND_STORE_ENV])
+    # workers reach the study database through the server's gRPC storage proxy, which serves HPO_STORAGE
+    assert worker_env[STORAGE_ENV] == "grpc://mlflow:13000" == services["study"]["environment"][STORAGE_ENV]
     check_storage_url(worker_env[STORAGE_ENV])
+    storage, backend = make_url(server_env[STORAGE_ENV]), make_url(server_env[BACKEND_STORE_ENV])
+    check_storage_url(server_env[STORAGE_ENV], allow_grpc=False)
     check_tracking_uri(worker_env[TRACKING_ENV])
     assert (storage.host, storage.port) == (backend.host, backend.port) == ("postgres", 5432)
     assert storage.database != backend.database
@@ -52,7 +55,7 @@ def test_storage_and_tracking_are_separate_databases_of_one_server_without_passw
     assert worker_env["PGPASSWORD"] == server_env["PGPASSWORD"] == postgres_password
     assert postgres_password.startswith("${POSTGRES_PASSWORD:?")  # no default password to forget
     # optuna-dashboard reads the same storage
-    assert services["dashboard"]["command"][-1] == worker_env[STORAGE_ENV]
+    assert services["dashboard"]["command"][-1] == server_env[STORAGE_ENV]
     assert services["dashboard"]["profiles"] == ["dashboard"]
 
 

@@ -199,3 +199,25 @@ def test_a_file_objective_travels_with_the_kubernetes_study_and_is_named_elsewhe
         elsewhere = cli("schedule", target, write_study({**study, "objective": "models/own.py:train"}, name="elsewhere.yaml"), "--storage", "postgresql://hpo@db:5432/hpo")
         assert elsewhere.exit_code == 0, elsewhere.output
         assert f"warning: objective models/own.py:train is the file {tmp_path / 'models' / 'own.py'}: the workers need it" in elsewhere.stderr
+
+
+@pytest.mark.parametrize("target", ["slurm", "k8s"])
+def test_a_grpc_storage_proxy_is_passed_to_the_workers_and_named_in_the_output(cli: Callable[..., Any], write_study: Callable[..., Path], target: str) -> None:
+    # With --storage grpc://HOST:PORT the workers (and the create step) get the proxy's URL, and the
+    # script says that the proxy must be running first and how to start it; nothing opens the database.
+    study_file = write_study(tiny_boston(name="many"))
+    result = cli("schedule", target, study_file, "--workers", "32", "--storage", "grpc://hpo-proxy:13000")
+    assert result.exit_code == 0, result.output
+    assert "gRPC storage proxy at hpo-proxy:13000" in result.stdout
+    assert "hpo server --host 0.0.0.0 --grpc-port 13000 --storage postgresql://" in result.stdout
+    if target == "slurm":
+        bash_syntax_ok(result.stdout)
+        assert "export HPO_STORAGE=grpc://hpo-proxy:13000" in result.stdout.splitlines()
+    else:
+        _, job, _ = yaml.safe_load_all(result.stdout)
+        pod = job["spec"]["template"]["spec"]
+        for container in (*pod["initContainers"], *pod["containers"]):
+            assert {"name": "HPO_STORAGE", "value": "grpc://hpo-proxy:13000"} in container["env"]
+    # without a proxy, the output points to it for sweeps of many workers
+    plain = cli("schedule", target, study_file, "--storage", PG)
+    assert "--storage grpc://HOST:13000" in plain.stdout

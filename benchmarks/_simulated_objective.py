@@ -1,0 +1,60 @@
+"""A trial that trains nothing: it sleeps a drawn time per epoch and reports a made-up learning curve.
+
+`benchmarks/scale.py` runs it in many `hpo worker` processes so that what is measured is hpo's own
+bookkeeping (asking, telling, heartbeats, MLflow), not CPU. A plug-in like any user's objective, and
+torch-free: a worker running it must never import torch. Each epoch sleeps `trial_seconds / epochs`
+times a factor drawn in [0.8, 1.2] from the trial's seed; the curve falls towards a quality that
+depends on `x` and `y`, so the sampler and the pruner have something real to work on.
+
+With `HPO_SCALE_DIR` set, the trial's start (epoch -1) and every epoch append {"pid", "trial", "epoch",
+"slept", "t", "done"} to `objective-<pid>.jsonl` there: the benchmark reads the time slept and which
+worker is mid-trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+from hpo.objectives import Hyperparameter, HyperparameterTable, TrialContext, integer, number, objective
+
+HYPERPARAMETERS = HyperparameterTable(
+    Hyperparameter("x", number(ge=-1, le=1), 0.0, "first coordinate of the configuration"),
+    Hyperparameter("y", number(ge=-1, le=1), 0.0, "second coordinate of the configuration"),
+    Hyperparameter("epochs", integer(ge=1, le=1000), 4, "epochs (reports) per trial"),
+    Hyperparameter("trial_seconds", number(gt=0, le=3600), 2.0, "mean seconds a whole trial sleeps"),
+)
+
+
+@objective(metrics={"val_loss": "minimize"}, hyperparameters=HYPERPARAMETERS)
+def simulate(ctx: TrialContext) -> dict[str, float]:
+    """Sleep epoch by epoch and report a noisy curve that converges to the configuration's quality."""
+    hp = ctx.hyperparameters
+    rng = random.Random(ctx.seed)
+    quality = (hp["x"] - 0.3) ** 2 + (hp["y"] + 0.2) ** 2
+    log = _log_file()
+    if log is not None:  # the trial has started: from here until "done" its worker is mid-trial
+        _append(log, {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False})
+    best = float("inf")
+    for epoch in range(hp["epochs"]):
+        slept = hp["trial_seconds"] / hp["epochs"] * rng.uniform(0.8, 1.2)
+        time.sleep(slept)
+        val_loss = quality + 1.0 / (epoch + 1) + rng.gauss(0.0, 0.01)
+        best = min(best, val_loss)
+        if log is not None:
+            _append(log, {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": epoch, "slept": slept, "t": time.time(), "done": epoch == hp["epochs"] - 1})
+        ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss})
+    return {"val_loss": best}
+
+
+def _log_file() -> Path | None:
+    folder = os.environ.get("HPO_SCALE_DIR")
+    return Path(folder) / f"objective-{os.getpid()}.jsonl" if folder else None
+
+
+def _append(path: Path, record: dict[str, object]) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")

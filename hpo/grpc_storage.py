@@ -1,0 +1,190 @@
+"""Many workers on one study: Optuna's gRPC storage proxy in front of the database, as `grpc://host:port`.
+
+With direct RDB access every worker holds its own pool of database connections and re-reads every
+trial on each ask. Optuna's gRPC proxy (`optuna.storages.run_grpc_proxy_server`, `GrpcStorageProxy`)
+puts one process in front of the database: workers keep a cache of finished trials and fetch only what
+changed, and the database sees the proxy's few connections however many workers there are.
+
+hpo adds the two things its workers rely on that the plain proxy lacks:
+
+- **heartbeats**: a worker beats by setting the trial system attribute ``hpo:heartbeat``; hpo's proxy
+  turns that into an RDB heartbeat (so `hpo reconcile` on the database URL sees it too) and stamps the
+  attribute with its own clock, which workers compare with theirs to find dead workers' trials
+  (clocks must agree within the grace period, as NTP keeps them);
+- **an exact budget**: workers cannot take the database's budget lock through the proxy, so the proxy
+  takes it when a worker asks for a new trial, and refuses one the study's stored budget
+  (``hpo.budget``) has no room for. The worker reads the refusal as "budget used up".
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import optuna
+from optuna.storages import GrpcStorageProxy, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import ServiceError, UsageError
+
+SCHEME = "grpc"
+DEFAULT_PORT = 13000
+HEARTBEAT_ATTR = "hpo:heartbeat"
+BUDGET_REFUSED = "hpo: the study's trial budget is used up"
+_URL = re.compile(r"^grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::(?P<port>\d+))?/?$")
+
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def is_grpc_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() == SCHEME
+
+
+def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
+    """(host, port) of `grpc://host[:port]` (default port 13000); a one-line error naming `field` otherwise."""
+    match = _URL.match(url.strip())
+    port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
+    if match is None or not 0 < port < 65536:
+        raise UsageError(f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port, e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)")
+    return match["host"].strip("[]"), port
+
+
+def budget_refused(exc: KeyError) -> bool:
+    """Whether `exc` (from `create_new_trial` through the proxy) is hpo's proxy refusing a trial beyond the budget.
+
+    Optuna's client raises a bare KeyError for the NOT_FOUND status; the reason is in the gRPC error's details.
+    """
+    details = getattr(exc.__cause__, "details", None)
+    return BUDGET_REFUSED in str(exc) or (callable(details) and BUDGET_REFUSED in str(details()))
+
+
+class GrpcStorage(GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC client with heartbeats, so that a dead worker's trial is failed and re-queued as on an RDB."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        stale_trial_callback: StaleCallback | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        now = time.time()
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [t._trial_id for t in running if HEARTBEAT_ATTR in t.system_attrs and now - float(t.system_attrs[HEARTBEAT_ATTR]) > grace]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
+        return self.stale_trial_callback
+
+
+def connect(url: str, *, field: str = "storage", timeout: float = 10.0, **heartbeat: Any) -> GrpcStorage:
+    """A client of the proxy at `url`, once the proxy answers; ServiceError (exit 1) if it does not."""
+    host, port = grpc_address(url, field=field)
+    storage = GrpcStorage(host, port, **heartbeat)
+    try:
+        storage.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        storage.close()
+        raise ServiceError(f"{field}: no gRPC storage proxy answers at {host}:{port} within {timeout:.0f}s; start one with `hpo server --grpc-port {port}`") from None
+    return storage
+
+
+class ProxiedStorage(RDBStorage):
+    """The database behind hpo's proxy: heartbeats recorded in the database, new trials only within the budget."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._budget_guard = threading.Lock()  # this proxy's threads; the database lock covers other processes
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == HEARTBEAT_ATTR:
+            self.record_heartbeat(trial_id)
+            value = time.time()  # the proxy's clock: one clock for every worker's beats
+        super().set_trial_system_attr(trial_id, key, value)
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # The one door to a new trial: RDBStorage.create_new_trial and Optuna's cache in front both call it.
+        if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
+            return super()._create_new_trial(study_id, template_trial)
+        from hpo.runner import BUDGET_ATTR
+        from hpo.storage import budget_lock
+
+        name = self.get_study_name_from_id(study_id)
+        with self._budget_guard, budget_lock(self.url, name):
+            n_trials = (self.get_study_user_attrs(study_id).get(BUDGET_ATTR) or {}).get("n_trials")
+            if n_trials is not None and self._budget_used(study_id) >= int(n_trials):
+                raise KeyError(BUDGET_REFUSED)  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
+            return super()._create_new_trial(study_id)
+
+    def _budget_used(self, study_id: int) -> int:
+        """`hpo.runner.budget_count` in two SQL counts instead of loading every trial.
+
+        Every trial counts except a failed one that was re-queued; each re-queue makes exactly one new
+        trial carrying a ``retry_history`` system attribute, so those are subtracted.
+        """
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        total = sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(trials.c.study_id == study_id)
+        retries = (
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(attrs.join(trials, attrs.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, attrs.c.key == "retry_history")
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(total).scalar_one()) - int(conn.execute(retries).scalar_one())
+
+
+class ProxyServer:
+    """Optuna's gRPC storage proxy serving `storage_url` on host:port, in a thread pool of this process."""
+
+    def __init__(self, storage_url: str, *, host: str, port: int, threads: int = 8) -> None:
+        self.storage_url, self.host, self.port, self.threads = storage_url, host, port, threads
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Serve (the Optuna schema created if missing) and return the workers' storage URL."""
+        from optuna.storages._grpc.server import make_server  # the non-blocking half of run_grpc_proxy_server
+
+        from hpo.storage import open_storage
+
+        open_storage(self.storage_url, field="--storage").engine.dispose()  # schema created once, crash-safe
+        # One database connection per serving thread at most: the proxy is the only client the database sees.
+        backend = ProxiedStorage(self.storage_url, engine_kwargs={"pool_size": self.threads, "max_overflow": 1, "pool_pre_ping": True}, skip_table_creation=True)
+        # Optuna's cache in front, as `optuna.storages.get_storage` gives it: finished trials are read
+        # from the database once, not on every worker's request (the servicer asks for all trials).
+        storage = optuna.storages._CachedStorage(backend)
+        self._server = make_server(storage, self.host, self.port, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hpo-grpc"))
+        self._server.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{SCHEME}://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 1)
+            self._server = None
