@@ -7,6 +7,7 @@ database. The lock here makes the global `n_trials` cap exact when many workers 
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -115,6 +116,22 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
     )
     with storage.engine.connect() as conn:
         return [int(row[0]) for row in conn.execute(query)]
+
+
+def trial_counts(storage: RDBStorage) -> dict[int, tuple[dict[str, int], Any]]:
+    """Per study id: its trials counted by state, and when its first trial started, in one SQL query
+    (Optuna's study summaries load every trial of every study to count them)."""
+    trials = sqlalchemy.table("trials", sqlalchemy.column("study_id"), sqlalchemy.column("state"), sqlalchemy.column("datetime_start"))
+    query = sqlalchemy.select(trials.c.study_id, trials.c.state, sqlalchemy.func.count(), sqlalchemy.func.min(trials.c.datetime_start)).group_by(trials.c.study_id, trials.c.state)
+    counts: dict[int, tuple[dict[str, int], Any]] = {}
+    with storage.engine.connect() as conn:
+        for study_id, state, n, started in conn.execute(query):
+            states, first = counts.get(int(study_id), ({}, None))
+            if isinstance(started, str):  # SQLite returns the aggregate of a DATETIME column as text
+                started = datetime.datetime.fromisoformat(started)
+            states[str(state)] = int(n)
+            counts[int(study_id)] = (states, started if first is None or (started is not None and started < first) else first)
+    return counts
 
 
 @contextlib.contextmanager

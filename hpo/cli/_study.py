@@ -271,10 +271,10 @@ def status(
 
     if study is None:
         settings = resolve_settings(storage_flag=storage)
-        frame = results.study_summaries(settings.storage, field=settings.storage_field)
+        rows = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
-        frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
-    records = _records(frame)
+        rows = results.trials_table(results.load(results.resolve_study_ref(study, storage=storage)))
+    records = _records(rows)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
     else:
@@ -329,16 +329,11 @@ def reconcile_command(
         typer.echo(line)
 
 
-def _records(frame: Any) -> list[dict[str, Any]]:
-    """Rows as plain Python values, floats exact (pandas' to_json rounds) and NaN as null."""
+def _records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON values: NaN (a trial's value can be NaN) becomes null."""
     import math
 
-    def plain(value: Any) -> Any:
-        if hasattr(value, "item"):
-            value = value.item()
-        return None if isinstance(value, float) and math.isnan(value) else value
-
-    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows]
 
 
 def _cell(value: Any) -> str:
