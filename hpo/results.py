@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
 from hpo.errors import UsageError
 from hpo.settings import Settings, redact, resolve_settings
-from hpo.storage import MissingStorage, best_trial_ids, open_storage, trial_counts
+from hpo.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 
 
 @dataclass
@@ -120,10 +120,24 @@ def study_metrics(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
 
 
+def listed_trials(study: optuna.Study, *, user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason"), system_attrs: tuple[str, ...] = ("failed_trial",)) -> list[FrozenTrial]:
+    """Every trial with its params, values and the attributes named, in number order, without curves on a
+    database storage (:func:`trials_for_listing`); elsewhere Optuna's own trials, whole."""
+    backend = getattr(study, "_storage", None)
+    backend = getattr(backend, "_backend", backend)
+    if isinstance(backend, RDBStorage):
+        return trials_for_listing(backend, study.study_name, user_attrs=user_attrs, system_attrs=system_attrs)
+    return study.get_trials(deepcopy=False)
+
+
 def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
-    """One :func:`trial_row` per trial, in trial-number order."""
+    """One :func:`trial_row` per trial, in trial-number order.
+
+    On a database storage the trials are read without their curves (:func:`trials_for_listing`), which
+    keeps `hpo status` linear and light at 10,000 trials; elsewhere Optuna loads them whole.
+    """
     metrics = study_metrics(study)
-    return [trial_row(t, metrics) for t in study.get_trials(deepcopy=False)]
+    return [trial_row(t, metrics) for t in listed_trials(study)]
 
 
 def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
