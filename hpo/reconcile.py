@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, study_to_yaml
+from hpo.results import listed_trials
 from hpo.runner import BUDGET_ATTR, PARENT_RUN_ATTR, budget_count, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
 from hpo.tracking import Tracker
 
@@ -40,9 +41,10 @@ class ReconcileReport:
 
 def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> ReconcileReport:
     report = ReconcileReport()
-    running_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    running_before = {t.number for t in _listed(study) if t.state == TrialState.RUNNING}
     optuna.storages.fail_stale_trials(study)  # re-queues them too, when the study's storage retries
-    stale = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} & running_before
+    trials = _listed(study)
+    stale = {t.number for t in trials if t.state == TrialState.FAIL} & running_before
     report.failed_stale = len(stale)
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR) or tracker.find_study_run(study.study_name)
@@ -55,12 +57,13 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
     # 50,000 is the most one MLflow search may ask for.
     for run in tracker.search_runs({"hpo.role": "trial", "optuna.study_name": study.study_name}, max_results=50_000):
         runs.setdefault(int(run.data.tags["optuna.trial_number"]), run)
-    for trial in study.get_trials(deepcopy=False, states=_FINISHED):
-        run = runs.get(trial.number)
+    for listed in (t for t in trials if t.state in _FINISHED):
+        run = runs.get(listed.number)
         if run is None:
-            _backfill(tracker, trial, parent, study.study_name, config)
-            report.backfilled.append(trial.number)
+            _backfill(tracker, _whole(study, listed), parent, study.study_name, config)
+            report.backfilled.append(listed.number)
         elif run.info.status == "RUNNING" or run.data.tags.get("optuna.state") == "RUNNING":
+            trial = _whole(study, listed)
             if trial.number in stale:
                 reason = "the worker stopped sending heartbeats (killed or lost); failed by `hpo reconcile`"
             else:
@@ -70,14 +73,24 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
                 tracker.log_params(run.info.run_id, missing)
             tracker.end_trial_run(run.info.run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason if trial.state != TrialState.COMPLETE else None)
             report.closed.append(trial.number)
-    report.parent_closed = _close_parent(study, tracker, str(parent))
+    report.parent_closed = _close_parent(study, tracker, str(parent), _listed(study))
     return report
 
 
-def _close_parent(study: optuna.Study, tracker: Tracker, parent: str) -> str | None:
+def _listed(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials without their curves (Optuna's own load reads every curve: minutes at 10,000
+    trials), with what reconcile looks at: run id, reason, seed, and the retry bookkeeping."""
+    return listed_trials(study, user_attrs=(RUN_ID_ATTR, REASON_ATTR, SEED_ATTR), system_attrs=("failed_trial", "retry_history"))
+
+
+def _whole(study: optuna.Study, listed: FrozenTrial) -> FrozenTrial:
+    """One trial as Optuna stores it, curve included: for the few trials reconcile repairs."""
+    return study._storage.get_trial(listed._trial_id)
+
+
+def _close_parent(study: optuna.Study, tracker: Tracker, parent: str, trials: list[FrozenTrial]) -> str | None:
     """A parent run left RUNNING (its last worker was killed) while no trial runs: FINISHED if the budget
     was used up and nothing waits, else KILLED (a later `hpo run` marks it RUNNING again)."""
-    trials = study.get_trials(deepcopy=False)
     if tracker.get_run(parent).info.status != "RUNNING" or any(t.state == TrialState.RUNNING for t in trials):
         return None
     n_trials = (study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")

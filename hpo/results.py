@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
 from hpo.errors import UsageError
 from hpo.settings import Settings, redact, resolve_settings
-from hpo.storage import MissingStorage, best_trial_ids, open_storage
+from hpo.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 
 
 @dataclass
@@ -65,30 +64,37 @@ def load(ref: StudyRef) -> optuna.Study:
         raise UsageError(f"study {ref.name!r} not found in {redact(ref.settings.storage)}{known}") from None
 
 
-def study_summaries(storage_url: str, *, field: str = "storage") -> pd.DataFrame:
-    """One row per study: name, directions, trial counts, best value, start time."""
+def study_summaries(storage_url: str, *, field: str = "storage") -> list[dict[str, Any]]:
+    """One row per study: name, directions, trial counts, best value, start time.
+
+    Counted in the database (one query for every study), not by loading each study's trials as
+    `optuna.get_all_study_summaries` does: `hpo status` stays a fraction of a second at 10,000 trials.
+    """
     storage = open_existing(storage_url, field=field)
+    counts = trial_counts(storage)
     rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts = {state.name: sum(1 for t in trials if t.state == state) for state in TrialState}
-        best = s.best_trial.values if s.best_trial is not None and len(s.directions) == 1 else None
+    for s in storage.get_all_studies():
+        states, started = counts.get(s._study_id, ({}, None))
+        best = None
+        if len(s.directions) == 1 and states.get("COMPLETE"):
+            maximize = s.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+            ids = best_trial_ids(storage, s.study_name, k=1, maximize=maximize)
+            best = storage.get_trial(ids[0]).value if ids else None
         rows.append(
             {
                 "study": s.study_name,
                 "objective": (s.user_attrs.get("hpo.config") or {}).get("objective", ""),
                 "direction": ",".join(d.name.lower() for d in s.directions),
-                "trials": len(trials),
-                "complete": counts["COMPLETE"],
-                "pruned": counts["PRUNED"],
-                "fail": counts["FAIL"],
-                "running": counts["RUNNING"],
-                "best_value": best[0] if best else None,
-                "started": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None,
+                "trials": sum(states.values()),
+                "complete": states.get("COMPLETE", 0),
+                "pruned": states.get("PRUNED", 0),
+                "fail": states.get("FAIL", 0),
+                "running": states.get("RUNNING", 0),
+                "best_value": best,
+                "started": started.isoformat(timespec="seconds") if started else None,
             }
         )
-    return pd.DataFrame(rows)
+    return rows
 
 
 def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
@@ -114,9 +120,24 @@ def study_metrics(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def listed_trials(study: optuna.Study, *, user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason"), system_attrs: tuple[str, ...] = ("failed_trial",)) -> list[FrozenTrial]:
+    """Every trial with its params, values and the attributes named, in number order, without curves on a
+    database storage (:func:`trials_for_listing`); elsewhere Optuna's own trials, whole."""
+    backend = getattr(study, "_storage", None)
+    backend = getattr(backend, "_backend", backend)
+    if isinstance(backend, RDBStorage):
+        return trials_for_listing(backend, study.study_name, user_attrs=user_attrs, system_attrs=system_attrs)
+    return study.get_trials(deepcopy=False)
+
+
+def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
+    """One :func:`trial_row` per trial, in trial-number order.
+
+    On a database storage the trials are read without their curves (:func:`trials_for_listing`), which
+    keeps `hpo status` linear and light at 10,000 trials; elsewhere Optuna loads them whole.
+    """
     metrics = study_metrics(study)
-    return pd.DataFrame([trial_row(t, metrics) for t in study.get_trials(deepcopy=False)])
+    return [trial_row(t, metrics) for t in listed_trials(study)]
 
 
 def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:

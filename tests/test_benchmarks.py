@@ -224,3 +224,30 @@ def test_scale_runs_real_workers_on_both_storage_paths_and_checks_the_invariants
         conn.close()
     printed = capsys.readouterr().out
     assert "## Many workers" in printed and "- command: `python" in printed and "Invariants held in every run" in printed
+
+def test_large_study_fills_an_hpo_study_and_times_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --quick: 100 trials on SQLite. The filled study must be one hpo's commands accept as their own
+    # (each ran as a real process and succeeded), every trial linked to its closed MLflow child run.
+    import optuna
+    from mlflow import MlflowClient
+
+    payload = load_script("large_study").main(["--quick", "--sqlite", "--asks", "2", "--workdir", str(tmp_path), "--json", str(tmp_path / "large.json")])
+    (row,) = payload["rows"]
+    assert row["trials"] == 100 and payload["backend"] == "sqlite"
+    assert all(row[f"{c} s"] > 0 for c in ("status", "best", "report", "reconcile", "ask"))
+    (storage,) = tmp_path.glob("hpo-*.db")
+    (store,) = tmp_path.glob("mlflow-*.db")
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{storage}")
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{storage}")
+    filled = [t for t in study.trials if "hpo.bench_asked" not in t.user_attrs]
+    assert len(filled) == 100 and {t.state.name for t in filled} == {"COMPLETE", "PRUNED", "FAIL"}
+    client = MlflowClient(f"sqlite:///{store}")
+    parent = study.user_attrs["hpo.mlflow_parent_run_id"]
+    for trial in filled[:10]:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["optuna.trial_number"] == str(trial.number)
+        assert run.data.tags["optuna.state"] == trial.state.name and run.info.status != "RUNNING"
+        assert len(client.get_metric_history(run.info.run_id, "val_rmse")) == len(trial.intermediate_values)
+    assert (tmp_path / "report-100" / "index.html").is_file()
+    printed = capsys.readouterr().out
+    assert "## Large studies" in printed and "- command: `python" in printed

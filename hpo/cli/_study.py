@@ -271,10 +271,10 @@ def status(
 
     if study is None:
         settings = resolve_settings(storage_flag=storage)
-        frame = results.study_summaries(settings.storage, field=settings.storage_field)
+        rows = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
-        frame = results.trials_frame(results.load(results.resolve_study_ref(study, storage=storage)))
-    records = _records(frame)
+        rows = results.trials_table(results.load(results.resolve_study_ref(study, storage=storage)))
+    records = _records(rows)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
     else:
@@ -329,16 +329,11 @@ def reconcile_command(
         typer.echo(line)
 
 
-def _records(frame: Any) -> list[dict[str, Any]]:
-    """Rows as plain Python values, floats exact (pandas' to_json rounds) and NaN as null."""
+def _records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON values: NaN (a trial's value can be NaN) becomes null."""
     import math
 
-    def plain(value: Any) -> Any:
-        if hasattr(value, "item"):
-            value = value.item()
-        return None if isinstance(value, float) and math.isnan(value) else value
-
-    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows]
 
 
 def _cell(value: Any) -> str:
@@ -349,11 +344,18 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+_RICH_ROWS_AT_MOST = 200  # rich lays a table out at about 10 ms a row: 10,000 trials took minutes
+
+
 def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    """A rich table on stdout; wide tables wrap rather than truncate when not on a terminal."""
+    """A rich table on stdout; wide tables wrap rather than truncate when not on a terminal. Beyond
+    a few hundred rows, plain columns, one line a row (same cells; `--json` is the form for scripts)."""
     console = Console(width=None if sys.stdout.isatty() else 200)
     if not rows:
         console.print(f"{title}: nothing yet")
+        return
+    if len(rows) > _RICH_ROWS_AT_MOST:
+        _print_plain(title, rows)
         return
     table = Table(title=title, show_lines=False)
     for key in rows[0]:
@@ -361,3 +363,12 @@ def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(*(_cell(row.get(k)) for k in rows[0]))
     console.print(table)
+
+
+def _print_plain(title: str, rows: list[dict[str, Any]]) -> None:
+    keys = list(rows[0])
+    cells = [[_cell(row.get(k)) for k in keys] for row in rows]
+    widths = [max(len(str(k)), *(len(line[i]) for line in cells)) for i, k in enumerate(keys)]
+    lines = [title, "  ".join(str(k).ljust(w) for k, w in zip(keys, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
+    sys.stdout.write("\n".join(lines) + "\n")

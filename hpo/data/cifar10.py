@@ -25,15 +25,17 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hpo.config import DataConfig
 from hpo.data._test_guard import record_test_read
 from hpo.errors import HpoError, UsageError
 from hpo.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
+
+if TYPE_CHECKING:  # torch is imported when a trial reads the images, not when a study file is checked
+    import torch
 
 NAME = "cifar10"
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -148,11 +150,13 @@ def _read_checked(path: Path, expected_sha256: str) -> np.ndarray:
         raise CorruptCache(f"{path}: the cached file is not a valid array ({exc}); {IMPORT_HINT} again") from None
 
 
-_LOADED: dict[tuple[str, str], Split] = {}
+# One dataset's arrays, checksum-verified, kept as numpy so that checking a study file needs no torch;
+# `torch.from_numpy` shares their memory when a trial asks for tensors.
+_LOADED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _load_split(split: str) -> Split:
-    """One split from the cache, checksum-verified; kept in memory so later trials skip the read."""
+def _load_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images and int64 labels from the cache, checksum-verified; kept in memory so later trials skip the read."""
     manifest = require_cached()
     images_name, labels_name = _file_names(split)
     key = (str(cache_dir()), manifest["files"][images_name]["sha256"] + manifest["files"][labels_name]["sha256"])
@@ -163,8 +167,14 @@ def _load_split(split: str) -> Split:
             raise CorruptCache(f"{cache_dir() / images_name}: unexpected shape {images.shape}; {IMPORT_HINT} again")
         if split == "train":
             _LOADED.clear()  # keep one dataset's training images in memory, not every version seen
-        _LOADED[key] = Split(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+        _LOADED[key] = (images, labels.astype(np.int64))
     return _LOADED[key]
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
+    import torch
+
+    return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
 # -- splits ---------------------------------------------------------------------------------------
@@ -188,23 +198,34 @@ def split_indices(labels: np.ndarray, *, val_fraction: float, subset: float, see
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def _indices(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The verified training arrays and the (train, validation) indices `config` draws from them."""
+    images, labels = _load_arrays("train")
+    train_idx, val_idx = split_indices(labels, val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed)
+    if len(val_idx) == 0:
+        raise UsageError(f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(labels)} cached training images")
+    if len(train_idx) < 2:  # a batch of one breaks batch norm, and one image teaches nothing
+        raise UsageError(f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(labels)}; at least 2 are needed")
+    return images, labels, train_idx, val_idx
+
+
+def check(config: DataConfig) -> None:
+    """What `load` would refuse, found without torch: not imported, corrupt, or a split left empty.
+    The verified arrays stay in memory, so the trials of the same process skip the read."""
+    _indices(config)
+
+
 def load(config: DataConfig) -> Cifar10Data:
     """Training and validation images, both drawn from the official training set (never the test set)."""
-    full = _load_split("train")
-    train_idx, val_idx = split_indices(full.labels.numpy(), val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed)
-    if len(val_idx) == 0:
-        raise UsageError(f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(full)} cached training images")
-    if len(train_idx) < 2:  # a batch of one breaks batch norm, and one image teaches nothing
-        raise UsageError(f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(full)}; at least 2 are needed")
-    images, labels = full.images.numpy(), full.labels.numpy()
-    take = lambda idx: Split(torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))  # noqa: E731 - numpy gathers rows faster
-    return Cifar10Data(train=take(train_idx), val=take(val_idx))
+    images, labels, train_idx, val_idx = _indices(config)
+    # numpy gathers rows faster than torch indexing
+    return Cifar10Data(train=_split(images[train_idx], labels[train_idx]), val=_split(images[val_idx], labels[val_idx]))
 
 
 def load_test() -> Split:
     """The official 10,000 test images. Only `hpo evaluate` calls this; every call is counted."""
     record_test_read(NAME)
-    return _load_split("test")
+    return _split(*_load_arrays("test"))
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -407,6 +428,7 @@ def read_image(path: Path) -> torch.Tensor:
     evaluation transforms do, so a photo keeps its proportions. For `hpo predict`; a file that is not a
     readable image is a FieldError naming it and the accepted files.
     """
+    import torch
     from torchvision.transforms.v2 import functional as TF
 
     from hpo.objectives import FieldError, read_input_file
@@ -427,6 +449,7 @@ def _image_decoder() -> Callable[[bytes], np.ndarray]:
     """PNG/JPEG bytes -> 3 x H x W uint8. torchvision's libjpeg-turbo/libpng decoder is about 3x faster
     than Pillow; 0.29 marks it deprecated in favour of TorchCodec, so Pillow takes over once it is gone."""
     try:
+        import torch
         from torchvision.io import ImageReadMode, decode_image
     except ImportError:
         from PIL import Image

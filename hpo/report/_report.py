@@ -35,11 +35,14 @@ from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E40
 from hpo.report._curves import CURVE_KEYS, Curves, curve_keys, learning_curves_figure, metric_units, read_curves, squared_counterpart  # noqa: E402
 from hpo.report._html import Page, fmt  # noqa: E402
 from hpo.settings import write_problem  # noqa: E402
-from hpo.results import StudyRef, best_trials, load  # noqa: E402
+from hpo.results import StudyRef, best_trials, listed_trials, load  # noqa: E402
 from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config  # noqa: E402
 from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
 
 MAX_PRUNED_CURVES = 15
+# Importance (fANOVA), parallel coordinates and slices of more complete trials than this are drawn from a
+# seeded uniform sample of them: a forest over 4,000 trials and 4,000 lines cost minutes and show no more.
+MAX_PLOTTED_TRIALS = 2_000
 EVALUATION_PLOTS = ("predicted_vs_actual.png", "residuals.png", "confusion_matrix.png", "per_class_accuracy.png")
 MAX_CONV_CANDIDATES = 3  # checkpoints loaded to find a convolutional model before `hpo evaluate` ran
 
@@ -117,10 +120,29 @@ def build_report(ref: StudyRef, *, out: Path | None = None) -> ReportResult:
     return ReportResult(out=out, index=out / "index.html", images=list(page.images), logged_to=logged_to, notes=notes)
 
 
+def _light_study(study: optuna.Study, trials: list[FrozenTrial]) -> optuna.Study:
+    """An in-memory study of `trials` (read without their curves) for Optuna's plots, which would
+    otherwise load every trial's intermediate values from the storage."""
+    light = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=study.directions, study_name=study.study_name)
+    light.add_trials(trials)
+    return light
+
+
+def _sample(study: optuna.Study, *, limit: int = MAX_PLOTTED_TRIALS) -> tuple[optuna.Study, str]:
+    """`study`, or an in-memory one with a seeded uniform sample of `limit` of its complete trials, and
+    the words a caption adds about it."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) <= limit:
+        return study, ""
+    chosen = sorted(np.random.default_rng(0).choice(len(done), size=limit, replace=False))
+    return _light_study(study, [done[i] for i in chosen]), f" (a seeded sample of {limit:,} of the {len(done):,} complete trials)"
+
+
 def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, folder: Path) -> tuple[Page, list[str]]:
     notes: list[str] = []
     page = Page(f"hpo report: {study.study_name}")
-    trials = study.get_trials(deepcopy=False)
+    trials = listed_trials(study)
+    plotted = _light_study(study, trials)
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
     metrics = config.metrics
     page.heading(f"Study {study.study_name}", 1)
@@ -137,8 +159,8 @@ def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, fo
     if not multi:
         page.paragraph(f"Best {metrics[0]}: {fmt(top[0].values[0])} (trial {top[0].number}).")
 
-    _learning_curves(page, study, config, tracker, top, folder)
-    _optuna_plots(page, study, config, folder, notes)
+    _learning_curves(page, plotted, config, tracker, top, folder)
+    _optuna_plots(page, plotted, config, folder, notes)
     _top_table(page, config, tracker, top)
     evaluation = existing_results(tracker, study.study_name)
     _evaluation_section(page, evaluation, tracker, folder)
@@ -183,7 +205,8 @@ def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: 
     page.heading("Search")
     metrics = config.metrics
     target: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metrics[0]} if config.is_multi_objective else {"target_name": metrics[0]}
-    shown = _most_important(study, target)
+    sample, sampled = _sample(study)
+    shown = _most_important(sample, target)
     subset = f" (the {len(shown)} most important)" if shown else ""
     plots: list[tuple[str, str, Any, tuple[float, float]]] = []
     if config.is_multi_objective:
@@ -193,9 +216,9 @@ def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: 
     else:
         plots.append(("optimization_history.png", f"{metrics[0]} of each complete trial in order, and the best so far.", lambda: ovm.plot_optimization_history(study, target_name=metrics[0]), (9, 5)))
     plots += [
-        ("param_importances.png", f"Which hyperparameters mattered for {metrics[0]} (fANOVA importance over complete trials).", lambda: ovm.plot_param_importances(study, **target), (9, 5)),
-        ("parallel_coordinate.png", f"Each complete trial as a line through its hyperparameters{subset}; colour is {metrics[0]}.", lambda: ovm.plot_parallel_coordinate(study, params=shown, **target), (13, 6)),
-        ("slice.png", f"{metrics[0]} against each hyperparameter{subset}; colour is the trial number.", lambda: ovm.plot_slice(study, params=shown, **target), (3.2 * max(len(shown or study.best_trials[0].params), 1), 4)),
+        ("param_importances.png", f"Which hyperparameters mattered for {metrics[0]} (fANOVA importance over complete trials{sampled}).", lambda: ovm.plot_param_importances(sample, **target), (9, 5)),
+        ("parallel_coordinate.png", f"Each complete trial{sampled} as a line through its hyperparameters{subset}; colour is {metrics[0]}.", lambda: ovm.plot_parallel_coordinate(sample, params=shown, **target), (13, 6)),
+        ("slice.png", f"{metrics[0]} against each hyperparameter{subset}{sampled}; colour is the trial number.", lambda: ovm.plot_slice(sample, params=shown, **target), (3.2 * max(len(shown or sample.best_trials[0].params), 1), 4)),
     ]
     for file, caption, make, size in plots:
         try:

@@ -140,7 +140,7 @@ def preflight(config: StudyConfig) -> None:
     from hpo.config import CategoricalParam
     from hpo.data import cifar10 as cifar10_data
 
-    cifar10_data.load(config.data)  # verifies the checksums; the split stays in memory for the trials
+    cifar10_data.check(config.data)  # verifies the checksums (no torch); the arrays stay in memory for the trials
     param = config.params.get("backbone_weights")
     values = [config.fixed["backbone_weights"]] if "backbone_weights" in config.fixed else list(param.choices) if isinstance(param, CategoricalParam) else []
     for value in values:
