@@ -243,7 +243,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     study.optimize(objective, n_trials=len(group.trials), callbacks=[callback])
 
 
-def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False) -> Any:
+def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False, tracking_uri: str | None = None) -> Any:
     """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
     from hpo.config import parse_study
     from hpo.runner import StudyRunner
@@ -262,7 +262,7 @@ def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | N
         "execution": {"threads": threads} if threads else {},
     }
     storage, tracking = (workdir / "hpo-journal.db", workdir / "mlflow-journal.db") if journal else (workdir / "hpo.db", workdir / "mlflow.db")
-    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=f"sqlite:///{tracking}", data_dir=workdir)
+    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=tracking_uri or f"sqlite:///{tracking}", data_dir=workdir)
     runner = StudyRunner(parse_study(study, source="overhead benchmark"), settings)
     for trial in group.trials:
         runner.study.enqueue_trial(trial.params)
@@ -336,12 +336,12 @@ class StepTimer:
 
 
 # -- measurement -----------------------------------------------------------------------------------
-def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
     # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.storage switches every
     # SQLite connection of this process to WAL unless HPO_SQLITE_WAL=0, read whenever a connection opens.
     with _sqlite_wal(way not in ("optuna+mlflow", JOURNAL_WAY)):
-        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile)
+        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile, tracking_uri=tracking_uri)
 
 
 @contextlib.contextmanager
@@ -357,13 +357,13 @@ def _sqlite_wal(enabled: bool) -> Iterator[None]:
             os.environ["HPO_SQLITE_WAL"] = previous
 
 
-def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None) -> dict[str, Any]:
+def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None, tracking_uri: str | None) -> dict[str, Any]:
     clock = Clock()
     setup = 0.0
     journal = way == JOURNAL_WAY
     if way in ("hpo", JOURNAL_WAY):
         started = time.perf_counter()
-        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal)
+        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal, tracking_uri=tracking_uri)
         setup = time.perf_counter() - started
     started, started_cpu = time.perf_counter(), time.process_time()
     if profile is not None:
@@ -473,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--journal-variant", action="store_true", help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0")
     parser.add_argument("--phases", action="store_true", help="time each bookkeeping step of hpo's boston-short trials and print where the non-training time goes")
     parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
+    parser.add_argument("--hpo-tracking-uri", help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) instead of an SQLite file of its own")
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -516,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for group in groups:
             warm = Group(group.name, group.objective, group.metric, group.direction, group.fixed, [Trial({**group.trials[0].params, "epochs": 1})], group.data)
             for way in ways_of(group, ways):
-                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads)
+                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads, tracking_uri=args.hpo_tracking_uri)
         records: list[dict[str, Any]] = []
         profile = cProfile.Profile() if args.profile else None
         phases = StepTimer() if args.phases else None
@@ -527,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
                     timed = phases is not None and way == "hpo" and group.name == "boston-short"
                     with phases.timing() if timed else contextlib.nullcontext():  # type: ignore[union-attr]
-                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
+                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile, tracking_uri=args.hpo_tracking_uri)
                     if timed:
                         phases.trials += record["trials"]  # type: ignore[union-attr]
                         phase_overhead.append(record["overhead_ms_per_trial"] * record["trials"])

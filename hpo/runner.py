@@ -327,20 +327,11 @@ class StudyRunner:
                     if self._grid_covered:
                         break
         finally:
-            self._report_background_failures()
             summary.seconds = time.monotonic() - started
             self._fill_best(summary)
             self._publish_summary(force=True)
             self.progress.finish(summary)
         return summary
-
-    def _report_background_failures(self, *, wait: bool = True) -> None:
-        """Warn of background MLflow requests (trial runs' final status) that failed, after waiting for
-        those under way: such runs stay RUNNING until `hpo reconcile` closes them."""
-        if wait:
-            self.tracker.wait_for_background()
-        for failure in self.tracker.background_failures():
-            self.progress.warn(f"{failure}; `hpo reconcile` will close its run")
 
     def _publish_summary(self, *, force: bool = False) -> None:
         """Show where the study stands on its parent run: after a trial ends, at most once per flush
@@ -621,7 +612,6 @@ class StudyRunner:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
         self._tell(trial, state, values)
-        self._report_background_failures(wait=False)
         self._publish_summary()
         if state == TrialState.COMPLETE:
             summary.completed += 1

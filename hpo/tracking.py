@@ -100,7 +100,6 @@ class Tracker:
         self._last_flush: dict[str, float] = {}
         self.flush_seconds = 5.0
         self._sender = _Sender()
-        self._failures: list[str] = []  # background requests that failed with nobody waiting on them
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -292,7 +291,7 @@ class Tracker:
             "hpo.seed": str(seed),
             **(extra_tags or {}),
         }
-        run = TrialRun(self, [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()], trial_number=trial_number)
+        run = TrialRun(self, [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()])
 
         def open_run() -> str:
             created = self._call("open the trial run", lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"))
@@ -339,20 +338,9 @@ class Tracker:
         trial saved; see BENCHMARKS.md); MLflow caps a batch at 1000 metrics and tags together.
         """
         self._last_flush.pop(run_id, None)
-        self._final_batch(run_id, self._pending.pop(run_id, []), [], state=state, summary=summary, reason=reason, tags=tags)
-        self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
+        self._close(run_id, self._pending.pop(run_id, []), [], state=state, summary=summary, reason=reason, tags=tags)
 
-    def wait_for_background(self) -> None:
-        """Wait until every request handed to the background sender has been sent."""
-        self._sender.submit(lambda: None).result()
-
-    def background_failures(self) -> list[str]:
-        """The background requests that failed with nobody waiting on them (a trial run's final
-        status), each once, for the caller to report."""
-        failures, self._failures = self._failures, []
-        return failures
-
-    def _final_batch(
+    def _close(
         self,
         run_id: str,
         metrics: list[Metric],
@@ -363,7 +351,7 @@ class Tracker:
         reason: str | None,
         tags: dict[str, str] | None,
     ) -> None:
-        """The closing batch: epochs and params not sent yet, the summary metrics, the state tags."""
+        """The closing batch (epochs not sent yet, params not sent yet, the summary, the state tags), then the run's status."""
         stamp = _now_ms()
         metrics = metrics + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
         run_tags = [RunTag("optuna.state", state), *(RunTag(k, redact(str(v))) for k, v in (tags or {}).items())]
@@ -372,6 +360,7 @@ class Tracker:
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
         for batch_metrics, batch_params, batch_tags in _batches(metrics, params, run_tags):
             self._call("close the trial run", lambda m=batch_metrics, p=batch_params, t=batch_tags: self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True))
+        self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
 
     # -- artifacts --------------------------------------------------------------------------------
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
@@ -547,14 +536,11 @@ class TrialRun:
     Opening the run, its per-epoch metrics and its closing batch go to the tracker's sender thread, in
     order. Only :meth:`close` waits, and hpo tells Optuna a trial's state after it: a finished trial's
     run holds every epoch it reported, and a worker killed mid-trial loses at most the epochs reported
-    since the last send (a fraction of a second), its trial being failed or retried. The run's final
-    status follows in the background; a worker killed in that moment leaves a RUNNING run of a finished
-    trial, which `hpo reconcile` closes.
+    since the last send (a fraction of a second), its trial being failed or retried.
     """
 
-    def __init__(self, tracker: Tracker, params: list[Param], *, trial_number: int) -> None:
+    def __init__(self, tracker: Tracker, params: list[Param]) -> None:
         self._tracker = tracker
-        self.trial_number = trial_number
         self._params = params  # sent with the first epochs, or the closing batch
         self._opened: Future[str] = Future()  # the run id, once the sender has created the run
         self._lock = threading.Lock()
@@ -583,9 +569,8 @@ class TrialRun:
         self._tracker._sender.submit(self._send, not_before=lambda: self._next_send)
 
     def close(self, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None, tags: dict[str, str] | None = None) -> None:
-        """Send what is left with the summary metrics, the Optuna state and `tags`, and return when that
-        is stored: the run holds every epoch reported. Its status (FINISHED, KILLED, FAILED) is set in the
-        background (:meth:`Tracker.wait_for_background`; a failure is in :meth:`Tracker.background_failures`).
+        """Send what is left with the summary metrics, the Optuna state and `tags`; close the run with
+        the matching status; return when that is done, so the run holds every epoch reported.
 
         Raises TrackingUnavailable when a request of the run failed; the run then stays open for
         `hpo reconcile`, which closes it with the trial's state.
@@ -598,17 +583,9 @@ class TrialRun:
             run_id = self._opened.result()
             if self._failed is not None:
                 raise self._failed
-            self._tracker._final_batch(run_id, metrics, params, state=state, summary=summary, reason=reason, tags=tags)
+            self._tracker._close(run_id, metrics, params, state=state, summary=summary, reason=reason, tags=tags)
 
         self._tracker._sender.submit(close).result()
-        self._tracker._sender.submit(lambda: self._terminate(STATE_TO_STATUS[state]))
-
-    def _terminate(self, status: str) -> None:
-        """On the sender thread: the run's final status; a failure is kept for the tracker's owner to report."""
-        try:
-            self._tracker._call("close the trial run", lambda: self._tracker.client.set_terminated(self.run_id, status=status))
-        except TrackingUnavailable as exc:
-            self._tracker._failures.append(f"trial {self.trial_number}: {exc}")
 
     def _raise_failure(self) -> None:
         if self._failed is None and self._opened.done() and self._opened.exception() is not None:
