@@ -37,7 +37,9 @@ import overhead  # noqa: E402
 def study_file(folder: Path, *, trials: int, epochs: int, threads: int) -> Path:
     """The study `hpo run` runs: the configurations enqueued, every epoch trained."""
     group = overhead.boston_short(trials)
-    configs = [{**t.params, "epochs": epochs} for t in group.trials]
+    # overhead.py's configurations repeat every few trials and hpo enqueues a configuration once: a
+    # per-trial nudge of the learning rate keeps all of them (else random ones would replace repeats).
+    configs = [{**t.params, "epochs": epochs, "lr": t.params["lr"] * (1 + i / 1000)} for i, t in enumerate(group.trials)]
     space = {k: v for k, v in overhead.SPACE.items() if any(k in c for c in configs) and k != "epochs"}
     study = {
         "name": "end-to-end",
