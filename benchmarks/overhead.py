@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -123,7 +124,10 @@ def cifar_group(n: int, epochs: int, subset: float, source: str | None) -> Group
 
 # -- timing the objective --------------------------------------------------------------------------
 class Clock:
-    """Time spent inside the objective and inside its per-epoch callback (framework work)."""
+    """Time spent inside the objective and inside its per-epoch callback (framework work).
+
+    CPU time is the training thread's own: work that hpo's background threads (the MLflow sender,
+    heartbeats) do while the objective trains counts as framework CPU, not training CPU."""
 
     def __init__(self) -> None:
         self.objective = self.callback = 0.0  # wall seconds
@@ -143,20 +147,20 @@ class Clock:
             inner = ctx.report
 
             def report(epoch: int, metrics: dict[str, float]) -> None:
-                t, c = time.perf_counter(), time.process_time()
+                t, c = time.perf_counter(), time.thread_time()
                 try:
                     inner(epoch, metrics)
                 finally:
                     self.callback += time.perf_counter() - t
-                    self.callback_cpu += time.process_time() - c
+                    self.callback_cpu += time.thread_time() - c
 
             ctx.report = report
-            t, c = time.perf_counter(), time.process_time()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 result = fn(ctx)
             finally:
                 self.objective += time.perf_counter() - t
-                self.objective_cpu += time.process_time() - c
+                self.objective_cpu += time.thread_time() - c
             self.values.append(result.metrics[metric])
             return result
 
@@ -239,7 +243,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     study.optimize(objective, n_trials=len(group.trials), callbacks=[callback])
 
 
-def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False) -> Any:
+def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False, tracking_uri: str | None = None) -> Any:
     """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
     from hpo.config import parse_study
     from hpo.runner import StudyRunner
@@ -258,7 +262,7 @@ def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | N
         "execution": {"threads": threads} if threads else {},
     }
     storage, tracking = (workdir / "hpo-journal.db", workdir / "mlflow-journal.db") if journal else (workdir / "hpo.db", workdir / "mlflow.db")
-    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=f"sqlite:///{tracking}", data_dir=workdir)
+    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=tracking_uri or f"sqlite:///{tracking}", data_dir=workdir)
     runner = StudyRunner(parse_study(study, source="overhead benchmark"), settings)
     for trial in group.trials:
         runner.study.enqueue_trial(trial.params)
@@ -292,11 +296,11 @@ class StepTimer:
         self.steps: list[tuple[Any, str, str]] = [
             (runner.StudyRunner, "_ask_within_budget", "ask: count the budget under the lock, study.ask"),
             (runner, "suggest", "sample the parameters (a storage write each)"),
-            (optuna.Trial, "set_user_attr", "trial attributes (seed, MLflow run id)"),
-            (tracking.Tracker, "start_trial_run", "open the MLflow run (create_run with tags, log_params)"),
-            (runner._EpochRecorder, "__call__", "per-epoch callback (buffer metrics, progress, report)"),
+            (optuna.Trial, "set_user_attr", "trial attributes (seed; the MLflow run id is set by the sender)"),
+            (tracking.Tracker, "open_trial_run", "open the MLflow run (handed to the sender thread)"),
+            (runner._EpochRecorder, "__call__", "per-epoch callback (queue metrics, progress, report)"),
             (runner.StudyRunner, "_checkpoint", "checkpoint (only trials entering the top k)"),
-            (tracking.Tracker, "end_trial_run", "close the MLflow run (one log_batch, set_terminated)"),
+            (tracking.TrialRun, "close", "close the MLflow run (wait for the sender: last epochs + summary in one log_batch, set_terminated)"),
             (runner.StudyRunner, "_tell", "tell Optuna"),
         ]
         self.seconds: dict[str, float] = {label: 0.0 for _, _, label in self.steps}
@@ -315,6 +319,8 @@ class StepTimer:
 
     def _timed(self, fn: Callable[..., Any], label: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                return fn(*args, **kwargs)  # background work: the training loop does not wait for it
             started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -330,12 +336,12 @@ class StepTimer:
 
 
 # -- measurement -----------------------------------------------------------------------------------
-def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
     # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.storage switches every
     # SQLite connection of this process to WAL unless HPO_SQLITE_WAL=0, read whenever a connection opens.
     with _sqlite_wal(way not in ("optuna+mlflow", JOURNAL_WAY)):
-        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile)
+        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile, tracking_uri=tracking_uri)
 
 
 @contextlib.contextmanager
@@ -351,13 +357,13 @@ def _sqlite_wal(enabled: bool) -> Iterator[None]:
             os.environ["HPO_SQLITE_WAL"] = previous
 
 
-def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None) -> dict[str, Any]:
+def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None, tracking_uri: str | None) -> dict[str, Any]:
     clock = Clock()
     setup = 0.0
     journal = way == JOURNAL_WAY
     if way in ("hpo", JOURNAL_WAY):
         started = time.perf_counter()
-        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal)
+        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal, tracking_uri=tracking_uri)
         setup = time.perf_counter() - started
     started, started_cpu = time.perf_counter(), time.process_time()
     if profile is not None:
@@ -463,9 +469,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-import-timing", action="store_true", help="do not time a fresh interpreter importing hpo")
     parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (for smoke tests)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)")
+    parser.add_argument("--ways", default=None, help=f"comma list of {', '.join(WAYS)} (default: all; bare is always run, as the reference)")
     parser.add_argument("--journal-variant", action="store_true", help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0")
     parser.add_argument("--phases", action="store_true", help="time each bookkeeping step of hpo's boston-short trials and print where the non-training time goes")
     parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
+    parser.add_argument("--hpo-tracking-uri", help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) instead of an SQLite file of its own")
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -480,6 +488,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message="MLflowCallback has been deprecated", category=FutureWarning)
     quick = args.quick
     ways = (*WAYS, JOURNAL_WAY) if args.journal_variant else WAYS
+    if args.ways:
+        unknown = set(args.ways.split(",")) - set(WAYS)
+        if unknown:
+            parser.error(f"--ways: unknown {', '.join(sorted(unknown))}; accepted: {', '.join(WAYS)}")
+        ways = tuple(w for w in ways if w == "bare" or w in args.ways.split(",") or (w == JOURNAL_WAY and "hpo" in args.ways.split(",")))
     rounds = args.rounds or (2 if quick else 3)
     threads = args.threads or (1 if quick else None)
     device = pick_device("auto", threads=threads)
@@ -504,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for group in groups:
             warm = Group(group.name, group.objective, group.metric, group.direction, group.fixed, [Trial({**group.trials[0].params, "epochs": 1})], group.data)
             for way in ways_of(group, ways):
-                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads)
+                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads, tracking_uri=args.hpo_tracking_uri)
         records: list[dict[str, Any]] = []
         profile = cProfile.Profile() if args.profile else None
         phases = StepTimer() if args.phases else None
@@ -515,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
                     timed = phases is not None and way == "hpo" and group.name == "boston-short"
                     with phases.timing() if timed else contextlib.nullcontext():  # type: ignore[union-attr]
-                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile)
+                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile, tracking_uri=args.hpo_tracking_uri)
                     if timed:
                         phases.trials += record["trials"]  # type: ignore[union-attr]
                         phase_overhead.append(record["overhead_ms_per_trial"] * record["trials"])

@@ -42,7 +42,7 @@ from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
 from hpo.resume import Change, compare, describe_refusal
 from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
-from hpo.tracking import StudySummary, Tracker, TrackingUnavailable
+from hpo.tracking import StudySummary, Tracker, TrackingUnavailable, TrialRun
 
 logger = logging.getLogger("hpo.runner")
 
@@ -438,9 +438,9 @@ class StudyRunner:
             # A retry repeats the trial it replaces: the same params and the same seed.
             seed = trial_seed(self.config.seed, trial.number if retried_from is None else int(retried_from))
             trial.set_user_attr(SEED_ATTR, seed)
-            run_id = self._open_trial_run(trial, chosen, seed, retried_from)
+            run = self._open_trial_run(trial, chosen, seed, retried_from)
             summary.trials_run.append(trial.number)
-            recorder = _EpochRecorder(self, trial, run_id)
+            recorder = _EpochRecorder(self, trial, run)
             hp = self.config.trial_hyperparameters(sampled)
             folds = self.config.data.cv_folds if self._cross_validated else 1
             self.progress.trial_started(trial.number, chosen, epochs=(_epoch_budget(hp) or 0) * folds)
@@ -449,29 +449,29 @@ class StudyRunner:
                     metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
                 where = f"{recorder.fold_text} (step {recorder.last_epoch})" if recorder.fold_text else f"epoch {recorder.last_epoch}"
-                return self._finish(trial, run_id, recorder, TrialState.PRUNED, summary, reason=f"pruned at {where}")
+                return self._finish(trial, recorder, TrialState.PRUNED, summary, reason=f"pruned at {where}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
-                return self._finish(trial, run_id, recorder, state, summary, reason=str(exc))
+                return self._finish(trial, recorder, state, summary, reason=str(exc))
             except KeyboardInterrupt as exc:
                 requeue = _will_retry(system_attrs, self.config.execution.max_retry)
                 if requeue:  # before the failure reason is set: the copy inherits the user attributes
                     RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
                 what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
-                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}", requeued=requeue)
+                self._finish(trial, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}", requeued=requeue)
                 raise Interrupted(f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume") from None
             except (UsageError, HpoError):
-                self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason="invalid configuration")
+                self._finish(trial, recorder, TrialState.FAIL, summary, reason="invalid configuration")
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing trial must never stop the study
                 reason = str(exc) if isinstance(exc, BadResult) else _describe_failure(exc)
                 logger.debug("trial %d failed", trial.number, exc_info=True)
-                return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=reason)
+                return self._finish(trial, recorder, TrialState.FAIL, summary, reason=reason)
             values = [metrics[m] for m in self.config.metrics]
             if not all(math.isfinite(v) for v in values):
-                return self._finish(trial, run_id, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
-            tags = self._checkpoint(trial, run_id, hp, metrics, result, values)
-            return self._finish(trial, run_id, recorder, TrialState.COMPLETE, summary, values=values, final=metrics, result=result, tags=tags)
+                return self._finish(trial, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
+            tags = self._checkpoint(trial, recorder.run, hp, metrics, result, values)
+            return self._finish(trial, recorder, TrialState.COMPLETE, summary, values=values, final=metrics, result=result, tags=tags)
 
     def _resolve_device(self) -> Any:
         """The torch device of execution.device, resolved once per worker (this imports torch)."""
@@ -567,31 +567,26 @@ class StudyRunner:
                 raise BadResult(f"the objective returned {_short_type(value)} for metric {name!r}; metrics are numbers") from None
         return final
 
-    def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> str | None:
+    def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> TrialRun | None:
+        """Open the trial's MLflow run in the background; the trial carries its id as soon as it exists
+        (so a crashed worker's run can be closed), and training starts without waiting for it."""
         if self.parent_run_id is None:
             trial.set_user_attr(SYNCED_ATTR, False)
             return None
         extra = {"hpo.retried_from": str(retried_from)} if retried_from is not None else {}
-        try:
-            run_id = self.tracker.start_trial_run(
-                parent_run_id=self.parent_run_id,
-                study_name=self.study_name,
-                trial_number=trial.number,
-                seed=seed,
-                params=chosen,
-                extra_tags=extra,
-            )
-        except TrackingUnavailable as exc:
-            self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will backfill it")
-            trial.set_user_attr(SYNCED_ATTR, False)
-            return None
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        return run_id
+        return self.tracker.open_trial_run(
+            parent_run_id=self.parent_run_id,
+            study_name=self.study_name,
+            trial_number=trial.number,
+            seed=seed,
+            params=chosen,
+            extra_tags=extra,
+            on_open=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
+        )
 
     def _finish(
         self,
         trial: optuna.Trial,
-        run_id: str | None,
         recorder: _EpochRecorder,
         state: TrialState,
         summary: RunSummary,
@@ -603,7 +598,8 @@ class StudyRunner:
         tags: dict[str, str] | None = None,
         requeued: bool = False,
     ) -> TrialState:
-        """Close the MLflow run first (its success is recorded on the trial), then tell Optuna.
+        """Complete the MLflow run first (every epoch sent, then closed; its success is recorded on the
+        trial), then tell Optuna: a trial Optuna sees finished has its whole curve in MLflow.
 
         Summary metrics: ``best_<metric>`` for each study metric measured per epoch (for an objective that
         reports nothing, its final value), ``best_epoch``, and ``n_params``/``train_seconds`` (the
@@ -624,9 +620,9 @@ class StudyRunner:
             summary_metrics.update({k: v for k, v in final.items() if k.endswith(STD_SUFFIX) or k == CV_FOLDS_METRIC})
         if reason:
             trial.set_user_attr(REASON_ATTR, reason)
-        if run_id is not None:
+        if recorder.run is not None:
             try:
-                self.tracker.end_trial_run(run_id, state=state.name, summary=summary_metrics, reason=reason, tags=tags)
+                recorder.run.close(state=state.name, summary=summary_metrics, reason=reason, tags=tags)
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will close its run")
                 trial.set_user_attr(SYNCED_ATTR, False)
@@ -671,13 +667,13 @@ class StudyRunner:
             pass
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _checkpoint(self, trial: optuna.Trial, run_id: str | None, hp: dict[str, Any], metrics: dict[str, float], result: TrialResult | None, values: list[float]) -> dict[str, str]:
+    def _checkpoint(self, trial: optuna.Trial, run: TrialRun | None, hp: dict[str, Any], metrics: dict[str, float], result: TrialResult | None, values: list[float]) -> dict[str, str]:
         """Keep a full objective's best-epoch weights and validation predictions, as the checkpoint policy says.
 
         Returns the tags for the trial's run, which go out with its closing batch.
         """
         policy = self.config.evaluation.checkpoints
-        if run_id is None or policy == "none" or result is None or not result.models or not self.objective.objective.is_full:
+        if run is None or policy == "none" or result is None or not result.models or not self.objective.objective.is_full:
             return {}
         # The trials seen when this one was asked for: a later finish elsewhere only makes this trial look
         # better than it is, so at worst one checkpoint too many is kept until the next top-k entry.
@@ -688,7 +684,7 @@ class StudyRunner:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint.save(Path(tmp))
             try:
-                self.tracker.log_artifacts(run_id, Path(tmp), "checkpoint")
+                self.tracker.log_artifacts(run.run_id, Path(tmp), "checkpoint")
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: checkpoint not saved: {exc}")
                 return {}
@@ -771,12 +767,12 @@ def summary_reason(study: optuna.Study, number: int) -> str:
 
 
 class _EpochRecorder:
-    """The per-epoch callback: log to MLflow (buffered), report to Optuna, prune when told."""
+    """The per-epoch callback: log to MLflow (sent in the background), report to Optuna, prune when told."""
 
-    def __init__(self, runner: StudyRunner, trial: optuna.Trial, run_id: str | None) -> None:
+    def __init__(self, runner: StudyRunner, trial: optuna.Trial, run: TrialRun | None) -> None:
         self.runner = runner
         self.trial = trial
-        self.run_id = run_id
+        self.run = run  # None once MLflow stopped answering: the trial goes on untracked
         self.metric = runner.config.metrics[0]
         self.maximize = runner.config.directions[0] == "maximize"
         # Optuna prunes one metric: the study's, whenever the objective measures it per epoch.
@@ -800,13 +796,13 @@ class _EpochRecorder:
 
     def fold_finished(self, fold: Fold, metrics: dict[str, float]) -> None:
         """A finished fold's final metrics, as ``fold_<metric>`` at step = fold index (sent with the epochs)."""
-        if self.run_id is None:
+        if self.run is None:
             return
         try:
-            self.runner.tracker.log_epoch(self.run_id, fold.index, {f"{FOLD_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)})
+            self.run.log_epoch(fold.index, {f"{FOLD_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)})
         except TrackingUnavailable as exc:
-            self.runner.progress.warn(f"trial {self.trial.number}: {exc}")
-            self.run_id = None
+            self.runner.progress.warn(f"trial {self.trial.number}: {exc}; `hpo reconcile` will backfill it")
+            self.run = None
             self.trial.set_user_attr(SYNCED_ATTR, False)
 
     def _record(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -818,17 +814,17 @@ class _EpochRecorder:
             current = self.best.get(self.metric)
             if current is None or (value > current if self.maximize else value < current):
                 self.best, self.best_epoch = dict(metrics), epoch
-        if self.run_id is not None:
+        if self.run is not None:
             try:
-                self.runner.tracker.log_epoch(self.run_id, epoch, metrics)
+                self.run.log_epoch(epoch, metrics)
             except TrackingUnavailable as exc:
-                self.runner.progress.warn(f"trial {self.trial.number}: {exc}")
-                self.run_id = None
+                self.runner.progress.warn(f"trial {self.trial.number}: {exc}; `hpo reconcile` will backfill it")
+                self.run = None
                 self.trial.set_user_attr(SYNCED_ATTR, False)
         self.runner.progress.epoch(self.trial.number, epoch, metrics)
         if self.report and value is not None and math.isfinite(value):
             now = time.monotonic()
-            if self.every_epoch or self.run_id is None or now - self.last_report >= self.runner.tracker.flush_seconds:
+            if self.every_epoch or self.run is None or now - self.last_report >= self.runner.tracker.flush_seconds:
                 self.last_report = now
                 self.trial.report(value, epoch)
                 if self.every_epoch and self.trial.should_prune():

@@ -3,7 +3,9 @@
 Layout (the contract): one experiment per study; one parent run tagged `hpo.role=study`; one child run
 per trial opened when the trial starts, tagged with the Optuna study and trial, closed FINISHED, KILLED
 (pruned) or FAILED with the reason. Per-epoch metrics are buffered and sent with `log_batch`, so a
-trial costs a handful of requests, not one per value. A tracking server that goes away never fails a
+trial costs a handful of requests, not one per value. A trial's run is fed by a background sender
+(:class:`TrialRun`): the training loop never waits on the store until the trial ends, when the run is
+completed before the trial's state is told to Optuna. A tracking server that goes away never fails a
 trial: calls retry with backoff, then warn; Optuna stays the record and `hpo reconcile` backfills.
 """
 
@@ -12,8 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,9 +61,17 @@ MAX_VIEW_PARAMS = 12
 STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
+_MAX_TAGS_PER_BATCH = 100
+_MAX_ENTRIES_PER_BATCH = 1000
 _PARAM_VALUE_LIMIT = 6000
 _OUTAGE_SECONDS = 60.0
 _NOTE_LIMIT = 8000  # MLflow's longest tag value; a longer study file is cut (the study.yaml artifact is whole)
+# After sending a run's epochs the sender waits this many times the send's duration (at most
+# _MAX_SEND_GAP seconds) before the next send of that run: epochs reported meanwhile go in one batch, so
+# a trial of many quick epochs costs a few requests, not one per epoch, and the sender (which shares
+# the interpreter with the training) stays busy at most a quarter of the time.
+_SEND_GAP_FACTOR = 3.0
+_MAX_SEND_GAP = 1.0
 
 
 class TrackingUnavailable(RuntimeError):
@@ -86,6 +99,7 @@ class Tracker:
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush: dict[str, float] = {}
         self.flush_seconds = 5.0
+        self._sender = _Sender()
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -254,6 +268,41 @@ class Tracker:
         self.log_params(run_id, params)
         return run_id
 
+    def open_trial_run(
+        self,
+        *,
+        parent_run_id: str,
+        study_name: str,
+        trial_number: int,
+        seed: int,
+        params: dict[str, Any],
+        extra_tags: dict[str, str] | None = None,
+        on_open: Callable[[str], None] | None = None,
+    ) -> TrialRun:
+        """The trial's child run as :meth:`start_trial_run` makes it, opened in the background: returns at
+        once. `on_open(run_id)` runs (on the sender thread) as soon as the run exists; its params go out
+        with the first epochs."""
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            ROLE: "trial",
+            "optuna.study_name": study_name,
+            "optuna.trial_number": str(trial_number),
+            "optuna.state": "RUNNING",
+            "hpo.seed": str(seed),
+            **(extra_tags or {}),
+        }
+        run = TrialRun(self, [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()])
+
+        def open_run() -> str:
+            created = self._call("open the trial run", lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"))
+            run_id = created.info.run_id
+            if on_open is not None:
+                on_open(run_id)
+            return run_id
+
+        run._opened = self._sender.submit(open_run)
+        return run
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         entries = [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()]
         for chunk in _chunks(entries, _MAX_PARAMS_PER_BATCH):
@@ -289,16 +338,28 @@ class Tracker:
         trial saved; see BENCHMARKS.md); MLflow caps a batch at 1000 metrics and tags together.
         """
         self._last_flush.pop(run_id, None)
+        self._close(run_id, self._pending.pop(run_id, []), [], state=state, summary=summary, reason=reason, tags=tags)
+
+    def _close(
+        self,
+        run_id: str,
+        metrics: list[Metric],
+        params: list[Param],
+        *,
+        state: str,
+        summary: dict[str, float] | None,
+        reason: str | None,
+        tags: dict[str, str] | None,
+    ) -> None:
+        """The closing batch (epochs not sent yet, params not sent yet, the summary, the state tags), then the run's status."""
         stamp = _now_ms()
-        metrics = self._pending.pop(run_id, []) + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
+        metrics = metrics + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
         run_tags = [RunTag("optuna.state", state), *(RunTag(k, redact(str(v))) for k, v in (tags or {}).items())]
         if reason:
             run_tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
-        chunks = list(_chunks(metrics, _MAX_METRICS_PER_BATCH - len(run_tags))) or [[]]
-        for i, chunk in enumerate(chunks):
-            chunk_tags = run_tags if i == len(chunks) - 1 else []
-            self._call("close the trial run", lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t, synchronous=True))
+        for batch_metrics, batch_params, batch_tags in _batches(metrics, params, run_tags):
+            self._call("close the trial run", lambda m=batch_metrics, p=batch_params, t=batch_tags: self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True))
         self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
 
     # -- artifacts --------------------------------------------------------------------------------
@@ -467,6 +528,138 @@ class Tracker:
         """Paths of the files (not folders) directly under `path` of a run's artifacts."""
         entries = self._call("list artifacts", lambda: self.client.list_artifacts(run_id, path))
         return [e.path for e in entries if not e.is_dir]
+
+
+class TrialRun:
+    """A trial's MLflow run, fed from the training loop without waiting on the store.
+
+    Opening the run, its per-epoch metrics and its closing batch go to the tracker's sender thread, in
+    order. Only :meth:`close` waits, and hpo tells Optuna a trial's state after it: a finished trial's
+    run holds every epoch it reported, and a worker killed mid-trial loses at most the epochs reported
+    since the last send (a fraction of a second), its trial being failed or retried.
+    """
+
+    def __init__(self, tracker: Tracker, params: list[Param]) -> None:
+        self._tracker = tracker
+        self._params = params  # sent with the first epochs, or the closing batch
+        self._opened: Future[str] = Future()  # the run id, once the sender has created the run
+        self._lock = threading.Lock()
+        self._pending: list[Metric] = []
+        self._queued = False  # a send of this run waits in the sender's queue
+        self._next_send = 0.0  # monotonic time before which this run's next send waits
+        self._failed: BaseException | None = None  # the first request of this run that failed
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (waits for the run to exist); TrackingUnavailable when it could not be opened."""
+        return self._opened.result()
+
+    def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
+        """Queue one epoch's metrics (`step` = epoch) for the sender.
+
+        Raises TrackingUnavailable when an earlier request of this run failed: from then on the run
+        misses data, which `hpo reconcile` backfills from Optuna."""
+        self._raise_failure()
+        stamp = _now_ms()
+        with self._lock:
+            self._pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+            if self._queued:
+                return
+            self._queued = True
+        self._tracker._sender.submit(self._send, not_before=lambda: self._next_send)
+
+    def close(self, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None, tags: dict[str, str] | None = None) -> None:
+        """Send what is left with the summary metrics, the Optuna state and `tags`; close the run with
+        the matching status; return when that is done, so the run holds every epoch reported.
+
+        Raises TrackingUnavailable when a request of the run failed; the run then stays open for
+        `hpo reconcile`, which closes it with the trial's state.
+        """
+        with self._lock:  # the closing batch takes every epoch not sent yet: one request, not two
+            metrics, params, self._pending, self._params = self._pending, self._params, [], []
+        self._next_send = 0.0  # a send waiting for its turn runs now (and finds nothing left)
+
+        def close() -> None:
+            run_id = self._opened.result()
+            if self._failed is not None:
+                raise self._failed
+            self._tracker._close(run_id, metrics, params, state=state, summary=summary, reason=reason, tags=tags)
+
+        self._tracker._sender.submit(close).result()
+
+    def _raise_failure(self) -> None:
+        if self._failed is None and self._opened.done() and self._opened.exception() is not None:
+            self._failed = self._opened.exception()
+        if self._failed is not None:
+            raise self._failed
+
+    def _send(self) -> None:
+        """On the sender thread: every epoch queued so far (and the params, the first time) in one request."""
+        with self._lock:
+            metrics, params, self._pending, self._params, self._queued = self._pending, self._params, [], [], False
+        if self._failed is not None or not (metrics or params):
+            return
+        started = time.monotonic()
+        try:
+            run_id = self._opened.result()
+            for batch_metrics, batch_params, _ in _batches(metrics, params, []):
+                self._tracker._call("log metrics", lambda m=batch_metrics, p=batch_params: self._tracker.client.log_batch(run_id, metrics=m, params=p, synchronous=True))
+        except BaseException as exc:  # noqa: BLE001 - kept for the training loop's next epoch, or the close
+            self._failed = exc
+        finally:
+            took = time.monotonic() - started
+            self._next_send = time.monotonic() + min(_SEND_GAP_FACTOR * took, _MAX_SEND_GAP)
+
+
+class _Sender:
+    """One daemon thread that runs a tracker's background MLflow requests in the order they were handed over.
+
+    A job may wait for a moment (`not_before`, read again whenever the sender wakes, so it can be
+    brought forward); the jobs behind it wait too. The thread ends after a few idle seconds and is
+    started again by the next job.
+    """
+
+    _IDLE_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._jobs: deque[tuple[Callable[[], Any], Future[Any], Callable[[], float] | None]] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], T], *, not_before: Callable[[], float] | None = None) -> Future[T]:
+        future: Future[T] = Future()
+        with self._wake:
+            self._jobs.append((fn, future, not_before))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="hpo-tracking-sender", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return future
+
+    def _next(self) -> tuple[Callable[[], Any], Future[Any]] | None:
+        with self._wake:
+            while True:
+                if not self._jobs:
+                    if not self._wake.wait(self._IDLE_SECONDS) and not self._jobs:
+                        self._thread = None
+                        return None
+                    continue
+                fn, future, not_before = self._jobs[0]
+                delay = not_before() - time.monotonic() if not_before is not None else 0.0
+                if delay <= 0:
+                    self._jobs.popleft()
+                    return fn, future
+                self._wake.wait(delay)
+
+    def _loop(self) -> None:
+        while (job := self._next()) is not None:
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the job
+                future.set_exception(exc)
 
 
 @dataclass
@@ -661,6 +854,23 @@ def build_mlflow_schema(url: str) -> None:
 
 def _param_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _batches(metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> Iterable[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """`log_batch` requests within MLflow's limits (1000 metrics, 100 params, 100 tags, 1000 entries in
+    all): as few as fit, params first and tags in the last (a run's state tag changes last)."""
+    limits = {Param: _MAX_PARAMS_PER_BATCH, Metric: _MAX_METRICS_PER_BATCH, RunTag: _MAX_TAGS_PER_BATCH}
+    batch: dict[type, list[Any]] = {kind: [] for kind in limits}
+    size = 0
+    for entry in [*params, *metrics, *tags]:
+        kind = type(entry)
+        if size == _MAX_ENTRIES_PER_BATCH or len(batch[kind]) == limits[kind]:
+            yield batch[Metric], batch[Param], batch[RunTag]
+            batch, size = {kind: [] for kind in limits}, 0
+        batch[kind].append(entry)
+        size += 1
+    if size:
+        yield batch[Metric], batch[Param], batch[RunTag]
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:

@@ -75,6 +75,18 @@ def test_overhead_runs_the_same_trials_three_ways(tmp_path: Path, capsys: pytest
     assert "## Overhead" in printed and "- command: `python" in printed and "non-training ms/trial" in printed
 
 
+def test_end_to_end_times_hpo_run_against_the_same_training_in_fresh_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Both ways are fresh processes training the same configurations with the same seeds: their final
+    # metrics agree exactly, and the ratio includes every fixed cost of `hpo run`.
+    payload = load_script("end_to_end").main(["--trials", "2", "--epochs", "2", "--rounds", "1", "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "e2e.json")])
+    [row] = payload["rounds"]
+    assert row["largest metric difference"] == 0.0
+    assert row["bare s"] > 0 and row["hpo run s"] > 0 and row["hpo / bare"] == pytest.approx(row["hpo run s"] / row["bare s"])
+    assert payload["summary"]["trials"] == 2 and payload["summary"]["epochs"] == 2
+    assert json.loads((tmp_path / "e2e.json").read_text())["summary"] == payload["summary"]
+    assert "- command: `python" in capsys.readouterr().out
+
+
 def test_search_efficiency_compares_hpo_with_random_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Both variants run under the same wall budget; the report has a best-so-far row per variant and,
     # per seed, random search's final best and how long hpo needed to reach it (or that it did not).
