@@ -10,7 +10,7 @@ Sections (each prints a Markdown table; the header names the device):
    training images, through hpo's own training loop;
 2. the airbench-style configuration trained on the full training split over 3 seeds: seconds and test
    accuracy (with the flip test-time augmentation it is validated with);
-3. 1, 2 and 4 trials training at once on the device (separate processes, as `execution.trials_per_device`
+3. 1, 2 and 4 (smoke: 1 and 2) trials training at once on the device (separate processes, as `execution.trials_per_device`
    runs them): images/s summed over the trials;
 4. a 5-minute study (cifar10-hour.yaml with timeout 300, one worker per trial slot): best validation
    accuracy, then `hpo evaluate` (top 3, greedy ensemble) with its test accuracies and time.
@@ -49,6 +49,7 @@ VARIANTS = (  # (label, channels_last, precision, compile)
     ("bf16 + channels_last", True, "bf16", False),
     ("bf16 + channels_last + compile", True, "bf16", True),
 )
+SECTIONS = ("throughput", "seeds", "concurrent", "study")
 SMOKE_MODEL = {"width_scale": 0.0625, "filters": 4, "conv_blocks": 2, "hidden_layers": 0, "width": 8}
 
 
@@ -181,7 +182,7 @@ def train_and_test(hp: dict[str, Any], *, seed: int, precision: str) -> dict[str
     result = objective.train(ctx)
     seconds = time.perf_counter() - started
     inputs, labels = objective.test_split(DataConfig(), result.meta)
-    probabilities = predictions(objective, [result.model], inputs, result.meta)
+    probabilities = predictions(objective, [result.models[0]], inputs, result.meta)
     return {"seed": seed, "seconds": seconds, "val_acc": result.metrics["val_acc"], "test_acc": float(np.mean(probabilities.argmax(1) == labels))}
 
 
@@ -222,7 +223,7 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
     spec.update(name="gpu-benchmark-study", timeout=seconds)
     spec["execution"] = {**spec.get("execution", {}), "precision": "auto"}
     if smoke:
-        spec["n_trials"] = 2
+        spec["n_trials"] = 1  # the budget that ends the smoke run (its timeout only guards it)
         spec["params"] = {"lr": {"type": "float", "low": 0.05, "high": 0.5, "log": True}}
         spec["enqueue"] = [{"lr": 0.2}]
         spec["fixed"] = {**spec["fixed"], **{k: v for k, v in SMOKE_MODEL.items() if k == "width_scale"}, "epochs": 2, "batch_size": 32}
@@ -267,11 +268,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="seconds on a CPU: generated tiny data, tiny models (checks the script, not the GPU)")
     parser.add_argument("--cifar-source", help="a CIFAR-10 archive to import first (official or the JPEG image-folder tarball)")
     parser.add_argument("--images", type=int, help="training images per throughput measurement (default 10,240; smoke 64)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the airbench-style configuration")
-    parser.add_argument("--study-seconds", type=float, help="budget of the short study (default 300; smoke 5)")
+    parser.add_argument("--seeds", type=int, help="seeds of the airbench-style configuration (default 3; smoke 1)")
+    parser.add_argument("--study-seconds", type=float, help="budget of the short study (default 300; smoke: one trial)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--concurrent-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if any(s not in SECTIONS for s in sections):
+        parser.error(f"--sections: accepted: {', '.join(SECTIONS)}")
     if args.concurrent_worker:
         concurrent_worker(json.loads(args.concurrent_worker))
         return {}
@@ -280,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     images = args.images or (64 if args.smoke else 10_240)
-    study_seconds = args.study_seconds or (5.0 if args.smoke else 300.0)
+    study_seconds = args.study_seconds or (600.0 if args.smoke else 300.0)
+    seed_count = args.seeds if args.seeds is not None else (1 if args.smoke else 3)
+    counts = (1, 2) if args.smoke else (1, 2, 4)
     data_dir = os.environ.get("HPO_DATA_DIR")
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hpo-gpu-bench-") as tmp:
@@ -295,12 +302,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             airbench_chosen, cnn_chosen = warm_start_configuration(), median_configuration()
 
             section = time.perf_counter()
-            throughput = []
+            throughput: list[dict[str, Any]] = []
             for label, chosen in (("airbench-style (cifar10-hour warm start)", airbench_chosen), ("cnn (cifar10-cnn median)", cnn_chosen)):
+                if "throughput" not in sections:
+                    break
                 hp = resolved(chosen, smoke=args.smoke)
                 for variant, channels_last, precision, compiled in VARIANTS:
-                    if compiled and args.smoke:
-                        throughput.append({"model": label, "variant": variant, "images/s": None, "precision": "skipped in --smoke (compiling takes a minute on a CPU)"})
+                    if compiled and device.type != "cuda":
+                        throughput.append({"model": label, "variant": variant, "images/s": None, "precision": "skipped on the CPU (compiling takes minutes there)"})
                         continue
                     row = measure_throughput(hp, device=device, images=images, channels_last=channels_last, precision=precision, compile=compiled)
                     throughput.append({"model": label, "variant": variant, **row})
@@ -309,16 +318,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             section = time.perf_counter()
             airbench_hp = resolved(airbench_chosen, smoke=args.smoke, epochs=1 if args.smoke else None)
-            seeds = [train_and_test(airbench_hp, seed=seed, precision="auto" if device.type == "cuda" else "fp32") for seed in range(args.seeds)]
+            seeds = [train_and_test(airbench_hp, seed=seed, precision="auto" if device.type == "cuda" else "fp32") for seed in range(seed_count if "seeds" in sections else 0)]
             timings["airbench seeds"] = time.perf_counter() - section
 
             section = time.perf_counter()
-            concurrent = measure_concurrency(resolved(airbench_chosen, smoke=args.smoke), counts=(1, 2, 4), images=images, precision="bf16" if device.type == "cuda" else "fp32", on_gpu=device.type == "cuda")
+            concurrent = (
+                measure_concurrency(resolved(airbench_chosen, smoke=args.smoke), counts=counts, images=images, precision="bf16" if device.type == "cuda" else "fp32", on_gpu=device.type == "cuda")
+                if "concurrent" in sections
+                else []
+            )
             timings["concurrent trials"] = time.perf_counter() - section
 
             section = time.perf_counter()
             (scratch / "study").mkdir()
-            study = short_study(scratch / "study", seconds=study_seconds, smoke=args.smoke)
+            study = short_study(scratch / "study", seconds=study_seconds, smoke=args.smoke) if "study" in sections else {}
             timings["short study + evaluate"] = time.perf_counter() - section
         finally:
             if data_dir is None:
@@ -329,13 +342,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     info = _report.machine()
     test_accs = [s["test_acc"] for s in seeds]
-    summary_seeds = {
-        "seeds": len(seeds),
-        "seconds (mean)": statistics.mean(s["seconds"] for s in seeds),
-        "test accuracy (mean)": statistics.mean(test_accs),
-        "test accuracy (min)": min(test_accs),
-        "test accuracy (max)": max(test_accs),
-    }
+    summary_seeds = (
+        {
+            "seeds": len(seeds),
+            "seconds (mean)": statistics.mean(s["seconds"] for s in seeds),
+            "test accuracy (mean)": statistics.mean(test_accs),
+            "test accuracy (min)": min(test_accs),
+            "test accuracy (max)": max(test_accs),
+        }
+        if seeds
+        else {}
+    )
     payload = {
         "machine": info, "device": device_name, "smoke": args.smoke, "throughput": throughput, "airbench_seeds": seeds, "airbench_summary": summary_seeds,
         "airbench_hyperparameters": airbench_hp, "cnn_median": cnn_chosen, "concurrent": concurrent,
@@ -351,13 +368,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"### Airbench-style configuration ({airbench_hp['epochs']} epochs, width_scale {airbench_hp['width_scale']}, tta {airbench_hp['tta']}), {len(seeds)} seeds",
         "",
         _report.table(seeds, ["seed", "seconds", "val_acc", "test_acc"]),
-        _report.table([summary_seeds]),
+        _report.table([summary_seeds] if summary_seeds else []),
         "### Trials training at once on the device",
         "",
         _report.table(concurrent),
-        f"### A {study_seconds:.0f}-second study (studies/cifar10-hour.yaml, timeout {study_seconds:.0f}), then `hpo evaluate --top-k 3`",
+        f"### A {'one-trial' if args.smoke else f'{study_seconds:.0f}-second'} study (studies/cifar10-hour.yaml, timeout {study_seconds:.0f}), then `hpo evaluate --top-k 3`",
         "",
-        _report.table([payload["study"]]),
+        _report.table([payload["study"]] if payload["study"] else []),
         "### Time per section (s)",
         "",
         _report.table([timings]),
