@@ -44,7 +44,9 @@ NORMALIZED = ("airbench", *BACKBONES)
 
 HYPERPARAMETERS = (
     HyperparameterTable(Hyperparameter("model", choice(*MODELS), "cnn", "the network: an MLP on the pixels, a CNN, a small ResNet, an airbench-style net or a torchvision backbone"))
-    + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width").applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
+    + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width")
+    .applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
+    .applying_to(("mlp", *CONV, *BACKBONES), "dropout")
     + TRAINING.with_defaults(batch_size=128, epochs=10, early_stopping_patience=5)
     + HyperparameterTable(
         Hyperparameter("loss", choice(*CLASSIFICATION_LOSSES), "cross_entropy", "softmax cross-entropy or the multiclass SVM (hinge) loss"),
