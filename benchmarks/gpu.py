@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="seconds on a CPU: generated tiny data, tiny models (checks the script, not the GPU)")
     parser.add_argument("--cifar-source", help="a CIFAR-10 archive to import first (official or the JPEG image-folder tarball)")
     parser.add_argument("--images", type=int, help="training images per throughput measurement (default 10,240; smoke 64)")
+    parser.add_argument("--warm-start", type=int, default=0, help="which of cifar10-hour.yaml's enqueue: entries the throughput rows train (0: 64/256/256, 1: 32/128/128)")
     parser.add_argument("--seeds", type=int, help="seeds of the airbench-style configuration (default 3; smoke 1)")
     parser.add_argument("--study-seconds", type=float, help="budget of the short study (default 300; smoke: one trial)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)} (default: all)")
@@ -301,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
             print(f"device: {device_name}; data: {source}", file=sys.stderr, flush=True)
-            airbench_chosen, cnn_chosen = warm_start_configuration(), median_configuration()
+            airbench_chosen, cnn_chosen = warm_start_configuration(index=args.warm_start), median_configuration()
 
             section = time.perf_counter()
             throughput: list[dict[str, Any]] = []
