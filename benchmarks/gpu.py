@@ -250,8 +250,8 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(spec["name"])
-    runs = client.search_runs([experiment.experiment_id], "tags.`hpo.role` IN ('evaluation', 'ensemble')") if experiment else []
-    tests = {run.info.run_name: run.data.metrics.get("test_accuracy") for run in runs}
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    tests = {run.info.run_name: run.data.metrics.get("test_acc") for run in runs if run.data.tags.get("hpo.role") in ("evaluation", "ensemble")}
     return {
         "trials complete": len(complete),
         "trials pruned": sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED),
