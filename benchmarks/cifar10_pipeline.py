@@ -52,9 +52,9 @@ def load_images(*, quick: bool, images: int, seed: int) -> tuple[np.ndarray, np.
             raise SystemExit(f"CIFAR-10 is not cached in {cifar10.cache_dir()}; import it (`hpo data import cifar10 PATH`) or use --quick")
         print(f"importing {SHARED_JPEG} into {cifar10.cache_dir()} (once)", file=sys.stderr)
         cifar10.import_dataset(SHARED_JPEG)
-    split = cifar10._load_split("train")
-    chosen = np.sort(rng.choice(len(split), size=min(images, len(split)), replace=False))
-    return split.images.numpy()[chosen], split.labels.numpy()[chosen], f"CIFAR-10 training images ({cifar10.describe()['source_format']})"
+    all_images, all_labels = cifar10._load_arrays("train")
+    chosen = np.sort(rng.choice(len(all_labels), size=min(images, len(all_labels)), replace=False))
+    return all_images[chosen], all_labels[chosen], f"CIFAR-10 training images ({cifar10.describe()['source_format']})"
 
 
 class Cifar10Style(torch.utils.data.Dataset):  # type: ignore[type-arg]

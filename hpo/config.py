@@ -13,7 +13,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
@@ -177,6 +177,10 @@ class EvaluationConfig(_Strict):
     checkpoints: Literal["all", "top_k", "none"] = Field(default="top_k", description="which trials keep their weights as MLflow artifacts")
 
 
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+
+
 class ExecutionConfig(_Strict):
     """How trials are run and survived: heartbeats, retries and the failure guard."""
 
@@ -187,6 +191,13 @@ class ExecutionConfig(_Strict):
     nan_policy: Literal["prune", "fail"] = Field(default="prune", description="a NaN/inf training loss ends the trial PRUNED or FAIL")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, le=4096, description="CPU threads per worker (null: the cores shared among local workers)")
+    precision: PrecisionName = Field(
+        default="auto", description="auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; fp32 on the CPU (bf16 there on request)"
+    )
+    compile: bool = Field(default=False, description="torch.compile the model before training (pays off on GPUs for trials of more than a few epochs)")
+    trials_per_device: int = Field(
+        default=1, ge=1, le=64, description="`hpo run` without --workers starts this many workers per GPU (or on the CPU), each running one trial at a time"
+    )
 
 
 def _objective_forms() -> str:

@@ -109,6 +109,7 @@ def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
         mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
         retried_from=RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
         reason=trial.user_attrs.get("hpo.failure_reason"),
+        device=trial.user_attrs.get("hpo.device"),  # where it trained: several trials may share one GPU
     )
     return row
 

@@ -57,6 +57,7 @@ REASON_ATTR = "hpo.failure_reason"
 CHECKPOINT_TAG = "hpo.checkpoint"
 CHANGES_TAG = "hpo.config_changes"
 DATA_ATTR = "hpo.data_fingerprint"
+DEVICE_ATTR = "hpo.device"  # e.g. "cuda:0 (physical GPU 1, NVIDIA A100), pid 4242": shown by `hpo status`
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -481,6 +482,21 @@ class StudyRunner:
             self._device = pick_device(self.config.execution.device, threads=self.config.execution.threads)
         return self._device
 
+    def _device_text(self) -> str:
+        """This worker's device as `hpo status` shows it: which physical GPU (CUDA_VISIBLE_DEVICES), or
+        the CPU and its threads, and the worker's process id (trials sharing a GPU have different ones)."""
+        import torch
+
+        device = self._resolve_device()
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+            physical = visible[index] if index < len(visible) else str(index)
+            where = f"cuda:{index} (GPU {physical}, {torch.cuda.get_device_name(index)})"
+        else:
+            where = f"{device} ({torch.get_num_threads()} threads)"
+        return f"{where}, pid {os.getpid()}"
+
     def _train(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, recorder: _EpochRecorder) -> tuple[dict[str, float], TrialResult | None]:
         """Run the objective; its final metrics (each study metric among them) and its result, if a full one.
 
@@ -537,9 +553,13 @@ class StudyRunner:
             report=report,
             resolve_device=self._resolve_device,
             fold=fold,
+            precision=execution.precision,
+            compile=execution.compile,
         )
         if "torch" in sys.modules:
             self._resolve_device()  # an objective that imports torch gets the worker's CPU thread budget
+            if fold is None or fold.index == 0:
+                trial.set_user_attr(DEVICE_ATTR, self._device_text())
         _seed_everything(seed)
         try:
             return self.objective.objective(ctx)
@@ -987,13 +1007,24 @@ def as_stored(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def default_workers_env(index: int, workers: int) -> dict[str, str]:
-    """Environment for local worker `index` of `workers`: its own GPU, or its share of CPU threads."""
+def visible_gpus() -> list[str]:
+    """The GPUs local workers may use (CUDA_VISIBLE_DEVICES, else every one torch sees)."""
     import torch
 
-    env: dict[str, str] = {}
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def default_workers(trials_per_device: int) -> int:
+    """`hpo run`'s worker count without --workers: execution.trials_per_device per GPU, or on the CPU."""
+    return trials_per_device * max(1, len(visible_gpus())) if trials_per_device > 1 else 1
+
+
+def default_workers_env(index: int, workers: int) -> dict[str, str]:
+    """Environment for local worker `index` of `workers`: a GPU (round robin, so workers beyond the GPU
+    count share them), or its share of CPU threads."""
+    env: dict[str, str] = {}
+    gpus = visible_gpus()
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -274,6 +274,20 @@ CASES = [
     BadInput("N-heartbeat-huge", tiny_boston(execution={"heartbeat_interval": 10**20}), ("execution.heartbeat_interval:", "in [1, 86400]")),
     BadInput("N-jitter-above-one", {**CIFAR, "fixed": {**CIFAR["fixed"], "augment_jitter": 1.5}}, ("fixed.augment_jitter:", "a number in [0, 1]")),
     BadInput("N-backbone-batch-of-one", {**CIFAR, "fixed": {"model": "resnet18", "epochs": 1, "batch_size": 1}}, ("fixed.batch_size:", "torchvision backbone")),
+    # the airbench-style family, test-time augmentation, warmup, EMA and the execution options of issue 18
+    BadInput("N-width-scale-too-large", {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "width_scale": 8}}, ("fixed.width_scale:", "not a number in [0.0625, 4]")),
+    BadInput("N-tta-unknown", {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "tta": "rotate"}}, ("fixed.tta:", "'rotate'", "accepted: none, flip, flip_translate")),
+    BadInput("N-whiten-not-a-flag", {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "whiten": "yes"}}, ("fixed.whiten:", "'yes'", "true or false")),
+    BadInput("N-ema-decay-one", {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "ema_decay": 1.0}}, ("fixed.ema_decay:", "not a number in [0, 1)")),
+    BadInput("N-airbench-batch-of-one", {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "batch_size": 1}}, ("fixed.batch_size:", "batch_size 1 cannot train with batch norm")),
+    BadInput(
+        "N-warmup-with-cosine",
+        {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "lr_schedule": "cosine", "lr_warmup_epochs": 1}},
+        ("fixed.lr_schedule:", "lr_warmup_epochs applies to lr_schedule none or linear", "not cosine"),
+    ),
+    BadInput("bad-precision", tiny_boston(execution={"precision": "fp8"}), ("execution.precision:", "'fp8'", "accepted: auto, fp32, bf16, fp16")),
+    BadInput("bad-trials-per-device", tiny_boston(execution={"trials_per_device": 0}), ("execution.trials_per_device:", "[1, 64]")),
+    BadInput("bad-compile", tiny_boston(execution={"compile": "maybe"}), ("execution.compile:", "true or false", "'maybe'")),
     # pruner and sampler arguments of the wrong type name the argument and the type
     BadInput("pruner-argument-type", tiny_boston(pruner={"type": "median", "n_warmup_steps": "many"}), ("pruner.n_warmup_steps:", "MedianPruner takes an integer", "'many'")),
     BadInput("sampler-argument-type-string-number", tiny_boston(sampler={"type": "tpe", "n_startup_trials": "5"}), ("sampler.n_startup_trials:", "TPESampler takes an integer", "'5'")),

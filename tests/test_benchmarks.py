@@ -263,3 +263,33 @@ def test_large_study_fills_an_hpo_study_and_times_every_command(tmp_path: Path, 
     assert (tmp_path / "report-100" / "index.html").is_file()
     printed = capsys.readouterr().out
     assert "## Large studies" in printed and "- command: `python" in printed
+
+
+def test_gpu_smoke_reports_every_section_on_the_cpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # --smoke runs the GPU script end to end on generated tiny data: throughput rows for both families
+    # and every variant (compile rows say why they are skipped on a CPU), the airbench-style
+    # configuration's seconds and test accuracy, concurrent trials, and a study with its evaluation.
+    script = load_script("gpu")
+    out = tmp_path / "gpu.json"
+    payload = script.main(["--smoke", "--json", str(out)])
+    rows = payload["throughput"]
+    assert [(r["model"].split(" ")[0], r["variant"]) for r in rows] == [(m, v[0]) for m in ("airbench-style", "cnn") for v in script.VARIANTS]
+    assert all(r["images/s"] > 0 for r in rows if "compile" not in r["variant"])
+    assert all(r["images/s"] is None and "skipped on the CPU" in r["precision"] for r in rows if "compile" in r["variant"])
+    assert len(payload["airbench_seeds"]) == 1 and 0.0 <= payload["airbench_seeds"][0]["test_acc"] <= 1.0
+    assert [r["trials at once"] for r in payload["concurrent"]] == [1, 2] and all(r["images/s (sum)"] > 0 for r in payload["concurrent"])
+    study = payload["study"]
+    assert study["trials complete"] == 1 and 0.0 <= study["best val_acc"] <= 1.0 and 0.0 <= study["best test accuracy (single model)"] <= 1.0
+    assert json.loads(out.read_text())["study"]["trials complete"] == 1
+    printed = capsys.readouterr().out
+    assert "## CIFAR-10 on one GPU (CPU (" in printed and "### Trials training at once on the device" in printed
+
+
+def test_gpu_median_configuration_takes_the_middle_of_each_range() -> None:
+    # cifar10-cnn.yaml's median configuration: the geometric middle of log ranges, the middle of linear
+    # ones (rounded for integers), the first of two choices, conditional parameters only when they apply.
+    script = load_script("gpu")
+    median = script.median_configuration()
+    assert median["filters"] == round(math.sqrt(16 * 96)) and median["conv_blocks"] == 3 and median["filters_growth"] == 1.5
+    assert median["optimizer"] == "sgd" and median["momentum"] == pytest.approx(0.875) and median["hidden_layers"] == 0 and "width" not in median
+    assert median["model"] == "cnn" and median["epochs"] == 30

@@ -93,3 +93,18 @@ def test_a_bad_second_file_stops_the_sweep_before_anything_runs(cli: Callable[..
     assert result.exit_code == 2
     assert "n_startup" in result.stderr
     assert not (tmp_path / "hpo.db").exists()
+
+
+def test_trials_per_device_sets_the_default_worker_count_and_shares_gpus_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # execution.trials_per_device K: `hpo run` without --workers starts K workers per visible GPU (K on
+    # the CPU), and worker i gets GPU i mod #GPUs, so each GPU runs K trials at once; 1 keeps one worker.
+    from hpo.runner import default_workers, default_workers_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert default_workers(1) == 1 and default_workers(3) == 6
+    assert [default_workers_env(i, 6)["CUDA_VISIBLE_DEVICES"] for i in range(6)] == ["3", "5", "3", "5", "3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert default_workers(2) == 2
+    env = default_workers_env(0, 2)
+    assert "CUDA_VISIBLE_DEVICES" not in env and int(env["HPO_THREADS"]) >= 1

@@ -31,6 +31,9 @@ def evaluate(
     ensemble: Optional[EnsembleMethod] = typer.Option(None, "--ensemble", help="How to combine them (default: evaluation.ensemble)."),
     retrain_seeds: Optional[int] = typer.Option(None, "--retrain-seeds", min=0, help="Retrain each on train+validation over N seeds first (default: evaluation.retrain_seeds)."),
     force: bool = typer.Option(False, "--force", help="Evaluate again although test results exist (reads the test split again)."),
+    tta: Optional[str] = typer.Option(
+        None, "--tta", help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); validation predictions are recomputed with it."
+    ),
     storage: Optional[str] = StorageOption,
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
@@ -46,6 +49,7 @@ def evaluate(
         ensemble=ensemble.value if ensemble is not None else None,
         retrain_seeds_count=retrain_seeds,
         force=force,
+        tta=tta,
         say=lambda message: console.print(message, highlight=False),
     )
     if result.existing:

@@ -55,7 +55,9 @@ def run(
     study_files: list[Path] = typer.Argument(..., help="One or more study files, run one after another."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Stop starting trials after this many seconds."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine sharing the study."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Worker processes on this machine sharing the study (default: execution.trials_per_device per GPU, else 1)."
+    ),
     storage: Optional[str] = StorageOption,
     tracking_uri: Optional[str] = TrackingOption,
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
@@ -99,11 +101,16 @@ def _remaining(budget: dict[str, Any]) -> float | None:
     return budget.get("timeout")
 
 
-def _run_one(path: Path, config: StudyConfig, settings: Settings, *, n_trials: int | None, timeout: float | None, workers: int, study_name: str | None, quiet: bool) -> dict[str, Any]:
+def _run_one(
+    path: Path, config: StudyConfig, settings: Settings, *, n_trials: int | None, timeout: float | None, workers: int | None, study_name: str | None, quiet: bool
+) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from hpo.progress import make_progress
-    from hpo.runner import BUDGET_ATTR, StudyRunner
+    from hpo.runner import BUDGET_ATTR, StudyRunner, default_workers
+
+    if workers is None:
+        workers = default_workers(config.execution.trials_per_device)
 
     started = time.monotonic()
     budget = _budget(config, n_trials, timeout)
@@ -170,8 +177,12 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         for index in range(workers):
-            env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **default_workers_env(index, workers)}
+            own = default_workers_env(index, workers)
+            env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **own}
             env.setdefault("HPO_PROGRESS", "plain")  # several live displays on one terminal would garble it
+            if not quiet:
+                where = f"GPU {own['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in own else f"CPU, {own['HPO_THREADS']} thread(s)"
+                typer.echo(f"worker {index + 1}/{workers}: {where}", err=True)
             procs.append(subprocess.Popen(argv, env=env, start_new_session=True))
         codes = [proc.wait() for proc in procs]
     finally:

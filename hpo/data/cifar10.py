@@ -215,8 +215,34 @@ def check(config: DataConfig) -> None:
     _indices(config)
 
 
-def load(config: DataConfig) -> Cifar10Data:
-    """Training and validation images, both drawn from the official training set (never the test set)."""
+# The last split a worker process loaded, on its device, keyed by what decides its rows: the trials of a
+# study share it (one host-to-GPU copy per worker, not per trial). One entry, so memory stays bounded.
+_ON_DEVICE: dict[tuple[Any, ...], Cifar10Data] = {}
+
+
+def load(config: DataConfig, *, device: torch.device | str | None = None) -> Cifar10Data:
+    """Training and validation images, both drawn from the official training set (never the test set).
+
+    With `device`, the split is returned on that device and kept there for the next call with the same
+    data (cache file, val_fraction, subset, split_seed) and device in this process.
+    """
+    if device is None:
+        return _host_split(config)
+    import torch
+
+    manifest = require_cached()
+    images_name, labels_name = _file_names("train")
+    key = (str(cache_dir()), manifest["files"][images_name]["sha256"], manifest["files"][labels_name]["sha256"],
+           config.val_fraction, config.subset, config.split_seed, str(torch.device(device)))  # fmt: skip
+    if key not in _ON_DEVICE:
+        _ON_DEVICE.clear()
+        data = _host_split(config)
+        move = lambda split: Split(split.images.to(device), split.labels.to(device))  # noqa: E731
+        _ON_DEVICE[key] = Cifar10Data(train=move(data.train), val=move(data.val))
+    return _ON_DEVICE[key]
+
+
+def _host_split(config: DataConfig) -> Cifar10Data:
     images, labels, train_idx, val_idx = _indices(config)
     # numpy gathers rows faster than torch indexing
     return Cifar10Data(train=_split(images[train_idx], labels[train_idx]), val=_split(images[val_idx], labels[val_idx]))

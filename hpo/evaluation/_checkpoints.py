@@ -29,6 +29,8 @@ class Member:
     models: list[nn.Module]  # one, or one per fold: their predictions are averaged
     best_epoch: int | None
     path: Path  # the downloaded model file
+    # validation predictions recomputed at evaluation (e.g. with test-time augmentation); None: the checkpoint's
+    recomputed_val_predictions: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -48,6 +50,8 @@ class Member:
 
     @property
     def val_predictions(self) -> np.ndarray:
+        if self.recomputed_val_predictions is not None:
+            return self.recomputed_val_predictions
         return self.checkpoint.val_predictions
 
     @property

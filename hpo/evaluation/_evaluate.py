@@ -180,9 +180,15 @@ def evaluate(
     ensemble: str | None = None,
     retrain_seeds_count: int | None = None,
     force: bool = False,
+    tta: str | None = None,
     say: Say = lambda message: None,
 ) -> EvaluationResult:
-    """Evaluate the study's best models on the test split once; see the module docstring for the order."""
+    """Evaluate the study's best models on the test split once; see the module docstring for the order.
+
+    `tta` (e.g. ``flip``) makes every model predict with that test-time augmentation, through the
+    objective's `test_time_augmentation(model, mode)` hook; their validation predictions are recomputed
+    with it first, so the ensemble is chosen on what the test will see.
+    """
     study = load(ref)
     config = stored_config(study)
     if not config.load_objective().objective.is_full:
@@ -196,7 +202,7 @@ def evaluate(
         raise HpoError(f"study {study.study_name!r} has no MLflow parent run (tracking was down while it ran); run `hpo reconcile` first")
     tracker = Tracker(ref.settings.tracking_uri, study.study_name)
     try:
-        return _evaluate(study, config, tracker, str(parent), top_k=top_k, ensemble=ensemble, seeds=retrain_seeds_count, force=force, say=say)
+        return _evaluate(study, config, tracker, str(parent), top_k=top_k, ensemble=ensemble, seeds=retrain_seeds_count, force=force, tta=tta, say=say)
     except TrackingUnavailable as exc:
         raise HpoError(f"evaluation of {study.study_name!r} stopped: {exc}") from None
 
@@ -212,6 +218,7 @@ def _evaluate(
     seeds: int | None,
     force: bool,
     say: Say,
+    tta: str | None = None,
 ) -> EvaluationResult:
     previous = existing_results(tracker, study.study_name)  # before any data is read
     if previous is not None and not force:
@@ -226,7 +233,7 @@ def _evaluate(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hpo-evaluate-") as tmp:
         folder = Path(tmp)
-        prepared = _prepare(study, config, tracker, folder, top_k=top_k, method=method, seeds=seeds, device=device, notes=notes, say=say)
+        prepared = _prepare(study, config, tracker, folder, top_k=top_k, method=method, seeds=seeds, device=device, notes=notes, say=say, tta=tta)
         result = _test_and_log(study, config, tracker, parent, prepared, folder, device=device, notes=notes, say=say)
     if previous is not None:
         for old in previous.results:
@@ -247,7 +254,9 @@ def _prepare(
     device: torch.device,
     notes: list[str],
     say: Say,
+    tta: str | None = None,
 ) -> _Prepared:
+    augment = _tta_hook(config, tta)  # refused before any checkpoint is downloaded
     ranked = best_trials(study, len(study.trials))
     if not ranked:
         raise HpoError(f"study {study.study_name!r} has no complete trial to evaluate")
@@ -264,6 +273,13 @@ def _prepare(
     say(f"loading {len(chosen)} checkpoint(s): trials {', '.join(str(t.number) for t in chosen)}")
     members = [load_member(tracker, t, folder / "checkpoints") for t in chosen]
     hooks = members[0].hooks()
+    if augment is not None:
+        say(f"test-time augmentation {tta}: recomputing the validation predictions")
+        for member in members:
+            member.models = [augment(model.to(device), tta) for model in member.models]
+            val_inputs = hooks.val_split(config.data, member.meta)[0]
+            member.recomputed_val_predictions = predictions(hooks, member.models, val_inputs, member.meta)
+        notes.append(f"test-time augmentation: {tta} (validation predictions recomputed with it)")
     classification = is_classification(members[0].val_predictions)
     val_metric = next((m for m in config.metrics if m.startswith("val_")), config.metrics[0])
     selection, score_fn, maximize = selection_score(val_metric, classification=classification)
@@ -292,12 +308,27 @@ def _prepare(
         if seeds:
             say(f"retraining {member.name} on train+validation with {seeds} seed(s)")
             trial_seed_value = int(study.trials[member.trial_number].user_attrs.get(SEED_ATTR, trial_seed(config.seed, member.trial_number)))
-            variants.append([([model], meta) for model, meta in retrain(member, config.data, seeds=retrain_seeds(trial_seed_value, seeds), device=device)])
+            retrained = retrain(member, config.data, seeds=retrain_seeds(trial_seed_value, seeds), device=device)
+            variants.append([([augment(model, tta) if augment is not None else model], meta) for model, meta in retrained])
         else:
             variants.append([([model.to(device) for model in member.models], member.meta)])
 
     family_best = _best_per_family(study, config, tracker, members, folder)
     return _Prepared(config, hooks, members, variants, chosen_ensemble, selection, val_scores, val_targets, baselines, pooled, family_best, seeds)
+
+
+def _tta_hook(config: StudyConfig, tta: str | None) -> Any:
+    """The objective's `test_time_augmentation` hook when `tta` asks for one, else None; a UsageError
+    when the objective has none or the study's validation predictions are out of fold."""
+    if tta is None or tta == "none":
+        return None
+    hooks = config.load_objective().objective.hooks
+    hook = getattr(hooks, "test_time_augmentation", None)
+    if hook is None:
+        raise UsageError(f"--tta: objective {config.objective} has no test_time_augmentation hook; accepted: none")
+    if config.data.cross_validated:
+        raise UsageError("--tta: the study is cross-validated (data.cv_folds); its out-of-fold validation predictions cannot be recomputed; accepted: none")
+    return hook
 
 
 def _poolable(config: StudyConfig, baseline: Baseline, member_predictions: np.ndarray) -> bool:

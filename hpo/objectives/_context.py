@@ -65,8 +65,14 @@ class TrialContext:
         report: ReportHook | None = None,
         resolve_device: Callable[[], torch.device] | None = None,
         fold: Fold | None = None,
+        precision: str = "auto",
+        compile: bool = False,
     ) -> None:
         self.hyperparameters: Mapping[str, Any] = hyperparameters
+        # The study's execution.precision and execution.compile, for objectives that train with hpo's loop
+        # (hpo.training.device.select_precision(ctx.precision, ctx.device); train(..., compile=ctx.compile)).
+        self.precision = precision
+        self.compile = compile
         self.fold = fold
         self.data = data if data is not None else DataConfig()
         self.seed = seed

@@ -49,7 +49,8 @@ class EvaluationHooks(Protocol):
     ``--retrain-seeds``, and ``read_inputs(paths, meta) -> (inputs, labels)`` for ``hpo predict``: a
     user's own files (images of any size, CSV rows, ...) as model-ready inputs like ``test_split``'s,
     with one label per input (a file, or a file's row); it raises ``FieldError(<file>, <what is wrong;
-    what is accepted>)`` for a file it cannot use. Outputs become predictions through ``to_predictions``;
+    what is accepted>)`` for a file it cannot use; ``test_time_augmentation(model, mode) -> model``
+    for ``hpo evaluate --tta MODE``. Outputs become predictions through ``to_predictions``;
     class names come from ``meta["classes"]`` when the objective keeps them there.
     """
 

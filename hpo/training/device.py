@@ -1,9 +1,19 @@
-"""Device selection: CUDA (with AMP and channels_last) when present, else the CPU with a thread budget."""
+"""Device selection (CUDA when present, else the CPU with a thread budget) and numeric precision.
+
+Precision (`execution.precision`): ``auto`` trains in bf16 autocast on a GPU that supports bf16 (the
+exponent range of fp32, so no loss scaling), in fp16 autocast with a gradient scaler on an older GPU,
+and in fp32 on the CPU; ``bf16`` asks for bf16 autocast anywhere (on recent CPUs it can be faster for
+convolutional nets), ``fp16`` for fp16 with a scaler (CUDA only), ``fp32`` for none.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
+from hpo.config import PRECISIONS
 from hpo.errors import UsageError
 from hpo.settings import env_setting
 
@@ -25,6 +35,48 @@ def pick_device(name: str = "auto", *, threads: int | None = None) -> torch.devi
     return device
 
 
-def uses_amp(device: torch.device) -> bool:
-    """Mixed precision pays off on CUDA only; on the CPU it is slower and less exact."""
-    return device.type == "cuda"
+@dataclass(frozen=True)
+class Precision:
+    """How the training loop computes: an autocast dtype (None: plain fp32) and whether gradients are scaled."""
+
+    dtype: torch.dtype | None = None
+    scaled: bool = False
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device_type=device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device.type, enabled=self.scaled)
+
+
+FP32 = Precision()
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def select_precision(requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _cuda_bf16) -> Precision:
+    """The precision `requested` (one of PRECISIONS) means on `device`; `bf16_supported(device)` says
+    whether a CUDA device computes bf16 natively (asked only for CUDA; tests pass a fake)."""
+    if requested not in PRECISIONS:
+        raise UsageError(f"execution.precision: unknown precision {requested!r}; accepted: {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    if requested == "fp32" or (requested == "auto" and not cuda):
+        return FP32
+    if requested == "fp16":
+        if not cuda:
+            raise UsageError(f"execution.precision: fp16 (with a gradient scaler) needs a CUDA device, not {device}; use bf16, fp32 or auto")
+        return Precision(torch.float16, scaled=True)
+    if cuda and not bf16_supported(device):
+        if requested == "bf16":
+            raise UsageError(f"execution.precision: {device} does not support bf16; use fp16 or auto (fp16 with a gradient scaler there)")
+        return Precision(torch.float16, scaled=True)
+    return Precision(torch.bfloat16)
+
+
+__all__ = ["FP32", "PRECISIONS", "Precision", "pick_device", "select_precision"]

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hpo.objectives._context import NonFiniteLoss
-from hpo.training.device import uses_amp
+from hpo.training.device import FP32, Precision, select_precision
 from hpo.training.optim import Schedule, build_optimizer, l1_penalty
 
 EpochCallback = Callable[[int, dict[str, float]], None]  # e.g. TrialContext.report
@@ -42,6 +43,8 @@ class Task:
     train_stats: Callable[[torch.Tensor, torch.Tensor], dict[str, float | torch.Tensor]] | None = None
     # whole-batch input transform applied before the model sees any batch (e.g. uint8 -> normalized float)
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # called with the model (on the device) before training starts, e.g. to set weights from training data
+    init_model: Callable[[nn.Module], None] | None = None
     eval_batch_size: int = 2048
     # name of the per-epoch training throughput metric (examples per second of training, validation excluded)
     throughput_metric: str = "samples_per_second"
@@ -68,23 +71,35 @@ def train(
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    precision: Precision | None = None,
+    compile: bool = False,
 ) -> FitResult:
     """Train for hp['epochs'] epochs (fewer if early stopping fires); return the best epoch's model and metrics.
 
     Early stopping fires after `early_stopping_patience` epochs without an improvement of more than
     `early_stopping_min_delta` (in the monitored metric's units; 0: any improvement counts).
+    `precision` defaults to what ``auto`` means on `device`; `compile` runs the model through
+    ``torch.compile`` (the returned model and its state dict stay the uncompiled module). With
+    ``ema_decay`` > 0 the weights are averaged after every step (an exponential moving average, batch
+    norm statistics included) and the average is what is validated, kept and returned.
     """
     torch.manual_seed(seed)
     generator = torch.Generator(device=task.x_train.device).manual_seed(seed)
-    amp = uses_amp(device)
-    if amp and task.x_train.dim() == 4:
+    precision = precision if precision is not None else select_precision("auto", device)
+    if task.init_model is not None:
+        task.init_model(model)
+    if precision.dtype is not None and task.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(hp, [p for p in model.parameters() if p.requires_grad])
     batch_size = int(hp["batch_size"])
     n = task.x_train.shape[0]
     steps_per_epoch = _batches_per_epoch(n, batch_size)  # OneCycleLR must know the exact count
     schedule = Schedule(hp, optimizer, steps_per_epoch=steps_per_epoch, maximize=maximize)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = precision.scaler(device)
+    forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
+    ema_decay = float(hp.get("ema_decay") or 0.0)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
+    evaluated = averaged.module if averaged is not None else forward
     l1 = float(hp["l1"])
     patience = int(hp["early_stopping_patience"] or 0)
     min_delta = float(hp.get("early_stopping_min_delta") or 0.0)
@@ -100,9 +115,11 @@ def train(
     for epoch in range(int(hp["epochs"])):
         epoch_start = time.perf_counter()
         lr = schedule.lr
-        train_metrics = _train_epoch(model, task, optimizer, schedule, scaler, generator, batch_size=batch_size, l1=l1, amp=amp, epoch=epoch)
+        train_metrics = _train_epoch(
+            model, forward, task, optimizer, schedule, scaler, generator, batch_size=batch_size, l1=l1, precision=precision, epoch=epoch, averaged=averaged
+        )
         train_time = time.perf_counter() - epoch_start  # _train_epoch ends on a device sync (float of the loss)
-        outputs = predict(model, task.x_val, task=task, amp=amp)
+        outputs = predict(evaluated, task.x_val, task=task, precision=precision)
         metrics = {**train_metrics, "val_loss": float(task.loss_fn(outputs, task.y_val)), **task.score(outputs, task.y_val)}
         seconds = time.perf_counter() - epoch_start
         metrics.update({"lr": lr, "epoch_seconds": seconds, task.throughput_metric: n / train_time if train_time > 0 else 0.0})
@@ -111,7 +128,7 @@ def train(
         improved = value > best_value if maximize else value < best_value
         if improved or best_state is None:
             best_value, best_epoch, best_metrics, best_outputs = value, epoch, dict(metrics), outputs
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy((averaged.module if averaged is not None else model).state_dict())
         if (value - progress_value if maximize else progress_value - value) > min_delta or progress_epoch < 0:
             progress_value, progress_epoch = value, epoch
         schedule.after_epoch(value)
@@ -142,6 +159,7 @@ def _batches_per_epoch(n: int, batch_size: int) -> int:
 
 def _train_epoch(
     model: nn.Module,
+    forward: nn.Module,
     task: Task,
     optimizer: torch.optim.Optimizer,
     schedule: Schedule,
@@ -150,8 +168,9 @@ def _train_epoch(
     *,
     batch_size: int,
     l1: float,
-    amp: bool,
+    precision: Precision,
     epoch: int,
+    averaged: AveragedModel | None = None,
 ) -> dict[str, float]:
     model.train()
     n = task.x_train.shape[0]
@@ -168,8 +187,8 @@ def _train_epoch(
             xb = task.augment(xb, generator)
         if task.prepare is not None:
             xb = task.prepare(xb)
-        with torch.autocast(device_type=xb.device.type, dtype=torch.float16, enabled=amp):
-            out = model(xb)
+        with precision.autocast(xb.device):
+            out = forward(xb)
             loss = task.loss_fn(out, yb)
         if l1:
             loss = loss + l1 * l1_penalty(model)
@@ -177,6 +196,8 @@ def _train_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if averaged is not None:
+            averaged.update_parameters(model)
         schedule.after_batch()
         total_loss += loss.detach() * index.numel()
         seen += index.numel()
@@ -190,7 +211,7 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, amp: bool = False, batch_size: int = 2048) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, precision: Precision = FP32, batch_size: int = 2048) -> torch.Tensor:
     """Model outputs for `x` in evaluation mode, in batches, as float32."""
     model.eval()
     size = task.eval_batch_size if task is not None else batch_size
@@ -199,7 +220,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, amp:
         xb = x[start : start + size]
         if task is not None and task.prepare is not None:
             xb = task.prepare(xb)
-        with torch.autocast(device_type=xb.device.type, dtype=torch.float16, enabled=amp):
+        with precision.autocast(xb.device):
             outs.append(model(xb).float())
     return torch.cat(outs) if outs else torch.empty(0)
 

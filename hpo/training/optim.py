@@ -28,17 +28,41 @@ def build_optimizer(hp: dict[str, Any], parameters: Any) -> torch.optim.Optimize
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def warmup_linear_factor(step: int, *, warmup_steps: int, total_steps: int, decay: bool) -> float:
+    """The learning-rate multiplier after `step` optimizer steps: rising linearly from 0 to 1 over
+    `warmup_steps` (the first step already moves), then 1, or with `decay` falling linearly to 0 at
+    `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not decay:
+        return 1.0
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
 class Schedule:
-    """One interface over per-batch (onecycle), per-epoch (step, exponential, cosine) and metric-driven
-    (plateau) decay. `exponential` multiplies the rate by `lr_gamma` after every epoch, so it wants a
-    gamma near 1 (0.9 halves the rate in about 7 epochs)."""
+    """One interface over per-batch (onecycle, linear, warmup), per-epoch (step, exponential, cosine) and
+    metric-driven (plateau) decay. `exponential` multiplies the rate by `lr_gamma` after every epoch, so
+    it wants a gamma near 1 (0.9 halves the rate in about 7 epochs). `linear` (airbench's schedule)
+    warms up over `lr_warmup_epochs` and then decays linearly to zero at the last step; `none` with
+    `lr_warmup_epochs` warms up and then stays constant."""
 
     def __init__(self, hp: dict[str, Any], optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, maximize: bool) -> None:
         name, epochs = hp["lr_schedule"], int(hp["epochs"])
+        warmup = float(hp.get("lr_warmup_epochs") or 0.0)
         self.name = name
         self.optimizer = optimizer
         self.scheduler: Any = None
-        if name == "step":
+        self.per_batch = name in ("onecycle", "linear") or (name == "none" and warmup > 0)
+        if name == "linear" or (name == "none" and warmup > 0):
+            total = max(1, epochs * steps_per_epoch)
+            warmup_steps = min(total, round(warmup * steps_per_epoch))
+            decay = name == "linear"
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: warmup_linear_factor(step, warmup_steps=warmup_steps, total_steps=total, decay=decay)
+            )
+        elif warmup > 0:
+            raise ValueError(f"lr_warmup_epochs applies to lr_schedule none or linear, not {name!r}")
+        elif name == "step":
             step_size = int(hp["lr_step_size"] or max(1, epochs // 3))
             self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=float(hp["lr_gamma"]))
         elif name == "exponential":
@@ -65,7 +89,7 @@ class Schedule:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def after_batch(self) -> None:
-        if self.name == "onecycle":
+        if self.per_batch:
             self.scheduler.step()
 
     def after_epoch(self, monitored: float) -> None:

@@ -188,3 +188,17 @@ def test_load_reads_training_images_only_and_test_reader_is_counted(tiny_cifar10
     test = cifar10.load_test()
     assert TEST_SPLIT_READS["cifar10"] == before + 1
     np.testing.assert_array_equal(test.images.numpy(), arrays["test"][0])
+
+
+def test_the_split_is_kept_on_the_device_once_per_process_and_reused(tiny_cifar10: Any) -> None:
+    # Trials of one worker share the split it put on its device: the same tensors come back for the
+    # same data options, equal to a fresh load; other options (here a subset) make a new entry.
+    tiny_cifar10(train_per_class=10, test_per_class=2)
+    first = cifar10.load(DataConfig(), device="cpu")
+    again = cifar10.load(DataConfig(), device="cpu")
+    assert again.train.images is first.train.images and again.val.labels is first.val.labels
+    fresh = cifar10.load(DataConfig())
+    assert fresh.train.images is not first.train.images
+    assert np.array_equal(fresh.train.images.numpy(), first.train.images.numpy()) and np.array_equal(fresh.val.labels.numpy(), first.val.labels.numpy())
+    smaller = cifar10.load(DataConfig(subset=0.5), device="cpu")
+    assert len(smaller.train) < len(first.train) and cifar10.load(DataConfig(subset=0.5), device="cpu").train.images is smaller.train.images

@@ -46,7 +46,7 @@ def test_cifar10_models_are_what_the_model_library_builds() -> None:
     # The objective offers every backbone hpo.models builds, and no other.
     from hpo.models import BACKBONES as BUILT
 
-    assert set(BACKBONES) == set(BUILT) and set(MODELS) == {"mlp", "cnn", "resnet", *BUILT}
+    assert set(BACKBONES) == set(BUILT) and set(MODELS) == {"mlp", "cnn", "resnet", "airbench", *BUILT}
 
 
 def _error(study: dict[str, Any]) -> str:
@@ -60,6 +60,8 @@ def test_a_hyperparameter_no_model_of_the_study_uses_is_refused() -> None:
     assert "fixed.filters: is used by model cnn, resnet only, and this study's model is mlp" in _error(
         {"name": "c", "objective": "cifar10", "fixed": {"model": "mlp", "filters": 8}}
     )
+    # The airbench-style net has no dropout layer: dropout with it would be ignored just the same.
+    assert "fixed.dropout: is used by model" in _error({"name": "c", "objective": "cifar10", "fixed": {"model": "airbench", "dropout": 0.2}})
     # As soon as one model the study may sample uses it, it is fine.
     parse_study({"name": "c", "objective": "cifar10", "params": {"model": {"type": "categorical", "choices": ["mlp", "cnn"]}}, "fixed": {"filters": 8}})
 
@@ -89,5 +91,5 @@ def test_builtin_declarations_agree_with_their_training_code() -> None:
     cifar_table = load_objective("cifar10").objective.hyperparameters
     assert boston_table is not None and cifar_table is not None
     assert boston.build_model(boston_table.defaults(), {"in_features": 13}) is not None
-    for model in ("mlp", "cnn", "resnet"):
+    for model in ("mlp", "cnn", "resnet", "airbench"):
         assert cifar10.build_model(cifar_table.resolve({"model": model}), {}) is not None

@@ -58,3 +58,24 @@ def test_exponential_schedule_multiplies_the_rate_by_gamma_each_epoch() -> None:
             plan.after_batch()
         plan.after_epoch(1.0)
     assert rates == pytest.approx([0.1, 0.09, 0.081, 0.0729])
+
+
+def test_warmup_rises_linearly_then_decays_linearly_to_zero() -> None:
+    # 4 warmup steps of 10: 1/4, 2/4, 3/4, 1, then 6/6 ... 1/6 down to 0 at the end; without decay it stays 1.
+    from hpo.training.optim import warmup_linear_factor
+
+    factors = [warmup_linear_factor(step, warmup_steps=4, total_steps=10, decay=True) for step in range(11)]
+    assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0])
+    assert [warmup_linear_factor(step, warmup_steps=2, total_steps=10, decay=False) for step in range(4)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_linear_schedule_steps_per_batch_and_ends_at_zero() -> None:
+    hp = HYPERPARAMETERS.resolve({"optimizer": "sgd", "lr": 0.4, "epochs": 2, "lr_schedule": "linear", "lr_warmup_epochs": 0.5})
+    optimizer = build_optimizer(hp, [torch.nn.Parameter(torch.zeros(1))])
+    schedule = Schedule(hp, optimizer, steps_per_epoch=4, maximize=False)
+    rates = [schedule.lr]
+    for _ in range(8):
+        optimizer.step()
+        schedule.after_batch()
+        rates.append(schedule.lr)
+    assert rates == pytest.approx([0.2, 0.4, 0.4, 0.4 * 5 / 6, 0.4 * 4 / 6, 0.4 * 3 / 6, 0.4 * 2 / 6, 0.4 / 6, 0.0])

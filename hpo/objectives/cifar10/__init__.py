@@ -1,7 +1,7 @@
 """CIFAR-10 image classification: the declaration (no torch; the training code is in ``._model``).
 
-Models (`model`): an MLP on the flattened pixels, a configurable CNN, a small ResNet, or a torchvision
-backbone adapted to 32x32. The data comes from the checksummed cache `hpo data import cifar10` fills.
+Models (`model`): an MLP on the flattened pixels, a configurable CNN, a small ResNet, an airbench-style
+net (patch-whitening stem, three BN conv blocks) or a torchvision backbone adapted to 32x32. The data comes from the checksummed cache `hpo data import cifar10` fills.
 """
 
 from __future__ import annotations
@@ -31,18 +31,22 @@ from hpo.objectives import (
     number,
     text,
 )
-from hpo.objectives._fragments import CLASSIFICATION_LOSSES, PIXEL_SCALINGS
+from hpo.objectives._fragments import CLASSIFICATION_LOSSES, PIXEL_SCALINGS, TTA_MODES
 
 if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 BACKBONES: tuple[str, ...] = ("resnet18", "vgg11_bn", "mobilenet_v3_small", "efficientnet_b0")
-MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet", *BACKBONES)
+MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet", "airbench", *BACKBONES)
 CONV = ("cnn", "resnet")
+# Models built with batch norm whatever batch_norm says.
+NORMALIZED = ("airbench", *BACKBONES)
 
 HYPERPARAMETERS = (
-    HyperparameterTable(Hyperparameter("model", choice(*MODELS), "cnn", "the network: an MLP on the pixels, a CNN, a small ResNet or a torchvision backbone"))
-    + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width").applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
+    HyperparameterTable(Hyperparameter("model", choice(*MODELS), "cnn", "the network: an MLP on the pixels, a CNN, a small ResNet, an airbench-style net or a torchvision backbone"))
+    + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width")
+    .applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
+    .applying_to(("mlp", *CONV, *BACKBONES), "dropout")
     + TRAINING.with_defaults(batch_size=128, epochs=10, early_stopping_patience=5)
     + HyperparameterTable(
         Hyperparameter("loss", choice(*CLASSIFICATION_LOSSES), "cross_entropy", "softmax cross-entropy or the multiclass SVM (hinge) loss"),
@@ -61,6 +65,9 @@ HYPERPARAMETERS = (
         Hyperparameter("pool_size", integer(ge=1, le=IMAGE_SIZE), 2, "pooling window side", applies_to=("cnn",)),
         Hyperparameter("pool_stride", integer(ge=1, le=IMAGE_SIZE, nullable=True), None, "pooling step (null: the window side, windows do not overlap)", applies_to=("cnn",)),
         Hyperparameter("global_pool", flag(), True, "true: global average pooling into the head; false: flatten", applies_to=("cnn",)),
+        Hyperparameter("width_scale", number(ge=0.0625, le=4), 0.5, "block widths 64/256/256 times this (0.5: 32/128/128)", applies_to=("airbench",)),
+        Hyperparameter("whiten", flag(), True, "a frozen first convolution that whitens 2x2 patches (from the trial's training images); false: a learned one", applies_to=("airbench",)),
+        Hyperparameter("tta", choice(*TTA_MODES), "none", "test-time augmentation of validation and test predictions: none, flip (mirror average) or flip_translate (also 1-pixel shifts)"),
         Hyperparameter("augment_flip", flag(), False, "random horizontal flips"),
         Hyperparameter("augment_vflip", flag(), False, "random vertical flips (upside down: only for data where that keeps the class)"),
         Hyperparameter("augment_crop", integer(ge=0, le=IMAGE_SIZE - 1), 0, "random crops after padding by this many pixels (0: off)"),
@@ -112,7 +119,7 @@ def validate(config: StudyConfig) -> None:
     """Refuse a search space whose worst case cannot be built (e.g. too much pooling for 32x32), batch
     norm (of the model or a backbone) on batches of one, exponential decay by the default factor, and
     label smoothing with the hinge loss (which has no probabilities to smooth)."""
-    check_batch_statistics(config, normalized_models=BACKBONES)
+    check_batch_statistics(config, normalized_models=NORMALIZED)
     check_schedule(config)
     if config.may_take("loss", "hinge") and _may_smooth(config):
         where = "fixed.loss" if "loss" in config.fixed else "params.loss"
@@ -167,7 +174,7 @@ objective = Objective(
     preflight=preflight,
     data_fingerprint=data_fingerprint,
     datasets=(ModuleDataset("cifar10", "hpo.data.cifar10"),),
-    description="CIFAR-10 image classification: MLP, CNN, ResNet or a torchvision backbone",
+    description="CIFAR-10 image classification: MLP, CNN, ResNet, airbench-style net or a torchvision backbone",
 )
 
 __all__ = ["BACKBONES", "HYPERPARAMETERS", "MODELS", "Cifar10DataOptions", "objective"]

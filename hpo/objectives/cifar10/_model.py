@@ -16,8 +16,10 @@ from torch import nn
 
 from hpo.augment import BatchAugment
 from hpo.data import cifar10 as cifar10_data
-from hpo.models import BACKBONES, CNN, MLP, ResNet, build_backbone, load_backbone_weights
+from hpo.models.airbench import WHITENING_IMAGES
+from hpo.models import BACKBONES, CNN, MLP, Airbench, ResNet, build_backbone, load_backbone_weights, with_tta
 from hpo.objectives import DataConfig, TrialContext, TrialResult
+from hpo.training.device import select_precision
 from hpo.training.losses import classification_loss
 from hpo.training.loop import Task, count_parameters, train as fit
 from hpo.training.pixels import scale_pixels
@@ -34,7 +36,12 @@ DEFAULT_LOSS = "cross_entropy"
 
 
 def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
-    """The network `hp["model"]` names, randomly initialised (backbone weights are loaded by the objective)."""
+    """The network `hp["model"]` names, randomly initialised (backbone weights are loaded and the
+    airbench stem whitened by the objective), wrapped for the trial's test-time augmentation."""
+    return with_tta(_network(hp), str(hp.get("tta") or "none"))
+
+
+def _network(hp: Mapping[str, Any]) -> nn.Module:
     name = str(hp["model"])
     if name == "mlp":
         return MLP.from_hyperparameters(dict(hp), in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES)
@@ -42,9 +49,23 @@ def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
         return CNN(dict(hp), num_classes=NUM_CLASSES)
     if name == "resnet":
         return ResNet(dict(hp), num_classes=NUM_CLASSES)
+    if name == "airbench":
+        return Airbench(dict(hp), num_classes=NUM_CLASSES)
     if name in BACKBONES:
         return build_backbone(name, dict(hp), num_classes=NUM_CLASSES)
-    raise ValueError(f"unknown model {name!r}; accepted: mlp, cnn, resnet, {', '.join(BACKBONES)}")
+    raise ValueError(f"unknown model {name!r}; accepted: mlp, cnn, resnet, airbench, {', '.join(BACKBONES)}")
+
+
+def test_time_augmentation(model: nn.Module, mode: str) -> nn.Module:
+    """`hpo evaluate --tta MODE`: the trained `model` predicting with test-time augmentation `mode`
+    (a model trained with a tta of its own keeps the one it was validated with)."""
+    from hpo.errors import UsageError
+    from hpo.models import TestTimeAugment
+    from hpo.models.tta import TTA_MODES
+
+    if mode not in TTA_MODES:
+        raise UsageError(f"--tta: unknown test-time augmentation {mode!r}; accepted: {', '.join(TTA_MODES)}")
+    return model if isinstance(model, TestTimeAugment) else with_tta(model, mode)
 
 
 def normalize(images: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
@@ -64,7 +85,7 @@ def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp
         return {"val_acc": float((outputs.argmax(1) == targets).float().mean())}
 
     return Task(
-        x_train=train_split.images.to(device),
+        x_train=train_split.images.to(device),  # no copy when already there (the per-process device cache)
         y_train=train_split.labels.to(device),
         x_val=val_split.images.to(device),
         y_val=val_split.labels.to(device),
@@ -73,9 +94,18 @@ def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp
         augment=BatchAugment.from_hyperparameters(hp, fill=meta["mean"]),
         train_stats=accuracy,
         prepare=lambda images: normalize(images, meta),
+        init_model=lambda model: _whiten(model, train_split.images, meta),
         eval_batch_size=1024,
         throughput_metric="images_per_second",
     )
+
+
+def _whiten(model: nn.Module, images: torch.Tensor, meta: Mapping[str, Any]) -> None:
+    """Set an airbench stem's whitening from the first of the training images the task trains on
+    (never validation or test images), scaled as the model sees them."""
+    network = getattr(model, "net", model)
+    if isinstance(network, Airbench):
+        network.init_whitening(normalize(images[:WHITENING_IMAGES], meta))
 
 
 def _meta(data: cifar10_data.Cifar10Data) -> dict[str, Any]:
@@ -122,16 +152,21 @@ def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray
 def train(ctx: TrialContext) -> TrialResult:
     """Train one classifier on the training images; score it on the validation images."""
     hp = ctx.hyperparameters
-    data = cifar10_data.load(ctx.data)
+    precision = select_precision(ctx.precision, ctx.device)  # an unusable precision fails before any work
+    data = cifar10_data.load(ctx.data, device=ctx.device)
     meta = {**_meta(data), "pixel_scaling": hp["pixel_scaling"], "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS}}
     task = make_task(data.train, data.val, hp, meta, ctx.device)
     torch.manual_seed(ctx.seed)
     model = build_model(hp, meta)
+    network = model.net if hasattr(model, "net") else model
     if hp["backbone_weights"] and hp["model"] in BACKBONES:
-        load_backbone_weights(model, hp["backbone_weights"], name=str(hp["model"]))
+        load_backbone_weights(network, hp["backbone_weights"], name=str(hp["model"]))
     model = model.to(ctx.device, memory_format=torch.channels_last)
     monitor, maximize = ctx.monitor
-    result = fit(model, task, dict(hp), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report)
+    result = fit(
+        model, task, dict(hp), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report,
+        precision=precision, compile=ctx.compile,
+    )  # fmt: skip
     n_params = count_parameters(model)
     predictions = to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty((0, NUM_CLASSES))
     metrics = {**result.best_metrics, "n_params": float(n_params), "train_seconds": result.train_seconds}

@@ -1,0 +1,54 @@
+"""Precision selection: bf16 autocast where the device has it, fp16 with a gradient scaler where it does
+not, fp32 on the CPU unless bf16 is asked for; checked with a fake CUDA capability (no GPU needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hpo.errors import UsageError
+from hpo.training.device import select_precision
+
+CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
+HAS_BF16 = lambda device: True  # noqa: E731 - an Ampere or newer GPU
+NO_BF16 = lambda device: False  # noqa: E731 - a Volta/Turing GPU
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "capable", "dtype", "scaled"),
+    [
+        ("auto", CUDA, HAS_BF16, torch.bfloat16, False),  # bf16 keeps fp32's exponent range: no scaler
+        ("auto", CUDA, NO_BF16, torch.float16, True),
+        ("auto", CPU, HAS_BF16, None, False),  # the CPU stays fp32 unless asked
+        ("bf16", CPU, NO_BF16, torch.bfloat16, False),  # asked for on the CPU (the capability is CUDA's)
+        ("bf16", CUDA, HAS_BF16, torch.bfloat16, False),
+        ("fp16", CUDA, HAS_BF16, torch.float16, True),
+        ("fp32", CUDA, HAS_BF16, None, False),
+    ],
+)
+def test_precision_follows_the_request_and_the_device(requested: str, device: torch.device, capable: object, dtype: torch.dtype | None, scaled: bool) -> None:
+    precision = select_precision(requested, device, bf16_supported=capable)  # type: ignore[arg-type]
+    assert (precision.dtype, precision.scaled) == (dtype, scaled)
+    assert precision.name == {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "message"),
+    [
+        ("bf16", CUDA, "does not support bf16; use fp16 or auto"),
+        ("fp16", CPU, "fp16 \\(with a gradient scaler\\) needs a CUDA device"),
+        ("fp8", CPU, "accepted: auto, fp32, bf16, fp16"),
+    ],
+)
+def test_an_impossible_precision_is_refused_naming_the_field(requested: str, device: torch.device, message: str) -> None:
+    with pytest.raises(UsageError, match=f"execution.precision: .*{message}"):
+        select_precision(requested, device, bf16_supported=NO_BF16)
+
+
+def test_bf16_autocast_on_the_cpu_computes_in_bf16() -> None:
+    # What the loop's autocast context does with the chosen precision on this machine's CPU.
+    layer = torch.nn.Linear(4, 4)
+    with select_precision("bf16", CPU).autocast(CPU):
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
+    with select_precision("auto", CPU).autocast(CPU):
+        assert layer(torch.randn(2, 4)).dtype == torch.float32
