@@ -121,7 +121,7 @@ def study_metrics(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def listed_trials(study: optuna.Study, *, user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason"), system_attrs: tuple[str, ...] = ("failed_trial",)) -> list[FrozenTrial]:
+def listed_trials(study: optuna.Study, *, user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason", "hpo.device"), system_attrs: tuple[str, ...] = ("failed_trial",)) -> list[FrozenTrial]:
     """Every trial with its params, values and the attributes named, in number order, without curves on a
     database storage (:func:`trials_for_listing`); elsewhere Optuna's own trials, whole."""
     backend = getattr(study, "_storage", None)

@@ -45,8 +45,8 @@ ROWS = [
     Row("boston", "activation", ("sigmoid",), "softsign", "accepted: relu, leaky_relu, elu, gelu, tanh, sigmoid"),
     Row("cifar10", "loss", ("cross_entropy", "hinge"), "mse", "accepted: cross_entropy, hinge"),
     Row("cifar10", "pixel_scaling", ("standardize", "unit", "center"), "minmax", "accepted: standardize, unit, center"),
-    Row("cifar10", "lr_schedule", ("exponential",), "linear", "accepted: none, step, exponential, cosine, onecycle, plateau", (("lr_gamma", 0.95),)),
-    Row("boston", "lr_schedule", ("exponential",), "linear", "accepted: none, step, exponential, cosine, onecycle, plateau", (("lr_gamma", 0.95),)),
+    Row("cifar10", "lr_schedule", ("exponential", "linear"), "cyclic", "accepted: none, step, exponential, cosine, onecycle, plateau, linear", (("lr_gamma", 0.95),)),
+    Row("boston", "lr_schedule", ("exponential", "linear"), "cyclic", "accepted: none, step, exponential, cosine, onecycle, plateau, linear", (("lr_gamma", 0.95),)),
     Row("boston", "early_stopping_min_delta", (0.0, 0.01, 5), -0.1, "is not a number in [0, 1000000]"),
     Row("cifar10", "early_stopping_min_delta", (0.001,), "a lot", "is not a number in [0, 1000000]"),
 ]

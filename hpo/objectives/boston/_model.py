@@ -144,7 +144,7 @@ def _log_target(estimator: Any, y: np.ndarray) -> Any:
 
     if not np.all(y > 0):
         return estimator
-    return TransformedTargetRegressor(regressor=estimator, func=np.log, inverse_func=np.exp)
+    return TransformedTargetRegressor(regressor=estimator, func=np.log, inverse_func=np.exp, check_inverse=False)  # exact inverses
 
 
 def train(ctx: TrialContext) -> TrialResult:
