@@ -48,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _postgres import drop_databases, postgres_reason  # noqa: E402
 
 EPOCHS = 30
 RUNGS = (10, 20)  # where Hyperband (min_resource 10, reduction 3) stops the trials it prunes, roughly
@@ -259,28 +260,6 @@ def ask_seconds(runner: Any, config: Any, asks: int) -> float:
     return statistics.median(times)
 
 
-def postgres_reason(server_url: str) -> str | None:
-    """Why the PostgreSQL at `server_url` cannot be used, or None when it answers."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except Exception as exc:  # noqa: BLE001 - any failure (no driver, refused, auth) means "not here"
-        return f"PostgreSQL not reachable at {sqlalchemy.engine.make_url(f'{server_url}/postgres').render_as_string(hide_password=True)} ({exc.__class__.__name__})"
-    finally:
-        engine.dispose()
-
-
-def _drop(server_url: str, names: list[str]) -> None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -319,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             backend = "sqlite"
         else:
             storage, tracking = f"{args.postgres}/hpo_large_optuna_{tag}", f"{args.postgres}/hpo_large_mlflow_{tag}"
-            stack.callback(_drop, args.postgres, [storage.rsplit("/", 1)[1], tracking.rsplit("/", 1)[1]])
+            stack.callback(drop_databases, args.postgres, [storage.rsplit("/", 1)[1], tracking.rsplit("/", 1)[1]])
             for url in (storage, tracking):
                 ensure_database(url)
             backend = "postgresql"

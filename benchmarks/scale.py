@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _postgres import create_databases, drop_databases, postgres_reason  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROXY_APP = "hpo-grpc-proxy"  # application_name of the proxy's database connections
@@ -86,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
             work = Path(args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-scale-"))).resolve()
             work.mkdir(parents=True, exist_ok=True)
-            stack.callback(_drop, args.postgres, [optuna_db, mlflow_db])  # runs last: after the server stopped
-            _create(args.postgres, [optuna_db, mlflow_db])
+            stack.callback(drop_databases, args.postgres, [optuna_db, mlflow_db])  # runs last: after the server stopped
+            create_databases(args.postgres, [optuna_db, mlflow_db])
             direct_url = f"{args.postgres}/{optuna_db}"
             server = stack.enter_context(HpoServer(work, f"{args.postgres}/{mlflow_db}", f"{direct_url}?application_name={PROXY_APP}", workers=args.server_workers))
             urls = {"direct": direct_url, "grpc": server.grpc_url}
@@ -422,38 +423,7 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
     return payload
 
 
-def postgres_reason(server_url: str) -> str | None:
-    """Why the PostgreSQL at `server_url` cannot be used, or None when it answers."""
-    import sqlalchemy
 
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except Exception as exc:  # noqa: BLE001 - any failure (no driver, refused, auth) means "not here"
-        return f"PostgreSQL not reachable at {server_url} ({exc.__class__.__name__})"
-    finally:
-        engine.dispose()
-
-
-def _create(server_url: str, names: list[str]) -> None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-
-
-def _drop(server_url: str, names: list[str]) -> None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def _stop_group(proc: subprocess.Popen[Any], *, grace: float) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _postgres import drop_databases, postgres_reason  # noqa: E402
 
 BACKENDS = ("sqlite", "postgres+server")
 
@@ -74,20 +75,6 @@ def trial_times(storage: str, tracking_uri: str, name: str) -> tuple[int, float,
     return len(trials), durations, train
 
 
-def postgres_reason(server_url: str) -> str | None:
-    """Why the PostgreSQL at `server_url` cannot be used, or None when it answers."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except Exception as exc:  # noqa: BLE001 - any failure (no driver, refused, auth) means "not here"
-        host = sqlalchemy.engine.make_url(f"{server_url}/postgres").render_as_string(hide_password=True)
-        return f"PostgreSQL not reachable at {host} ({exc.__class__.__name__})"
-    finally:
-        engine.dispose()
-
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -113,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         reason = postgres_reason(args.postgres)
         if reason is None:
             pg_storage, pg_backend = f"{args.postgres}/hpo_bench_optuna_{tag}", f"{args.postgres}/hpo_bench_mlflow_{tag}"
-            stack.callback(_drop, args.postgres, [pg_storage.rsplit("/", 1)[1], pg_backend.rsplit("/", 1)[1]])  # after the server stops
+            stack.callback(drop_databases, args.postgres, [pg_storage.rsplit("/", 1)[1], pg_backend.rsplit("/", 1)[1]])  # after the server stops
             ensure_database(pg_storage)
             log = stack.enter_context(open(work / f"server-{tag}.log", "w"))
             server = stack.enter_context(TrackingServer(ServerConfig(backend_store_uri=pg_backend, port=_free_port(), artifacts_destination=str(work / f"artifacts-{tag}")), log=log))
@@ -166,15 +153,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-
-def _drop(server_url: str, names: list[str]) -> None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 if __name__ == "__main__":

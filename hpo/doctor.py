@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
 from hpo.databases import MLFLOW, OPTUNA, alembic_heads
+from hpo.errors import UsageError
 from hpo.grpc_storage import grpc_address, is_grpc_url
 from hpo.settings import Settings, data_dir, env_setting, redact, sqlite_path
 

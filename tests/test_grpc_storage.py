@@ -156,6 +156,9 @@ def test_doctor_checks_the_proxy(proxy: ProxyServer) -> None:
     down = check_grpc_proxy(f"grpc://127.0.0.1:{port}", answered=threading.Event())
     assert down.status == "problem" and "no gRPC storage proxy answers" in down.message
     assert down.fix is not None and f"hpo server --grpc-port {port}" in down.fix
+    # a malformed address is a problem naming the setting, not a crash
+    malformed = check_grpc_proxy("grpc://127.0.0.1:99999", source="HPO_STORAGE")
+    assert malformed.status == "problem" and "HPO_STORAGE: malformed URL" in malformed.message
 
 
 def test_hpo_server_serves_the_proxy_and_refuses_bad_grpc_settings(tmp_path: Path) -> None:
