@@ -251,15 +251,7 @@ class Tracker:
         extra_tags: dict[str, str] | None = None,
     ) -> str:
         """Open the trial's child run with its tags and every hyperparameter as a param."""
-        tags = {
-            "mlflow.parentRunId": parent_run_id,
-            ROLE: "trial",
-            "optuna.study_name": study_name,
-            "optuna.trial_number": str(trial_number),
-            "optuna.state": "RUNNING",
-            "hpo.seed": str(seed),
-            **(extra_tags or {}),
-        }
+        tags = _trial_run_tags(parent_run_id, study_name, trial_number, seed, extra_tags)
         run = self._call(
             "open the trial run",
             lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
@@ -282,16 +274,8 @@ class Tracker:
         """The trial's child run as :meth:`start_trial_run` makes it, opened in the background: returns at
         once. `on_open(run_id)` runs (on the sender thread) as soon as the run exists; its params go out
         with the first epochs."""
-        tags = {
-            "mlflow.parentRunId": parent_run_id,
-            ROLE: "trial",
-            "optuna.study_name": study_name,
-            "optuna.trial_number": str(trial_number),
-            "optuna.state": "RUNNING",
-            "hpo.seed": str(seed),
-            **(extra_tags or {}),
-        }
-        run = TrialRun(self, [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()])
+        tags = _trial_run_tags(parent_run_id, study_name, trial_number, seed, extra_tags)
+        run = TrialRun(self, _params(params))
 
         def open_run() -> str:
             created = self._call("open the trial run", lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"))
@@ -304,8 +288,7 @@ class Tracker:
         return run
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        entries = [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()]
-        for chunk in _chunks(entries, _MAX_PARAMS_PER_BATCH):
+        for chunk in _chunks(_params(params), _MAX_PARAMS_PER_BATCH):
             self._call("log params", lambda c=chunk: self.client.log_batch(run_id, params=c, synchronous=True))
 
     def log_epoch(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
@@ -876,3 +859,21 @@ def _batches(metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _trial_run_tags(parent_run_id: str, study_name: str, trial_number: int, seed: int, extra_tags: dict[str, str] | None) -> dict[str, str]:
+    """A trial run's tags when it opens: its parent (the study run), the Optuna trial it records, its seed."""
+    return {
+        "mlflow.parentRunId": parent_run_id,
+        ROLE: "trial",
+        "optuna.study_name": study_name,
+        "optuna.trial_number": str(trial_number),
+        "optuna.state": "RUNNING",
+        "hpo.seed": str(seed),
+        **(extra_tags or {}),
+    }
+
+
+def _params(params: dict[str, Any]) -> list[Param]:
+    """Hyperparameters as MLflow params: text, credentials redacted, cut to MLflow's value limit."""
+    return [Param(k, redact(_param_text(v))[:_PARAM_VALUE_LIMIT]) for k, v in params.items()]
