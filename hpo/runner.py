@@ -588,13 +588,13 @@ class StudyRunner:
         return final
 
     def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> TrialRun | None:
-        """Open the trial's MLflow run in the background; the trial carries its id as soon as it exists
-        (so a crashed worker's run can be closed), and training starts without waiting for it."""
+        """Open the trial's MLflow run (on the sender thread) and wait until the trial carries its id, so a
+        crashed worker's run can always be closed; epochs then go out without training waiting on them."""
         if self.parent_run_id is None:
             trial.set_user_attr(SYNCED_ATTR, False)
             return None
         extra = {"hpo.retried_from": str(retried_from)} if retried_from is not None else {}
-        return self.tracker.open_trial_run(
+        run = self.tracker.open_trial_run(
             parent_run_id=self.parent_run_id,
             study_name=self.study_name,
             trial_number=trial.number,
@@ -603,6 +603,13 @@ class StudyRunner:
             extra_tags=extra,
             on_open=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
         )
+        try:
+            run.run_id  # wait until the run exists and the trial names it: a worker killed later leaves a run others can close
+        except TrackingUnavailable as exc:
+            self.progress.warn(f"trial {trial.number}: {exc}; `hpo reconcile` will backfill it")
+            trial.set_user_attr(SYNCED_ATTR, False)
+            return None
+        return run
 
     def _finish(
         self,
