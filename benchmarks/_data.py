@@ -29,5 +29,9 @@ def ensure_cifar10(source: str | None) -> str | None:
         summary = cifar10_data.import_dataset(path)
     except HpoError as exc:
         return str(exc)
-    print(f"imported CIFAR-10 from {path} into {summary.path}: {summary.counts} images in {summary.seconds:.0f} s", file=sys.stderr, flush=True)
+    print(
+        f"imported CIFAR-10 from {path} into {summary.path}: {summary.counts} images in {summary.seconds:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return None

@@ -14,7 +14,7 @@ def postgres_reason(server_url: str) -> str | None:
     try:
         with engine.connect():
             return None
-    except Exception as exc:  # noqa: BLE001 - any failure (no driver, refused, auth) means "not here"
+    except Exception as exc:
         host = sqlalchemy.engine.make_url(f"{server_url}/postgres").render_as_string(hide_password=True)
         return f"PostgreSQL not reachable at {host} ({exc.__class__.__name__})"
     finally:

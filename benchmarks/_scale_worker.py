@@ -72,7 +72,9 @@ def main() -> None:
     # hpo's ask: the stale-trial check, the budget lock, claiming the trial and the sampler.
     runner.StudyRunner._ask_within_budget = timed("ask", runner.StudyRunner._ask_within_budget)  # type: ignore[method-assign]
     optuna.study.Study.tell = timed("tell", optuna.study.Study.tell)  # type: ignore[method-assign]
-    rest.http_request = timed("mlflow", by_endpoint(rest.http_request))  # every REST call of MLflow's client goes through it
+    rest.http_request = timed(
+        "mlflow", by_endpoint(rest.http_request)
+    )  # every REST call of MLflow's client goes through it
     atexit.register(report, out)
     from hpo.cli import main as hpo_main
 

@@ -37,7 +37,10 @@ def simulate(ctx: TrialContext) -> dict[str, float]:
     quality = (hp["x"] - 0.3) ** 2 + (hp["y"] + 0.2) ** 2
     log = _log_file()
     if log is not None:  # the trial has started: from here until "done" its worker is mid-trial
-        _append(log, {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False})
+        _append(
+            log,
+            {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False},
+        )
     best = float("inf")
     for epoch in range(hp["epochs"]):
         slept = hp["trial_seconds"] / hp["epochs"] * rng.uniform(0.8, 1.2)
@@ -45,7 +48,17 @@ def simulate(ctx: TrialContext) -> dict[str, float]:
         val_loss = quality + 1.0 / (epoch + 1) + rng.gauss(0.0, 0.01)
         best = min(best, val_loss)
         if log is not None:
-            _append(log, {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": epoch, "slept": slept, "t": time.time(), "done": epoch == hp["epochs"] - 1})
+            _append(
+                log,
+                {
+                    "pid": os.getpid(),
+                    "trial": ctx.trial_number,
+                    "epoch": epoch,
+                    "slept": slept,
+                    "t": time.time(),
+                    "done": epoch == hp["epochs"] - 1,
+                },
+            )
         ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss})
     return {"val_loss": best}
 

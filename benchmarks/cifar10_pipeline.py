@@ -32,24 +32,38 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _report  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import _report
+import numpy as np
+import torch
 
 SHARED_JPEG = _report.REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
-QUICK_MODEL = {"model": "cnn", "conv_blocks": 3, "filters": 16, "filters_growth": 2.0, "batch_norm": True, "hidden_layers": 0, "pooling": "max"}
+QUICK_MODEL = {
+    "model": "cnn",
+    "conv_blocks": 3,
+    "filters": 16,
+    "filters_growth": 2.0,
+    "batch_norm": True,
+    "hidden_layers": 0,
+    "pooling": "max",
+}
 
 
 def load_images(*, quick: bool, images: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(N x 3 x 32 x 32 uint8, N labels, description): generated noise, or real CIFAR-10 training images."""
     rng = np.random.default_rng(seed)
     if quick:
-        return rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, images), "generated (random pixels)"
+        return (
+            rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8),
+            rng.integers(0, 10, images),
+            "generated (random pixels)",
+        )
     from hpo.data import cifar10
 
     if cifar10.read_manifest() is None:
         if not SHARED_JPEG.exists():
-            raise SystemExit(f"CIFAR-10 is not cached in {cifar10.cache_dir()}; import it (`hpo data import cifar10 PATH`) or use --quick")
+            raise SystemExit(
+                f"CIFAR-10 is not cached in {cifar10.cache_dir()}; import it (`hpo data import cifar10 PATH`) or use --quick"
+            )
         print(f"importing {SHARED_JPEG} into {cifar10.cache_dir()} (once)", file=sys.stderr)
         cifar10.import_dataset(SHARED_JPEG)
     all_images, all_labels = cifar10._load_arrays("train")
@@ -72,7 +86,9 @@ class Cifar10Style(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.transform(Image.fromarray(self.data[index])), self.targets[index]
 
 
-def dataloader_epoch(model: torch.nn.Module, loader: Any, hp: dict[str, Any], device: torch.device) -> tuple[float, float]:
+def dataloader_epoch(
+    model: torch.nn.Module, loader: Any, hp: dict[str, Any], device: torch.device
+) -> tuple[float, float]:
     """One epoch of the plain loop; returns (images/second, train accuracy)."""
     from hpo.training.optim import build_optimizer
 
@@ -81,7 +97,9 @@ def dataloader_epoch(model: torch.nn.Module, loader: Any, hp: dict[str, Any], de
     seen, correct = 0, torch.zeros((), device=device)
     started = time.perf_counter()
     for xb, yb in loader:
-        xb = xb.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)  # as hpo does: same model speed
+        xb = xb.to(device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last
+        )  # as hpo does: same model speed
         yb = yb.to(device, non_blocking=True)
         out = model(xb)
         loss = torch.nn.functional.cross_entropy(out, yb, label_smoothing=float(hp["label_smoothing"]))
@@ -94,7 +112,9 @@ def dataloader_epoch(model: torch.nn.Module, loader: Any, hp: dict[str, Any], de
     return seen / (time.perf_counter() - started), accuracy
 
 
-def hpo_epoch(images: torch.Tensor, labels: torch.Tensor, hp: dict[str, Any], device: torch.device, seed: int) -> tuple[float, float]:
+def hpo_epoch(
+    images: torch.Tensor, labels: torch.Tensor, hp: dict[str, Any], device: torch.device, seed: int
+) -> tuple[float, float]:
     """One epoch through hpo's training loop; returns (images/second of training, train accuracy)."""
     from hpo.data.cifar10 import Split
     from hpo.objectives.cifar10 import _model as objective
@@ -105,7 +125,15 @@ def hpo_epoch(images: torch.Tensor, labels: torch.Tensor, hp: dict[str, Any], de
     task = objective.make_task(Split(images, labels), val, hp, meta, device)
     torch.manual_seed(seed)
     model = objective.build_model(hp, meta).to(device, memory_format=torch.channels_last)  # as the objective does
-    fit = train(model, task, {**hp, "epochs": 1, "early_stopping_patience": 0}, monitor="val_acc", maximize=True, device=device, seed=seed)
+    fit = train(
+        model,
+        task,
+        {**hp, "epochs": 1, "early_stopping_patience": 0},
+        monitor="val_acc",
+        maximize=True,
+        device=device,
+        seed=seed,
+    )
     return fit.history[0]["images_per_second"], fit.history[0]["train_acc"]
 
 
@@ -117,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3, help="epochs of each way, interleaved")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", default="0,2", help="DataLoader num_workers variants, comma separated")
-    parser.add_argument("--model", default="mlp,quick-cnn", help="comma list: quick-cnn (studies/cifar10-quick.yaml's CNN) or any `model` value (mlp, cnn, resnet, resnet18, ...)")
+    parser.add_argument(
+        "--model",
+        default="mlp,quick-cnn",
+        help="comma list: quick-cnn (studies/cifar10-quick.yaml's CNN) or any `model` value (mlp, cnn, resnet, resnet18, ...)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the training process")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -142,15 +174,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             else:
                 os.environ["HPO_DATA_DIR"] = data_dir
     normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    per_sample = transforms.Compose([transforms.RandomCrop(32, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+    per_sample = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
     dataset = Cifar10Style(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels.tolist(), per_sample)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     loaders = {
-        f"dataloader-w{w}": torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=w, pin_memory=device.type == "cuda", persistent_workers=w > 0)
+        f"dataloader-w{w}": torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=w,
+            pin_memory=device.type == "cuda",
+            persistent_workers=w > 0,
+        )
         for w in workers
     }
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
-    print(f"{source}: {n:,} images, batch {args.batch_size}, device {device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
+    print(
+        f"{source}: {n:,} images, batch {args.batch_size}, device {device}, torch threads {torch.get_num_threads()}",
+        file=sys.stderr,
+    )
 
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -165,19 +214,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # process imports parts of torch (seconds), and DataLoader workers start.
         hpo_epoch(images_t[: 4 * args.batch_size], labels_t[: 4 * args.batch_size], hp, device, seed=0)
         for loader in loaders.values():
-            warm = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(4 * args.batch_size, n))), batch_size=args.batch_size, num_workers=loader.num_workers)
-            dataloader_epoch(objective.build_model(hp, {}).to(device, memory_format=torch.channels_last), warm, hp, device)
+            warm = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, range(min(4 * args.batch_size, n))),
+                batch_size=args.batch_size,
+                num_workers=loader.num_workers,
+            )
+            dataloader_epoch(
+                objective.build_model(hp, {}).to(device, memory_format=torch.channels_last), warm, hp, device
+            )
         for round_ in range(args.rounds):
             speed, accuracy = hpo_epoch(images_t, labels_t, hp, device, seed=round_)
-            records.append({"model": model_name, "round": round_, "way": "hpo", "images_per_second": speed, "train_acc": accuracy})
+            records.append(
+                {"model": model_name, "round": round_, "way": "hpo", "images_per_second": speed, "train_acc": accuracy}
+            )
             for name, loader in loaders.items():
                 torch.manual_seed(round_)
                 model = objective.build_model(hp, {}).to(device, memory_format=torch.channels_last)
                 speed, accuracy = dataloader_epoch(model, loader, hp, device)
-                records.append({"model": model_name, "round": round_, "way": name, "images_per_second": speed, "train_acc": accuracy})
-            mine = {r["way"]: r["images_per_second"] for r in records if r["model"] == model_name and r["round"] == round_}
+                records.append(
+                    {
+                        "model": model_name,
+                        "round": round_,
+                        "way": name,
+                        "images_per_second": speed,
+                        "train_acc": accuracy,
+                    }
+                )
+            mine = {
+                r["way"]: r["images_per_second"] for r in records if r["model"] == model_name and r["round"] == round_
+            }
             ratios.setdefault(model_name, []).append(mine["hpo"] / max(mine[w] for w in loaders))
-            print(f"{model_name} round {round_}: " + " | ".join(f"{w} {v:.0f}/s" for w, v in mine.items()), file=sys.stderr)
+            print(
+                f"{model_name} round {round_}: " + " | ".join(f"{w} {v:.0f}/s" for w, v in mine.items()),
+                file=sys.stderr,
+            )
         for way in ["hpo", *loaders]:
             mine = [r for r in records if r["model"] == model_name and r["way"] == way]
             rows.append({
@@ -194,8 +264,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds per model.\n")  # fmt: skip
     print(_report.table(rows))
     for model_name, values in ratios.items():
-        print(f"**{model_name}: hpo / best DataLoader loop = {statistics.median(values):.2f}x** (per round: {', '.join(f'{r:.2f}' for r in values)})")
-    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "ratios": ratios}
+        print(
+            f"**{model_name}: hpo / best DataLoader loop = {statistics.median(values):.2f}x** (per round: {', '.join(f'{r:.2f}' for r in values)})"
+        )
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "records": records,
+        "summary": rows,
+        "ratios": ratios,
+    }
     _report.save(args.json, payload)
     return payload
 

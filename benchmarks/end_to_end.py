@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-import overhead  # noqa: E402
+import _report
+import overhead
 
 
 def study_file(folder: Path, *, trials: int, epochs: int, threads: int) -> Path:
@@ -39,7 +39,9 @@ def study_file(folder: Path, *, trials: int, epochs: int, threads: int) -> Path:
     group = overhead.boston_short(trials)
     # overhead.py's configurations repeat every few trials and hpo enqueues a configuration once: a
     # per-trial nudge of the learning rate keeps all of them (else random ones would replace repeats).
-    configs = [{**t.params, "epochs": epochs, "lr": t.params["lr"] * (1 + i / 1000)} for i, t in enumerate(group.trials)]
+    configs = [
+        {**t.params, "epochs": epochs, "lr": t.params["lr"] * (1 + i / 1000)} for i, t in enumerate(group.trials)
+    ]
     space = {k: v for k, v in overhead.SPACE.items() if any(k in c for c in configs) and k != "epochs"}
     study = {
         "name": "end-to-end",
@@ -89,7 +91,9 @@ def bare_worker(path: Path) -> None:
 
 def run_bare(path: Path, env: dict[str, str]) -> tuple[float, list[float]]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--bare-worker", str(path)], capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--bare-worker", str(path)], capture_output=True, text=True, env=env, check=True
+    )
     return time.perf_counter() - started, json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -99,8 +103,22 @@ def run_hpo(path: Path, folder: Path, env: dict[str, str]) -> tuple[float, list[
     storage = f"sqlite:///{folder / 'hpo.db'}"
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "hpo", "run", str(path), "--storage", storage, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
-        capture_output=True, text=True, env=env, check=True, cwd=folder,
+        [
+            sys.executable,
+            "-m",
+            "hpo",
+            "run",
+            str(path),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=folder,
     )
     wall = time.perf_counter() - started
     trials = optuna.load_study(study_name="end-to-end", storage=storage).get_trials(deepcopy=False)
@@ -109,7 +127,9 @@ def run_hpo(path: Path, folder: Path, env: dict[str, str]) -> tuple[float, list[
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 CPU cores: 2 rounds of 20 trials of 60 epochs on one torch thread")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 CPU cores: 2 rounds of 20 trials of 60 epochs on one torch thread"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="bare/hpo rounds")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=60)
@@ -135,8 +155,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             env["HPO_DATA_DIR"] = str(root / "data")
             bare_s, bare_values = run_bare(path, env)
             hpo_s, hpo_values = run_hpo(path, folder, env)
-            rows.append({"round": round_, "bare s": bare_s, "hpo run s": hpo_s, "hpo / bare": hpo_s / bare_s, "largest metric difference": max(abs(a - b) for a, b in zip(bare_values, hpo_values))})
-            print(f"round {round_}: bare {bare_s:.2f} s, hpo run {hpo_s:.2f} s, ratio {hpo_s / bare_s:.3f}", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "round": round_,
+                    "bare s": bare_s,
+                    "hpo run s": hpo_s,
+                    "hpo / bare": hpo_s / bare_s,
+                    "largest metric difference": max(abs(a - b) for a, b in zip(bare_values, hpo_values)),
+                }
+            )
+            print(
+                f"round {round_}: bare {bare_s:.2f} s, hpo run {hpo_s:.2f} s, ratio {hpo_s / bare_s:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
     summary = {
         "trials": args.trials,
         "epochs": args.epochs,
@@ -146,13 +178,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "hpo / bare (per round)": " ".join(f"{r['hpo / bare']:.3f}" for r in rows),
     }
     info = _report.machine()
-    text = "\n".join([
-        _report.header("End to end: `hpo run` of a Boston study vs the same training in a bare loop", argv, info),
-        f"{args.trials} trials of {args.epochs} epochs, one validation split, torch on {args.threads} thread(s); each way a fresh process (fixed costs included).",
-        "",
-        _report.table([summary]),
-        _report.table(rows),
-    ])
+    text = "\n".join(
+        [
+            _report.header("End to end: `hpo run` of a Boston study vs the same training in a bare loop", argv, info),
+            f"{args.trials} trials of {args.epochs} epochs, one validation split, torch on {args.threads} thread(s); each way a fresh process (fixed costs included).",
+            "",
+            _report.table([summary]),
+            _report.table(rows),
+        ]
+    )
     print(text)
     payload = {"machine": info, "command": _report.command_line(argv), "rounds": rows, "summary": summary}
     _report.save(args.json, payload)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
+import _report
 
 ONE_TRIAL = """name: one-trial
 objective: boston
@@ -69,7 +69,9 @@ def measure_once(env: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="hpo-fixed-cost-") as tmp:
         folder = Path(tmp)
         (folder / "one.yaml").write_text(ONE_TRIAL)
-        row = {"validate": _timed([*hpo, "validate", str(_report.REPO / "studies" / "boston-mlp.yaml")], folder, env)[0]}
+        row = {
+            "validate": _timed([*hpo, "validate", str(_report.REPO / "studies" / "boston-mlp.yaml")], folder, env)[0]
+        }
         run, started = _timed([*hpo, "run", "one.yaml", "--quiet"], folder, env)
         row.update(run=run, **{"run to first trial": first_trial_start(folder) - started})
         row["status"] = _timed([*hpo, "status"], folder, env)[0]
@@ -80,7 +82,9 @@ def measure_once(env: dict[str, str]) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--pythonpath", help="import hpo from this checkout instead (e.g. `git archive` of an older commit)")
+    parser.add_argument(
+        "--pythonpath", help="import hpo from this checkout instead (e.g. `git archive` of an older commit)"
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     env = {**os.environ, "HPO_PROGRESS": "plain"}

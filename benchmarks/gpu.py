@@ -38,8 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _report  # noqa: E402
-import yaml  # noqa: E402
+import _report
+import yaml
 
 STUDIES = _report.REPO / "studies"
 HOUR_STUDY = STUDIES / "cifar10-hour.yaml"
@@ -117,7 +117,9 @@ def write_tiny_official(folder: Path, *, per_class: int = 24, test_per_class: in
     train_images, train_labels = make(per_class)
     parts = np.array_split(rng.permutation(len(train_labels)), 5)
     for i, part in enumerate(parts, start=1):
-        (batches / f"data_batch_{i}").write_bytes(pickle.dumps({b"data": train_images[part], b"labels": train_labels[part].tolist()}))
+        (batches / f"data_batch_{i}").write_bytes(
+            pickle.dumps({b"data": train_images[part], b"labels": train_labels[part].tolist()})
+        )
     test_images, test_labels = make(test_per_class)
     (batches / "test_batch").write_bytes(pickle.dumps({b"data": test_images, b"labels": test_labels.tolist()}))
     return batches.parent
@@ -141,7 +143,9 @@ def ensure_data(args: argparse.Namespace, scratch: Path) -> str:
 
 
 # -- 1. throughput --------------------------------------------------------------------------------------
-def measure_throughput(hp: dict[str, Any], *, device: Any, images: int, channels_last: bool, precision: str, compile: bool) -> dict[str, Any]:
+def measure_throughput(
+    hp: dict[str, Any], *, device: Any, images: int, channels_last: bool, precision: str, compile: bool
+) -> dict[str, Any]:
     """Training images/s of the second of two epochs over the first `images` training images."""
     import torch
 
@@ -161,11 +165,23 @@ def measure_throughput(hp: dict[str, Any], *, device: Any, images: int, channels
         task.prepare = lambda x: prepare(x).contiguous()  # type: ignore[misc,operator]
     try:
         chosen = select_precision(precision, device)
-    except Exception:  # noqa: BLE001 - an older GPU without bf16: what auto picks there
+    except Exception:
         chosen = select_precision("auto", device)
     torch.manual_seed(0)
-    model = objective.build_model(hp, meta).to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    result = fit(model, task, {**hp, "epochs": 2, "early_stopping_patience": 0}, monitor="val_acc", maximize=True, device=device, seed=0, precision=chosen, compile=compile)
+    model = objective.build_model(hp, meta).to(
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    result = fit(
+        model,
+        task,
+        {**hp, "epochs": 2, "early_stopping_patience": 0},
+        monitor="val_acc",
+        maximize=True,
+        device=device,
+        seed=0,
+        precision=chosen,
+        compile=compile,
+    )
     return {"images/s": result.history[-1]["images_per_second"], "precision": chosen.name}
 
 
@@ -179,13 +195,20 @@ def train_and_test(hp: dict[str, Any], *, seed: int, precision: str) -> dict[str
     from hpo.objectives._checkpoint import predictions
     from hpo.objectives.cifar10 import _model as objective
 
-    ctx = TrialContext(hp, data=DataConfig(), seed=seed, metrics=["val_acc"], directions=["maximize"], precision=precision)
+    ctx = TrialContext(
+        hp, data=DataConfig(), seed=seed, metrics=["val_acc"], directions=["maximize"], precision=precision
+    )
     started = time.perf_counter()
     result = objective.train(ctx)
     seconds = time.perf_counter() - started
     inputs, labels = objective.test_split(DataConfig(), result.meta)
     probabilities = predictions(objective, [result.models[0]], inputs, result.meta)
-    return {"seed": seed, "seconds": seconds, "val_acc": result.metrics["val_acc"], "test_acc": float(np.mean(probabilities.argmax(1) == labels))}
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "val_acc": result.metrics["val_acc"],
+        "test_acc": float(np.mean(probabilities.argmax(1) == labels)),
+    }
 
 
 # -- 3. concurrent trials -----------------------------------------------------------------------------
@@ -194,24 +217,40 @@ def concurrent_worker(spec: dict[str, Any]) -> None:
     from hpo.training.device import pick_device
 
     device = pick_device("auto", threads=spec.get("threads"))
-    row = measure_throughput(spec["hp"], device=device, images=spec["images"], channels_last=True, precision=spec["precision"], compile=False)
+    row = measure_throughput(
+        spec["hp"], device=device, images=spec["images"], channels_last=True, precision=spec["precision"], compile=False
+    )
     print(json.dumps(row), flush=True)
 
 
-def measure_concurrency(hp: dict[str, Any], *, counts: Sequence[int], images: int, precision: str, on_gpu: bool) -> list[dict[str, Any]]:
+def measure_concurrency(
+    hp: dict[str, Any], *, counts: Sequence[int], images: int, precision: str, on_gpu: bool
+) -> list[dict[str, Any]]:
     rows = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for count in counts:
-        spec = {"hp": hp, "images": images, "precision": precision, "threads": None if on_gpu else max(1, cores // count)}
+        spec = {
+            "hp": hp,
+            "images": images,
+            "precision": precision,
+            "threads": None if on_gpu else max(1, cores // count),
+        }
         procs = [
-            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--concurrent-worker", json.dumps(spec)], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+            subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--concurrent-worker", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=os.environ.copy(),
+            )
             for _ in range(count)
         ]
         outputs = [proc.communicate()[0] for proc in procs]
         if any(proc.returncode for proc in procs):
             raise SystemExit(f"a concurrent trial process failed (exit codes {[p.returncode for p in procs]})")
         speeds = [json.loads(out.strip().splitlines()[-1])["images/s"] for out in outputs]
-        rows.append({"trials at once": count, "images/s (sum)": sum(speeds), "images/s per trial": statistics.mean(speeds)})
+        rows.append(
+            {"trials at once": count, "images/s (sum)": sum(speeds), "images/s per trial": statistics.mean(speeds)}
+        )
     base = rows[0]["images/s (sum)"]
     for row in rows:
         row["sum / one trial"] = row["images/s (sum)"] / base if base else float("nan")
@@ -228,11 +267,20 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
         spec["n_trials"] = 1  # the budget that ends the smoke run (its timeout only guards it)
         spec["params"] = {"lr": {"type": "float", "low": 0.05, "high": 0.5, "log": True}}
         spec["enqueue"] = [{"lr": 0.2}]
-        spec["fixed"] = {**spec["fixed"], **{k: v for k, v in SMOKE_MODEL.items() if k == "width_scale"}, "epochs": 2, "batch_size": 32}
+        spec["fixed"] = {
+            **spec["fixed"],
+            **{k: v for k, v in SMOKE_MODEL.items() if k == "width_scale"},
+            "epochs": 2,
+            "batch_size": 32,
+        }
         spec["pruner"] = {"type": "none"}
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = {**os.environ, "HPO_STORAGE": f"sqlite:///{folder / 'hpo.db'}", "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "HPO_STORAGE": f"sqlite:///{folder / 'hpo.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+    }
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "hpo", "run", str(path), "--quiet"], check=True, env=env, cwd=folder)
     run_seconds = time.perf_counter() - started
@@ -243,7 +291,12 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "hpo", "evaluate", spec["name"], "--top-k", "3", "--ensemble", "greedy"], check=True, env=env, cwd=folder, capture_output=True, text=True
+        [sys.executable, "-m", "hpo", "evaluate", spec["name"], "--top-k", "3", "--ensemble", "greedy"],
+        check=True,
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
     )
     evaluate_seconds = time.perf_counter() - started
     from mlflow import MlflowClient
@@ -251,12 +304,18 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(spec["name"])
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    tests = {run.info.run_name: run.data.metrics.get("test_acc") for run in runs if run.data.tags.get("hpo.role") in ("evaluation", "ensemble")}
+    tests = {
+        run.info.run_name: run.data.metrics.get("test_acc")
+        for run in runs
+        if run.data.tags.get("hpo.role") in ("evaluation", "ensemble")
+    }
     return {
         "trials complete": len(complete),
         "trials pruned": sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED),
         "best val_acc": max((t.value for t in complete), default=float("nan")),
-        "best test accuracy (single model)": max((v for k, v in tests.items() if v is not None and k.startswith("eval-trial")), default=float("nan")),
+        "best test accuracy (single model)": max(
+            (v for k, v in tests.items() if v is not None and k.startswith("eval-trial")), default=float("nan")
+        ),
         "ensemble test accuracy": next((v for k, v in tests.items() if k.startswith("ensemble")), float("nan")),
         "study seconds": run_seconds,
         "evaluate seconds": evaluate_seconds,
@@ -267,13 +326,28 @@ def short_study(folder: Path, *, seconds: float, smoke: bool) -> dict[str, Any]:
 # -- the script ---------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds on a CPU: generated tiny data, tiny models (checks the script, not the GPU)")
-    parser.add_argument("--cifar-source", help="a CIFAR-10 archive to import first (official or the JPEG image-folder tarball)")
-    parser.add_argument("--images", type=int, help="training images per throughput measurement (default 10,240; smoke 64)")
-    parser.add_argument("--warm-start", type=int, default=0, help="which of cifar10-hour.yaml's enqueue: entries the throughput rows train (0: 64/256/256, 1: 32/128/128)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on a CPU: generated tiny data, tiny models (checks the script, not the GPU)",
+    )
+    parser.add_argument(
+        "--cifar-source", help="a CIFAR-10 archive to import first (official or the JPEG image-folder tarball)"
+    )
+    parser.add_argument(
+        "--images", type=int, help="training images per throughput measurement (default 10,240; smoke 64)"
+    )
+    parser.add_argument(
+        "--warm-start",
+        type=int,
+        default=0,
+        help="which of cifar10-hour.yaml's enqueue: entries the throughput rows train (0: 64/256/256, 1: 32/128/128)",
+    )
     parser.add_argument("--seeds", type=int, help="seeds of the airbench-style configuration (default 3; smoke 1)")
     parser.add_argument("--study-seconds", type=float, help="budget of the short study (default 300; smoke: one trial)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)} (default: all)"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--concurrent-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -300,33 +374,65 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             device = pick_device("auto")
             import torch
 
-            device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+            device_name = (
+                torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"CPU ({torch.get_num_threads()} threads)"
+            )
             print(f"device: {device_name}; data: {source}", file=sys.stderr, flush=True)
             airbench_chosen, cnn_chosen = warm_start_configuration(index=args.warm_start), median_configuration()
 
             section = time.perf_counter()
             throughput: list[dict[str, Any]] = []
-            for label, chosen in (("airbench-style (cifar10-hour warm start)", airbench_chosen), ("cnn (cifar10-cnn median)", cnn_chosen)):
+            for label, chosen in (
+                ("airbench-style (cifar10-hour warm start)", airbench_chosen),
+                ("cnn (cifar10-cnn median)", cnn_chosen),
+            ):
                 if "throughput" not in sections:
                     break
                 hp = resolved(chosen, smoke=args.smoke)
                 for variant, channels_last, precision, compiled in VARIANTS:
                     if compiled and device.type != "cuda":
-                        throughput.append({"model": label, "variant": variant, "images/s": None, "precision": "skipped on the CPU (compiling takes minutes there)"})
+                        throughput.append(
+                            {
+                                "model": label,
+                                "variant": variant,
+                                "images/s": None,
+                                "precision": "skipped on the CPU (compiling takes minutes there)",
+                            }
+                        )
                         continue
-                    row = measure_throughput(hp, device=device, images=images, channels_last=channels_last, precision=precision, compile=compiled)
+                    row = measure_throughput(
+                        hp,
+                        device=device,
+                        images=images,
+                        channels_last=channels_last,
+                        precision=precision,
+                        compile=compiled,
+                    )
                     throughput.append({"model": label, "variant": variant, **row})
                     print(f"throughput {label} {variant}: {row['images/s']:.0f} images/s", file=sys.stderr, flush=True)
             timings["throughput"] = time.perf_counter() - section
 
             section = time.perf_counter()
-            airbench_hp = resolved(warm_start_configuration(index=1), smoke=args.smoke, epochs=1 if args.smoke else None)
-            seeds = [train_and_test(airbench_hp, seed=seed, precision="auto" if device.type == "cuda" else "fp32") for seed in range(seed_count if "seeds" in sections else 0)]
+            airbench_hp = resolved(
+                warm_start_configuration(index=1), smoke=args.smoke, epochs=1 if args.smoke else None
+            )
+            seeds = [
+                train_and_test(airbench_hp, seed=seed, precision="auto" if device.type == "cuda" else "fp32")
+                for seed in range(seed_count if "seeds" in sections else 0)
+            ]
             timings["airbench seeds"] = time.perf_counter() - section
 
             section = time.perf_counter()
             concurrent = (
-                measure_concurrency(resolved(airbench_chosen, smoke=args.smoke), counts=counts, images=images, precision="bf16" if device.type == "cuda" else "fp32", on_gpu=device.type == "cuda")
+                measure_concurrency(
+                    resolved(airbench_chosen, smoke=args.smoke),
+                    counts=counts,
+                    images=images,
+                    precision="bf16" if device.type == "cuda" else "fp32",
+                    on_gpu=device.type == "cuda",
+                )
                 if "concurrent" in sections
                 else []
             )
@@ -334,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             section = time.perf_counter()
             (scratch / "study").mkdir()
-            study = short_study(scratch / "study", seconds=study_seconds, smoke=args.smoke) if "study" in sections else {}
+            study = (
+                short_study(scratch / "study", seconds=study_seconds, smoke=args.smoke) if "study" in sections else {}
+            )
             timings["short study + evaluate"] = time.perf_counter() - section
         finally:
             if data_dir is None:

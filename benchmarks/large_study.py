@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-from _postgres import drop_databases, postgres_reason  # noqa: E402
+import _report
+from _postgres import drop_databases, postgres_reason
 
 EPOCHS = 30
 RUNGS = (10, 20)  # where Hyperband (min_resource 10, reduction 3) stops the trials it prunes, roughly
@@ -90,7 +90,9 @@ def draw_trials(config: Any, start: int, count: int, seed: int) -> list[dict[str
     for number in range(start, start + count):
         trial = draft.ask()
         params = suggest(trial, config)
-        quality = abs(math.log10(params["lr"]) + 2.5) + 0.3 * abs(math.log2(params["width"] / 64)) + 0.5 * params["dropout"]
+        quality = (
+            abs(math.log10(params["lr"]) + 2.5) + 0.3 * abs(math.log2(params["width"] / 64)) + 0.5 * params["dropout"]
+        )
         final = 2.4 + quality + abs(rng.gauss(0, 0.4))
         roll = rng.random()
         state = "FAIL" if roll < 0.05 else "PRUNED" if roll < 0.60 else "COMPLETE"
@@ -109,7 +111,17 @@ def draw_trials(config: Any, start: int, count: int, seed: int) -> list[dict[str
     return out
 
 
-def _run_rows(drawn: dict[str, Any], *, parent: str, study_name: str, config: Any, run_id: str, experiment_id: str, artifact_root: str, now: int) -> dict[str, list[dict[str, Any]]]:
+def _run_rows(
+    drawn: dict[str, Any],
+    *,
+    parent: str,
+    study_name: str,
+    config: Any,
+    run_id: str,
+    experiment_id: str,
+    artifact_root: str,
+    now: int,
+) -> dict[str, list[dict[str, Any]]]:
     """The rows MLflow's store holds for one closed trial run, as the runner's `Tracker` would leave them:
     tags, every hyperparameter as a param, the epochs' curves (step = epoch) and the summary metrics."""
     from hpo.tracking import STATE_TO_STATUS
@@ -127,10 +139,19 @@ def _run_rows(drawn: dict[str, Any], *, parent: str, study_name: str, config: An
     if state == "FAIL":
         tags["hpo.failure_reason"] = FAIL_REASON
         tags["mlflow.note.content"] = f"FAIL: {FAIL_REASON}"
-    metrics = [(key, value, epoch) for epoch, v in enumerate(curve) for key, value in (("train_loss", v * 0.8), ("val_loss", v * v), ("val_rmse", v))]
+    metrics = [
+        (key, value, epoch)
+        for epoch, v in enumerate(curve)
+        for key, value in (("train_loss", v * 0.8), ("val_loss", v * v), ("val_rmse", v))
+    ]
     if curve:
         best_epoch = min(range(len(curve)), key=curve.__getitem__)
-        metrics += [("best_val_rmse", curve[best_epoch], 0), ("best_epoch", float(best_epoch), 0), ("train_seconds", 0.05 * len(curve), 0), ("n_params", 4000.0, 0)]
+        metrics += [
+            ("best_val_rmse", curve[best_epoch], 0),
+            ("best_epoch", float(best_epoch), 0),
+            ("train_seconds", 0.05 * len(curve), 0),
+            ("n_params", 4000.0, 0),
+        ]
     latest: dict[str, tuple[float, int]] = {}
     for key, value, step in metrics:
         if key not in latest or step >= latest[key][1]:
@@ -138,15 +159,33 @@ def _run_rows(drawn: dict[str, Any], *, parent: str, study_name: str, config: An
     return {
         "runs": [
             {
-                "run_uuid": run_id, "name": f"trial-{number:04d}", "source_type": "LOCAL", "source_name": "", "entry_point_name": "", "user_id": "hpo",
-                "status": STATE_TO_STATUS[state], "start_time": now, "end_time": now + 50 * len(curve), "source_version": "", "lifecycle_stage": "active",
-                "artifact_uri": f"{artifact_root}/{run_id}/artifacts", "experiment_id": int(experiment_id),
+                "run_uuid": run_id,
+                "name": f"trial-{number:04d}",
+                "source_type": "LOCAL",
+                "source_name": "",
+                "entry_point_name": "",
+                "user_id": "hpo",
+                "status": STATE_TO_STATUS[state],
+                "start_time": now,
+                "end_time": now + 50 * len(curve),
+                "source_version": "",
+                "lifecycle_stage": "active",
+                "artifact_uri": f"{artifact_root}/{run_id}/artifacts",
+                "experiment_id": int(experiment_id),
             }
         ],  # fmt: skip
         "tags": [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()],
-        "params": [{"key": k, "value": str(v), "run_uuid": run_id} for k, v in {**config.fixed, **drawn["params"]}.items()],
-        "metrics": [{"key": k, "value": v, "timestamp": now, "step": step, "is_nan": False, "run_uuid": run_id} for k, v, step in metrics],
-        "latest_metrics": [{"key": k, "value": v, "timestamp": now, "step": step, "is_nan": False, "run_uuid": run_id} for k, (v, step) in latest.items()],
+        "params": [
+            {"key": k, "value": str(v), "run_uuid": run_id} for k, v in {**config.fixed, **drawn["params"]}.items()
+        ],
+        "metrics": [
+            {"key": k, "value": v, "timestamp": now, "step": step, "is_nan": False, "run_uuid": run_id}
+            for k, v, step in metrics
+        ],
+        "latest_metrics": [
+            {"key": k, "value": v, "timestamp": now, "step": step, "is_nan": False, "run_uuid": run_id}
+            for k, (v, step) in latest.items()
+        ],
     }
 
 
@@ -163,7 +202,16 @@ def log_runs(tracker: Any, parent: str, study_name: str, config: Any, drawn: lis
     for d in drawn:
         run_id = uuid.uuid4().hex
         run_ids.append(run_id)
-        for table, part in _run_rows(d, parent=parent, study_name=study_name, config=config, run_id=run_id, experiment_id=experiment.experiment_id, artifact_root=experiment.artifact_location, now=now).items():
+        for table, part in _run_rows(
+            d,
+            parent=parent,
+            study_name=study_name,
+            config=config,
+            run_id=run_id,
+            experiment_id=experiment.experiment_id,
+            artifact_root=experiment.artifact_location,
+            now=now,
+        ).items():
             rows[table].extend(part)
     engine = sqlalchemy.create_engine(tracker.tracking_uri)
     try:
@@ -191,27 +239,69 @@ def add_trials(storage: Any, study_id: int, drawn: list[dict[str, Any]], run_ids
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC datetimes
     trial_rows = [
-        {"number": d["number"], "study_id": study_id, "state": TrialState[d["state"]], "datetime_start": now - dt.timedelta(seconds=0.05 * len(d["curve"]) + 0.1), "datetime_complete": now}
+        {
+            "number": d["number"],
+            "study_id": study_id,
+            "state": TrialState[d["state"]],
+            "datetime_start": now - dt.timedelta(seconds=0.05 * len(d["curve"]) + 0.1),
+            "datetime_complete": now,
+        }
         for d in drawn
     ]
     with storage.engine.begin() as conn:
         conn.execute(sqlalchemy.insert(models.TrialModel.__table__), trial_rows)
         trials = models.TrialModel.__table__
         numbers = [d["number"] for d in drawn]
-        ids = dict(conn.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(trials.c.study_id == study_id, trials.c.number.between(min(numbers), max(numbers)))).all())
+        ids = dict(
+            conn.execute(
+                sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
+                    trials.c.study_id == study_id, trials.c.number.between(min(numbers), max(numbers))
+                )
+            ).all()
+        )
         params, values, intermediate, attrs = [], [], [], []
         for d, run_id in zip(drawn, run_ids):
             trial_id = ids[d["number"]]
             for name, value in d["params"].items():
                 dist = d["distributions"][name]
-                params.append({"trial_id": trial_id, "param_name": name, "param_value": dist.to_internal_repr(value), "distribution_json": distribution_to_json(dist)})
+                params.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": name,
+                        "param_value": dist.to_internal_repr(value),
+                        "distribution_json": distribution_to_json(dist),
+                    }
+                )
             if d["state"] == "COMPLETE":
-                values.append({"trial_id": trial_id, "objective": 0, "value": min(d["curve"]), "value_type": models.TrialValueModel.TrialValueType.FINITE})
+                values.append(
+                    {
+                        "trial_id": trial_id,
+                        "objective": 0,
+                        "value": min(d["curve"]),
+                        "value_type": models.TrialValueModel.TrialValueType.FINITE,
+                    }
+                )
             for step, value in enumerate(d["curve"]):
-                intermediate.append({"trial_id": trial_id, "step": step, "intermediate_value": value, "intermediate_value_type": models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE})
-            user = {RUN_ID_ATTR: run_id, SEED_ATTR: d["seed"], **({REASON_ATTR: FAIL_REASON} if d["state"] == "FAIL" else {})}
+                intermediate.append(
+                    {
+                        "trial_id": trial_id,
+                        "step": step,
+                        "intermediate_value": value,
+                        "intermediate_value_type": models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE,
+                    }
+                )
+            user = {
+                RUN_ID_ATTR: run_id,
+                SEED_ATTR: d["seed"],
+                **({REASON_ATTR: FAIL_REASON} if d["state"] == "FAIL" else {}),
+            }
             attrs += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in user.items()]
-        for model, rows in ((models.TrialParamModel, params), (models.TrialValueModel, values), (models.TrialIntermediateValueModel, intermediate), (models.TrialUserAttributeModel, attrs)):
+        for model, rows in (
+            (models.TrialParamModel, params),
+            (models.TrialValueModel, values),
+            (models.TrialIntermediateValueModel, intermediate),
+            (models.TrialUserAttributeModel, attrs),
+        ):
             if rows:
                 conn.execute(sqlalchemy.insert(model.__table__), rows)
 
@@ -227,14 +317,24 @@ def fill(runner: Any, config: Any, target: int, *, seed: int) -> float:
         logged = time.perf_counter()
         add_trials(runner.storage, runner.study._study_id, drawn, run_ids)
         have += len(drawn)
-        print(f"  filled {have} trials ({time.perf_counter() - started:.0f} s; last batch: Optuna {time.perf_counter() - logged:.0f} s)", file=sys.stderr)
+        print(
+            f"  filled {have} trials ({time.perf_counter() - started:.0f} s; last batch: Optuna {time.perf_counter() - logged:.0f} s)",
+            file=sys.stderr,
+        )
     return time.perf_counter() - started
 
 
 def time_command(args: Sequence[str], env: dict[str, str], cwd: Path) -> float:
     """Wall seconds of one `python -m hpo ARGS` process (its output discarded; a failure stops the benchmark)."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hpo", *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"hpo {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -260,14 +360,14 @@ def ask_seconds(runner: Any, config: Any, asks: int) -> float:
     return statistics.median(times)
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 trials only (seconds)")
     parser.add_argument("--sizes", default=None, help="comma-separated trial counts (default 100,1000,10000)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite files instead of PostgreSQL")
-    parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database")
+    parser.add_argument(
+        "--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database"
+    )
     parser.add_argument("--asks", type=int, default=5, help="asks timed per size (median reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="folder for SQLite files and reports (default: a temporary folder)")
@@ -288,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        work = Path(args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-large-study-"))).resolve()
+        work = Path(
+            args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-large-study-"))
+        ).resolve()
         work.mkdir(parents=True, exist_ok=True)
         reason = None if args.sqlite else postgres_reason(args.postgres)
         if args.sqlite or reason is not None:
@@ -316,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row[f"{command} s"] = time_command([command, name, *extra], env, work)
             row["ask s"] = ask_seconds(runner, config, args.asks)
             rows.append(row)
-            print(f"{size} trials: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "trials"), file=sys.stderr)
+            print(
+                f"{size} trials: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "trials"), file=sys.stderr
+            )
         info = _report.machine()
     base = rows[0]
     for row in rows:

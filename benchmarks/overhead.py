@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _data  # noqa: E402
-import _report  # noqa: E402
+import _data
+import _report
 
 WAYS = ("bare", "optuna+mlflow", "hpo")
 # With --journal-variant: hpo again with HPO_SQLITE_WAL=0, i.e. SQLite's default rollback journal, on files
@@ -97,14 +97,32 @@ def boston_short(n: int) -> Group:
     trials = []
     for i in range(n):
         layers, width, epochs, batch = shapes[i % len(shapes)]
-        trials.append(Trial({"hidden_layers": layers, "width": width, "epochs": epochs, "batch_size": batch, "lr": [3e-3, 1e-2][i % 2], "optimizer": ["adam", "sgd"][i % 2]}))
-    return Group("boston-short", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials, data=ONE_SPLIT)
+        trials.append(
+            Trial(
+                {
+                    "hidden_layers": layers,
+                    "width": width,
+                    "epochs": epochs,
+                    "batch_size": batch,
+                    "lr": [3e-3, 1e-2][i % 2],
+                    "optimizer": ["adam", "sgd"][i % 2],
+                }
+            )
+        )
+    return Group(
+        "boston-short", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials, data=ONE_SPLIT
+    )
 
 
 def boston_long(n: int, epochs: int) -> Group:
     """Boston trials of about a minute each on one CPU thread (4x512 MLP, batch 16)."""
-    trials = [Trial({"hidden_layers": 4, "width": 512, "epochs": epochs, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"}) for _ in range(n)]
-    return Group("boston-long", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials, data=ONE_SPLIT)
+    trials = [
+        Trial({"hidden_layers": 4, "width": 512, "epochs": epochs, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"})
+        for _ in range(n)
+    ]
+    return Group(
+        "boston-long", "boston", "val_rmse", "minimize", {"early_stopping_patience": 0}, trials, data=ONE_SPLIT
+    )
 
 
 def cifar_group(n: int, epochs: int, subset: float, source: str | None) -> Group | None:
@@ -117,7 +135,9 @@ def cifar_group(n: int, epochs: int, subset: float, source: str | None) -> Group
     if why is not None:
         print(f"cifar10-cnn skipped: {why}", file=sys.stderr)
         return None
-    trials = [Trial({"width": 128, "epochs": epochs, "batch_size": 128, "lr": 1e-3, "optimizer": "adam"}) for _ in range(n)]
+    trials = [
+        Trial({"width": 128, "epochs": epochs, "batch_size": 128, "lr": 1e-3, "optimizer": "adam"}) for _ in range(n)
+    ]
     fixed = {"model": "cnn", "early_stopping_patience": 0, "filters": 32, "conv_blocks": 3, "hidden_layers": 1}
     return Group("cifar10-cnn", "cifar10", "val_acc", "maximize", fixed, trials, data={"subset": subset})
 
@@ -167,7 +187,9 @@ class Clock:
         return timed
 
 
-def _context(group: Group, params: dict[str, Any], seed: int, device: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> Any:
+def _context(
+    group: Group, params: dict[str, Any], seed: int, device: Any, on_epoch: Callable[[int, dict[str, float]], None]
+) -> Any:
     from hpo.objectives import TrialContext, load_objective
 
     objective = load_objective(group.objective).objective
@@ -243,7 +265,15 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     study.optimize(objective, n_trials=len(group.trials), callbacks=[callback])
 
 
-def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | None, journal: bool = False, tracking_uri: str | None = None) -> Any:
+def hpo_runner(
+    group: Group,
+    study_name: str,
+    workdir: Path,
+    *,
+    threads: int | None,
+    journal: bool = False,
+    tracking_uri: str | None = None,
+) -> Any:
     """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
     from hpo.config import parse_study
     from hpo.runner import StudyRunner
@@ -261,8 +291,14 @@ def hpo_runner(group: Group, study_name: str, workdir: Path, *, threads: int | N
         "fixed": group.fixed,
         "execution": {"threads": threads} if threads else {},
     }
-    storage, tracking = (workdir / "hpo-journal.db", workdir / "mlflow-journal.db") if journal else (workdir / "hpo.db", workdir / "mlflow.db")
-    settings = Settings(storage=f"sqlite:///{storage}", tracking_uri=tracking_uri or f"sqlite:///{tracking}", data_dir=workdir)
+    storage, tracking = (
+        (workdir / "hpo-journal.db", workdir / "mlflow-journal.db")
+        if journal
+        else (workdir / "hpo.db", workdir / "mlflow.db")
+    )
+    settings = Settings(
+        storage=f"sqlite:///{storage}", tracking_uri=tracking_uri or f"sqlite:///{tracking}", data_dir=workdir
+    )
     runner = StudyRunner(parse_study(study, source="overhead benchmark"), settings)
     for trial in group.trials:
         runner.study.enqueue_trial(trial.params)
@@ -273,7 +309,9 @@ def run_hpo(runner: Any, *, clock: Clock) -> None:
     import dataclasses
 
     loaded = runner.objective
-    timed = dataclasses.replace(loaded.objective, train=clock.wrap_objective(loaded.objective.train, runner.config.metrics[0]))
+    timed = dataclasses.replace(
+        loaded.objective, train=clock.wrap_objective(loaded.objective.train, runner.config.metrics[0])
+    )
     runner.objective = dataclasses.replace(loaded, objective=timed)
     try:
         runner.run()
@@ -300,7 +338,11 @@ class StepTimer:
             (tracking.Tracker, "open_trial_run", "open the MLflow run (handed to the sender thread)"),
             (runner._EpochRecorder, "__call__", "per-epoch callback (queue metrics, progress, report)"),
             (runner.StudyRunner, "_checkpoint", "checkpoint (only trials entering the top k)"),
-            (tracking.TrialRun, "close", "close the MLflow run (wait for the sender: last epochs + summary in one log_batch, set_terminated)"),
+            (
+                tracking.TrialRun,
+                "close",
+                "close the MLflow run (wait for the sender: last epochs + summary in one log_batch, set_terminated)",
+            ),
             (runner.StudyRunner, "_tell", "tell Optuna"),
         ]
         self.seconds: dict[str, float] = {label: 0.0 for _, _, label in self.steps}
@@ -331,17 +373,34 @@ class StepTimer:
 
     def rows(self, non_training_ms: float) -> list[dict[str, Any]]:
         rows = [{"step": label, "ms/trial": 1000 * s / self.trials} for label, s in self.seconds.items()]
-        rows.append({"step": "everything else (progress, heartbeats, loop)", "ms/trial": non_training_ms - sum(r["ms/trial"] for r in rows)})
+        rows.append(
+            {
+                "step": "everything else (progress, heartbeats, loop)",
+                "ms/trial": non_training_ms - sum(r["ms/trial"] for r in rows),
+            }
+        )
         return rows
 
 
 # -- measurement -----------------------------------------------------------------------------------
-def measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+def measure(
+    group: Group,
+    way: str,
+    label: str,
+    workdir: Path,
+    *,
+    device: Any,
+    threads: int | None,
+    profile: cProfile.Profile | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
     # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.storage switches every
     # SQLite connection of this process to WAL unless HPO_SQLITE_WAL=0, read whenever a connection opens.
     with _sqlite_wal(way not in ("optuna+mlflow", JOURNAL_WAY)):
-        return _measure(group, way, label, workdir, device=device, threads=threads, profile=profile, tracking_uri=tracking_uri)
+        return _measure(
+            group, way, label, workdir, device=device, threads=threads, profile=profile, tracking_uri=tracking_uri
+        )
 
 
 @contextlib.contextmanager
@@ -357,13 +416,30 @@ def _sqlite_wal(enabled: bool) -> Iterator[None]:
             os.environ["HPO_SQLITE_WAL"] = previous
 
 
-def _measure(group: Group, way: str, label: str, workdir: Path, *, device: Any, threads: int | None, profile: cProfile.Profile | None, tracking_uri: str | None) -> dict[str, Any]:
+def _measure(
+    group: Group,
+    way: str,
+    label: str,
+    workdir: Path,
+    *,
+    device: Any,
+    threads: int | None,
+    profile: cProfile.Profile | None,
+    tracking_uri: str | None,
+) -> dict[str, Any]:
     clock = Clock()
     setup = 0.0
     journal = way == JOURNAL_WAY
     if way in ("hpo", JOURNAL_WAY):
         started = time.perf_counter()
-        runner = hpo_runner(group, f"{label}-{'hpo-journal' if journal else 'hpo'}", workdir, threads=threads, journal=journal, tracking_uri=tracking_uri)
+        runner = hpo_runner(
+            group,
+            f"{label}-{'hpo-journal' if journal else 'hpo'}",
+            workdir,
+            threads=threads,
+            journal=journal,
+            tracking_uri=tracking_uri,
+        )
         setup = time.perf_counter() - started
     started, started_cpu = time.perf_counter(), time.process_time()
     if profile is not None:
@@ -432,9 +508,13 @@ def summarize(records: list[dict[str, Any]], ways: Sequence[str]) -> list[dict[s
                     "median training s/trial": statistics.median(r["training_s"] / r["trials"] for r in mine),
                     "non-training ms/trial (median)": statistics.median(r["overhead_ms_per_trial"] for r in mine),
                     "non-training ms/trial (min)": min(r["overhead_ms_per_trial"] for r in mine),
-                    "non-training CPU ms/trial (median)": statistics.median(r["overhead_cpu_ms_per_trial"] for r in mine),
+                    "non-training CPU ms/trial (median)": statistics.median(
+                        r["overhead_cpu_ms_per_trial"] for r in mine
+                    ),
                     # Within one way's own run, so not disturbed by the load changing between ways:
-                    "non-training % of wall (median)": statistics.median(100 * (1 - r["training_s"] / r["wall_s"]) for r in mine),
+                    "non-training % of wall (median)": statistics.median(
+                        100 * (1 - r["training_s"] / r["wall_s"]) for r in mine
+                    ),
                     "wall / bare (median)": statistics.median(ratios) if ratios else None,
                     "wall / bare (per round)": " ".join(f"{x:.3f}" for x in ratios),
                 }
@@ -457,32 +537,70 @@ def check_same_training(records: list[dict[str, Any]]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 CPU cores: 2 rounds, 8 short trials and 1 long (about 1 min) trial per round")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 CPU cores: 2 rounds, 8 short trials and 1 long (about 1 min) trial per round",
+    )
     parser.add_argument("--rounds", type=int, help="A/B/C rounds (default: 2 quick, 3 full)")
-    parser.add_argument("--groups", default=None, help="comma list of boston-short, boston-long, cifar10-cnn (default: all that exist)")
+    parser.add_argument(
+        "--groups", default=None, help="comma list of boston-short, boston-long, cifar10-cnn (default: all that exist)"
+    )
     parser.add_argument("--short-trials", type=int, help="trials in boston-short (default 8 quick, 20 full)")
     parser.add_argument("--long-trials", type=int, help="trials in boston-long (default 1 quick, 2 full)")
-    parser.add_argument("--long-epochs", type=int, default=450, help="epochs of a boston-long trial (450: about a minute on one CPU thread)")
+    parser.add_argument(
+        "--long-epochs",
+        type=int,
+        default=450,
+        help="epochs of a boston-long trial (450: about a minute on one CPU thread)",
+    )
     parser.add_argument("--cifar-epochs", type=int, default=3)
-    parser.add_argument("--cifar-subset", type=float, help="fraction of CIFAR-10 training images (default 0.1 quick, 1.0 full)")
-    parser.add_argument("--cifar-source", help="CIFAR-10 archive to import into HPO_DATA_DIR (default: the cached copy, else the shared one)")
-    parser.add_argument("--skip-import-timing", action="store_true", help="do not time a fresh interpreter importing hpo")
+    parser.add_argument(
+        "--cifar-subset", type=float, help="fraction of CIFAR-10 training images (default 0.1 quick, 1.0 full)"
+    )
+    parser.add_argument(
+        "--cifar-source",
+        help="CIFAR-10 archive to import into HPO_DATA_DIR (default: the cached copy, else the shared one)",
+    )
+    parser.add_argument(
+        "--skip-import-timing", action="store_true", help="do not time a fresh interpreter importing hpo"
+    )
     parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (for smoke tests)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)")
-    parser.add_argument("--ways", default=None, help=f"comma list of {', '.join(WAYS)} (default: all; bare is always run, as the reference)")
-    parser.add_argument("--journal-variant", action="store_true", help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0")
-    parser.add_argument("--phases", action="store_true", help="time each bookkeeping step of hpo's boston-short trials and print where the non-training time goes")
-    parser.add_argument("--profile", action="store_true", help="cProfile hpo's short group in the last round and print where the non-training time goes")
-    parser.add_argument("--hpo-tracking-uri", help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) instead of an SQLite file of its own")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads for every way (default 1 with --quick: a shared 2-core box)"
+    )
+    parser.add_argument(
+        "--ways",
+        default=None,
+        help=f"comma list of {', '.join(WAYS)} (default: all; bare is always run, as the reference)",
+    )
+    parser.add_argument(
+        "--journal-variant",
+        action="store_true",
+        help=f"add a fourth way to boston-short, {JOURNAL_WAY!r}: hpo with HPO_SQLITE_WAL=0",
+    )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time each bookkeeping step of hpo's boston-short trials and print where the non-training time goes",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile hpo's short group in the last round and print where the non-training time goes",
+    )
+    parser.add_argument(
+        "--hpo-tracking-uri",
+        help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) instead of an SQLite file of its own",
+    )
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
+    import optuna
     import torch
 
     from hpo.training.device import pick_device
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # both Optuna ways log alike: not at all
     warnings.filterwarnings("ignore", message="MLflowCallback has been deprecated", category=FutureWarning)
@@ -492,7 +610,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         unknown = set(args.ways.split(",")) - set(WAYS)
         if unknown:
             parser.error(f"--ways: unknown {', '.join(sorted(unknown))}; accepted: {', '.join(WAYS)}")
-        ways = tuple(w for w in ways if w == "bare" or w in args.ways.split(",") or (w == JOURNAL_WAY and "hpo" in args.ways.split(",")))
+        ways = tuple(
+            w
+            for w in ways
+            if w == "bare" or w in args.ways.split(",") or (w == JOURNAL_WAY and "hpo" in args.ways.split(","))
+        )
     rounds = args.rounds or (2 if quick else 3)
     threads = args.threads or (1 if quick else None)
     device = pick_device("auto", threads=threads)
@@ -502,22 +624,51 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     wanted = set(args.groups.split(",")) if args.groups else None
     if wanted is None or "cifar10-cnn" in wanted:
-        cifar = cifar_group(1 if quick else 5, args.cifar_epochs, args.cifar_subset or (0.1 if quick else 1.0), args.cifar_source)
+        cifar = cifar_group(
+            1 if quick else 5, args.cifar_epochs, args.cifar_subset or (0.1 if quick else 1.0), args.cifar_source
+        )
         if cifar is not None:
             groups.append(cifar)
     if wanted is not None:
         groups = [g for g in groups if g.name in wanted]
     if args.max_epochs:
-        groups = [Group(g.name, g.objective, g.metric, g.direction, g.fixed, [Trial({**t.params, "epochs": min(t.params["epochs"], args.max_epochs)}) for t in g.trials], g.data) for g in groups]
+        groups = [
+            Group(
+                g.name,
+                g.objective,
+                g.metric,
+                g.direction,
+                g.fixed,
+                [Trial({**t.params, "epochs": min(t.params["epochs"], args.max_epochs)}) for t in g.trials],
+                g.data,
+            )
+            for g in groups
+        ]
 
     with tempfile.TemporaryDirectory(prefix="hpo-overhead-") as tmp:
         workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         # Warm-up (not counted): first-call costs of torch, the database files and their migrations.
         for group in groups:
-            warm = Group(group.name, group.objective, group.metric, group.direction, group.fixed, [Trial({**group.trials[0].params, "epochs": 1})], group.data)
+            warm = Group(
+                group.name,
+                group.objective,
+                group.metric,
+                group.direction,
+                group.fixed,
+                [Trial({**group.trials[0].params, "epochs": 1})],
+                group.data,
+            )
             for way in ways_of(group, ways):
-                measure(warm, way, f"warmup-{group.name}", workdir, device=device, threads=threads, tracking_uri=args.hpo_tracking_uri)
+                measure(
+                    warm,
+                    way,
+                    f"warmup-{group.name}",
+                    workdir,
+                    device=device,
+                    threads=threads,
+                    tracking_uri=args.hpo_tracking_uri,
+                )
         records: list[dict[str, Any]] = []
         profile = cProfile.Profile() if args.profile else None
         phases = StepTimer() if args.phases else None
@@ -525,16 +676,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for round_ in range(rounds):
             for group in groups:
                 for way in ways_of(group, ways):
-                    use_profile = profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
+                    use_profile = (
+                        profile if (way == "hpo" and round_ == rounds - 1 and group.name == "boston-short") else None
+                    )
                     timed = phases is not None and way == "hpo" and group.name == "boston-short"
                     with phases.timing() if timed else contextlib.nullcontext():  # type: ignore[union-attr]
-                        record = measure(group, way, f"r{round_}-{group.name}", workdir, device=device, threads=threads, profile=use_profile, tracking_uri=args.hpo_tracking_uri)
+                        record = measure(
+                            group,
+                            way,
+                            f"r{round_}-{group.name}",
+                            workdir,
+                            device=device,
+                            threads=threads,
+                            profile=use_profile,
+                            tracking_uri=args.hpo_tracking_uri,
+                        )
                     if timed:
                         phases.trials += record["trials"]  # type: ignore[union-attr]
                         phase_overhead.append(record["overhead_ms_per_trial"] * record["trials"])
                     record["round"] = round_
                     records.append(record)
-                    print(f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training {record['overhead_ms_per_trial']:8.1f} ms/trial ({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)", file=sys.stderr, flush=True)
+                    print(
+                        f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training {record['overhead_ms_per_trial']:8.1f} ms/trial ({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         sizes = {p.name: p.stat().st_size for p in workdir.glob("*.db")}
 
     startup = None if args.skip_import_timing else import_seconds()
@@ -555,12 +721,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     phase_rows = None
     if phases is not None and phases.trials:
         phase_rows = phases.rows(sum(phase_overhead) / phases.trials)
-        lines += [f"Where hpo's non-training time goes on boston-short ({phases.trials} trials over all rounds):", "", _report.table(phase_rows)]
+        lines += [
+            f"Where hpo's non-training time goes on boston-short ({phases.trials} trials over all rounds):",
+            "",
+            _report.table(phase_rows),
+        ]
     if profile is not None:
-        lines += ["Where hpo's time goes in the profiled boston-short round (cumulative seconds, top entries):", "", "```", profile_text(profile), "```", ""]
+        lines += [
+            "Where hpo's time goes in the profiled boston-short round (cumulative seconds, top entries):",
+            "",
+            "```",
+            profile_text(profile),
+            "```",
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
-    payload = {"machine": info, "command": _report.command_line(argv), "records": records, "summary": rows, "import_seconds": startup, "setup_seconds": setup, "phases": phase_rows}
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "records": records,
+        "summary": rows,
+        "import_seconds": startup,
+        "setup_seconds": setup,
+        "phases": phase_rows,
+    }
     _report.save(args.json, payload)
     return payload
 

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _data  # noqa: E402
-import _report  # noqa: E402
+import _data
+import _report
 
 BOSTON_STUDY = _report.REPO / "studies" / "boston-mlp.yaml"
 
@@ -56,7 +56,9 @@ CIFAR_STUDY: dict[str, Any] = {
 }
 
 
-def run_and_evaluate(study: dict[str, Any], workdir: Path, *, n_trials: int | None, timeout: float | None, top_k: int) -> dict[str, Any]:
+def run_and_evaluate(
+    study: dict[str, Any], workdir: Path, *, n_trials: int | None, timeout: float | None, top_k: int
+) -> dict[str, Any]:
     """Run the study (as `hpo run` does), then evaluate it (as `hpo evaluate` does); return the figures."""
     from hpo.config import parse_study
     from hpo.evaluation import evaluate
@@ -65,16 +67,29 @@ def run_and_evaluate(study: dict[str, Any], workdir: Path, *, n_trials: int | No
     from hpo.settings import Settings
 
     config = parse_study(study, source="quality benchmark")
-    settings = Settings(storage=f"sqlite:///{workdir / 'hpo.db'}", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir)
+    settings = Settings(
+        storage=f"sqlite:///{workdir / 'hpo.db'}", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir
+    )
     started = time.perf_counter()
     summary = StudyRunner(config, settings).run(n_trials=n_trials, timeout=timeout)
     search_seconds = time.perf_counter() - started
     started = time.perf_counter()
     result = evaluate(StudyRef(name=config.name, settings=settings, config=config), top_k=top_k)
     evaluate_seconds = time.perf_counter() - started
-    shown = set(result.headline) | {config.metrics[0]} | {f"{m}{suffix}" for m in result.headline[:1] for suffix in ("_ci_low", "_ci_high")}
+    shown = (
+        set(result.headline)
+        | {config.metrics[0]}
+        | {f"{m}{suffix}" for m in result.headline[:1] for suffix in ("_ci_low", "_ci_high")}
+    )
     rows = [
-        {"model": r.label, "kind": r.kind, "rank": r.rank, "baseline": r.baseline, "detail": r.detail, **{k: v for k, v in r.metrics.items() if k in shown}}
+        {
+            "model": r.label,
+            "kind": r.kind,
+            "rank": r.rank,
+            "baseline": r.baseline,
+            "detail": r.detail,
+            **{k: v for k, v in r.metrics.items() if k in shown},
+        }
         for r in result.results
     ]
     return {
@@ -91,7 +106,9 @@ def run_and_evaluate(study: dict[str, Any], workdir: Path, *, n_trials: int | No
     }
 
 
-def boston_study(seed: int, epochs: int | None, threads: int | None, *, split_seed: int | None = None) -> dict[str, Any]:
+def boston_study(
+    seed: int, epochs: int | None, threads: int | None, *, split_seed: int | None = None
+) -> dict[str, Any]:
     study = yaml.safe_load(BOSTON_STUDY.read_text())
     study.update(name=f"boston-quality-seed{seed}-{int(time.time())}", seed=seed, storage=None, tracking_uri=None)
     if split_seed is not None:
@@ -99,7 +116,11 @@ def boston_study(seed: int, epochs: int | None, threads: int | None, *, split_se
         study["data"] = {**study.get("data", {}), "split_seed": split_seed}
     if epochs:
         scale = epochs / study["fixed"]["epochs"]
-        study["fixed"] = {**study["fixed"], "epochs": epochs, "early_stopping_patience": max(1, round(study["fixed"]["early_stopping_patience"] * scale))}
+        study["fixed"] = {
+            **study["fixed"],
+            "epochs": epochs,
+            "early_stopping_patience": max(1, round(study["fixed"]["early_stopping_patience"] * scale)),
+        }
         study["pruner"] = {**study["pruner"], "min_resource": max(1, round(study["pruner"]["min_resource"] * scale))}
     if threads:
         study["execution"] = {"threads": threads}
@@ -147,9 +168,17 @@ def _ensemble_vs_best_member(result: dict[str, Any]) -> dict[str, Any] | None:
         return None
     by_name = {row["model"]: row for row in result["rows"] if row["kind"] == "trial"}
     by_name.update({row["baseline"]: row for row in result["rows"] if row.get("baseline")})
-    members = [by_name[part.rsplit(":", 1)[0].strip()] for part in ensemble["detail"].split(",") if part.rsplit(":", 1)[0].strip() in by_name]
+    members = [
+        by_name[part.rsplit(":", 1)[0].strip()]
+        for part in ensemble["detail"].split(",")
+        if part.rsplit(":", 1)[0].strip() in by_name
+    ]
     best = min(members, key=lambda row: row["test_rmse"])
-    weights = {part.rsplit(":", 1)[0].strip(): float(part.rsplit(":", 1)[1]) for part in ensemble["detail"].split(",") if ":" in part}
+    weights = {
+        part.rsplit(":", 1)[0].strip(): float(part.rsplit(":", 1)[1])
+        for part in ensemble["detail"].split(",")
+        if ":" in part
+    }
     trials = {row["model"] for row in result["rows"] if row["kind"] == "trial"}
     return {
         "networks_weight": sum(w for name, w in weights.items() if name in trials) / (sum(weights.values()) or 1.0),
@@ -169,8 +198,16 @@ def boston_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     for name in BOSTON_MODELS:
         values = [row["test_rmse"] for row in (_rmse_of(r, name) for r in results) if row is not None]
         per_model[name] = values
-    stats = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "values": v} for name, v in per_model.items() if v}
-    ratio = stats["ensemble"]["median"] / stats["gradient boosting"]["median"] if "ensemble" in stats and "gradient boosting" in stats else None
+    stats = {
+        name: {"median": statistics.median(v), "min": min(v), "max": max(v), "values": v}
+        for name, v in per_model.items()
+        if v
+    }
+    ratio = (
+        stats["ensemble"]["median"] / stats["gradient boosting"]["median"]
+        if "ensemble" in stats and "gradient boosting" in stats
+        else None
+    )
     trials = sum(r["complete"] + r["pruned"] + r["failed"] for r in results)
     return {
         "split_seeds": [r["split_seed"] for r in results],
@@ -184,13 +221,20 @@ def boston_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summary_section(summary: dict[str, Any]) -> str:
     rows = [
-        {"model": name, "median test RMSE": s["median"], "min": s["min"], "max": s["max"], "per split seed": " / ".join(f"{v:.2f}" for v in s["values"])}
+        {
+            "model": name,
+            "median test RMSE": s["median"],
+            "min": s["min"],
+            "max": s["max"],
+            "per split seed": " / ".join(f"{v:.2f}" for v in s["values"]),
+        }
         for name, s in summary["test_rmse"].items()
     ]
     checks = [
         f"split {seed}: ensemble {c['ensemble_rmse']:.2f} vs best member {c['best_member']} {c['best_member_rmse']:.2f} "
         f"(CI upper half-width {c['ensemble_ci_upper_half']:.2f}; {'within' if c['within_ci'] else 'OUTSIDE'} its CI)"
-        for seed, c in zip(summary["split_seeds"], summary["ensemble_vs_best_member"]) if c
+        for seed, c in zip(summary["split_seeds"], summary["ensemble_vs_best_member"])
+        if c
     ]
     ratio = summary["ensemble_over_gradient_boosting"]
     return "\n".join(
@@ -224,17 +268,35 @@ def section(title: str, result: dict[str, Any], budget: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 CPU cores: Boston 40 trials; CIFAR-10 a 30-minute study on 20%% of the training images")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 CPU cores: Boston 40 trials; CIFAR-10 a 30-minute study on 20%% of the training images",
+    )
     parser.add_argument("--boston-trials", type=int, help="trials of the Boston study (default 40 quick, 100 full)")
-    parser.add_argument("--boston-seeds", type=int, help="Boston studies with different seeds (default 1 quick, 3 full)")
-    parser.add_argument("--split-seeds", help="comma-separated data.split_seed values: one Boston study per test split (study seed = split seed), summarized by median and spread")
+    parser.add_argument(
+        "--boston-seeds", type=int, help="Boston studies with different seeds (default 1 quick, 3 full)"
+    )
+    parser.add_argument(
+        "--split-seeds",
+        help="comma-separated data.split_seed values: one Boston study per test split (study seed = split seed), summarized by median and spread",
+    )
     parser.add_argument("--boston-epochs", type=int, help="override the study file's epochs (for smoke tests)")
     parser.add_argument("--skip-cifar", action="store_true", help="Boston only")
-    parser.add_argument("--cifar-trials", type=int, help="trial cap of the CIFAR-10 study (default: none quick, 50 full)")
-    parser.add_argument("--cifar-minutes", type=float, help="wall budget of the CIFAR-10 study (default 30 quick, none full)")
+    parser.add_argument(
+        "--cifar-trials", type=int, help="trial cap of the CIFAR-10 study (default: none quick, 50 full)"
+    )
+    parser.add_argument(
+        "--cifar-minutes", type=float, help="wall budget of the CIFAR-10 study (default 30 quick, none full)"
+    )
     parser.add_argument("--cifar-epochs", type=int, help="epochs per CIFAR-10 trial (default 6 quick, 30 full)")
-    parser.add_argument("--cifar-subset", type=float, help="fraction of the training images (default 0.2 quick, 1.0 full)")
-    parser.add_argument("--cifar-source", help="CIFAR-10 archive to import into HPO_DATA_DIR (default: the cached copy, else the shared one)")
+    parser.add_argument(
+        "--cifar-subset", type=float, help="fraction of the training images (default 0.2 quick, 1.0 full)"
+    )
+    parser.add_argument(
+        "--cifar-source",
+        help="CIFAR-10 archive to import into HPO_DATA_DIR (default: the cached copy, else the shared one)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="models evaluated and offered to the ensemble")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--workdir", help="folder for the SQLite files and artifacts (default: a temporary folder)")
@@ -258,7 +320,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             result["split_seed"] = seed if split_seeds else 0
             payload["boston"].append(result)
             what = f"split seed {seed}" if split_seeds else f"seed {seed}"
-            parts.append(section(f"Boston housing, {what} (test RMSE in k$, 101 test rows)", result, f"{boston_trials} trials of `{BOSTON_STUDY.relative_to(_report.REPO)}`" + (f" with {args.boston_epochs} epochs" if args.boston_epochs else "")))
+            parts.append(
+                section(
+                    f"Boston housing, {what} (test RMSE in k$, 101 test rows)",
+                    result,
+                    f"{boston_trials} trials of `{BOSTON_STUDY.relative_to(_report.REPO)}`"
+                    + (f" with {args.boston_epochs} epochs" if args.boston_epochs else ""),
+                )
+            )
             print(parts[-1], file=sys.stderr, flush=True)
         if len(payload["boston"]) > 1:
             payload["boston_summary"] = boston_summary(payload["boston"])
@@ -276,13 +345,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 epochs = args.cifar_epochs or (6 if quick else 30)
                 subset = args.cifar_subset or (0.2 if quick else 1.0)
                 study = cifar_study(epochs=epochs, subset=subset, threads=args.threads)
-                result = run_and_evaluate(study, workdir, n_trials=trials, timeout=minutes * 60 if minutes else None, top_k=args.top_k)
+                result = run_and_evaluate(
+                    study, workdir, n_trials=trials, timeout=minutes * 60 if minutes else None, top_k=args.top_k
+                )
                 payload["cifar10"] = result
-                budget = " and ".join(filter(None, [f"{minutes:g} minutes" if minutes else "", f"{trials} trials" if trials else ""])) + f", {epochs} epochs per trial, {subset:.0%} of the 45,000 training images"
+                budget = (
+                    " and ".join(
+                        filter(None, [f"{minutes:g} minutes" if minutes else "", f"{trials} trials" if trials else ""])
+                    )
+                    + f", {epochs} epochs per trial, {subset:.0%} of the 45,000 training images"
+                )
                 parts.append(section("CIFAR-10 (test accuracy on the official 10,000 test images)", result, budget))
     info = _report.machine()
     payload["machine"] = info
-    text = _report.header("Model quality: best model and ensemble against baselines", argv, info) + "\n" + "\n".join(parts)
+    text = (
+        _report.header("Model quality: best model and ensemble against baselines", argv, info) + "\n" + "\n".join(parts)
+    )
     print(text)
     _report.save(args.json, payload)
     return payload

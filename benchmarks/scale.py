@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-from _postgres import create_databases, drop_databases, postgres_reason  # noqa: E402
+import _report
+from _postgres import create_databases, drop_databases, postgres_reason
 
 HERE = Path(__file__).resolve().parent
 PROXY_APP = "hpo-grpc-proxy"  # application_name of the proxy's database connections
@@ -52,17 +52,43 @@ PROXY_APP = "hpo-grpc-proxy"  # application_name of the proxy's database connect
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N=4, 0.6-second trials, 3 per worker: a direct run and a grpc run with 3 workers killed")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=4, 0.6-second trials, 3 per worker: a direct run and a grpc run with 3 workers killed",
+    )
     parser.add_argument("--workers", default="1,8,16,32", help="comma-separated worker counts (default 1,8,16,32)")
     parser.add_argument("--paths", default="direct,grpc", help="direct, grpc or both (default both)")
-    parser.add_argument("--trial-seconds", type=float, default=2.0, help="mean seconds a trial's objective sleeps (default 2)")
+    parser.add_argument(
+        "--trial-seconds", type=float, default=2.0, help="mean seconds a trial's objective sleeps (default 2)"
+    )
     parser.add_argument("--epochs", type=int, default=4, help="epochs (reports) per trial (default 4)")
     parser.add_argument("--trials-per-worker", type=int, default=8, help="n_trials = N x this (default 8)")
-    parser.add_argument("--kill", default=None, help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)")
-    parser.add_argument("--server-workers", type=int, default=1, help="MLflow server worker processes (hpo server --workers; default 1, hpo's default)")
-    parser.add_argument("--run-timeout", type=float, default=600, help="seconds one run may take before its workers are stopped (default 600)")
-    parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database (trust auth)")
-    parser.add_argument("--workdir", help="folder for study files, logs and worker timings (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--kill",
+        default=None,
+        help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)",
+    )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="MLflow server worker processes (hpo server --workers; default 1, hpo's default)",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=600,
+        help="seconds one run may take before its workers are stopped (default 600)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432",
+        help="server URL without a database (trust auth)",
+    )
+    parser.add_argument(
+        "--workdir", help="folder for study files, logs and worker timings (default: a temporary folder, removed)"
+    )
     parser.add_argument("--json", default=str(HERE / "results" / "scale.json"), help="also write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -72,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not counts or min(counts) < 1 or any(p not in ("direct", "grpc") for p in paths):
         parser.error("--workers: positive integers; --paths: direct and/or grpc")
-    kills = [(k.split(":")[0], int(k.split(":")[1])) for k in args.kill.split(",")] if args.kill else [(p, max(counts)) for p in paths]
+    kills = (
+        [(k.split(":")[0], int(k.split(":")[1])) for k in args.kill.split(",")]
+        if args.kill
+        else [(p, max(counts)) for p in paths]
+    )
     if any(n < 4 for _, n in kills):
         parser.error("--kill: N must be at least 4 (3 workers are killed, one must remain)")
 
@@ -90,14 +120,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stack.callback(drop_databases, args.postgres, [optuna_db, mlflow_db])  # runs last: after the server stopped
             create_databases(args.postgres, [optuna_db, mlflow_db])
             direct_url = f"{args.postgres}/{optuna_db}"
-            server = stack.enter_context(HpoServer(work, f"{args.postgres}/{mlflow_db}", f"{direct_url}?application_name={PROXY_APP}", workers=args.server_workers))
+            server = stack.enter_context(
+                HpoServer(
+                    work,
+                    f"{args.postgres}/{mlflow_db}",
+                    f"{direct_url}?application_name={PROXY_APP}",
+                    workers=args.server_workers,
+                )
+            )
             urls = {"direct": direct_url, "grpc": server.grpc_url}
             plan = [(path, n, False) for n in counts for path in paths] + [(path, n, True) for path, n in kills]
             for path, n, kill in plan:
-                run = Run(args, work, path=path, workers=n, kill=kill, tag=tag, storage=urls[path], direct_url=direct_url, tracking_uri=server.url, postgres=args.postgres)
+                run = Run(
+                    args,
+                    work,
+                    path=path,
+                    workers=n,
+                    kill=kill,
+                    tag=tag,
+                    storage=urls[path],
+                    direct_url=direct_url,
+                    tracking_uri=server.url,
+                    postgres=args.postgres,
+                )
                 row = run.execute((optuna_db, mlflow_db), server)
                 rows.append(row)
-                print(f"{path} N={n}{' kill' if kill else ''}: {row['trials/s']:.2f} trials/s = {row['% of ideal']:.0f}% of ideal; invariants {'ok' if row['invariants ok'] else 'BROKEN: ' + row['problems']}", file=sys.stderr)
+                print(
+                    f"{path} N={n}{' kill' if kill else ''}: {row['trials/s']:.2f} trials/s = {row['% of ideal']:.0f}% of ideal; invariants {'ok' if row['invariants ok'] else 'BROKEN: ' + row['problems']}",
+                    file=sys.stderr,
+                )
     finally:
         signal.signal(signal.SIGTERM, previous)
     return _publish(args, argv, rows)
@@ -114,10 +165,25 @@ class HpoServer:
         self.port, self.grpc_port = _free_port(), _free_port()
         self.url, self.grpc_url = f"http://127.0.0.1:{self.port}", f"grpc://127.0.0.1:{self.grpc_port}"
         self.log = work / "server.log"
-        argv = [sys.executable, "-m", "hpo", "server", "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--artifacts-destination", str(work / "artifacts"), "--workers", str(workers)]
+        argv = [
+            sys.executable,
+            "-m",
+            "hpo",
+            "server",
+            "--port",
+            str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--artifacts-destination",
+            str(work / "artifacts"),
+            "--workers",
+            str(workers),
+        ]
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend, "HPO_STORAGE": storage}
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def __enter__(self) -> HpoServer:
         deadline = time.monotonic() + 180
@@ -148,7 +214,10 @@ class HpoServer:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = stat.read_text().rsplit(")", 1)[1].split()
                 pid = int(stat.parent.name)
-                parent[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks  # ppid, utime + stime
+                parent[pid], cpu[pid] = (
+                    int(fields[1]),
+                    (int(fields[11]) + int(fields[12])) / ticks,
+                )  # ppid, utime + stime
         tree, frontier = {self.process.pid}, [self.process.pid]
         while frontier:
             children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
@@ -160,19 +229,45 @@ class HpoServer:
 class Run:
     """One study run by N workers on one path; `execute` returns its row."""
 
-    def __init__(self, args: argparse.Namespace, work: Path, *, path: str, workers: int, kill: bool, tag: str, storage: str, direct_url: str, tracking_uri: str, postgres: str) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        work: Path,
+        *,
+        path: str,
+        workers: int,
+        kill: bool,
+        tag: str,
+        storage: str,
+        direct_url: str,
+        tracking_uri: str,
+        postgres: str,
+    ) -> None:
         self.args, self.path, self.n, self.kill = args, path, workers, kill
         self.name = f"scale-{path}-{workers}{'-kill' if kill else ''}-{tag}"
         self.dir = work / self.name
         self.dir.mkdir()
         self.n_trials = workers * args.trials_per_worker
         self.storage, self.direct_url, self.tracking_uri, self.postgres = storage, direct_url, tracking_uri, postgres
-        self.env = {**os.environ, "HPO_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking_uri, "HPO_SCALE_DIR": str(self.dir), "HPO_PROGRESS": "none", "HPO_THREADS": "1"}
+        self.env = {
+            **os.environ,
+            "HPO_STORAGE": storage,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "HPO_SCALE_DIR": str(self.dir),
+            "HPO_PROGRESS": "none",
+            "HPO_THREADS": "1",
+        }
         self.study_file = self.dir / "study.yaml"
         self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs))
 
     def execute(self, databases: tuple[str, str], server: HpoServer) -> dict[str, Any]:
-        created = subprocess.run([sys.executable, "-m", "hpo", "create", str(self.study_file)], env=self.env, capture_output=True, text=True, timeout=300)
+        created = subprocess.run(
+            [sys.executable, "-m", "hpo", "create", str(self.study_file)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if created.returncode != 0:
             raise SystemExit(f"hpo create failed ({created.returncode}): {created.stderr[-2000:]}")
         procs: list[subprocess.Popen[bytes]] = []
@@ -183,12 +278,30 @@ class Run:
             started = time.time()
             for index in range(self.n):
                 with (self.dir / f"worker-{index}.log").open("w") as log:
-                    argv = [sys.executable, str(HERE / "_scale_worker.py"), str(self.dir / f"worker-{index}.json"), "worker", str(self.study_file), "--quiet"]
-                    procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
+                    argv = [
+                        sys.executable,
+                        str(HERE / "_scale_worker.py"),
+                        str(self.dir / f"worker-{index}.json"),
+                        "worker",
+                        str(self.study_file),
+                        "--quiet",
+                    ]
+                    procs.append(
+                        subprocess.Popen(
+                            argv,
+                            env=self.env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                            start_new_session=True,
+                        )
+                    )
             with _Connections(self.postgres, databases, include_proxy=self.path == "grpc") as connections:
                 while any(p.poll() is None for p in procs):
                     if time.time() - started > self.args.run_timeout:
-                        raise SystemExit(f"{self.name}: workers still running after {self.args.run_timeout:.0f} s; stopped (see {self.dir})")
+                        raise SystemExit(
+                            f"{self.name}: workers still running after {self.args.run_timeout:.0f} s; stopped (see {self.dir})"
+                        )
                     for key, value in connections.count().items():
                         peaks[key] = max(peaks[key], value)
                     if self.kill and not killed:
@@ -217,7 +330,9 @@ class Run:
             os.killpg(proc.pid, signal.SIGKILL)
         return [last[p.pid]["trial"] for p in busy[:3]]
 
-    def _row(self, wall: float, peaks: dict[str, int], killed: list[int], codes: list[int | None], server_cpu: float) -> dict[str, Any]:
+    def _row(
+        self, wall: float, peaks: dict[str, int], killed: list[int], codes: list[int | None], server_cpu: float
+    ) -> dict[str, Any]:
         import optuna
         from mlflow import MlflowClient
 
@@ -231,7 +346,9 @@ class Run:
         runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
         problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed)
         if self.kill and not killed:
-            problems.append("no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)")
+            problems.append(
+                "no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)"
+            )
         timings = _worker_timings(self.dir)
         throughput, ideal = steady_throughput(trials, _objective_log(self.dir), self.n)
         survivors = [c for c in codes if c != -signal.SIGKILL]
@@ -310,7 +427,9 @@ def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, kille
         problems.append("duplicate MLflow runs for one trial")
     if len(trial_runs) != len(trials):
         problems.append(f"{len(trial_runs)} MLflow trial runs for {len(trials)} trials")
-    open_runs = [r.data.tags.get("optuna.trial_number", r.data.tags.get("hpo.role")) for r in runs if r.info.status == "RUNNING"]
+    open_runs = [
+        r.data.tags.get("optuna.trial_number", r.data.tags.get("hpo.role")) for r in runs if r.info.status == "RUNNING"
+    ]
     if open_runs:
         problems.append(f"MLflow runs left RUNNING: {open_runs}")
     by_number = {t.number: t for t in trials}
@@ -364,7 +483,11 @@ class _Connections:
             "SELECT datname, count(*) FROM pg_stat_activity WHERE datname IN (:a, :b) AND pid <> pg_backend_pid() "
             "AND (:proxy OR coalesce(application_name, '') <> :app) GROUP BY datname"
         )
-        found = dict(self.conn.execute(query, {"a": self.databases[0], "b": self.databases[1], "proxy": self.include_proxy, "app": PROXY_APP}).all())
+        found = dict(
+            self.conn.execute(
+                query, {"a": self.databases[0], "b": self.databases[1], "proxy": self.include_proxy, "app": PROXY_APP}
+            ).all()
+        )
         self.conn.rollback()
         return {"optuna": int(found.get(self.databases[0], 0)), "mlflow": int(found.get(self.databases[1], 0))}
 
@@ -418,12 +541,14 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
         print(f"- {row['path']} N={row['workers']}: {row['problems']}")
     if not broken:
         print("Invariants held in every run: budget exact, no duplicate trial or MLflow run, nothing left RUNNING.")
-    payload = {"machine": info, "command": _report.command_line(argv), "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows}
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "rows": rows,
+    }
     _report.save(args.json, payload)
     return payload
-
-
-
 
 
 def _stop_group(proc: subprocess.Popen[Any], *, grace: float) -> None:

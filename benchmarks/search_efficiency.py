@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
+import _report
 
 STUDY_FILE = _report.REPO / "studies" / "boston-mlp.yaml"
 FRACTIONS = (0.1, 0.25, 1 / 3, 0.5, 0.75, 1.0)
@@ -53,7 +53,9 @@ def run_study(study: dict[str, Any], workdir: Path, budget: float) -> dict[str, 
     from hpo.runner import StudyRunner
     from hpo.settings import Settings
 
-    settings = Settings(storage=f"sqlite:///{workdir / 'hpo.db'}", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir)
+    settings = Settings(
+        storage=f"sqlite:///{workdir / 'hpo.db'}", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir
+    )
     runner = StudyRunner(parse_study(study, source="search-efficiency benchmark"), settings)
     started = time.time()
     summary = runner.run(timeout=budget)
@@ -61,12 +63,27 @@ def run_study(study: dict[str, Any], workdir: Path, budget: float) -> dict[str, 
     for t in runner.study.get_trials(deepcopy=False):
         if t.datetime_complete is None:
             continue
-        trials.append({"number": t.number, "state": t.state.name, "value": t.value, "seconds": t.datetime_complete.timestamp() - started})
-    return {"trials": trials, "elapsed": summary.seconds, "complete": summary.completed, "pruned": summary.pruned, "failed": summary.failed}
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "seconds": t.datetime_complete.timestamp() - started,
+            }
+        )
+    return {
+        "trials": trials,
+        "elapsed": summary.seconds,
+        "complete": summary.completed,
+        "pruned": summary.pruned,
+        "failed": summary.failed,
+    }
 
 
 def best_so_far(trials: list[dict[str, Any]], until: float) -> float:
-    values = [t["value"] for t in trials if t["state"] == "COMPLETE" and t["seconds"] <= until and t["value"] is not None]
+    values = [
+        t["value"] for t in trials if t["state"] == "COMPLETE" and t["seconds"] <= until and t["value"] is not None
+    ]
     return min(values) if values else math.inf
 
 
@@ -82,8 +99,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="2 CPU cores: 3 seeds, 150 s per study, one torch thread")
     parser.add_argument("--seeds", type=int, help="seeds per variant (default 3 quick, 5 full)")
     parser.add_argument("--budget", type=float, help="wall seconds per study (default 150 quick, 600 full)")
-    parser.add_argument("--variants", default="hpo,random", help="comma list of hpo, random, tpe, tpe-median; the first is compared with `random`")
-    parser.add_argument("--epochs", type=int, help="override the study file's epochs (and scale patience and min_resource to it)")
+    parser.add_argument(
+        "--variants",
+        default="hpo,random",
+        help="comma list of hpo, random, tpe, tpe-median; the first is compared with `random`",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="override the study file's epochs (and scale patience and min_resource to it)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1 with --quick)")
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--plot", help="save the best-so-far curves as this PNG file")
@@ -110,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         base["execution"] = {"threads": threads}
     if args.epochs:
         scale = args.epochs / base["fixed"]["epochs"]
-        base["fixed"] = {**base["fixed"], "epochs": args.epochs, "early_stopping_patience": max(1, round(base["fixed"]["early_stopping_patience"] * scale))}
+        base["fixed"] = {
+            **base["fixed"],
+            "epochs": args.epochs,
+            "early_stopping_patience": max(1, round(base["fixed"]["early_stopping_patience"] * scale)),
+        }
         base["pruner"] = {**base["pruner"], "min_resource": max(1, round(base["pruner"]["min_resource"] * scale))}
 
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
@@ -125,13 +152,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 result["seed"] = seed
                 runs[variant].append(result)
                 best = best_so_far(result["trials"], budget)
-                print(f"seed {seed} {variant:10s} {result['complete']:3d} complete {result['pruned']:3d} pruned {result['failed']:2d} failed; best val_rmse {best:.4f}", file=sys.stderr, flush=True)
+                print(
+                    f"seed {seed} {variant:10s} {result['complete']:3d} complete {result['pruned']:3d} pruned {result['failed']:2d} failed; best val_rmse {best:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     curve_rows = []
     for variant in variants:
         row: dict[str, Any] = {"variant": variant}
         for f in FRACTIONS:
-            row[f"best at {f:.0%} of budget"] = statistics.median(best_so_far(r["trials"], f * budget) for r in runs[variant])
+            row[f"best at {f:.0%} of budget"] = statistics.median(
+                best_so_far(r["trials"], f * budget) for r in runs[variant]
+            )
         row["trials (median)"] = statistics.median(len(r["trials"]) for r in runs[variant])
         row["pruned (median)"] = statistics.median(r["pruned"] for r in runs[variant])
         curve_rows.append(row)
@@ -159,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shown = "not reached within the budget" if not math.isfinite(median_fraction) else f"{median_fraction:.2f}"
     text = "\n".join(
         [
-            _report.header(f"Search efficiency: {challenger} vs random search (Boston, {budget:.0f} s per study)", argv, info),
+            _report.header(
+                f"Search efficiency: {challenger} vs random search (Boston, {budget:.0f} s per study)", argv, info
+            ),
             f"Search space and settings: `{STUDY_FILE.relative_to(_report.REPO)}`"
             + (f" with epochs {args.epochs}" if args.epochs else "")
             + f"; {seeds} seeds; torch threads {threads or 'default'}. Best validation RMSE (k$) so far, median over seeds:",
@@ -175,7 +210,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(text)
     if args.plot:
         plot(runs, budget, args.plot)
-    payload = {"machine": info, "command": _report.command_line(argv), "budget": budget, "runs": runs, "curves": curve_rows, "seeds": seed_rows, "median_fraction": median_fraction}
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "budget": budget,
+        "runs": runs,
+        "curves": curve_rows,
+        "seeds": seed_rows,
+        "median_fraction": median_fraction,
+    }
     _report.save(args.json, payload)
     return payload
 
@@ -192,8 +235,16 @@ def plot(runs: dict[str, list[dict[str, Any]]], budget: float, path: str) -> Non
         color = f"C{i}"
         for r in results:
             ax.plot(grid, [best_so_far(r["trials"], t) for t in grid], color=color, alpha=0.25, lw=1)
-        ax.plot(grid, [statistics.median(best_so_far(r["trials"], t) for r in results) for t in grid], color=color, lw=2, label=f"{variant} (median of {len(results)})")
-    ax.set(xlabel="wall seconds", ylabel="best validation RMSE so far (k$)", title="Boston: best-so-far against wall time")
+        ax.plot(
+            grid,
+            [statistics.median(best_so_far(r["trials"], t) for r in results) for t in grid],
+            color=color,
+            lw=2,
+            label=f"{variant} (median of {len(results)})",
+        )
+    ax.set(
+        xlabel="wall seconds", ylabel="best validation RMSE so far (k$)", title="Boston: best-so-far against wall time"
+    )
     ax.set_ylim(top=min(8.0, ax.get_ylim()[1]))
     ax.legend()
     fig.tight_layout()

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-from _postgres import drop_databases, postgres_reason  # noqa: E402
+import _report
+from _postgres import drop_databases, postgres_reason
 
 BACKENDS = ("sqlite", "postgres+server")
 
@@ -75,35 +75,61 @@ def trial_times(storage: str, tracking_uri: str, name: str) -> tuple[int, float,
     return len(trials), durations, train
 
 
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 CPU cores: 1 round per backend")
-    parser.add_argument("--study", default=str(_report.REPO / "studies" / "boston-quick.yaml"), help="study file every run uses")
+    parser.add_argument(
+        "--study", default=str(_report.REPO / "studies" / "boston-quick.yaml"), help="study file every run uses"
+    )
     parser.add_argument("--rounds", type=int, help="runs per backend, alternating (default 1 quick, 2 full)")
     parser.add_argument("--n-trials", type=int, help="override the study file's trial cap (for smoke tests)")
-    parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database")
-    parser.add_argument("--workdir", help="folder for the SQLite files, artifacts and server log (default: a temporary folder)")
+    parser.add_argument(
+        "--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database"
+    )
+    parser.add_argument(
+        "--workdir", help="folder for the SQLite files, artifacts and server log (default: a temporary folder)"
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from hpo.server import ServerConfig, TrackingServer
     from hpo.databases import ensure_database
+    from hpo.server import ServerConfig, TrackingServer
 
     rounds = args.rounds or (1 if args.quick else 2)
     tag = uuid.uuid4().hex[:8]  # fresh study and database names, so a reused --workdir resumes nothing
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
-        work = Path(args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-storage-overhead-"))).resolve()
+        work = Path(
+            args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-storage-overhead-"))
+        ).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        backends = {"sqlite": {"HPO_STORAGE": f"sqlite:///{work / f'hpo-{tag}.db'}", "MLFLOW_TRACKING_URI": f"sqlite:///{work / f'mlflow-{tag}.db'}"}}
+        backends = {
+            "sqlite": {
+                "HPO_STORAGE": f"sqlite:///{work / f'hpo-{tag}.db'}",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{work / f'mlflow-{tag}.db'}",
+            }
+        }
         reason = postgres_reason(args.postgres)
         if reason is None:
-            pg_storage, pg_backend = f"{args.postgres}/hpo_bench_optuna_{tag}", f"{args.postgres}/hpo_bench_mlflow_{tag}"
-            stack.callback(drop_databases, args.postgres, [pg_storage.rsplit("/", 1)[1], pg_backend.rsplit("/", 1)[1]])  # after the server stops
+            pg_storage, pg_backend = (
+                f"{args.postgres}/hpo_bench_optuna_{tag}",
+                f"{args.postgres}/hpo_bench_mlflow_{tag}",
+            )
+            stack.callback(
+                drop_databases, args.postgres, [pg_storage.rsplit("/", 1)[1], pg_backend.rsplit("/", 1)[1]]
+            )  # after the server stops
             ensure_database(pg_storage)
             log = stack.enter_context(open(work / f"server-{tag}.log", "w"))
-            server = stack.enter_context(TrackingServer(ServerConfig(backend_store_uri=pg_backend, port=_free_port(), artifacts_destination=str(work / f"artifacts-{tag}")), log=log))
+            server = stack.enter_context(
+                TrackingServer(
+                    ServerConfig(
+                        backend_store_uri=pg_backend,
+                        port=_free_port(),
+                        artifacts_destination=str(work / f"artifacts-{tag}"),
+                    ),
+                    log=log,
+                )
+            )
             backends["postgres+server"] = {"HPO_STORAGE": pg_storage, "MLFLOW_TRACKING_URI": server.config.url}
         else:
             notes.append(f"PostgreSQL + server skipped, SQLite only: {reason}")
@@ -116,7 +142,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 n, durations, train = trial_times(env["HPO_STORAGE"], env["MLFLOW_TRACKING_URI"], name)
                 if n == 0:
                     raise SystemExit(f"hpo run finished no trial of {name} on {backend}")
-                samples[backend].append({"trials": n, "wall": wall / n, "training": train / n, "non_training": (wall - train) / n, "in_trial": (durations - train) / n})
+                samples[backend].append(
+                    {
+                        "trials": n,
+                        "wall": wall / n,
+                        "training": train / n,
+                        "non_training": (wall - train) / n,
+                        "in_trial": (durations - train) / n,
+                    }
+                )
                 print(f"round {round_} {backend}: {n} trials, {wall:.1f}s", file=sys.stderr)
     rows = []
     for backend, got in samples.items():
@@ -136,12 +170,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(_report.table(rows))
     if len(rows) == len(BACKENDS):
         extra = rows[1]["non-training s/trial"] - rows[0]["non-training s/trial"]
-        print(f"PostgreSQL + server costs {extra:+.2f} s per trial of non-training time compared with SQLite (medians over {rounds} runs each).")
+        print(
+            f"PostgreSQL + server costs {extra:+.2f} s per trial of non-training time compared with SQLite (medians over {rounds} runs each)."
+        )
     else:
         print(f"SQLite only (medians over {rounds} runs): no comparison with PostgreSQL + server in this run.")
     for note in notes:
         print(f"- {note}")
-    payload = {"machine": info, "command": _report.command_line(argv), "study": args.study, "rounds": rounds, "rows": rows, "samples": samples, "notes": notes}
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "study": args.study,
+        "rounds": rounds,
+        "rows": rows,
+        "samples": samples,
+        "notes": notes,
+    }
     _report.save(args.json, payload)
     return payload
 
@@ -152,7 +196,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
 
 
 if __name__ == "__main__":

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
+import _report
 
-PG = {"host": os.environ.get("HPO_BENCH_PG_HOST", "127.0.0.1"), "port": int(os.environ.get("HPO_BENCH_PG_PORT", "5432")), "user": os.environ.get("HPO_BENCH_PG_USER", "postgres")}
+PG = {
+    "host": os.environ.get("HPO_BENCH_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("HPO_BENCH_PG_PORT", "5432")),
+    "user": os.environ.get("HPO_BENCH_PG_USER", "postgres"),
+}
 EPOCH_METRICS = ("train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "lr", "epoch_seconds", "samples_per_second")
 
 
@@ -46,7 +50,10 @@ def postgres_databases(labels: Sequence[str]) -> Iterator[dict[str, str]]:
     try:
         for name in names.values():
             conn.cursor().execute(f'CREATE DATABASE "{name}"')
-        yield {label: f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}" for label, name in names.items()}
+        yield {
+            label: f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+            for label, name in names.items()
+        }
     finally:
         for name in names.values():
             conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -59,7 +66,7 @@ def postgres_reason() -> str | None:
 
         psycopg2.connect(dbname="postgres", connect_timeout=3, **PG).close()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+    except Exception as exc:
         return f"PostgreSQL not reachable at {PG['host']}:{PG['port']} ({exc.__class__.__name__})"
 
 
@@ -69,7 +76,9 @@ def epoch_metrics(epoch: int) -> dict[str, float]:
 
 
 def log_with_tracker(tracker: Any, parent: str, epochs: int, *, flush_each_epoch: bool) -> tuple[int, float]:
-    run_id = tracker.start_trial_run(parent_run_id=parent, study_name="bench", trial_number=0, seed=0, params={"width": 64})
+    run_id = tracker.start_trial_run(
+        parent_run_id=parent, study_name="bench", trial_number=0, seed=0, params={"width": 64}
+    )
     started = time.perf_counter()
     for epoch in range(epochs):
         tracker.log_epoch(run_id, epoch, epoch_metrics(epoch))
@@ -110,16 +119,38 @@ def throughput(uris: dict[str, str], *, epochs: int, per_value_seconds: float, r
         setups[backend] = (tracker, parent)
         log_per_value(uri, tracker.experiment_id, 1, 1.0)  # warm-up: the fluent client and its store
     ways: list[tuple[str, Callable[[str, str], tuple[int, float]]]] = [
-        ("hpo Tracker.log_epoch (buffered, flush at end)", lambda b, u: log_with_tracker(*setups[b], epochs, flush_each_epoch=False)),
-        ("hpo Tracker.log_epoch + flush every epoch", lambda b, u: log_with_tracker(*setups[b], epochs, flush_each_epoch=True)),
-        ("mlflow.log_metric per value", lambda b, u: log_per_value(u, setups[b][0].experiment_id, epochs, per_value_seconds)),
+        (
+            "hpo Tracker.log_epoch (buffered, flush at end)",
+            lambda b, u: log_with_tracker(*setups[b], epochs, flush_each_epoch=False),
+        ),
+        (
+            "hpo Tracker.log_epoch + flush every epoch",
+            lambda b, u: log_with_tracker(*setups[b], epochs, flush_each_epoch=True),
+        ),
+        (
+            "mlflow.log_metric per value",
+            lambda b, u: log_per_value(u, setups[b][0].experiment_id, epochs, per_value_seconds),
+        ),
     ]
     for repeat in range(repeats):
         for backend, uri in uris.items():
             for way, fn in ways:
                 points, seconds = fn(backend, uri)
-                records.append({"repeat": repeat, "backend": backend, "way": way, "points": points, "seconds": seconds, "points_per_s": points / seconds})
-                print(f"{backend:10s} {way:48s} {points:6d} points in {seconds:7.3f} s = {points / seconds:10.0f}/s", file=sys.stderr, flush=True)
+                records.append(
+                    {
+                        "repeat": repeat,
+                        "backend": backend,
+                        "way": way,
+                        "points": points,
+                        "seconds": seconds,
+                        "points_per_s": points / seconds,
+                    }
+                )
+                print(
+                    f"{backend:10s} {way:48s} {points:6d} points in {seconds:7.3f} s = {points / seconds:10.0f}/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     rows = []
     for backend in uris:
         base = None
@@ -128,7 +159,15 @@ def throughput(uris: dict[str, str], *, epochs: int, per_value_seconds: float, r
             rate = statistics.median(r["points_per_s"] for r in mine)
             if way.startswith("mlflow"):
                 base = rate
-            rows.append({"backend": backend, "way": way, "points per run": mine[0]["points"], "points/s (median)": rate, "runs": len(mine)})
+            rows.append(
+                {
+                    "backend": backend,
+                    "way": way,
+                    "points per run": mine[0]["points"],
+                    "points/s (median)": rate,
+                    "runs": len(mine),
+                }
+            )
         for row in rows:
             if row["backend"] == backend and base:
                 row["x mlflow.log_metric"] = row["points/s (median)"] / base
@@ -146,7 +185,12 @@ def fill_optuna(url: str, name: str, n: int) -> None:
     rng = random.Random(0)
     dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "width": IntDistribution(16, 512, log=True)}
     trials = [
-        optuna.trial.create_trial(params={"lr": 10 ** rng.uniform(-4, -1), "width": rng.randint(16, 512)}, distributions=dists, value=rng.uniform(2.0, 10.0), user_attrs={"mlflow_run_id": uuid.uuid4().hex})
+        optuna.trial.create_trial(
+            params={"lr": 10 ** rng.uniform(-4, -1), "width": rng.randint(16, 512)},
+            distributions=dists,
+            value=rng.uniform(2.0, 10.0),
+            user_attrs={"mlflow_run_id": uuid.uuid4().hex},
+        )
         for _ in range(n)
     ]
     for start in range(0, n, 500):
@@ -164,7 +208,12 @@ def fill_mlflow(uri: str, name: str, n: int) -> str:
     for i in range(n):
         run = client.create_run(experiment_id, tags={"hpo.role": "trial", "optuna.trial_number": str(i)})
         stamp = int(time.time() * 1000)
-        client.log_batch(run.info.run_id, metrics=[Metric("val_rmse", rng.uniform(2.0, 10.0), stamp, 0)], params=[Param("lr", str(rng.random())), Param("width", str(rng.randint(16, 512)))], synchronous=True)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("val_rmse", rng.uniform(2.0, 10.0), stamp, 0)],
+            params=[Param("lr", str(rng.random())), Param("width", str(rng.randint(16, 512)))],
+            synchronous=True,
+        )
         client.set_terminated(run.info.run_id)
     return experiment_id
 
@@ -193,7 +242,9 @@ def best_via_mlflow(uri: str, experiment_id: str, k: int) -> tuple[float, list[f
     return seconds, [r.data.metrics["val_rmse"] for r in runs]
 
 
-def best_of_n(storages: dict[str, str], trackings: dict[str, str], *, n: int, k: int, repeats: int) -> list[dict[str, Any]]:
+def best_of_n(
+    storages: dict[str, str], trackings: dict[str, str], *, n: int, k: int, repeats: int
+) -> list[dict[str, Any]]:
     rows = []
     for backend in storages:
         started = time.perf_counter()
@@ -202,7 +253,11 @@ def best_of_n(storages: dict[str, str], trackings: dict[str, str], *, n: int, k:
         started = time.perf_counter()
         experiment_id = fill_mlflow(trackings[backend], "bench-best", n)
         mlflow_fill = time.perf_counter() - started
-        print(f"{backend}: {n} Optuna trials inserted in {optuna_fill:.1f} s, {n} MLflow runs in {mlflow_fill:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"{backend}: {n} Optuna trials inserted in {optuna_fill:.1f} s, {n} MLflow runs in {mlflow_fill:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         times: dict[str, list[float]] = {"hpo best (Optuna storage)": [], "MLflow search_runs order_by": []}
         answers = {}
         best_via_mlflow(trackings[backend], experiment_id, k)  # warm-up: MLflow's store for this URI
@@ -212,16 +267,33 @@ def best_of_n(storages: dict[str, str], trackings: dict[str, str], *, n: int, k:
             seconds, answers["mlflow"] = best_via_mlflow(trackings[backend], experiment_id, k)
             times["MLflow search_runs order_by"].append(seconds)
         for way, values in times.items():
-            rows.append({"backend": backend, "way": way, "runs": n, "k": k, "seconds (median)": statistics.median(values), "seconds (min)": min(values), "repeats": len(values), "write N runs s": optuna_fill if way.startswith("hpo") else mlflow_fill})
+            rows.append(
+                {
+                    "backend": backend,
+                    "way": way,
+                    "runs": n,
+                    "k": k,
+                    "seconds (median)": statistics.median(values),
+                    "seconds (min)": min(values),
+                    "repeats": len(values),
+                    "write N runs s": optuna_fill if way.startswith("hpo") else mlflow_fill,
+                }
+            )
         assert all(math.isfinite(v) for v in answers["hpo"] + answers["mlflow"])
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 CPU cores: 3 repeats of 300-epoch runs, best 5 of 2,000")
-    parser.add_argument("--epochs", type=int, help=f"epochs per run, {len(EPOCH_METRICS)} metrics each (default 300 quick, 1000 full)")
-    parser.add_argument("--per-value-seconds", type=float, default=20.0, help="cap on each mlflow.log_metric-per-value run")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 CPU cores: 3 repeats of 300-epoch runs, best 5 of 2,000"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"epochs per run, {len(EPOCH_METRICS)} metrics each (default 300 quick, 1000 full)"
+    )
+    parser.add_argument(
+        "--per-value-seconds", type=float, default=20.0, help="cap on each mlflow.log_metric-per-value run"
+    )
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3 quick, 5 full)")
     parser.add_argument("--runs", type=int, default=2000, help="N for the best-5-of-N query")
     parser.add_argument("--top-k", type=int, default=5)
@@ -239,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     backends = args.backends.split(",")
     notes = []
     with contextlib.ExitStack() as stack:
-        workdir = Path(args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-tracking-"))).resolve()
+        workdir = Path(
+            args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-tracking-"))
+        ).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         storages: dict[str, str] = {}
         trackings: dict[str, str] = {}
@@ -274,7 +348,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ]
     )
     print(text)
-    payload = {"machine": info, "command": _report.command_line(argv), "throughput": rate_rows, "best_of_n": best_rows, "notes": notes}
+    payload = {
+        "machine": info,
+        "command": _report.command_line(argv),
+        "throughput": rate_rows,
+        "best_of_n": best_rows,
+        "notes": notes,
+    }
     _report.save(args.json, payload)
     return payload
 

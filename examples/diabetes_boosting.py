@@ -30,7 +30,9 @@ def boosting(ctx: TrialContext) -> dict[str, float]:
     """Add trees round by round; report the validation RMSE after each round."""
     hp = ctx.hyperparameters
     x, y = load_diabetes(return_X_y=True)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=ctx.data.val_fraction, random_state=ctx.data.split_seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=ctx.data.val_fraction, random_state=ctx.data.split_seed
+    )
     model = GradientBoostingRegressor(
         learning_rate=hp["learning_rate"], max_depth=hp["max_depth"], subsample=hp["subsample"],
         min_samples_leaf=hp["min_samples_leaf"], random_state=ctx.seed, warm_start=True, n_estimators=0,
@@ -39,7 +41,11 @@ def boosting(ctx: TrialContext) -> dict[str, float]:
     for stages in range(hp["stages_per_report"], hp["n_estimators"] + 1, hp["stages_per_report"]):
         model.set_params(n_estimators=stages).fit(x_train, y_train)  # warm start: only the new trees are fitted
         predicted = model.predict(x_val)
-        metrics = {"train_loss": float(model.train_score_[-1]), "val_rmse": mean_squared_error(y_val, predicted) ** 0.5, "val_r2": r2_score(y_val, predicted)}
+        metrics = {
+            "train_loss": float(model.train_score_[-1]),
+            "val_rmse": mean_squared_error(y_val, predicted) ** 0.5,
+            "val_r2": r2_score(y_val, predicted),
+        }
         ctx.report(stages, metrics)  # step = trees so far; may stop the trial here
         if metrics["val_rmse"] < best["val_rmse"]:
             best = {"val_rmse": metrics["val_rmse"], "val_r2": metrics["val_r2"]}

@@ -24,7 +24,9 @@ def train(ctx):
     digits = load_digits()
     x = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(digits.target)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=ctx.data.val_fraction, random_state=ctx.data.split_seed, stratify=y)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=ctx.data.val_fraction, random_state=ctx.data.split_seed, stratify=y
+    )
 
     torch.manual_seed(ctx.seed)
     model = make_model(hp["channels"], hp["conv_layers"], hp["kernel_size"], hp["dropout"]).to(ctx.device)

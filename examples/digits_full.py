@@ -19,12 +19,24 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 
-from hpo.objectives import TRAINING, DataConfig, Hyperparameter, HyperparameterTable, TrialContext, TrialResult, integer, number, objective
+from hpo.objectives import (
+    TRAINING,
+    DataConfig,
+    Hyperparameter,
+    HyperparameterTable,
+    TrialContext,
+    TrialResult,
+    integer,
+    number,
+    objective,
+)
 from hpo.training.loop import Task, train
 
 
 class DigitsData(DataConfig):
-    test_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="share of the images held out for `hpo evaluate`")
+    test_fraction: float = Field(
+        default=0.2, gt=0, lt=0.5, description="share of the images held out for `hpo evaluate`"
+    )
 
 
 HYPERPARAMETERS = TRAINING.with_defaults(epochs=8, batch_size=64, early_stopping_patience=3) + HyperparameterTable(
@@ -38,8 +50,12 @@ def _splits(data: DigitsData) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     digits = load_digits()
     x = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(digits.target)
-    rest_x, test_x, rest_y, test_y = train_test_split(x, y, test_size=data.test_fraction, random_state=data.split_seed, stratify=y)
-    train_x, val_x, train_y, val_y = train_test_split(rest_x, rest_y, test_size=data.val_fraction, random_state=data.split_seed, stratify=rest_y)
+    rest_x, test_x, rest_y, test_y = train_test_split(
+        x, y, test_size=data.test_fraction, random_state=data.split_seed, stratify=y
+    )
+    train_x, val_x, train_y, val_y = train_test_split(
+        rest_x, rest_y, test_size=data.val_fraction, random_state=data.split_seed, stratify=rest_y
+    )
     return {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, test_y)}
 
 
@@ -85,6 +101,15 @@ def digits(ctx: TrialContext) -> TrialResult:
     torch.manual_seed(ctx.seed)
     model = EVALUATION.build_model(ctx.hyperparameters, {}).to(ctx.device)
     monitor, maximize = ctx.monitor
-    fit = train(model, task, dict(ctx.hyperparameters), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report)
+    fit = train(
+        model,
+        task,
+        dict(ctx.hyperparameters),
+        monitor=monitor,
+        maximize=maximize,
+        device=ctx.device,
+        seed=ctx.seed,
+        on_epoch=ctx.report,
+    )
     predictions = EVALUATION.to_predictions(fit.val_outputs, {})
     return TrialResult.of(fit.best_metrics, fit.model, val_predictions=predictions, best_epoch=fit.best_epoch)

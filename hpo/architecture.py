@@ -124,7 +124,9 @@ def _describe(hp: Mapping[str, Any]) -> str:
     return ", ".join(f"{name}={hp[name]}" for name in SHAPE_PARAMETERS if hp.get(name) is not None)
 
 
-def mlp_parameter_count(in_features: int, out_features: int, *, hidden_layers: int, width: int, batch_norm: bool) -> int:
+def mlp_parameter_count(
+    in_features: int, out_features: int, *, hidden_layers: int, width: int, batch_norm: bool
+) -> int:
     """Parameters of hpo.models.MLP (linear layers lose their bias under batch norm)."""
     total, size = 0, in_features
     for _ in range(hidden_layers):
@@ -133,7 +135,9 @@ def mlp_parameter_count(in_features: int, out_features: int, *, hidden_layers: i
     return total + size * out_features + out_features
 
 
-def cnn_parameter_count(hp: Mapping[str, Any], *, in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> int:
+def cnn_parameter_count(
+    hp: Mapping[str, Any], *, in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES
+) -> int:
     """Parameters of hpo.models.CNN for these hyperparameters (no torch needed)."""
     shape = cnn_shape(hp)
     kernel, bn = int(hp["kernel_size"]), bool(hp["batch_norm"])
@@ -142,10 +146,14 @@ def cnn_parameter_count(hp: Mapping[str, Any], *, in_channels: int = IN_CHANNELS
         for _ in range(int(hp["convs_per_block"])):
             total += previous * channels * kernel * kernel + (2 * channels if bn else channels)
             previous = channels
-    return total + mlp_parameter_count(shape.features, num_classes, hidden_layers=int(hp["hidden_layers"]), width=int(hp["width"]), batch_norm=bn)
+    return total + mlp_parameter_count(
+        shape.features, num_classes, hidden_layers=int(hp["hidden_layers"]), width=int(hp["width"]), batch_norm=bn
+    )
 
 
-def resnet_parameter_count(hp: Mapping[str, Any], *, in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> int:
+def resnet_parameter_count(
+    hp: Mapping[str, Any], *, in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES
+) -> int:
     """Parameters of hpo.models.ResNet: a conv stem, stages of basic blocks, a linear head."""
     kernel, bn = int(hp["kernel_size"]), bool(hp["batch_norm"])
     norm = lambda c: 2 * c if bn else c  # noqa: E731 - batch norm's affine pair, or the conv's own bias

@@ -81,7 +81,9 @@ def random_vflip(x: torch.Tensor, *, generator: torch.Generator | None = None) -
     return _flip_some(x, -2, generator)
 
 
-def cutout(x: torch.Tensor, size: int, *, fill: Sequence[float], generator: torch.Generator | None = None) -> torch.Tensor:
+def cutout(
+    x: torch.Tensor, size: int, *, fill: Sequence[float], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Erase one `size` x `size` square per image (centre anywhere, clipped at the border) to `fill`.
 
     `fill` is per channel in 0..1 (the dataset mean, so an erased patch centers or standardizes to zero).
@@ -239,7 +241,17 @@ class BatchAugment:
 
     @property
     def active(self) -> bool:
-        switches = (self.flip, self.crop, self.cutout, self.jitter, self.rotation, self.vflip, self.zoom, self.shear, self.noise)
+        switches = (
+            self.flip,
+            self.crop,
+            self.cutout,
+            self.jitter,
+            self.rotation,
+            self.vflip,
+            self.zoom,
+            self.shear,
+            self.noise,
+        )
         return any(switches)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpo.errors import UsageError
 from hpo.objectives._data import MAX_SEED, DataConfig
@@ -59,7 +69,8 @@ class _Strict(BaseModel):
 
 class _Conditional(_Strict):
     when: dict[str, list[Scalar]] | None = Field(
-        default=None, description="sample this parameter only when a categorical parameter takes one of the listed values"
+        default=None,
+        description="sample this parameter only when a categorical parameter takes one of the listed values",
     )
 
     @field_validator("when", mode="before")
@@ -119,7 +130,7 @@ def _check_numeric_range(low: float, high: float, log: bool, step: float | None)
         raise ValueError("log and step cannot be used together (Optuna samples a log range continuously)")
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 def _check_plain_kwargs(kwargs: dict[str, Any]) -> None:
@@ -128,7 +139,9 @@ def _check_plain_kwargs(kwargs: dict[str, Any]) -> None:
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
-            raise _FieldError(str(key), f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+            raise _FieldError(
+                str(key), f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})"
+            ) from None
 
 
 class SamplerConfig(BaseModel):
@@ -156,9 +169,9 @@ class PrunerConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal[
-        "none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient"
-    ] = Field(default="none", description="the Optuna pruner; every other key is passed to its constructor")
+    type: Literal["none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient"] = Field(
+        default="none", description="the Optuna pruner; every other key is passed to its constructor"
+    )
 
     @model_validator(mode="after")
     def _plain_kwargs(self) -> Any:
@@ -172,9 +185,13 @@ class PrunerConfig(BaseModel):
 
 class EvaluationConfig(_Strict):
     top_k: int = Field(default=5, ge=1, le=1000, description="how many of the best trials `hpo evaluate` tests")
-    retrain_seeds: int = Field(default=0, ge=0, le=100, description="extra seeds each of the top trials is retrained with")
+    retrain_seeds: int = Field(
+        default=0, ge=0, le=100, description="extra seeds each of the top trials is retrained with"
+    )
     ensemble: Literal["greedy", "mean", "none"] = Field(default="greedy", description="how the top models are combined")
-    checkpoints: Literal["all", "top_k", "none"] = Field(default="top_k", description="which trials keep their weights as MLflow artifacts")
+    checkpoints: Literal["all", "top_k", "none"] = Field(
+        default="top_k", description="which trials keep their weights as MLflow artifacts"
+    )
 
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
@@ -184,51 +201,105 @@ PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 class ExecutionConfig(_Strict):
     """How trials are run and survived: heartbeats, retries and the failure guard."""
 
-    heartbeat_interval: int = Field(default=30, ge=1, le=86_400, description="seconds between a running trial's heartbeats")
-    grace_period: int | None = Field(default=None, ge=2, le=7 * 86_400, description="seconds without a heartbeat before a trial counts as dead (null: 2 x heartbeat_interval)")
-    max_retry: int = Field(default=1, ge=0, le=100, description="times a dead worker's trial is re-queued with the same params")
-    max_consecutive_failures: int = Field(default=5, ge=1, le=1_000_000, description="stop the study (exit 1) after this many failed trials in a row")
-    nan_policy: Literal["prune", "fail"] = Field(default="prune", description="a NaN/inf training loss ends the trial PRUNED or FAIL")
-    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    threads: int | None = Field(default=None, ge=1, le=4096, description="CPU threads per worker (null: the cores shared among local workers)")
-    precision: PrecisionName = Field(
-        default="auto", description="auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; fp32 on the CPU (bf16 there on request)"
+    heartbeat_interval: int = Field(
+        default=30, ge=1, le=86_400, description="seconds between a running trial's heartbeats"
     )
-    compile: bool = Field(default=False, description="torch.compile the model before training (pays off on GPUs for trials of more than a few epochs)")
+    grace_period: int | None = Field(
+        default=None,
+        ge=2,
+        le=7 * 86_400,
+        description="seconds without a heartbeat before a trial counts as dead (null: 2 x heartbeat_interval)",
+    )
+    max_retry: int = Field(
+        default=1, ge=0, le=100, description="times a dead worker's trial is re-queued with the same params"
+    )
+    max_consecutive_failures: int = Field(
+        default=5, ge=1, le=1_000_000, description="stop the study (exit 1) after this many failed trials in a row"
+    )
+    nan_policy: Literal["prune", "fail"] = Field(
+        default="prune", description="a NaN/inf training loss ends the trial PRUNED or FAIL"
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(
+        default=None, ge=1, le=4096, description="CPU threads per worker (null: the cores shared among local workers)"
+    )
+    precision: PrecisionName = Field(
+        default="auto",
+        description="auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; fp32 on the CPU (bf16 there on request)",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the model before training (pays off on GPUs for trials of more than a few epochs)",
+    )
     trials_per_device: int = Field(
-        default=1, ge=1, le=64, description="`hpo run` without --workers starts this many workers per GPU (or on the CPU), each running one trial at a time"
+        default=1,
+        ge=1,
+        le=64,
+        description="`hpo run` without --workers starts this many workers per GPU (or on the CPU), each running one trial at a time",
     )
 
 
 def _objective_forms() -> str:
     from hpo.objectives._registry import is_builtin, registered
 
-    return " | ".join([*(name for name, target in registered().items() if is_builtin(target)), "package.module:name", "path/to/file.py:name"])
+    return " | ".join(
+        [
+            *(name for name, target in registered().items() if is_builtin(target)),
+            "package.module:name",
+            "path/to/file.py:name",
+        ]
+    )
 
 
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, max_length=200, description="Optuna study name and MLflow experiment name")
-    objective: str = Field(description=f"what a trial trains: {_objective_forms()} (relative to the study file) | an hpo.objectives entry point")
-    metric: str | list[str] | None = Field(default=None, description="the objective's metric, or a list for multi-objective (null: the objective's default)")
+    objective: str = Field(
+        description=f"what a trial trains: {_objective_forms()} (relative to the study file) | an hpo.objectives entry point"
+    )
+    metric: str | list[str] | None = Field(
+        default=None,
+        description="the objective's metric, or a list for multi-objective (null: the objective's default)",
+    )
     direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] | None = Field(
         default=None, description="one per metric (null: each metric's natural direction)"
     )
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="sampler seed; each trial's seed derives from it and the trial number")
-    n_trials: int | None = Field(default=None, ge=1, description="trial cap over all workers (null: until timeout or Ctrl-C)")
+    seed: int = Field(
+        default=0, ge=0, le=MAX_SEED, description="sampler seed; each trial's seed derives from it and the trial number"
+    )
+    n_trials: int | None = Field(
+        default=None, ge=1, description="trial cap over all workers (null: until timeout or Ctrl-C)"
+    )
     timeout: float | None = Field(default=None, gt=0, description="seconds after which a run starts no new trial")
-    storage: str | None = Field(default=None, description="Optuna storage URL (null: HPO_STORAGE, else sqlite:///hpo.db)")
-    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="the Optuna sampler and its keyword arguments")
-    pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="the Optuna pruner and its keyword arguments")
+    storage: str | None = Field(
+        default=None, description="Optuna storage URL (null: HPO_STORAGE, else sqlite:///hpo.db)"
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    )
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig, description="the Optuna sampler and its keyword arguments"
+    )
+    pruner: PrunerConfig = Field(
+        default_factory=PrunerConfig, description="the Optuna pruner and its keyword arguments"
+    )
     # Validated with the objective's own data options (a DataConfig subclass) and dumped with its fields.
-    data: SerializeAsAny[DataConfig] = Field(default_factory=DataConfig, validate_default=True, description="splits and data options (an objective may add its own)")
-    params: dict[str, Param] = Field(default_factory=dict, description="the search space: hyperparameter name -> float | int | categorical")
+    data: SerializeAsAny[DataConfig] = Field(
+        default_factory=DataConfig,
+        validate_default=True,
+        description="splits and data options (an objective may add its own)",
+    )
+    params: dict[str, Param] = Field(
+        default_factory=dict, description="the search space: hyperparameter name -> float | int | categorical"
+    )
     fixed: dict[str, Any] = Field(default_factory=dict, description="hyperparameters not searched (logged like params)")
     enqueue: list[dict[str, Scalar]] = Field(
-        default_factory=list, description="configurations tried first (warm start): searched name -> value, each value one the search could sample"
+        default_factory=list,
+        description="configurations tried first (warm start): searched name -> value, each value one the search could sample",
     )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="what `hpo evaluate` does")
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials run and survive failures")
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="how trials run and survive failures"
+    )
 
     # The study file's folder: a file-path objective is relative to it. Not part of the stored study.
     _base_dir: str | None = PrivateAttr(default=None)
@@ -264,7 +335,9 @@ class StudyConfig(_Strict):
         if isinstance(value, model):
             return value
         if isinstance(value, DataConfig):
-            value = value.model_dump(exclude_unset=True)  # an unset field takes the objective's default (Boston: cv_folds 5)
+            value = value.model_dump(
+                exclude_unset=True
+            )  # an unset field takes the objective's default (Boston: cv_folds 5)
         try:
             return model.model_validate(value if value is not None else {})
         except ValidationError as exc:
@@ -280,17 +353,26 @@ class StudyConfig(_Strict):
         declared = objective.metrics
         for m in metrics:
             if declared and m not in declared:
-                raise _FieldError("metric", f"unknown metric {m!r} for objective {objective.name}{_suggest(m, declared)}; accepted: {', '.join(declared)}")
+                raise _FieldError(
+                    "metric",
+                    f"unknown metric {m!r} for objective {objective.name}{_suggest(m, declared)}; accepted: {', '.join(declared)}",
+                )
         if len(set(metrics)) != len(metrics):
             raise _FieldError("metric", "a metric is listed twice")
         if self.direction is not None:
             directions = [self.direction] if isinstance(self.direction, str) else list(self.direction)
             if len(directions) != len(metrics):
-                raise _FieldError("direction", f"{len(directions)} direction(s) for {len(metrics)} metric(s); give one of minimize|maximize per metric")
+                raise _FieldError(
+                    "direction",
+                    f"{len(directions)} direction(s) for {len(metrics)} metric(s); give one of minimize|maximize per metric",
+                )
         else:
             unknown = [m for m in metrics if m not in declared]
             if unknown:
-                raise _FieldError("direction", f"objective {objective.name} does not declare the direction of {unknown[0]!r}; give direction: minimize or maximize")
+                raise _FieldError(
+                    "direction",
+                    f"objective {objective.name} does not declare the direction of {unknown[0]!r}; give direction: minimize or maximize",
+                )
         if len(metrics) > 1 and self.pruner.type != "none":
             raise _FieldError("pruner.type", "Optuna cannot prune multi-objective studies; use type: none")
         both = set(self.params) & set(self.fixed)
@@ -301,9 +383,14 @@ class StudyConfig(_Strict):
             try:
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError, RecursionError):
-                raise _FieldError(f"fixed.{name}", f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})") from None
+                raise _FieldError(
+                    f"fixed.{name}", f"expected numbers, strings, true/false, lists or mappings (got {_short(value)})"
+                ) from None
         if self.data.cross_validated and objective.cv_rows is None:
-            raise _FieldError("data.cv_folds", f"objective {objective.name} does not support cross-validation (it declares no cv_rows); use 1 or leave it out")
+            raise _FieldError(
+                "data.cv_folds",
+                f"objective {objective.name} does not support cross-validation (it declares no cv_rows); use 1 or leave it out",
+            )
         if objective.hyperparameters is not None:
             self._check_table(objective.hyperparameters, objective.name)
         self._check_conditions()
@@ -341,23 +428,42 @@ class StudyConfig(_Strict):
         """Every warm-start configuration must be a point of the search space, or Optuna would try a
         trial the study cannot otherwise produce (and compare it with the rest)."""
         if self.n_trials is not None and len(self.enqueue) > self.n_trials:
-            raise _FieldError("enqueue", f"{len(self.enqueue)} configurations for n_trials: {self.n_trials}; list at most n_trials")
+            raise _FieldError(
+                "enqueue", f"{len(self.enqueue)} configurations for n_trials: {self.n_trials}; list at most n_trials"
+            )
         for index, entry in enumerate(self.enqueue):
             for name, value in entry.items():
                 where = f"enqueue.{index}.{name}"
                 param = self.params.get(name)
                 if param is None:
-                    reason = "it is in fixed, which every trial uses already" if name in self.fixed else f"accepted: {', '.join(self.params) or 'none (params is empty)'}"
-                    raise _FieldError(where, f"{name!r} is not searched in params{_suggest(name, self.params)}; {reason}")
+                    reason = (
+                        "it is in fixed, which every trial uses already"
+                        if name in self.fixed
+                        else f"accepted: {', '.join(self.params) or 'none (params is empty)'}"
+                    )
+                    raise _FieldError(
+                        where, f"{name!r} is not searched in params{_suggest(name, self.params)}; {reason}"
+                    )
                 if not _in_space(param, value):
-                    raise _FieldError(where, f"{_short(value)} is outside the search space; accepted: {_space_text(param)}")
+                    raise _FieldError(
+                        where, f"{_short(value)} is outside the search space; accepted: {_space_text(param)}"
+                    )
                 for parent, values in (param.when or {}).items():
                     if parent in entry and entry[parent] not in values:
-                        raise _FieldError(where, f"exists only when {parent} is {' or '.join(map(str, values))}, and this configuration sets {parent}: {entry[parent]}")
+                        raise _FieldError(
+                            where,
+                            f"exists only when {parent} is {' or '.join(map(str, values))}, and this configuration sets {parent}: {entry[parent]}",
+                        )
 
     def warm_start(self) -> list[dict[str, Any]]:
         """The `enqueue:` configurations as Optuna expects them (a float parameter's whole numbers as floats)."""
-        return [{name: float(value) if isinstance(self.params[name], FloatParam) else value for name, value in entry.items()} for entry in self.enqueue]
+        return [
+            {
+                name: float(value) if isinstance(self.params[name], FloatParam) else value
+                for name, value in entry.items()
+            }
+            for entry in self.enqueue
+        ]
 
     def may_take(self, name: str, value: Any) -> bool:
         """Whether a trial may train with hyperparameter `name` set to `value` (fixed, a choice, or in a range)."""
@@ -373,7 +479,9 @@ class StudyConfig(_Strict):
                 if not rule.accepts(value):
                     raise _FieldError(f"{where}.choices", _rejection(value, rule))
         elif rule.kind == "choice":
-            raise _FieldError(f"{where}.type", f"must be categorical; accepted values: {', '.join(map(str, rule.choices))}")
+            raise _FieldError(
+                f"{where}.type", f"must be categorical; accepted values: {', '.join(map(str, rule.choices))}"
+            )
         elif rule.kind in ("bool", "str"):
             raise _FieldError(f"{where}.type", f"{name} takes {rule.describe()}; use type: categorical with choices")
         elif rule.kind == "int" and isinstance(param, FloatParam):
@@ -402,13 +510,21 @@ class StudyConfig(_Strict):
                 if parent == name:
                     raise _FieldError(where, "a parameter cannot depend on itself")
                 if parent not in self.params:
-                    raise _FieldError(where, f"names no parameter in params; accepted: {', '.join(sorted(set(self.params) - {name})) or 'none'}")
+                    raise _FieldError(
+                        where,
+                        f"names no parameter in params; accepted: {', '.join(sorted(set(self.params) - {name})) or 'none'}",
+                    )
                 target = self.params[parent]
                 if not isinstance(target, CategoricalParam):
-                    raise _FieldError(where, f"{parent!r} is {target.type}; `when` can only name a categorical parameter")
+                    raise _FieldError(
+                        where, f"{parent!r} is {target.type}; `when` can only name a categorical parameter"
+                    )
                 for value in values:
                     if value not in target.choices:
-                        raise _FieldError(where, f"{value!r} is not a choice of {parent}; accepted: {', '.join(map(str, target.choices))}")
+                        raise _FieldError(
+                            where,
+                            f"{value!r} is not a choice of {parent}; accepted: {', '.join(map(str, target.choices))}",
+                        )
         self.parameter_order()  # raises on cycles
 
     def load_objective(self) -> LoadedObjective:
@@ -446,7 +562,10 @@ class StudyConfig(_Strict):
         if self.metric is None:
             default = self.load_objective().objective.metric
             if default is None:
-                raise _FieldError("metric", f"objective {self.objective} declares no metrics; name the one its function returns (and give direction)")
+                raise _FieldError(
+                    "metric",
+                    f"objective {self.objective} declares no metrics; name the one its function returns (and give direction)",
+                )
             return [default]
         return [self.metric] if isinstance(self.metric, str) else list(self.metric)
 
@@ -502,7 +621,9 @@ def _in_space(param: Any, value: Any) -> bool:
         return False
     if isinstance(param, IntParam):
         return isinstance(value, int) and (value - param.low) % (param.step or 1) == 0
-    return param.step is None or math.isclose((value - param.low) / param.step, round((value - param.low) / param.step), abs_tol=1e-9)
+    return param.step is None or math.isclose(
+        (value - param.low) / param.step, round((value - param.low) / param.step), abs_tol=1e-9
+    )
 
 
 def _space_text(param: Any) -> str:
@@ -627,11 +748,17 @@ def _explain(errors: list[dict[str, Any]], where: list[str], data: Any, model: t
         return field, f"a parameter needs `type`; accepted: {', '.join(_PARAM_KINDS)}"
     if kind == "union_tag_invalid":
         tag = str(ctx.get("tag", ""))
-        return f"{field}.type", f"unknown kind {tag!r}{_suggest(tag, _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}"
+        return (
+            f"{field}.type",
+            f"unknown kind {tag!r}{_suggest(tag, _PARAM_KINDS)}; accepted: {', '.join(_PARAM_KINDS)}",
+        )
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         also = " (or a list of them)" if any(e["type"] == "list_type" for e in errors) else ""
-        return field, f"unknown value {_short(value)}{_suggest(str(value), options)}; accepted: {', '.join(options)}{also}"
+        return (
+            field,
+            f"unknown value {_short(value)}{_suggest(str(value), options)}; accepted: {', '.join(options)}{also}",
+        )
     if kind == "missing":
         return field, "required field is missing"
     if kind == "value_error":
@@ -671,7 +798,12 @@ def _field_range(where: list[str], model: type[BaseModel]) -> str | None:
         current = field.annotation
     if field is None:
         return None
-    bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
+    bounds = {
+        name: getattr(m, name)
+        for m in field.metadata
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(m, name, None) is not None
+    }
     low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
     high = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
     if low is None or high is None:
@@ -709,7 +841,9 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         try:
             repeated = key in seen
         except TypeError:  # a list or mapping used as a key: valid YAML, never a study-file key
-            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain word, not a list or mapping", key_node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain word, not a list or mapping", key_node.start_mark
+            ) from None
         if repeated:
             raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
         seen.add(key)
@@ -781,9 +915,13 @@ def parse_study(data: Any, *, source: str = "study", base_dir: str | Path | None
     current folder).
     """
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: the study file must be a mapping of keys (name, objective, params, ...), got {_short(data)}")
+        raise UsageError(
+            f"{source}: the study file must be a mapping of keys (name, objective, params, ...), got {_short(data)}"
+        )
     if _too_large(data):
-        raise UsageError(f"{source}: the study file holds more than {_MAX_VALUES} values once its YAML aliases are expanded (or an alias contains itself)")
+        raise UsageError(
+            f"{source}: the study file holds more than {_MAX_VALUES} values once its YAML aliases are expanded (or an alias contains itself)"
+        )
     try:
         context = {"base_dir": str(Path(base_dir).resolve())} if base_dir is not None else None
         return StudyConfig.model_validate(data, context=context)
@@ -800,7 +938,9 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     try:
         if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-            raise UsageError(f"{path}: the study file is {path.stat().st_size:,} bytes; a study file may have at most {MAX_FILE_BYTES:,}")
+            raise UsageError(
+                f"{path}: the study file is {path.stat().st_size:,} bytes; a study file may have at most {MAX_FILE_BYTES:,}"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: study file not found") from None
@@ -821,13 +961,17 @@ def _parse_yaml(text: str, *, source: str) -> Any:
     if problem:
         raise UsageError(f"{source}: {problem}")
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
-        detail = f"{problem} ({context})" if context and mark is not None and mark is getattr(exc, "problem_mark", None) else problem
+        detail = (
+            f"{problem} ({context})"
+            if context and mark is not None and mark is getattr(exc, "problem_mark", None)
+            else problem
+        )
         raise UsageError(f"{source}{where}: malformed YAML: {detail}") from None
     except RecursionError:
         raise UsageError(f"{source}: malformed YAML: nested too deeply") from None

@@ -60,7 +60,9 @@ class Schema:
     def migrations_dir(self) -> Path:
         import importlib.util
 
-        spec = importlib.util.find_spec(self.package)  # the package's folder, without importing it (mlflow's import costs seconds)
+        spec = importlib.util.find_spec(
+            self.package
+        )  # the package's folder, without importing it (mlflow's import costs seconds)
         assert spec is not None and spec.submodule_search_locations
         return Path(list(spec.submodule_search_locations)[0]).joinpath(*self.migrations)
 
@@ -77,7 +79,7 @@ MLFLOW = Schema(
 SCHEMAS = (OPTUNA, MLFLOW)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def alembic_heads(schema: Schema) -> tuple[str, frozenset[str]]:
     """The schema's newest revision and every revision this installed version knows.
 
@@ -160,7 +162,9 @@ def read_sqlite(path: Path, *, field: str) -> Contents | None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise UsageError(f"{field}: {path} is not a readable SQLite database ({exc}); point {field} at a new file") from None
+        raise UsageError(
+            f"{field}: {path} is not a readable SQLite database ({exc}); point {field} at a new file"
+        ) from None
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
@@ -188,18 +192,23 @@ def _header(path: Path, *, field: str) -> bytes:
 def read_database(engine: sqlalchemy.Engine) -> Contents:
     """The contents of a database server's database (PostgreSQL and others)."""
     with engine.connect() as conn:
-        return _contents(lambda sql: [tuple(r) for r in conn.execute(sqlalchemy.text(sql))], tables=sqlalchemy.inspect(conn).get_table_names())
+        return _contents(
+            lambda sql: [tuple(r) for r in conn.execute(sqlalchemy.text(sql))],
+            tables=sqlalchemy.inspect(conn).get_table_names(),
+        )
 
 
 def _contents(query: Callable[[str], list[Any]], *, tables: list[str] | None = None) -> Contents:
     if tables is None:
-        tables = [row[0] for row in query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            row[0] for row in query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
     names = frozenset(tables)
     revision = None
     if "alembic_version" in names:
         try:
             found = query("SELECT version_num FROM alembic_version")
-        except Exception:  # noqa: BLE001 - another application's table of that name
+        except Exception:
             found = []
         revision = str(found[0][0]) if found else None
     rows = {}
@@ -207,7 +216,7 @@ def _contents(query: Callable[[str], list[Any]], *, tables: list[str] | None = N
         if schema.tables <= names:
             try:
                 rows[schema.name] = int(query(schema.data_query)[0][0] or 0)
-            except Exception:  # noqa: BLE001 - a table of a half-built schema may lack columns: count it as holding data
+            except Exception:
                 rows[schema.name] = 1
     return Contents(names, revision, rows)
 
@@ -228,8 +237,11 @@ def judge(contents: Contents | None, schema: Schema, *, where: str, url: str) ->
     tables = contents.tables
     for other in SCHEMAS:
         if other is not schema and other.tables <= tables and not schema.tables <= tables:
-            return Verdict("refuse", f"{where} holds {other.owner}'s tables, not {schema.owner}'s; give {schema.owner} a database of its own "
-                           f"(Optuna and MLflow both keep an alembic_version table)")
+            return Verdict(
+                "refuse",
+                f"{where} holds {other.owner}'s tables, not {schema.owner}'s; give {schema.owner} a database of its own "
+                f"(Optuna and MLflow both keep an alembic_version table)",
+            )
     leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
     holds_data = contents.rows.get(schema.name, 0) > 0
     if not schema.tables <= tables:
@@ -239,8 +251,11 @@ def judge(contents: Contents | None, schema: Schema, *, where: str, url: str) ->
         if (tables - alembic) and (tables - alembic) <= schema.all_tables():
             return Verdict("rebuild", f"{where} holds a half-built {schema.owner} schema (an interrupted first start)")
         listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        return Verdict("refuse", f"{where} holds another application's tables ({listed}); hpo writes {schema.owner}'s schema only into "
-                       "an empty database or one it created: point it at a new file or database")
+        return Verdict(
+            "refuse",
+            f"{where} holds another application's tables ({listed}); hpo writes {schema.owner}'s schema only into "
+            "an empty database or one it created: point it at a new file or database",
+        )
     head, known = alembic_heads(schema)
     if leftovers or (contents.revision is not None and contents.revision != head):
         if leftovers:
@@ -248,8 +263,11 @@ def judge(contents: Contents | None, schema: Schema, *, where: str, url: str) ->
         elif contents.revision in known:
             state = f"an older {schema.owner} schema (revision {contents.revision}, this {schema.owner} needs {head})"
         else:
-            return Verdict("refuse", f"{where} holds a {schema.owner} schema (revision {contents.revision}) written by a newer {schema.owner} "
-                           f"than the one installed here; upgrade {schema.package} on this machine")
+            return Verdict(
+                "refuse",
+                f"{where} holds a {schema.owner} schema (revision {contents.revision}) written by a newer {schema.owner} "
+                f"than the one installed here; upgrade {schema.package} on this machine",
+            )
         if not holds_data:
             return Verdict("rebuild", f"{where} holds {state}")
         fix = schema.upgrade.format(url=redact(url))
@@ -283,7 +301,11 @@ def same_database(storage: str, tracking_uri: str) -> bool:
     if a is not None or b is not None:
         return a is not None and b is not None and a.resolve() == b.resolve()
     first, second = sqlalchemy.engine.make_url(storage), sqlalchemy.engine.make_url(tracking_uri)
-    return first.get_backend_name() == second.get_backend_name() and (first.host or "localhost", first.port, first.database) == (second.host or "localhost", second.port, second.database)
+    return first.get_backend_name() == second.get_backend_name() and (
+        first.host or "localhost",
+        first.port,
+        first.database,
+    ) == (second.host or "localhost", second.port, second.database)
 
 
 def check_stores(settings: Settings) -> None:
@@ -317,7 +339,9 @@ def prepared_database(url: str, schema: Schema, build: Build, *, field: str) -> 
             if verdict.kind == "refuse":
                 raise UsageError(verdict.message)
             if verdict.kind == "rebuild" and str(path.resolve()) in _OPEN_IN_PROCESS:
-                raise UsageError(f"{verdict.message}; it is open in this process, so it is not rebuilt now: run hpo again")
+                raise UsageError(
+                    f"{verdict.message}; it is open in this process, so it is not rebuilt now: run hpo again"
+                )
             if verdict.kind == "rebuild":
                 logger.warning("%s and no data; rebuilding it", verdict.message)
                 _remove_sqlite(path)
@@ -401,10 +425,14 @@ def ensure_database(url: str, *, field: str = "storage") -> None:
     if not url.startswith(("postgresql", "postgres")):
         return
     target = sqlalchemy.engine.make_url(url)
-    admin = sqlalchemy.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    admin = sqlalchemy.create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with admin.connect() as conn:
-            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
+            exists = conn.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}
+            ).first()
             if not exists:
                 conn.execute(sqlalchemy.text(f'CREATE DATABASE "{target.database}"'))
     except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):

@@ -50,7 +50,9 @@ def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
     match = _URL.match(url.strip())
     port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
     if match is None or not 0 < port < 65536:
-        raise UsageError(f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port, e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)")
+        raise UsageError(
+            f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port, e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)"
+        )
     return match["host"].strip("[]"), port
 
 
@@ -88,7 +90,11 @@ class GrpcStorage(GrpcStorageProxy, BaseHeartbeat):
         grace = self.grace_period or 2 * self.heartbeat_interval
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return [t._trial_id for t in running if HEARTBEAT_ATTR in t.system_attrs and now - float(t.system_attrs[HEARTBEAT_ATTR]) > grace]
+        return [
+            t._trial_id
+            for t in running
+            if HEARTBEAT_ATTR in t.system_attrs and now - float(t.system_attrs[HEARTBEAT_ATTR]) > grace
+        ]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -105,7 +111,9 @@ def connect(url: str, *, field: str = "storage", timeout: float = 10.0, **heartb
         storage.wait_server_ready(timeout=timeout)
     except ConnectionError:
         storage.close()
-        raise ServiceError(f"{field}: no gRPC storage proxy answers at {host}:{port} within {timeout:.0f}s; start one with `hpo server --grpc-port {port}`") from None
+        raise ServiceError(
+            f"{field}: no gRPC storage proxy answers at {host}:{port} within {timeout:.0f}s; start one with `hpo server --grpc-port {port}`"
+        ) from None
     return storage
 
 
@@ -133,7 +141,9 @@ class ProxiedStorage(RDBStorage):
         with self._budget_guard, budget_lock(self.url, name):
             n_trials = (self.get_study_user_attrs(study_id).get(BUDGET_ATTR) or {}).get("n_trials")
             if n_trials is not None and self._budget_used(study_id) >= int(n_trials):
-                raise KeyError(BUDGET_REFUSED)  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
+                raise KeyError(
+                    BUDGET_REFUSED
+                )  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
             return super()._create_new_trial(study_id)
 
     def _budget_used(self, study_id: int) -> int:
@@ -171,11 +181,17 @@ class ProxyServer:
 
         open_storage(self.storage_url, field="--storage").engine.dispose()  # schema created once, crash-safe
         # One database connection per serving thread at most: the proxy is the only client the database sees.
-        backend = ProxiedStorage(self.storage_url, engine_kwargs={"pool_size": self.threads, "max_overflow": 1, "pool_pre_ping": True}, skip_table_creation=True)
+        backend = ProxiedStorage(
+            self.storage_url,
+            engine_kwargs={"pool_size": self.threads, "max_overflow": 1, "pool_pre_ping": True},
+            skip_table_creation=True,
+        )
         # Optuna's cache in front, as `optuna.storages.get_storage` gives it: finished trials are read
         # from the database once, not on every worker's request (the servicer asks for all trials).
         storage = optuna.storages._CachedStorage(backend)
-        self._server = make_server(storage, self.host, self.port, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hpo-grpc"))
+        self._server = make_server(
+            storage, self.host, self.port, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hpo-grpc")
+        )
         self._server.start()
         return self.url
 

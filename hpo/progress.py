@@ -25,7 +25,16 @@ class Progress(Protocol):
     def start(self, study: str, *, total: int | None, done: int) -> None: ...
     def trial_started(self, number: int, params: dict[str, Any], *, epochs: int) -> None: ...
     def epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None: ...
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None: ...
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        values: list[float] | None,
+        *,
+        reason: str | None,
+        best: str | None,
+        requeued: bool = False,
+    ) -> None: ...
     def warn(self, message: str) -> None: ...
     def finish(self, summary: Any) -> None: ...
 
@@ -92,7 +101,16 @@ class PlainProgress:
         of = f"/{self.epochs}" if self.epochs else ""  # 0: the objective has no `epochs` hyperparameter
         self._print(f"trial {number} epoch {epoch + 1}{of} {_val_metrics(metrics)}".rstrip())
 
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        values: list[float] | None,
+        *,
+        reason: str | None,
+        best: str | None,
+        requeued: bool = False,
+    ) -> None:
         """`requeued`: the trial's copy runs again, so it does not use up the budget (nor count as done)."""
         self.counts[state] = self.counts.get(state, 0) + 1
         self.done += 0 if requeued else 1
@@ -146,17 +164,30 @@ class RichProgress(PlainProgress):
     def start(self, study: str, *, total: int | None, done: int) -> None:
         super().start(study, total=total, done=done)
         self.bars.start()
-        self.trials_task = self.bars.add_task(f"{study} trials", total=total, completed=done, info="best - | pruned 0 failed 0")
+        self.trials_task = self.bars.add_task(
+            f"{study} trials", total=total, completed=done, info="best - | pruned 0 failed 0"
+        )
         self.epoch_task = self.bars.add_task("  epochs", total=1, completed=0, info="", visible=False)
 
     def trial_started(self, number: int, params: dict[str, Any], *, epochs: int) -> None:
         super().trial_started(number, params, epochs=epochs)
-        self.bars.reset(self.epoch_task, description=f"  trial {number} epochs", total=epochs, completed=0, visible=True, info="")
+        self.bars.reset(
+            self.epoch_task, description=f"  trial {number} epochs", total=epochs, completed=0, visible=True, info=""
+        )
 
     def epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
         self.bars.update(self.epoch_task, completed=epoch + 1, info=_val_metrics(metrics))
 
-    def trial_finished(self, number: int, state: str, values: list[float] | None, *, reason: str | None, best: str | None, requeued: bool = False) -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        values: list[float] | None,
+        *,
+        reason: str | None,
+        best: str | None,
+        requeued: bool = False,
+    ) -> None:
         super().trial_finished(number, state, values, reason=reason, best=best, requeued=requeued)
         info = f"best {best or '-'} | pruned {self.counts.get('PRUNED', 0)} failed {self.counts.get('FAIL', 0)}"
         self.bars.update(self.trials_task, completed=self.done, info=info)

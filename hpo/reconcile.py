@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, study_to_yaml
 from hpo.results import listed_trials
-from hpo.runner import BUDGET_ATTR, PARENT_RUN_ATTR, budget_count, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
+from hpo.runner import BUDGET_ATTR, PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR, budget_count
 from hpo.tracking import Tracker
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -49,7 +49,9 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR) or tracker.find_study_run(study.study_name)
     if not parent:
-        parent = tracker.create_study_run(study.study_name, config_yaml=study_to_yaml(config), tags={"hpo.objective": config.objective})
+        parent = tracker.create_study_run(
+            study.study_name, config_yaml=study_to_yaml(config), tags={"hpo.objective": config.objective}
+        )
         report.parent_created = True
     study.set_user_attr(PARENT_RUN_ATTR, parent)
 
@@ -67,11 +69,19 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
             if trial.number in stale:
                 reason = "the worker stopped sending heartbeats (killed or lost); failed by `hpo reconcile`"
             else:
-                reason = trial.user_attrs.get(REASON_ATTR) or "closed by `hpo reconcile` (the worker ended without closing the run)"
+                reason = (
+                    trial.user_attrs.get(REASON_ATTR)
+                    or "closed by `hpo reconcile` (the worker ended without closing the run)"
+                )
             missing = {k: v for k, v in {**config.fixed, **trial.params}.items() if k not in run.data.params}
             if missing:  # the tracking server went away between opening the run and logging its params
                 tracker.log_params(run.info.run_id, missing)
-            tracker.end_trial_run(run.info.run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason if trial.state != TrialState.COMPLETE else None)
+            tracker.end_trial_run(
+                run.info.run_id,
+                state=trial.state.name,
+                summary=_summary(trial, config),
+                reason=reason if trial.state != TrialState.COMPLETE else None,
+            )
             report.closed.append(trial.number)
     report.parent_closed = _close_parent(study, tracker, str(parent), _listed(study))
     return report
@@ -80,7 +90,9 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
 def _listed(study: optuna.Study) -> list[FrozenTrial]:
     """The study's trials without their curves (Optuna's own load reads every curve: minutes at 10,000
     trials), with what reconcile looks at: run id, reason, seed, and the retry bookkeeping."""
-    return listed_trials(study, user_attrs=(RUN_ID_ATTR, REASON_ATTR, SEED_ATTR), system_attrs=("failed_trial", "retry_history"))
+    return listed_trials(
+        study, user_attrs=(RUN_ID_ATTR, REASON_ATTR, SEED_ATTR), system_attrs=("failed_trial", "retry_history")
+    )
 
 
 def _whole(study: optuna.Study, listed: FrozenTrial) -> FrozenTrial:
@@ -95,7 +107,11 @@ def _close_parent(study: optuna.Study, tracker: Tracker, parent: str, trials: li
         return None
     n_trials = (study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")
     waiting = any(t.state == TrialState.WAITING for t in trials)
-    status = "FINISHED" if not waiting and n_trials is not None and budget_count(trials, finished=True) >= n_trials else "KILLED"
+    status = (
+        "FINISHED"
+        if not waiting and n_trials is not None and budget_count(trials, finished=True) >= n_trials
+        else "KILLED"
+    )
     tracker.set_study_status(parent, status)
     return status
 

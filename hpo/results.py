@@ -50,7 +50,9 @@ def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStor
     try:
         return open_storage(url, create=False, field=field, **kwargs)
     except MissingStorage:
-        raise UsageError(f"{field}: {redact(url)} holds no hpo study; run a study first (`hpo run STUDY.yaml`) or pass --storage") from None
+        raise UsageError(
+            f"{field}: {redact(url)} holds no hpo study; run a study first (`hpo run STUDY.yaml`) or pass --storage"
+        ) from None
 
 
 def load(ref: StudyRef) -> optuna.Study:
@@ -121,7 +123,12 @@ def study_metrics(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def listed_trials(study: optuna.Study, *, user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason", "hpo.device"), system_attrs: tuple[str, ...] = ("failed_trial",)) -> list[FrozenTrial]:
+def listed_trials(
+    study: optuna.Study,
+    *,
+    user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason", "hpo.device"),
+    system_attrs: tuple[str, ...] = ("failed_trial",),
+) -> list[FrozenTrial]:
     """Every trial with its params, values and the attributes named, in number order, without curves on a
     database storage (:func:`trials_for_listing`); elsewhere Optuna's own trials, whole."""
     backend = getattr(study, "_storage", None)
@@ -171,4 +178,6 @@ def _best_by_query(study: optuna.Study, k: int) -> list[FrozenTrial] | None:
     if not isinstance(backend, RDBStorage):
         return None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return [backend.get_trial(trial_id) for trial_id in best_trial_ids(backend, study.study_name, k=k, maximize=maximize)]
+    return [
+        backend.get_trial(trial_id) for trial_id in best_trial_ids(backend, study.study_name, k=k, maximize=maximize)
+    ]

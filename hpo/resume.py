@@ -43,7 +43,9 @@ def compare(stored: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         if before == after:
             continue
         if key == "params":
-            changes += _param_changes(before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}, grid=grid)
+            changes += _param_changes(
+                before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}, grid=grid
+            )
         else:
             changes += [Change(field, b, a, safe=key not in MEANING) for field, b, a in _leaves(key, before, after)]
     return changes

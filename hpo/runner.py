@@ -37,10 +37,10 @@ from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
 from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
 from hpo.progress import Progress, make_progress
+from hpo.resume import Change, compare, describe_refusal
 from hpo.samplers import build_pruner, build_sampler
 from hpo.search_space import suggest
 from hpo.settings import Settings, check_writable, redact
-from hpo.resume import Change, compare, describe_refusal
 from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
 from hpo.tracking import StudySummary, Tracker, TrackingUnavailable, TrialRun
 
@@ -156,24 +156,34 @@ class StudyRunner:
             raise self._no_such_study() from None
 
     def _no_such_study(self) -> UsageError:
-        return UsageError(f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`")
+        return UsageError(
+            f"study {self.study_name!r} does not exist in {redact(self.settings.storage)}; create it with `hpo create` or `hpo run`"
+        )
 
     # -- study and parent run ---------------------------------------------------------------------
     def _open_study(self, *, create: bool) -> optuna.Study:
         """Load the study, or create it; a resumed study must still mean what it meant (:mod:`hpo.resume`)."""
         if not create:
             try:
-                study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
+                study = optuna.load_study(
+                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+                )
             except KeyError:
                 raise self._no_such_study() from None
             return self._join(study)
         # Many workers may create the same study at once (a Kubernetes Job's init containers).
         with budget_lock(self.settings.storage, self.study_name + "/create"):
             try:
-                study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
+                study = optuna.load_study(
+                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+                )
             except KeyError:
                 study = optuna.create_study(
-                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner, directions=self.config.directions
+                    study_name=self.study_name,
+                    storage=self.storage,
+                    sampler=self._sampler,
+                    pruner=self._pruner,
+                    directions=self.config.directions,
                 )
                 study.set_user_attr(CONFIG_ATTR, _plain(self.config))
                 if self.config.base_dir:
@@ -186,7 +196,9 @@ class StudyRunner:
                 self._resume(study)
             for params in self.config.warm_start():  # under the lock, so concurrent starts queue each once
                 study.enqueue_trial(params, skip_if_exists=True)
-            if study.metric_names != self.config.metrics:  # every Optuna client (optuna-dashboard) shows val_rmse, not "Objective 0"
+            if (
+                study.metric_names != self.config.metrics
+            ):  # every Optuna client (optuna-dashboard) shows val_rmse, not "Objective 0"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     study.set_metric_names(list(self.config.metrics))
@@ -216,16 +228,22 @@ class StudyRunner:
         """A worker runs the study as it was stored, whatever its own file says, and never changes it."""
         stored = study.user_attrs.get(CONFIG_ATTR)
         if stored is not None and stored != _plain(self.config):
-            self.progress.warn(f"{self.source} differs from the config study {self.study_name!r} was started with; the stored one is used")
+            self.progress.warn(
+                f"{self.source} differs from the config study {self.study_name!r} was started with; the stored one is used"
+            )
             file_execution = self.config.execution
             self.config = stored_config(study)
             self._check_config(self.config)
             if self.config.execution != file_execution:  # heartbeats and retries as the study was started with
                 self.storage = self._open_storage(create=False)
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner)
+            study = optuna.load_study(
+                study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+            )
         refused = [c for c in self._changes(study, self.config) if c.field == "data file"]
         if refused:
-            raise UsageError(f"study {self.study_name!r} was run on other data than this worker has: {describe_refusal(refused)}; give every worker the same data")
+            raise UsageError(
+                f"study {self.study_name!r} was run on other data than this worker has: {describe_refusal(refused)}; give every worker the same data"
+            )
         return study
 
     def _changes(self, study: optuna.Study, config: StudyConfig) -> list[Change]:
@@ -260,14 +278,20 @@ class StudyRunner:
                 self._set_runs_view()
                 return str(existing)
             with budget_lock(self.settings.storage, self.study_name + "/parent"):
-                existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(PARENT_RUN_ATTR)
+                existing = optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get(
+                    PARENT_RUN_ATTR
+                )
                 if existing:
                     run_id = str(existing)
                 else:
                     run_id = self.tracker.create_study_run(
                         self.study_name,
                         config_yaml=study_to_yaml(self.config),
-                        tags={"hpo.objective": self.config.objective, "hpo.objective_source": self.objective.resolved, "hpo.storage": redact(self.settings.storage)},
+                        tags={
+                            "hpo.objective": self.config.objective,
+                            "hpo.objective_source": self.objective.resolved,
+                            "hpo.storage": redact(self.settings.storage),
+                        },
                     )
                     self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
             self._set_runs_view()
@@ -289,9 +313,14 @@ class StudyRunner:
     def _set_runs_view(self) -> None:
         """The MLflow UI view that links open: the study's metrics and searched params, best trial first."""
         metric = self.config.metrics[0]
-        sort_by = None if self.config.is_multi_objective else (f"best_{metric}" if metric.startswith("val_") else metric)
+        sort_by = (
+            None if self.config.is_multi_objective else (f"best_{metric}" if metric.startswith("val_") else metric)
+        )
         self.tracker.set_runs_view(
-            metrics=list(self.config.metrics), params=list(self.config.params), sort_by=sort_by, ascending=self.config.directions[0] == "minimize"
+            metrics=list(self.config.metrics),
+            params=list(self.config.params),
+            sort_by=sort_by,
+            ascending=self.config.directions[0] == "minimize",
         )
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -308,7 +337,9 @@ class StudyRunner:
         consecutive_failures = 0
         self._grid_covered = False
         # Progress counts finished trials: a re-queued trial waiting to run is part of the budget, not done.
-        self.progress.start(self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False), finished=True))
+        self.progress.start(
+            self.study_name, total=n_trials, done=self._counted(self.study.get_trials(deepcopy=False), finished=True)
+        )
         try:
             with self._stop:
                 while True:
@@ -343,8 +374,10 @@ class StudyRunner:
             return
         self._summary_sent = now
         try:
-            self.tracker.log_study_summary(self.parent_run_id, study_summary(self.study, self.config), config_yaml=study_to_yaml(self.config))
-        except Exception as exc:  # noqa: BLE001 - a summary that cannot be sent never fails the run; the next one catches up
+            self.tracker.log_study_summary(
+                self.parent_run_id, study_summary(self.study, self.config), config_yaml=study_to_yaml(self.config)
+            )
+        except Exception as exc:
             logger.info("study summary not updated: %s", exc)
 
     def _counted(self, trials: list[FrozenTrial], *, finished: bool = False) -> int:
@@ -379,7 +412,9 @@ class StudyRunner:
         # taken under it (the new trial's number when none was waiting). GridSampler keeps its seeded
         # shuffle of the grid: the grid_id of a trial must mean the same point in every worker.
         if self.config.sampler.type != "grid":
-            self.study.sampler = build_sampler(self.config.model_copy(update={"seed": sampler_seed(self.config.seed, len(trials))}))
+            self.study.sampler = build_sampler(
+                self.config.model_copy(update={"seed": sampler_seed(self.config.seed, len(trials))})
+            )
         self.study._thread_local.cached_all_trials = None  # as Study.ask: the sampler reads the storage afresh
         return optuna.Trial(self.study, trial_id)
 
@@ -419,7 +454,9 @@ class StudyRunner:
         busy = (TrialState.RUNNING,) if stopped_by is not None else (TrialState.RUNNING, TrialState.WAITING)
         if self.study.get_trials(deepcopy=False, states=busy):
             return
-        status = "FINISHED" if stopped_by is None else "KILLED" if isinstance(stopped_by, KeyboardInterrupt) else "FAILED"
+        status = (
+            "FINISHED" if stopped_by is None else "KILLED" if isinstance(stopped_by, KeyboardInterrupt) else "FAILED"
+        )
         try:
             self.tracker.set_study_status(self.parent_run_id, status)
         except TrackingUnavailable as exc:
@@ -449,7 +486,11 @@ class StudyRunner:
                 with self._stop.training():
                     metrics, result = self._train(trial, hp, seed, recorder)
             except optuna.TrialPruned:
-                where = f"{recorder.fold_text} (step {recorder.last_epoch})" if recorder.fold_text else f"epoch {recorder.last_epoch}"
+                where = (
+                    f"{recorder.fold_text} (step {recorder.last_epoch})"
+                    if recorder.fold_text
+                    else f"epoch {recorder.last_epoch}"
+                )
                 return self._finish(trial, recorder, TrialState.PRUNED, summary, reason=f"pruned at {where}")
             except NonFiniteLoss as exc:
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
@@ -457,22 +498,37 @@ class StudyRunner:
             except KeyboardInterrupt as exc:
                 requeue = _will_retry(system_attrs, self.config.execution.max_retry)
                 if requeue:  # before the failure reason is set: the copy inherits the user attributes
-                    RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(self.study, self.storage.get_trial(trial._trial_id))
+                    RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(
+                        self.study, self.storage.get_trial(trial._trial_id)
+                    )
                 what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
-                self._finish(trial, recorder, TrialState.FAIL, summary, reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}", requeued=requeue)
-                raise Interrupted(f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume") from None
+                self._finish(
+                    trial,
+                    recorder,
+                    TrialState.FAIL,
+                    summary,
+                    reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}",
+                    requeued=requeue,
+                )
+                raise Interrupted(
+                    f"interrupted by {exc or 'SIGINT'}; finished trials are kept, trial {trial.number} was closed as FAIL and {what}; run the same command again to resume"
+                ) from None
             except (UsageError, HpoError):
                 self._finish(trial, recorder, TrialState.FAIL, summary, reason="invalid configuration")
                 raise
-            except Exception as exc:  # noqa: BLE001 - a failing trial must never stop the study
+            except Exception as exc:
                 reason = str(exc) if isinstance(exc, BadResult) else _describe_failure(exc)
                 logger.debug("trial %d failed", trial.number, exc_info=True)
                 return self._finish(trial, recorder, TrialState.FAIL, summary, reason=reason)
             values = [metrics[m] for m in self.config.metrics]
             if not all(math.isfinite(v) for v in values):
-                return self._finish(trial, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}")
+                return self._finish(
+                    trial, recorder, TrialState.FAIL, summary, reason=f"non-finite objective value {values}"
+                )
             tags = self._checkpoint(trial, recorder.run, hp, metrics, result, values)
-            return self._finish(trial, recorder, TrialState.COMPLETE, summary, values=values, final=metrics, result=result, tags=tags)
+            return self._finish(
+                trial, recorder, TrialState.COMPLETE, summary, values=values, final=metrics, result=result, tags=tags
+            )
 
     def _resolve_device(self) -> Any:
         """The torch device of execution.device, resolved once per worker (this imports torch)."""
@@ -497,7 +553,9 @@ class StudyRunner:
             where = f"{device} ({torch.get_num_threads()} threads)"
         return f"{where}, pid {os.getpid()}"
 
-    def _train(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, recorder: _EpochRecorder) -> tuple[dict[str, float], TrialResult | None]:
+    def _train(
+        self, trial: optuna.Trial, hp: dict[str, Any], seed: int, recorder: _EpochRecorder
+    ) -> tuple[dict[str, float], TrialResult | None]:
         """Run the objective; its final metrics (each study metric among them) and its result, if a full one.
 
         With ``data.cv_folds: K`` the objective runs once per fold (see :mod:`hpo.objectives._folds`).
@@ -525,7 +583,12 @@ class StudyRunner:
             recorder.fold_finished(fold, {k: v for k, v in fold_metrics.items() if self._spread_worth_logging(k)})
         recorder.finished = time.monotonic()
         n_rows = int(rows) if isinstance(rows, (int, np.integer)) else len(rows)
-        metrics, result, _ = combine(results, folds, n_rows=n_rows, spread=[m for m in self.config.metrics + list(recorder.reported) if self._spread_worth_logging(m)])
+        metrics, result, _ = combine(
+            results,
+            folds,
+            n_rows=n_rows,
+            spread=[m for m in self.config.metrics + list(recorder.reported) if self._spread_worth_logging(m)],
+        )
         metrics[CV_FOLDS_METRIC] = float(len(folds))
         return metrics, result
 
@@ -538,7 +601,15 @@ class StudyRunner:
         """Per-fold values and spread are logged for the study's metrics and the validation scores."""
         return metric in self.config.metrics or metric.startswith("val_")
 
-    def _call(self, trial: optuna.Trial, hp: dict[str, Any], seed: int, report: Callable[[int, dict[str, float]], None], *, fold: Fold | None = None) -> Any:
+    def _call(
+        self,
+        trial: optuna.Trial,
+        hp: dict[str, Any],
+        seed: int,
+        report: Callable[[int, dict[str, float]], None],
+        *,
+        fold: Fold | None = None,
+    ) -> Any:
         """One call of the objective (one fold, or the whole trial), with a context of its own."""
         execution = self.config.execution
         ctx = TrialContext(
@@ -574,20 +645,28 @@ class StudyRunner:
         if isinstance(returned, (int, float)) and not isinstance(returned, bool) and len(metrics) == 1:
             returned = {metrics[0]: returned}
         if not isinstance(returned, Mapping):
-            raise BadResult(f"the objective returned {_short_type(returned)}; it must return its final metrics, a dict with {', '.join(map(repr, metrics))}")
+            raise BadResult(
+                f"the objective returned {_short_type(returned)}; it must return its final metrics, a dict with {', '.join(map(repr, metrics))}"
+            )
         missing = [m for m in metrics if m not in returned]
         if missing:
             given = ", ".join(map(str, returned)) or "nothing"
-            raise BadResult(f"the objective returned no {missing[0]!r} (it returned: {given}); return the study's metric {', '.join(map(repr, metrics))}")
+            raise BadResult(
+                f"the objective returned no {missing[0]!r} (it returned: {given}); return the study's metric {', '.join(map(repr, metrics))}"
+            )
         final: dict[str, float] = {}
         for name, value in returned.items():
             try:
                 final[str(name)] = float(value)
             except (TypeError, ValueError):
-                raise BadResult(f"the objective returned {_short_type(value)} for metric {name!r}; metrics are numbers") from None
+                raise BadResult(
+                    f"the objective returned {_short_type(value)} for metric {name!r}; metrics are numbers"
+                ) from None
         return final
 
-    def _open_trial_run(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any) -> TrialRun | None:
+    def _open_trial_run(
+        self, trial: optuna.Trial, chosen: dict[str, Any], seed: int, retried_from: Any
+    ) -> TrialRun | None:
         """Open the trial's MLflow run (on the sender thread) and wait until the trial carries its id, so a
         crashed worker's run can always be closed; epochs then go out without training waiting on them."""
         if self.parent_run_id is None:
@@ -634,7 +713,9 @@ class StudyRunner:
         """
         reported = recorder.reported
         metrics = final if final is not None else recorder.best
-        summary_metrics = {f"best_{m}": metrics[m] for m in self.config.metrics if m in metrics and (m in reported or not reported)}
+        summary_metrics = {
+            f"best_{m}": metrics[m] for m in self.config.metrics if m in metrics and (m in reported or not reported)
+        }
         best_epoch = result.best_epoch if result is not None and result.best_epoch is not None else recorder.best_epoch
         if best_epoch is not None:
             summary_metrics["best_epoch"] = best_epoch
@@ -661,7 +742,9 @@ class StudyRunner:
             summary.pruned += 1
         else:
             summary.failed += 1
-        self.progress.trial_finished(trial.number, state.name, values, reason=reason, best=self._best_text(), requeued=requeued)
+        self.progress.trial_finished(
+            trial.number, state.name, values, reason=reason, best=self._best_text(), requeued=requeued
+        )
         return state
 
     def _tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
@@ -694,20 +777,41 @@ class StudyRunner:
             pass
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _checkpoint(self, trial: optuna.Trial, run: TrialRun | None, hp: dict[str, Any], metrics: dict[str, float], result: TrialResult | None, values: list[float]) -> dict[str, str]:
+    def _checkpoint(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun | None,
+        hp: dict[str, Any],
+        metrics: dict[str, float],
+        result: TrialResult | None,
+        values: list[float],
+    ) -> dict[str, str]:
         """Keep a full objective's best-epoch weights and validation predictions, as the checkpoint policy says.
 
         Returns the tags for the trial's run, which go out with its closing batch.
         """
         policy = self.config.evaluation.checkpoints
-        if run is None or policy == "none" or result is None or not result.models or not self.objective.objective.is_full:
+        if (
+            run is None
+            or policy == "none"
+            or result is None
+            or not result.models
+            or not self.objective.objective.is_full
+        ):
             return {}
         # The trials seen when this one was asked for: a later finish elsewhere only makes this trial look
         # better than it is, so at worst one checkpoint too many is kept until the next top-k entry.
         done = [t for t in self._asked_after if t.state == TrialState.COMPLETE]
         if policy == "top_k" and self._better_count(done, values[0]) >= self.config.evaluation.top_k:
             return {}
-        checkpoint = Checkpoint.of(result.models, objective=self.objective.resolved, hyperparameters=hp, meta=result.meta, val_predictions=result.val_predictions, metrics=metrics)
+        checkpoint = Checkpoint.of(
+            result.models,
+            objective=self.objective.resolved,
+            hyperparameters=hp,
+            meta=result.meta,
+            val_predictions=result.val_predictions,
+            metrics=metrics,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint.save(Path(tmp))
             try:
@@ -784,7 +888,11 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> StudySummary:
     if complete:
         sign = -1 if config.directions[0] == "maximize" else 1
         best = min(complete, key=lambda t: (sign * t.values[0], t.number))
-        result.best_values, result.best_trial, result.best_params = {config.metrics[0]: float(best.values[0])}, best.number, dict(best.params)
+        result.best_values, result.best_trial, result.best_params = (
+            {config.metrics[0]: float(best.values[0])},
+            best.number,
+            dict(best.params),
+        )
     return result
 
 
@@ -861,7 +969,11 @@ class _EpochRecorder:
 def _epoch_budget(hp: dict[str, Any]) -> int | None:
     """The trial's `epochs` hyperparameter when it has a whole-number one (progress and fold steps use it)."""
     epochs = hp.get("epochs")
-    return int(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and float(epochs).is_integer() else None
+    return (
+        int(epochs)
+        if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and float(epochs).is_integer()
+        else None
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -903,7 +1015,7 @@ def _heartbeat(storage: Any, trial: optuna.Trial) -> Iterator[None]:
         while not stop.wait(interval):
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+            except Exception:
                 logger.debug("heartbeat failed", exc_info=True)
 
     thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial.number}", daemon=True)
@@ -994,7 +1106,9 @@ def check_data_unchanged(study: optuna.Study, config: StudyConfig) -> None:
     """Refuse (exit 2) when the data a study was scored on has changed since: its file is named."""
     stored, now = study.user_attrs.get(DATA_ATTR), config.data_fingerprint()
     if stored is not None and now is not None and stored != now:
-        raise UsageError(f"data: study {study.study_name!r} was run on {stored}, but the data is now {now}; restore the data the study was run on")
+        raise UsageError(
+            f"data: study {study.study_name!r} was run on {stored}, but the data is now {now}; restore the data the study was run on"
+        )
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
@@ -1002,7 +1116,9 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
     if data is None:
         raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")
-    return parse_study(as_stored(data), source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR))
+    return parse_study(
+        as_stored(data), source=f"study {study.study_name!r}", base_dir=study.user_attrs.get(OBJECTIVE_DIR_ATTR)
+    )
 
 
 def as_stored(data: dict[str, Any]) -> dict[str, Any]:

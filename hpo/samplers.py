@@ -36,10 +36,14 @@ _MANAGED = {"seed", "search_space", "wrapped_pruner"}
 
 def _construct(cls: type, kwargs: dict[str, Any], *, field: str, managed: dict[str, Any] | None = None) -> Any:
     """Instantiate `cls` with the study file's `kwargs` (checked by name and type) plus hpo's `managed` ones."""
-    accepted = [p for p in inspect.signature(cls).parameters if p not in _MANAGED and p not in ("self", "args", "kwargs")]
+    accepted = [
+        p for p in inspect.signature(cls).parameters if p not in _MANAGED and p not in ("self", "args", "kwargs")
+    ]
     for key in kwargs:
         if key not in accepted:
-            raise UsageError(f"{field}.{key}: {cls.__name__} has no such argument; accepted: {', '.join(accepted) or 'none'}")
+            raise UsageError(
+                f"{field}.{key}: {cls.__name__} has no such argument; accepted: {', '.join(accepted) or 'none'}"
+            )
     annotations = _annotations(cls)
     for key, value in kwargs.items():
         if key in annotations and not _fits(annotations[key], value):
@@ -59,15 +63,27 @@ def _annotations(cls: type) -> dict[str, Any]:
 
     import numpy
 
-    namespace = {**vars(typing), **vars(collections.abc), **vars(sys.modules[cls.__module__]), "numpy": numpy, "np": numpy, "optuna": optuna}
-    namespace.update(FrozenTrial=optuna.trial.FrozenTrial, Study=optuna.Study, BaseSampler=optuna.samplers.BaseSampler, BasePruner=optuna.pruners.BasePruner)
+    namespace = {
+        **vars(typing),
+        **vars(collections.abc),
+        **vars(sys.modules[cls.__module__]),
+        "numpy": numpy,
+        "np": numpy,
+        "optuna": optuna,
+    }
+    namespace.update(
+        FrozenTrial=optuna.trial.FrozenTrial,
+        Study=optuna.Study,
+        BaseSampler=optuna.samplers.BaseSampler,
+        BasePruner=optuna.pruners.BasePruner,
+    )
     found: dict[str, Any] = {}
     for name, parameter in inspect.signature(cls).parameters.items():
         annotation = parameter.annotation
         if isinstance(annotation, str):
             try:
-                annotation = eval(annotation, namespace)  # noqa: S307 - Optuna's own annotation text
-            except Exception:  # noqa: BLE001 - a name only a type checker sees
+                annotation = eval(annotation, namespace)
+            except Exception:
                 continue
         if annotation is not inspect.Parameter.empty:
             found[name] = annotation
@@ -80,7 +96,7 @@ def _fits(annotation: Any, value: Any) -> bool:
 
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
-    except Exception:  # noqa: BLE001 - a type pydantic cannot check is left to the constructor
+    except Exception:
         return True
     try:
         adapter.validate_python(value, strict=True)
@@ -132,7 +148,9 @@ def grid_size(config: StudyConfig) -> tuple[int, dict[str, int]]:
         elif isinstance(param, FloatParam) and param.step is not None:
             counts[name] = _float_steps(param.low, param.high, param.step) + 1
         else:
-            raise UsageError(f"params.{name}: the grid sampler needs a step (or categorical choices) for float parameters")
+            raise UsageError(
+                f"params.{name}: the grid sampler needs a step (or categorical choices) for float parameters"
+            )
     return math.prod(counts.values()), counts
 
 
@@ -146,7 +164,9 @@ def grid_search_space(config: StudyConfig) -> dict[str, list[Any]]:
     list is built) when the grid has more than MAX_GRID_POINTS points."""
     total, counts = grid_size(config)
     if total > MAX_GRID_POINTS:
-        biggest = ", ".join(f"{name}: {count:,}" for name, count in sorted(counts.items(), key=lambda item: -item[1])[:3])
+        biggest = ", ".join(
+            f"{name}: {count:,}" for name, count in sorted(counts.items(), key=lambda item: -item[1])[:3]
+        )
         raise UsageError(
             f"sampler.type: the grid has {total:,} points ({biggest}), more than the {MAX_GRID_POINTS:,} a grid search may have; "
             "use a coarser step, fewer choices, or another sampler (tpe, random)"
@@ -158,7 +178,10 @@ def grid_search_space(config: StudyConfig) -> dict[str, list[Any]]:
         elif isinstance(param, IntParam):
             space[name] = list(range(param.low, param.high + 1, param.step or 1))
         elif isinstance(param, FloatParam) and param.step is not None:
-            space[name] = [round(param.low + i * param.step, 12) for i in range(_float_steps(param.low, param.high, param.step) + 1)]
+            space[name] = [
+                round(param.low + i * param.step, 12)
+                for i in range(_float_steps(param.low, param.high, param.step) + 1)
+            ]
     return space
 
 

@@ -30,7 +30,9 @@ DEFAULT_SECRET = "hpo-credentials"
 STOP_GRACE_SECONDS = 120
 
 
-def worker_argv(study_file: str | Path, *, study_name: str | None = None, quiet: bool = False, program: Sequence[str] = ("hpo",)) -> list[str]:
+def worker_argv(
+    study_file: str | Path, *, study_name: str | None = None, quiet: bool = False, program: Sequence[str] = ("hpo",)
+) -> list[str]:
     """The command of one worker: `hpo run --workers`, every `hpo schedule` target and the tests run this.
 
     The storage and tracking URIs are not arguments: they come from the environment
@@ -44,7 +46,9 @@ def worker_argv(study_file: str | Path, *, study_name: str | None = None, quiet:
     return argv
 
 
-def create_argv(study_file: str | Path, *, study_name: str | None = None, program: Sequence[str] = ("hpo",)) -> list[str]:
+def create_argv(
+    study_file: str | Path, *, study_name: str | None = None, program: Sequence[str] = ("hpo",)
+) -> list[str]:
     """The init step of a sweep: create the study and its budget, run nothing."""
     argv = [*program, "create", str(study_file)]
     if study_name:
@@ -121,7 +125,11 @@ def plan_sweep(
 
 def render(target: str, plan: SweepPlan) -> str:
     """The script or manifest for `target` (one of TARGETS)."""
-    renderers: dict[str, Callable[[SweepPlan], str]] = {"slurm": slurm_script, "k8s": kubernetes_manifests, "cron": cron_entries}
+    renderers: dict[str, Callable[[SweepPlan], str]] = {
+        "slurm": slurm_script,
+        "k8s": kubernetes_manifests,
+        "cron": cron_entries,
+    }
     if target not in renderers:
         raise UsageError(f"target: unknown {target!r}; accepted: {', '.join(TARGETS)}")
     return renderers[target](plan)
@@ -142,7 +150,11 @@ def objective_warning(target: str, plan: SweepPlan) -> str | None:
     if loaded.kind == "file":
         if target == "k8s" and _objective_file_beside(plan) is not None:
             return None
-        where = "in the image, at the same place relative to the study file" if target == "k8s" else "on a path every node mounts"
+        where = (
+            "in the image, at the same place relative to the study file"
+            if target == "k8s"
+            else "on a path every node mounts"
+        )
         return f"objective {plan.config.objective} is the file {loaded.origin}: the workers need it {where} (or make it an installed package)"
     return f"objective {plan.config.objective} is imported by the workers: its package must be installed {'in the image' if target == 'k8s' else 'where they run'}"
 
@@ -163,7 +175,9 @@ def proxy_notes(plan: SweepPlan) -> list[str]:
 
     storage = plan.storage or plan.config.storage
     if storage is None or not is_grpc_url(storage):
-        return ["# Many workers (dozens): point them at a gRPC storage proxy instead, --storage grpc://HOST:13000 (README, \"Many workers\")."]
+        return [
+            '# Many workers (dozens): point them at a gRPC storage proxy instead, --storage grpc://HOST:13000 (README, "Many workers").'
+        ]
     host, port = grpc_address(storage)
     return [
         f"# The workers reach the study database only through the gRPC storage proxy at {host}:{port}; it must be",
@@ -233,8 +247,15 @@ def _shell_exports(plan: SweepPlan, *, require: bool) -> list[str]:
 # -- Kubernetes -----------------------------------------------------------------------------------
 def kubernetes_manifests(plan: SweepPlan) -> str:
     """A ConfigMap with the study file, a Job of N workers and a CronJob starting a new study nightly."""
-    if plan.config.storage and _has_password(plan.config.storage) or plan.config.tracking_uri and _has_password(plan.config.tracking_uri):
-        raise UsageError(f"{plan.study_file}: storage/tracking_uri contain a password, which would be copied into the ConfigMap; keep the URL without it and put the password into the Secret {plan.secret}")
+    if (
+        (plan.config.storage
+        and _has_password(plan.config.storage))
+        or (plan.config.tracking_uri
+        and _has_password(plan.config.tracking_uri))
+    ):
+        raise UsageError(
+            f"{plan.study_file}: storage/tracking_uri contain a password, which would be copied into the ConfigMap; keep the URL without it and put the password into the Secret {plan.secret}"
+        )
     slug = _k8s_name(plan.study_name)
     labels = {"app.kubernetes.io/name": "hpo", "hpo/study": slug}
     files = {Path(CONTAINER_STUDY_FILE).name: plan.study_file.read_text()}
@@ -265,7 +286,10 @@ def kubernetes_manifests(plan: SweepPlan) -> str:
             "concurrencyPolicy": "Forbid",
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
-            "jobTemplate": {"metadata": {"labels": labels}, "spec": _job_spec(plan, slug, labels, study_name="$(HPO_STUDY_NAME)", extra_env=nightly_env)},
+            "jobTemplate": {
+                "metadata": {"labels": labels},
+                "spec": _job_spec(plan, slug, labels, study_name="$(HPO_STUDY_NAME)", extra_env=nightly_env),
+            },
         },
     }
     gpus = 1 if plan.gpus is None else plan.gpus
@@ -281,7 +305,9 @@ def kubernetes_manifests(plan: SweepPlan) -> str:
         *proxy_notes(plan),
         "# Then: kubectl apply -f THIS_FILE",
     ]
-    body = yaml.dump_all([config_map, job, cron_job], Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=200)
+    body = yaml.dump_all(
+        [config_map, job, cron_job], Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=200
+    )
     return "\n".join(header) + "\n" + body
 
 
@@ -299,9 +325,15 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _ManifestDumper.add_representer(str, _represent_str)
 
 
-def _job_spec(plan: SweepPlan, slug: str, labels: dict[str, str], *, study_name: str, extra_env: list[dict[str, Any]]) -> dict[str, Any]:
+def _job_spec(
+    plan: SweepPlan, slug: str, labels: dict[str, str], *, study_name: str, extra_env: list[dict[str, Any]]
+) -> dict[str, Any]:
     gpus = 1 if plan.gpus is None else plan.gpus
-    env = extra_env + _k8s_env(plan) + [{"name": "HPO_THREADS", "value": str(plan.cpus)}, {"name": "OMP_NUM_THREADS", "value": str(plan.cpus)}]
+    env = (
+        extra_env
+        + _k8s_env(plan)
+        + [{"name": "HPO_THREADS", "value": str(plan.cpus)}, {"name": "OMP_NUM_THREADS", "value": str(plan.cpus)}]
+    )
     resources: dict[str, Any] = {"requests": {"cpu": str(plan.cpus)}}
     if gpus:
         resources["limits"] = {"nvidia.com/gpu": gpus}
@@ -320,8 +352,16 @@ def _job_spec(plan: SweepPlan, slug: str, labels: dict[str, str], *, study_name:
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
-            "initContainers": [{"name": "create-study", "command": create_argv(CONTAINER_STUDY_FILE, study_name=study_name), **container}],
-            "containers": [{"name": "worker", "command": worker_argv(CONTAINER_STUDY_FILE, study_name=study_name), **container}],
+            "initContainers": [
+                {
+                    "name": "create-study",
+                    "command": create_argv(CONTAINER_STUDY_FILE, study_name=study_name),
+                    **container,
+                }
+            ],
+            "containers": [
+                {"name": "worker", "command": worker_argv(CONTAINER_STUDY_FILE, study_name=study_name), **container}
+            ],
             "volumes": [{"name": "study", "configMap": {"name": f"hpo-{slug}-study"}}],
         },
     }
@@ -338,7 +378,11 @@ def _k8s_env(plan: SweepPlan) -> list[dict[str, Any]]:
             env.append({"name": name, "value": value})
         elif from_file is None:
             env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": plan.secret, "key": key}}})
-    for name, key in (("PGPASSWORD", "pgpassword"), ("MLFLOW_TRACKING_USERNAME", "mlflow-username"), ("MLFLOW_TRACKING_PASSWORD", "mlflow-password")):
+    for name, key in (
+        ("PGPASSWORD", "pgpassword"),
+        ("MLFLOW_TRACKING_USERNAME", "mlflow-username"),
+        ("MLFLOW_TRACKING_PASSWORD", "mlflow-password"),
+    ):
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": plan.secret, "key": key, "optional": True}}})
     return env
 
@@ -363,7 +407,9 @@ def cron_entries(plan: SweepPlan) -> str:
         # SIGTERM at the limit: the workers close and re-queue their trials; killed if still there later.
         prefix += ["timeout", "--signal=TERM", f"--kill-after={STOP_GRACE_SECONDS}", str(plan.time_limit)]
     crontab_command = f"{shlex.join(prefix)} {command}" if prefix else command
-    crontab = f"{minute} {hour} * * * cd {shlex.quote(str(workdir))} && {crontab_command} >> {shlex.quote(str(log))} 2>&1"
+    crontab = (
+        f"{minute} {hour} * * * cd {shlex.quote(str(workdir))} && {crontab_command} >> {shlex.quote(str(log))} 2>&1"
+    )
     crontab = crontab.replace("%", r"\%")  # a bare % ends the command in a crontab
 
     unit = f"hpo-{_k8s_name(name)}"
@@ -396,20 +442,23 @@ def cron_entries(plan: SweepPlan) -> str:
         "[Install]",
         "WantedBy=timers.target",
     ]
-    return "\n".join(
-        [
-            f"# hpo nightly sweep of study {name}: each night a new study {name}-YYYYMMDD, {plan.workers} workers on this machine.",
-            "# No credential is written here: PostgreSQL reads ~/.pgpass, MLflow ~/.mlflow/credentials;",
-            f"# with systemd, secrets may also go in /etc/hpo/{unit}.env (mode 600).",
-            "# --- crontab (crontab -e) ---",
-            crontab,
-            f"# --- /etc/systemd/system/{unit}.service ---",
-            *service,
-            f"# --- /etc/systemd/system/{unit}.timer ---",
-            *timer,
-            f"# --- enable: systemctl daemon-reload && systemctl enable --now {unit}.timer ---",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# hpo nightly sweep of study {name}: each night a new study {name}-YYYYMMDD, {plan.workers} workers on this machine.",
+                "# No credential is written here: PostgreSQL reads ~/.pgpass, MLflow ~/.mlflow/credentials;",
+                f"# with systemd, secrets may also go in /etc/hpo/{unit}.env (mode 600).",
+                "# --- crontab (crontab -e) ---",
+                crontab,
+                f"# --- /etc/systemd/system/{unit}.service ---",
+                *service,
+                f"# --- /etc/systemd/system/{unit}.timer ---",
+                *timer,
+                f"# --- enable: systemctl daemon-reload && systemctl enable --now {unit}.timer ---",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _hpo_program() -> list[str]:
@@ -425,7 +474,9 @@ def _nightly_command(plan: SweepPlan) -> str:
 
 
 def _cron_env_pairs(plan: SweepPlan) -> list[tuple[str, str]]:
-    pairs = [(k, v) for k, v in (("HPO_STORAGE", plan.storage), ("MLFLOW_TRACKING_URI", plan.tracking_uri)) if v is not None]
+    pairs = [
+        (k, v) for k, v in (("HPO_STORAGE", plan.storage), ("MLFLOW_TRACKING_URI", plan.tracking_uri)) if v is not None
+    ]
     if plan.gpus is not None:
         pairs.append(("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(plan.gpus))))
     return pairs
@@ -444,7 +495,9 @@ def parse_duration(text: str) -> int:
     """`90m`, `4h`, `1d`, `3600s`, `HH:MM[:SS]` or `D-HH:MM[:SS]` -> seconds."""
     match = _DURATION.match(text.strip())
     if not match:
-        raise UsageError(f"--time-limit: cannot read {text!r}; accepted: 90m, 4h, 1d, 3600s, HH:MM[:SS] or D-HH:MM[:SS]")
+        raise UsageError(
+            f"--time-limit: cannot read {text!r}; accepted: 90m, 4h, 1d, 3600s, HH:MM[:SS] or D-HH:MM[:SS]"
+        )
     if match["n"]:
         seconds = int(match["n"]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
     else:

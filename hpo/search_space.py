@@ -47,5 +47,13 @@ def describe(config: StudyConfig) -> list[dict[str, Any]]:
         rows.append({"name": name, "type": "fixed", "domain": repr(value), "when": "", "accepted": rule(name)})
     for row in table or ():
         if row.name not in config.params and row.name not in config.fixed:
-            rows.append({"name": row.name, "type": "default", "domain": repr(row.default), "when": "", "accepted": row.rule.describe()})
+            rows.append(
+                {
+                    "name": row.name,
+                    "type": "default",
+                    "domain": repr(row.default),
+                    "when": "",
+                    "accepted": row.rule.describe(),
+                }
+            )
     return rows

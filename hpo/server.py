@@ -77,7 +77,17 @@ def server_argv(
     serves (`grpc_port`) comes from HPO_STORAGE.
     """
     grpc = ["--grpc-port", str(grpc_port)] if grpc_port is not None else []
-    return [*program, "server", "--host", host, "--port", str(port), "--artifacts-destination", artifacts_destination, *grpc]
+    return [
+        *program,
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--artifacts-destination",
+        artifacts_destination,
+        *grpc,
+    ]
 
 
 def server_command(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
@@ -110,13 +120,19 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except socket.gaierror:  # not an address, and no name the resolver knows
-            raise UsageError(f"--host: {host!r} is neither an IP address nor a known host name; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+            raise UsageError(
+                f"--host: {host!r} is neither an IP address nor a known host name; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+            ) from None
         except (OSError, OverflowError) as exc:
             if getattr(exc, "errno", None) == errno.EADDRINUSE:
-                raise UsageError(f"--port: {port} is already in use on {host} (another server?); pick a free one with --port") from None
+                raise UsageError(
+                    f"--port: {port} is already in use on {host} (another server?); pick a free one with --port"
+                ) from None
             if getattr(exc, "errno", None) == errno.EACCES:
                 raise UsageError(f"--port: {port} needs administrator rights; use a port above 1023") from None
-            raise UsageError(f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+            raise UsageError(
+                f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+            ) from None
 
 
 class TrackingServer:
@@ -136,7 +152,11 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.databases import MLFLOW, check_database, prepared_database  # slow imports: `hpo --help` should not pay them
+        from hpo.databases import (
+            MLFLOW,
+            check_database,
+            prepared_database,
+        )  # slow imports: `hpo --help` should not pay them
 
         config = self.config
         check_storage_url(config.backend_store_uri, field="--backend-store-uri", allow_grpc=False)
@@ -152,7 +172,9 @@ class TrackingServer:
             try:
                 Path(config.artifacts_uri()).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise UsageError(f"--artifacts-destination: cannot create {config.artifacts_destination} ({exc.strerror})") from None
+                raise UsageError(
+                    f"--artifacts-destination: cannot create {config.artifacts_destination} ({exc.strerror})"
+                ) from None
         self._prepared = True
 
     def start(self, *, timeout: float = 300.0) -> str:
@@ -196,7 +218,9 @@ class TrackingServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceError(f"mlflow server exited with code {self.process.returncode} before answering: {self.last_output()}")
+                raise ServiceError(
+                    f"mlflow server exited with code {self.process.returncode} before answering: {self.last_output()}"
+                )
             try:
                 with urllib.request.urlopen(health, timeout=2) as response:
                     if response.status == 200:
@@ -238,7 +262,9 @@ class TrackingServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -79,7 +79,9 @@ def _folder(text: str) -> Path:
 
 
 def _download_url(text: str) -> str:
-    if urlsplit(text).scheme not in ("http", "https", "file") or not (urlsplit(text).netloc or text.startswith("file:")):
+    if urlsplit(text).scheme not in ("http", "https", "file") or not (
+        urlsplit(text).netloc or text.startswith("file:")
+    ):
         raise ValueError(text)
     return text
 
@@ -87,14 +89,33 @@ def _download_url(text: str) -> str:
 ENVIRONMENT: dict[str, EnvSetting] = {
     setting.name: setting
     for setting in (
-        EnvSetting("HPO_LOG_LEVEL", "how much hpo logs", "debug, info, warning, error or critical", _one_of("debug", "info", "warning", "error", "critical"), "warning"),
+        EnvSetting(
+            "HPO_LOG_LEVEL",
+            "how much hpo logs",
+            "debug, info, warning, error or critical",
+            _one_of("debug", "info", "warning", "error", "critical"),
+            "warning",
+        ),
         EnvSetting("HPO_PROGRESS", "the progress display", "plain, rich or none", _one_of("plain", "rich", "none")),
         EnvSetting("HPO_THREADS", "CPU threads per worker", "an integer in [1, 4096]", _number(int, 1, 4096)),
-        EnvSetting("HPO_TRACKING_RETRIES", "retries of a failed MLflow call", "an integer in [0, 100]", _number(int, 0, 100), 3),
-        EnvSetting("HPO_TRACKING_BACKOFF", "seconds before the first retry of an MLflow call, doubling", "a number in [0, 600]", _number(float, 0, 600), 1.0),
+        EnvSetting(
+            "HPO_TRACKING_RETRIES", "retries of a failed MLflow call", "an integer in [0, 100]", _number(int, 0, 100), 3
+        ),
+        EnvSetting(
+            "HPO_TRACKING_BACKOFF",
+            "seconds before the first retry of an MLflow call, doubling",
+            "a number in [0, 600]",
+            _number(float, 0, 600),
+            1.0,
+        ),
         EnvSetting("HPO_SQLITE_WAL", "SQLite files in write-ahead-log mode", "1 or 0", _one_of("1", "0"), "1"),
         EnvSetting(DATA_DIR_ENV, "where datasets are cached", "a folder (created if missing), not a file", _folder),
-        EnvSetting("HPO_CIFAR10_URL", "where `hpo data fetch cifar10` downloads from", "an http(s):// or file: URL", _download_url),
+        EnvSetting(
+            "HPO_CIFAR10_URL",
+            "where `hpo data fetch cifar10` downloads from",
+            "an http(s):// or file: URL",
+            _download_url,
+        ),
     )
 }
 
@@ -112,7 +133,9 @@ def env_setting(name: str) -> Any:
         return setting.parse(text)
     except (ValueError, OverflowError):
         shown = text if len(text) <= 60 else text[:57] + "..."
-        raise UsageError(f"{name}: {shown!r} is not accepted ({setting.meaning}); accepted: {setting.accepted}") from None
+        raise UsageError(
+            f"{name}: {shown!r} is not accepted ({setting.meaning}); accepted: {setting.accepted}"
+        ) from None
 
 
 def check_environment() -> None:
@@ -133,9 +156,19 @@ def resolve_settings(
 
     `source` (the study file) is named in errors about a URL that came from it.
     """
-    remember_secrets(storage_flag, tracking_flag, file_storage, file_tracking_uri, os.environ.get(STORAGE_ENV), os.environ.get(TRACKING_ENV))
+    remember_secrets(
+        storage_flag,
+        tracking_flag,
+        file_storage,
+        file_tracking_uri,
+        os.environ.get(STORAGE_ENV),
+        os.environ.get(TRACKING_ENV),
+    )
     storage, storage_field = _first(
-        (storage_flag, "--storage"), (os.environ.get(STORAGE_ENV), STORAGE_ENV), (file_storage, _in_file(source, "storage")), (DEFAULT_STORAGE, "storage")
+        (storage_flag, "--storage"),
+        (os.environ.get(STORAGE_ENV), STORAGE_ENV),
+        (file_storage, _in_file(source, "storage")),
+        (DEFAULT_STORAGE, "storage"),
     )
     tracking, tracking_field = _first(
         (tracking_flag, "--tracking-uri"),
@@ -145,7 +178,13 @@ def resolve_settings(
     )
     check_storage_url(storage, field=storage_field)
     check_tracking_uri(tracking, field=tracking_field)
-    return Settings(storage=storage, tracking_uri=tracking, data_dir=data_dir(), storage_field=storage_field, tracking_field=tracking_field)
+    return Settings(
+        storage=storage,
+        tracking_uri=tracking,
+        data_dir=data_dir(),
+        storage_field=storage_field,
+        tracking_field=tracking_field,
+    )
 
 
 def _in_file(source: str | None, field: str) -> str:
@@ -181,7 +220,9 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
 
     remember_secrets(url)
     if not url.strip() or url != url.strip():
-        raise UsageError(f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db")
+        raise UsageError(
+            f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db"
+        )
     if _scheme(url) == "grpc" and allow_grpc:  # a gRPC storage proxy in front of the database (hpo.grpc_storage)
         from hpo.grpc_storage import grpc_address
 
@@ -189,7 +230,9 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
         return
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
         grpc = " (or a gRPC storage proxy, grpc://host:port)" if allow_grpc else ""
-        raise UsageError(f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db{grpc}")
+        raise UsageError(
+            f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db{grpc}"
+        )
     try:
         parsed = make_url(url)
         port = parsed.port
@@ -211,9 +254,13 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
     try:
         parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
-        raise UsageError(f"{field}: unknown database driver in {redact(url)!r}; use e.g. sqlite:///hpo.db, postgresql://... or postgresql+psycopg2://...") from None
+        raise UsageError(
+            f"{field}: unknown database driver in {redact(url)!r}; use e.g. sqlite:///hpo.db, postgresql://... or postgresql+psycopg2://..."
+        ) from None
     except ImportError as exc:
-        raise UsageError(f"{field}: no database driver for {redact(url)!r} is installed ({exc}); pip install it (psycopg2-binary for postgresql+psycopg2)") from None
+        raise UsageError(
+            f"{field}: no database driver for {redact(url)!r} is installed ({exc}); pip install it (psycopg2-binary for postgresql+psycopg2)"
+        ) from None
 
 
 def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
@@ -226,7 +273,9 @@ def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
             "use sqlite:///mlflow.db (the default) or an MLflow server such as http://127.0.0.1:5000 (`hpo server`)"
         )
     if scheme not in _TRACKING_SCHEMES or ("://" not in uri and scheme != "databricks"):
-        raise UsageError(f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db or postgresql://...")
+        raise UsageError(
+            f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db or postgresql://..."
+        )
     if scheme in ("http", "https"):
         parts = urlsplit(uri)
         try:
@@ -266,11 +315,14 @@ def url_password(url: str) -> str | None:
             password = make_url(url).password
         else:
             password = urlsplit(url).password
-    except Exception:  # noqa: BLE001 - a URL neither parser can read has no password they would use
+    except Exception:
         password = None
     if password is None and "?" in url:
         query = parse_qs(url.split("?", 1)[1])
-        password = next((values[0] for key, values in query.items() if key.lower() in ("password", "passwd", "pwd") and values), None)
+        password = next(
+            (values[0] for key, values in query.items() if key.lower() in ("password", "passwd", "pwd") and values),
+            None,
+        )
     return str(password) if password else None
 
 
@@ -306,7 +358,10 @@ def check_writable(settings: Settings) -> None:
     The probe is a temporary file in the nearest existing folder, removed at once, so a refused run
     leaves nothing behind (and the same holds for the folders `open_storage` would create).
     """
-    for path, field in ((sqlite_path(settings.storage), settings.storage_field), (sqlite_path(settings.tracking_uri), settings.tracking_field)):
+    for path, field in (
+        (sqlite_path(settings.storage), settings.storage_field),
+        (sqlite_path(settings.tracking_uri), settings.tracking_field),
+    ):
         if path is None:
             continue
         problem = write_problem(path)

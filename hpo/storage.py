@@ -66,7 +66,13 @@ def open_storage(
             retry(study, trial)
 
     if is_grpc_url(url):
-        return connect(url, field=field, heartbeat_interval=heartbeat_interval or None, grace_period=grace_period, stale_trial_callback=stale if heartbeat_interval else None)
+        return connect(
+            url,
+            field=field,
+            heartbeat_interval=heartbeat_interval or None,
+            grace_period=grace_period,
+            stale_trial_callback=stale if heartbeat_interval else None,
+        )
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs = {
@@ -83,7 +89,9 @@ def open_storage(
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
         cause = exc.__cause__ or exc
-        if isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create and "does not exist" in str(cause):  # no Optuna tables there
+        if (
+            isinstance(cause, sqlalchemy.exc.ProgrammingError) and not create and "does not exist" in str(cause)
+        ):  # no Optuna tables there
             raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet") from None
         raise ServiceError(f"{field}: cannot open {redact(url)}: {first_line(cause)}") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
@@ -107,14 +115,30 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
     for 2,000 trials); `hpo best` needs five. The query orders as Optuna's own best-trial query does
     (-inf < finite < +inf, then the value), with the trial number breaking ties.
     """
-    trials = sqlalchemy.table("trials", sqlalchemy.column("trial_id"), sqlalchemy.column("study_id"), sqlalchemy.column("number"), sqlalchemy.column("state"))
-    values = sqlalchemy.table("trial_values", sqlalchemy.column("trial_id"), sqlalchemy.column("objective"), sqlalchemy.column("value"), sqlalchemy.column("value_type"))
+    trials = sqlalchemy.table(
+        "trials",
+        sqlalchemy.column("trial_id"),
+        sqlalchemy.column("study_id"),
+        sqlalchemy.column("number"),
+        sqlalchemy.column("state"),
+    )
+    values = sqlalchemy.table(
+        "trial_values",
+        sqlalchemy.column("trial_id"),
+        sqlalchemy.column("objective"),
+        sqlalchemy.column("value"),
+        sqlalchemy.column("value_type"),
+    )
     studies = sqlalchemy.table("studies", sqlalchemy.column("study_id"), sqlalchemy.column("study_name"))
     kind = sqlalchemy.case((values.c.value_type == "INF_NEG", -1), (values.c.value_type == "FINITE", 0), else_=1)
     order = (kind.desc(), values.c.value.desc()) if maximize else (kind.asc(), values.c.value.asc())
     query = (
         sqlalchemy.select(trials.c.trial_id)
-        .select_from(trials.join(values, values.c.trial_id == trials.c.trial_id).join(studies, studies.c.study_id == trials.c.study_id))
+        .select_from(
+            trials.join(values, values.c.trial_id == trials.c.trial_id).join(
+                studies, studies.c.study_id == trials.c.study_id
+            )
+        )
         .where(studies.c.study_name == study_name, trials.c.state == "COMPLETE", values.c.objective == 0)
         .order_by(*order, trials.c.number.asc())
         .limit(k)
@@ -126,8 +150,12 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
 def trial_counts(storage: RDBStorage) -> dict[int, tuple[dict[str, int], Any]]:
     """Per study id: its trials counted by state, and when its first trial started, in one SQL query
     (Optuna's study summaries load every trial of every study to count them)."""
-    trials = sqlalchemy.table("trials", sqlalchemy.column("study_id"), sqlalchemy.column("state"), sqlalchemy.column("datetime_start"))
-    query = sqlalchemy.select(trials.c.study_id, trials.c.state, sqlalchemy.func.count(), sqlalchemy.func.min(trials.c.datetime_start)).group_by(trials.c.study_id, trials.c.state)
+    trials = sqlalchemy.table(
+        "trials", sqlalchemy.column("study_id"), sqlalchemy.column("state"), sqlalchemy.column("datetime_start")
+    )
+    query = sqlalchemy.select(
+        trials.c.study_id, trials.c.state, sqlalchemy.func.count(), sqlalchemy.func.min(trials.c.datetime_start)
+    ).group_by(trials.c.study_id, trials.c.state)
     counts: dict[int, tuple[dict[str, int], Any]] = {}
     with storage.engine.connect() as conn:
         for study_id, state, n, started in conn.execute(query):
@@ -135,11 +163,16 @@ def trial_counts(storage: RDBStorage) -> dict[int, tuple[dict[str, int], Any]]:
             if isinstance(started, str):  # SQLite returns the aggregate of a DATETIME column as text
                 started = datetime.datetime.fromisoformat(started)
             states[str(state)] = int(n)
-            counts[int(study_id)] = (states, started if first is None or (started is not None and started < first) else first)
+            counts[int(study_id)] = (
+                states,
+                started if first is None or (started is not None and started < first) else first,
+            )
     return counts
 
 
-def trials_for_listing(storage: RDBStorage, study_name: str, *, user_attrs: tuple[str, ...], system_attrs: tuple[str, ...]) -> list[FrozenTrial]:
+def trials_for_listing(
+    storage: RDBStorage, study_name: str, *, user_attrs: tuple[str, ...], system_attrs: tuple[str, ...]
+) -> list[FrozenTrial]:
     """Every trial of the study with its state, values, times, params and the attributes named, in five
     queries and in trial-number order; intermediate values are left out.
 
@@ -158,21 +191,33 @@ def trials_for_listing(storage: RDBStorage, study_name: str, *, user_attrs: tupl
     study_ids = sqlalchemy.select(s.c.study_id).where(s.c.study_name == study_name).scalar_subquery()
     of_study = sqlalchemy.select(t.c.trial_id).where(t.c.study_id == study_ids)
     with storage.engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete).where(t.c.study_id == study_ids).order_by(t.c.number)).all()
+        rows = conn.execute(
+            sqlalchemy.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete)
+            .where(t.c.study_id == study_ids)
+            .order_by(t.c.number)
+        ).all()
         values: dict[int, dict[int, float]] = {}
-        for trial_id, objective, value, kind in conn.execute(sqlalchemy.select(v.c.trial_id, v.c.objective, v.c.value, v.c.value_type).where(v.c.trial_id.in_(of_study))):
+        for trial_id, objective, value, kind in conn.execute(
+            sqlalchemy.select(v.c.trial_id, v.c.objective, v.c.value, v.c.value_type).where(v.c.trial_id.in_(of_study))
+        ):
             values.setdefault(trial_id, {})[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
         params: dict[int, dict[str, Any]] = {}
         dists: dict[int, dict[str, Any]] = {}
         parsed: dict[str, Any] = {}
-        for trial_id, name, value, dist_json in conn.execute(sqlalchemy.select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).where(p.c.trial_id.in_(of_study)).order_by(p.c.param_id)):
+        for trial_id, name, value, dist_json in conn.execute(
+            sqlalchemy.select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json)
+            .where(p.c.trial_id.in_(of_study))
+            .order_by(p.c.param_id)
+        ):
             dist = parsed.get(dist_json) or parsed.setdefault(dist_json, json_to_distribution(dist_json))
             params.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
             dists.setdefault(trial_id, {})[name] = dist
         attrs: dict[tuple[str, int], dict[str, Any]] = {}
         for kind, table, keys in (("user", ua, user_attrs), ("system", sa, system_attrs)):
             if keys:
-                query = sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json).where(table.c.trial_id.in_(of_study), table.c.key.in_(keys))
+                query = sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json).where(
+                    table.c.trial_id.in_(of_study), table.c.key.in_(keys)
+                )
                 for trial_id, key, value_json in conn.execute(query):
                     attrs.setdefault((kind, trial_id), {})[key] = json.loads(value_json)
     trials = []
@@ -252,5 +297,7 @@ _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 def _lock_engine(url: str) -> sqlalchemy.Engine:
     # Two connections: a worker holding `try_lock` still takes `budget_lock` to ask for a trial.
     if url not in _LOCK_ENGINES:
-        _LOCK_ENGINES[url] = sqlalchemy.create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        _LOCK_ENGINES[url] = sqlalchemy.create_engine(
+            url, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+        )
     return _LOCK_ENGINES[url]

@@ -79,7 +79,9 @@ def _fields_table(model: type[BaseModel], prefix: str = "", *, skip: tuple[str, 
         if name in skip:
             continue
         meaning = (info.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}` | {_type_text(info.annotation)}{_bounds_text(info)} | {_default_text(info)} | {meaning} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_text(info.annotation)}{_bounds_text(info)} | {_default_text(info)} | {meaning} |"
+        )
     return rows
 
 
@@ -119,13 +121,23 @@ def _hyperparameter_rows(objectives: list[Objective]) -> list[str]:
     """One row per hyperparameter of the built-in objectives, read from their tables."""
     tables = {o.name: o.hyperparameters for o in objectives if o.hyperparameters is not None}
     names = list(dict.fromkeys(row.name for table in tables.values() for row in table))
-    rows = [f"| hyperparameter | accepted | default ({' / '.join(tables)}) | used by | meaning |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        f"| hyperparameter | accepted | default ({' / '.join(tables)}) | used by | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name in names:
         found = {o: t[name] for o, t in tables.items() if name in t}
         rules = {o: row.rule.describe() for o, row in found.items()}
-        accepted = next(iter(rules.values())) if len(set(rules.values())) == 1 else "; ".join(f"{o}: {text}" for o, text in rules.items())
+        accepted = (
+            next(iter(rules.values()))
+            if len(set(rules.values())) == 1
+            else "; ".join(f"{o}: {text}" for o, text in rules.items())
+        )
         defaults = " / ".join(f"`{_yaml_scalar(found[o].default)}`" if o in found else "-" for o in tables)
-        users = ", ".join(o + (f" ({', '.join(sorted(row.applies_to))})" if row.applies_to is not None else "") for o, row in found.items())
+        users = ", ".join(
+            o + (f" ({', '.join(sorted(row.applies_to))})" if row.applies_to is not None else "")
+            for o, row in found.items()
+        )
         meaning = next(iter(found.values())).description
         rows.append(f"| `{name}` | {accepted.replace('|', chr(92) + '|')} | {defaults} | {users} | {meaning} |")
     return rows
@@ -138,7 +150,12 @@ def markdown() -> str:
     lines += ["#### `data:`", "", *_fields_table(DataConfig, "data."), ""]
     for objective in objectives:
         if set(objective.data_options.model_fields) - set(DataConfig.model_fields):
-            lines += [f"`data:` of objective `{objective.name}` also takes", "", *_fields_table(objective.data_options, "data.", skip=tuple(DataConfig.model_fields)), ""]
+            lines += [
+                f"`data:` of objective `{objective.name}` also takes",
+                "",
+                *_fields_table(objective.data_options, "data.", skip=tuple(DataConfig.model_fields)),
+                "",
+            ]
     for name in ("evaluation", "execution"):
         model = StudyConfig.model_fields[name].annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
@@ -148,9 +165,18 @@ def markdown() -> str:
         lines += [f"`type: {kind.model_fields['type'].annotation.__args__[0]}`", "", *_fields_table(kind)[0:2]]  # type: ignore[union-attr]
         lines += [row for row in _fields_table(kind)[2:] if not row.startswith("| `type`")] + [""]
     for kind in ("sampler", "pruner"):
-        lines += [f"#### `{kind}: {{type: ..., <keyword arguments>}}`", "", f"| {kind} | keyword arguments (Optuna's defaults) |", "| --- | --- |"]
+        lines += [
+            f"#### `{kind}: {{type: ..., <keyword arguments>}}`",
+            "",
+            f"| {kind} | keyword arguments (Optuna's defaults) |",
+            "| --- | --- |",
+        ]
         lines += [f"| {name} | {args} |" for name, args in _constructor_arguments(kind)] + [""]
-    lines += ["#### Hyperparameters of the built-in objectives (`params:` and `fixed:`)", "", *_hyperparameter_rows(objectives)]
+    lines += [
+        "#### Hyperparameters of the built-in objectives (`params:` and `fixed:`)",
+        "",
+        *_hyperparameter_rows(objectives),
+    ]
     return "\n".join(lines) + "\n"
 
 

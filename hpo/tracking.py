@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from hpo.databases import MLFLOW, first_line, prepared_database
 from hpo.errors import ServiceError, UsageError
 from hpo.settings import env_setting, redact, sqlite_path
-from hpo.databases import MLFLOW, first_line, prepared_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -38,10 +38,10 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in hpo's own output
 
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 logger = logging.getLogger("hpo.tracking")
 T = TypeVar("T")
@@ -85,7 +85,9 @@ def _now_ms() -> int:
 class Tracker:
     """MLflow for one study: its experiment, parent run and trial runs."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, *, retries: int | None = None, backoff: float | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment_name: str, *, retries: int | None = None, backoff: float | None = None
+    ) -> None:
         tracking_uri = absolute_sqlite_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -122,7 +124,7 @@ class Tracker:
                 error: Exception = exc
             except (OSError, ConnectionError) as exc:  # requests' errors derive from OSError
                 error = exc
-            except Exception as exc:  # noqa: BLE001 - SQLAlchemy errors from a database-backed store
+            except Exception as exc:
                 if exc.__class__.__module__.startswith(("sqlalchemy", "requests", "urllib3")):
                     error = exc
                 else:
@@ -153,7 +155,9 @@ class Tracker:
             return existing.experiment_id
         try:
             return self.client.create_experiment(
-                self.experiment_name, artifact_location=self._artifact_location(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                self.experiment_name,
+                artifact_location=self._artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -206,19 +210,25 @@ class Tracker:
         metrics = [Metric(k, float(v), stamp, step) for k, v in summary.metrics().items()]
         tags = [RunTag(k, redact(v)[:_PARAM_VALUE_LIMIT]) for k, v in summary.tags().items()]
         tags.append(RunTag(NOTE_TAG, study_note(config_yaml, summary=summary.text())))
-        self._call("update the study run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True))
+        self._call(
+            "update the study run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
+        )
 
     def set_runs_view(self, *, metrics: list[str], params: list[str], sort_by: str | None, ascending: bool) -> None:
         """Store the study's runs view (columns: each metric's best and last value, the trial counts, the
         searched params; sorted by `sort_by`) as the experiment's shared view, which `ui_link` opens."""
-        columns = [f"metrics.`{name}`" for m in metrics for name in ((f"best_{m}", m) if m.startswith("val_") else (m,))]
+        columns = [
+            f"metrics.`{name}`" for m in metrics for name in ((f"best_{m}", m) if m.startswith("val_") else (m,))
+        ]
         columns += ["metrics.`best_epoch`", "metrics.`trials_complete`", "metrics.`trials_pruned`"]
         columns += [f"params.`{name}`" for name in params[:MAX_VIEW_PARAMS]]
         state: dict[str, Any] = {"selectedColumns": columns}
         if sort_by:
             state.update(orderByKey=f"metrics.`{sort_by}`", orderByAsc=ascending)
         value = json.dumps(state)
-        self._call("set the runs view", lambda: self.client.set_experiment_tag(self.experiment_id, RUNS_VIEW_TAG, value))
+        self._call(
+            "set the runs view", lambda: self.client.set_experiment_tag(self.experiment_id, RUNS_VIEW_TAG, value)
+        )
         self._runs_view = True
 
     def ui_link(self, run_id: str | None = None) -> str | None:
@@ -278,7 +288,10 @@ class Tracker:
         run = TrialRun(self, _params(params))
 
         def open_run() -> str:
-            created = self._call("open the trial run", lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"))
+            created = self._call(
+                "open the trial run",
+                lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
+            )
             run_id = created.info.run_id
             if on_open is not None:
                 on_open(run_id)
@@ -342,7 +355,12 @@ class Tracker:
             run_tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
         for batch_metrics, batch_params, batch_tags in _batches(metrics, params, run_tags):
-            self._call("close the trial run", lambda m=batch_metrics, p=batch_params, t=batch_tags: self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True))
+            self._call(
+                "close the trial run",
+                lambda m=batch_metrics, p=batch_params, t=batch_tags: self.client.log_batch(
+                    run_id, metrics=m, params=p, tags=t, synchronous=True
+                ),
+            )
         self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
 
     # -- artifacts --------------------------------------------------------------------------------
@@ -363,9 +381,7 @@ class Tracker:
         self._call("upload a figure", lambda: self.client.log_figure(run_id, figure, artifact_file))
 
     def download_artifacts(self, run_id: str, path: str, destination: str | Path) -> Path:
-        local = self._call(
-            "download artifacts", lambda: self.client.download_artifacts(run_id, path, str(destination))
-        )
+        local = self._call("download artifacts", lambda: self.client.download_artifacts(run_id, path, str(destination)))
         return Path(local)
 
     def delete_artifacts(self, run_id: str, path: str, *, artifact_uri: str | None = None) -> None:
@@ -384,11 +400,15 @@ class Tracker:
             logger.warning("could not delete %s of run %s: %s", path, run_id, exc)
 
     # -- generic runs and queries -----------------------------------------------------------------
-    def create_run(self, *, role: str, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    def create_run(
+        self, *, role: str, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None
+    ) -> str:
         all_tags = {ROLE: role, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self._call("create a run", lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name))
+        run = self._call(
+            "create a run", lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+        )
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
@@ -418,7 +438,9 @@ class Tracker:
         while True:
             page = self._call(
                 "search runs",
-                lambda t=token: self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results, page_token=t),
+                lambda t=token: self.client.search_runs(
+                    [self.experiment_id], filter_string=filter_string, max_results=max_results, page_token=t
+                ),
             )
             runs.extend(page)
             token = page.token
@@ -453,7 +475,9 @@ class Tracker:
             mlflow.set_tracking_uri(self.tracking_uri)
             pyfunc_logger = logging.getLogger("mlflow.pyfunc")
             level = pyfunc_logger.level
-            pyfunc_logger.setLevel(logging.ERROR)  # the python_model is a plain instance: its cloudpickle advisory is noise
+            pyfunc_logger.setLevel(
+                logging.ERROR
+            )  # the python_model is a plain instance: its cloudpickle advisory is noise
             try:
                 with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id):
                     return mlflow.pyfunc.log_model(
@@ -551,7 +575,14 @@ class TrialRun:
             self._queued = True
         self._tracker._sender.submit(self._send, not_before=lambda: self._next_send)
 
-    def close(self, *, state: str, summary: dict[str, float] | None = None, reason: str | None = None, tags: dict[str, str] | None = None) -> None:
+    def close(
+        self,
+        *,
+        state: str,
+        summary: dict[str, float] | None = None,
+        reason: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         """Send what is left with the summary metrics, the Optuna state and `tags`; close the run with
         the matching status; return when that is done, so the run holds every epoch reported.
 
@@ -586,8 +617,13 @@ class TrialRun:
         try:
             run_id = self._opened.result()
             for batch_metrics, batch_params, _ in _batches(metrics, params, []):
-                self._tracker._call("log metrics", lambda m=batch_metrics, p=batch_params: self._tracker.client.log_batch(run_id, metrics=m, params=p, synchronous=True))
-        except BaseException as exc:  # noqa: BLE001 - kept for the training loop's next epoch, or the close
+                self._tracker._call(
+                    "log metrics",
+                    lambda m=batch_metrics, p=batch_params: self._tracker.client.log_batch(
+                        run_id, metrics=m, params=p, synchronous=True
+                    ),
+                )
+        except BaseException as exc:
             self._failed = exc
         finally:
             took = time.monotonic() - started
@@ -641,7 +677,7 @@ class _Sender:
                 continue
             try:
                 future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the job
+            except BaseException as exc:
                 future.set_exception(exc)
 
 
@@ -662,14 +698,20 @@ def load_registered_model(tracking_uri: str, uri: str) -> RegisteredModel:
     tracking_uri = absolute_sqlite_uri(tracking_uri)
     path = sqlite_path(tracking_uri)
     if path is not None and not path.exists():
-        raise UsageError(f"model: {uri}: {redact(tracking_uri)} holds no MLflow store; pass --tracking-uri (or MLFLOW_TRACKING_URI) of the one `hpo evaluate` wrote")
+        raise UsageError(
+            f"model: {uri}: {redact(tracking_uri)} holds no MLflow store; pass --tracking-uri (or MLFLOW_TRACKING_URI) of the one `hpo evaluate` wrote"
+        )
     client = _open_client(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve against the current registry
     try:
         info = mlflow.models.get_model_info(uri)
     except (MlflowException, OSError) as exc:
         names = sorted(m.name for m in client.search_registered_models(max_results=1000))
-        known = f"registered models there: {', '.join(names)}" if names else "no model is registered there yet (`hpo evaluate STUDY` registers <study>-best and <study>-ensemble)"
+        known = (
+            f"registered models there: {', '.join(names)}"
+            if names
+            else "no model is registered there yet (`hpo evaluate STUDY` registers <study>-best and <study>-ensemble)"
+        )
         raise UsageError(f"model: {uri} not found in {redact(tracking_uri)} ({_brief(exc)[:120]}); {known}") from None
     if "pytorch" in info.flavors:
         from mlflow import pytorch as mlflow_pytorch
@@ -734,13 +776,24 @@ class StudySummary:
         out: dict[str, float] = {f"best_{k}": v for k, v in self.best_values.items()}
         if self.best_trial is not None:
             out["best_trial"] = self.best_trial
-        out.update({name: self.counts.get(state, 0) for state, name in (("COMPLETE", "trials_complete"), ("PRUNED", "trials_pruned"), ("FAIL", "trials_failed"))})
+        out.update(
+            {
+                name: self.counts.get(state, 0)
+                for state, name in (
+                    ("COMPLETE", "trials_complete"),
+                    ("PRUNED", "trials_pruned"),
+                    ("FAIL", "trials_failed"),
+                )
+            }
+        )
         return out
 
     def tags(self) -> dict[str, str]:
         out = {"hpo.trials": self._counts_text()}
         if self.best_trial is not None:
-            out.update({"hpo.best_trial": str(self.best_trial), "hpo.best_params": json.dumps(self.best_params, default=str)})
+            out.update(
+                {"hpo.best_trial": str(self.best_trial), "hpo.best_params": json.dumps(self.best_params, default=str)}
+            )
         if self.pareto_size is not None:
             out["hpo.pareto_front"] = str(self.pareto_size)
         return out
@@ -755,7 +808,9 @@ class StudySummary:
         if self.best_trial is not None:
             values = ", ".join(f"{k} **{v:.6g}**" for k, v in self.best_values.items())
             lines.append(f"Best: {values} (trial {self.best_trial}).")
-            lines.append("Best params: " + ", ".join(f"`{k}={_param_text(v)}`" for k, v in self.best_params.items()) + ".")
+            lines.append(
+                "Best params: " + ", ".join(f"`{k}={_param_text(v)}`" for k, v in self.best_params.items()) + "."
+            )
         elif self.pareto_size is not None:
             lines.append(f"Pareto front: {self.pareto_size} trials.")
         return "\n\n".join(lines)
@@ -839,7 +894,9 @@ def _param_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def _batches(metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> Iterable[tuple[list[Metric], list[Param], list[RunTag]]]:
+def _batches(
+    metrics: list[Metric], params: list[Param], tags: list[RunTag]
+) -> Iterable[tuple[list[Metric], list[Param], list[RunTag]]]:
     """`log_batch` requests within MLflow's limits (1000 metrics, 100 params, 100 tags, 1000 entries in
     all): as few as fit, params first and tags in the last (a run's state tag changes last)."""
     limits = {Param: _MAX_PARAMS_PER_BATCH, Metric: _MAX_METRICS_PER_BATCH, RunTag: _MAX_TAGS_PER_BATCH}
@@ -861,7 +918,9 @@ def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
         yield items[start : start + size]
 
 
-def _trial_run_tags(parent_run_id: str, study_name: str, trial_number: int, seed: int, extra_tags: dict[str, str] | None) -> dict[str, str]:
+def _trial_run_tags(
+    parent_run_id: str, study_name: str, trial_number: int, seed: int, extra_tags: dict[str, str] | None
+) -> dict[str, str]:
     """A trial run's tags when it opens: its parent (the study run), the Optuna trial it records, its seed."""
     return {
         "mlflow.parentRunId": parent_run_id,

@@ -53,7 +53,9 @@ def tiny_boston(**overrides: Any) -> dict[str, Any]:
             "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
         },
         "fixed": {"epochs": 4, "hidden_layers": 1, "batch_size": 64},
-        "data": {"cv_folds": 1},  # one validation split (Boston's default is 5-fold CV; see tests/test_cross_validation.py)
+        "data": {
+            "cv_folds": 1
+        },  # one validation split (Boston's default is 5-fold CV; see tests/test_cross_validation.py)
     }
     study.update(overrides)
     return study
@@ -82,10 +84,19 @@ def cli() -> Callable[..., Any]:
     return invoke
 
 
-def run_hpo(*args: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_hpo(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m hpo ...` as a separate process, as a user or scheduler would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "hpo", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "hpo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def free_port() -> int:
@@ -100,7 +111,7 @@ def _postgres_reachable() -> str | None:
 
         psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3).close()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+    except Exception as exc:
         return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
 
 
@@ -199,7 +210,9 @@ def shared_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def make_cifar10_arrays(*, train_per_class: int = 10, test_per_class: int = 2, seed: int = 0) -> dict[str, tuple[Any, Any]]:
+def make_cifar10_arrays(
+    *, train_per_class: int = 10, test_per_class: int = 2, seed: int = 0
+) -> dict[str, tuple[Any, Any]]:
     """{"train"|"test": (images N x 3 x 32 x 32 uint8, labels N uint8)}, ordered by class. Each image is a
     flat colour whose red channel encodes the class and green the index, so labels can be checked."""
     import numpy as np
@@ -242,10 +255,17 @@ def write_cifar10_official(folder: Path, arrays: dict[str, tuple[Any, Any]]) -> 
     train_images, train_labels = arrays["train"]
     order = np.random.default_rng(1).permutation(len(train_labels))  # the official batches are not sorted
     for i, part in enumerate(np.array_split(order, 5), start=1):
-        batch = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": train_labels[part].tolist(), b"data": train_images[part].reshape(len(part), -1), b"filenames": [b"x.png"] * len(part)}
+        batch = {
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": train_labels[part].tolist(),
+            b"data": train_images[part].reshape(len(part), -1),
+            b"filenames": [b"x.png"] * len(part),
+        }
         (batches / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
     test_images, test_labels = arrays["test"]
-    (batches / "test_batch").write_bytes(pickle.dumps({b"labels": test_labels.tolist(), b"data": test_images.reshape(len(test_labels), -1)}))
+    (batches / "test_batch").write_bytes(
+        pickle.dumps({b"labels": test_labels.tolist(), b"data": test_images.reshape(len(test_labels), -1)})
+    )
     (batches / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}))
     return batches
 
@@ -315,7 +335,9 @@ def stoppable_mlflow_server(tmp_path: Path) -> Iterator[Callable[..., StoppableM
         server.kill()
 
 
-def wait_for_training_trials(storage: str, study_name: str, proc: subprocess.Popen[Any], *, count: int = 1, timeout: float = 120) -> list[Any]:
+def wait_for_training_trials(
+    storage: str, study_name: str, proc: subprocess.Popen[Any], *, count: int = 1, timeout: float = 120
+) -> list[Any]:
     """Poll the Optuna storage until `count` trials are RUNNING with an MLflow run and at least one epoch
     reported (so a signal or SIGKILL now lands mid-training); fail if `proc` ends first."""
     import optuna
@@ -362,7 +384,9 @@ def evaluated_boston(tmp_path_factory: pytest.TempPathFactory) -> EvaluatedStudy
 
     study = EvaluatedStudy(tmp_path_factory.mktemp("evaluated-boston"))
     path = study.folder / "study.yaml"
-    path.write_text(yaml.safe_dump(tiny_boston(n_trials=3, evaluation={"top_k": 3, "ensemble": "greedy"}), sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(tiny_boston(n_trials=3, evaluation={"top_k": 3, "ensemble": "greedy"}), sort_keys=False)
+    )
     runner = CliRunner()
     study.reads_before = TEST_SPLIT_READS["boston"]
     result = runner.invoke(app, ["run", str(path), "--quiet", *study.flags], catch_exceptions=False)
@@ -381,7 +405,9 @@ class HpoServer:
     """`hpo server` run exactly as docker-compose runs it (hpo.server.server_argv, the backend store in
     MLFLOW_BACKEND_STORE_URI), with its stdout and stderr kept in files for the test to read."""
 
-    def __init__(self, backend_store_uri: str, folder: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, backend_store_uri: str, folder: Path, *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         from hpo.server import server_argv
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -389,7 +415,9 @@ class HpoServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.artifacts = folder / "artifacts"
-        self.argv = server_argv(port=self.port, artifacts_destination=str(self.artifacts), program=(sys.executable, "-m", "hpo"))
+        self.argv = server_argv(
+            port=self.port, artifacts_destination=str(self.artifacts), program=(sys.executable, "-m", "hpo")
+        )
         self.stdout_path, self.stderr_path = folder / "server.out", folder / "server.err"
         full_env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri, **(env or {})}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -439,7 +467,9 @@ def pg_mlflow_server(postgres_available: None, tmp_path_factory: pytest.TempPath
     """One `hpo server` for the session whose backend store is a PostgreSQL database that does not exist
     until the server creates it; tests keep apart by experiment (= study) name. Returns its URL."""
     name = f"hpo_test_mlflow_{uuid.uuid4().hex[:10]}"
-    server = HpoServer(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}", tmp_path_factory.mktemp("pg-mlflow"))
+    server = HpoServer(
+        f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}", tmp_path_factory.mktemp("pg-mlflow")
+    )
     try:
         yield server.wait_ready()
     finally:
@@ -455,14 +485,23 @@ class PasswordPostgres:
     def __init__(self, port: int, password: str) -> None:
         self.host, self.port, self.password = "127.0.0.1", port, password
 
-    def url(self, database: str, *, password: str | None = None, with_password: bool = True, driver: str = "postgresql+psycopg2") -> str:
+    def url(
+        self,
+        database: str,
+        *,
+        password: str | None = None,
+        with_password: bool = True,
+        driver: str = "postgresql+psycopg2",
+    ) -> str:
         secret = f":{password or self.password}" if with_password else ""
         return f"{driver}://{self.user}{secret}@{self.host}:{self.port}/{database}"
 
     def connect(self, database: str = "postgres") -> Any:
         import psycopg2
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=database, connect_timeout=5)
+        conn = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, dbname=database, connect_timeout=5
+        )
         conn.autocommit = True
         return conn
 
@@ -474,7 +513,10 @@ def _postgres_bindir() -> Path | None:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return Path(candidates[-1]).parent if candidates else None
 
 
@@ -503,7 +545,9 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
         except KeyError:
             shutil.rmtree(base)
             unavailable("running as root and there is no `postgres` user to run initdb as")
-        runuser = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), None)
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), None
+        )
         if runuser is None:
             shutil.rmtree(base)
             unavailable("running as root and there is no `runuser` to run initdb as the `postgres` user")
@@ -516,16 +560,55 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
         shutil.chown(pwfile, "postgres")
     data, port = base / "data", free_port()
     try:
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}", "-N"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-N",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         pwfile.unlink()
         options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-o", options, "-l", str(base / "log"), "start"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "-l",
+                str(base / "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(base, ignore_errors=True)
         output = getattr(exc, "stderr", b"") or b""
-        unavailable(f"a password-checking PostgreSQL cluster could not be started: {output.decode(errors='replace').strip()[-300:]}")
+        unavailable(
+            f"a password-checking PostgreSQL cluster could not be started: {output.decode(errors='replace').strip()[-300:]}"
+        )
     try:
         yield PasswordPostgres(port, password)
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(base, ignore_errors=True)

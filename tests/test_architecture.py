@@ -18,13 +18,24 @@ from hpo.objectives.cifar10 import HYPERPARAMETERS as CIFAR10
 
 @pytest.mark.parametrize(
     ("size", "kernel", "stride", "padding", "dilation"),
-    [(32, 3, 1, "same", 1), (32, 4, 1, "same", 2), (32, 5, 2, "same", 1), (32, 4, 2, "same", 1), (31, 3, 2, 0, 1), (32, 7, 3, 2, 2), (9, 3, 1, 0, 3)],
+    [
+        (32, 3, 1, "same", 1),
+        (32, 4, 1, "same", 2),
+        (32, 5, 2, "same", 1),
+        (32, 4, 2, "same", 1),
+        (31, 3, 2, 0, 1),
+        (32, 7, 3, 2, 2),
+        (9, 3, 1, 0, 3),
+    ],
 )
 def test_conv_output_size_matches_torch(size: int, kernel: int, stride: int, padding: Any, dilation: int) -> None:
     pad = architecture.conv_padding(kernel, stride=stride, padding=padding, dilation=dilation)
     conv = torch.nn.Conv2d(1, 1, kernel, stride=stride, padding=pad, dilation=dilation)
     expected = conv(torch.zeros(1, 1, size, size)).shape[-1]
-    assert architecture.conv_output_size(size, kernel=kernel, stride=stride, padding=padding, dilation=dilation) == expected
+    assert (
+        architecture.conv_output_size(size, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+        == expected
+    )
 
 
 def test_architecture_and_config_import_no_torch() -> None:
@@ -49,14 +60,38 @@ def _study(**changes: Any) -> dict[str, Any]:
         # 6 blocks of max pooling are fine for 5 of their values but not for 6: the worst case counts.
         ({"params": {"conv_blocks": {"type": "int", "low": 2, "high": 6}}}, "params.conv_blocks", "block 6"),
         # stride 2 alone is fine with 3 blocks, pooling alone too; both together are not.
-        ({"params": {"stride": {"type": "int", "low": 1, "high": 2}, "pooling": {"type": "categorical", "choices": ["none", "max"]}}}, "params.stride", "stride=2"),
-        ({"fixed": {"conv_blocks": 2, "kernel_size": 9, "padding": 0, "pooling": "none", "convs_per_block": 4}}, "fixed.conv_blocks", "nothing"),
+        (
+            {
+                "params": {
+                    "stride": {"type": "int", "low": 1, "high": 2},
+                    "pooling": {"type": "categorical", "choices": ["none", "max"]},
+                }
+            },
+            "params.stride",
+            "stride=2",
+        ),
+        (
+            {"fixed": {"conv_blocks": 2, "kernel_size": 9, "padding": 0, "pooling": "none", "convs_per_block": 4}},
+            "fixed.conv_blocks",
+            "nothing",
+        ),
         ({"fixed": {"pooling": "none", "global_pool": False, "filters": 128}}, "fixed.global_pool", "head inputs"),
-        ({"params": {"model": {"type": "categorical", "choices": ["mlp", "resnet"]}, "kernel_size": {"type": "int", "low": 3, "high": 4}}}, "params.kernel_size", "odd"),
+        (
+            {
+                "params": {
+                    "model": {"type": "categorical", "choices": ["mlp", "resnet"]},
+                    "kernel_size": {"type": "int", "low": 3, "high": 4},
+                }
+            },
+            "params.kernel_size",
+            "odd",
+        ),
         ({"fixed": {"augment_crop": 32}}, "fixed.augment_crop", "[0, 31]"),
     ],
 )
-def test_impossible_search_spaces_are_rejected_naming_the_field(changes: dict[str, Any], field: str, words: str) -> None:
+def test_impossible_search_spaces_are_rejected_naming_the_field(
+    changes: dict[str, Any], field: str, words: str
+) -> None:
     with pytest.raises(UsageError) as error:
         parse_study(_study(**changes), source="s.yaml")
     message = str(error.value)
@@ -67,11 +102,22 @@ def test_impossible_search_spaces_are_rejected_naming_the_field(changes: dict[st
     "changes",
     [
         {},
-        {"params": {"conv_blocks": {"type": "int", "low": 1, "high": 5}, "pooling": {"type": "categorical", "choices": ["max", "avg", "none"]}}},
+        {
+            "params": {
+                "conv_blocks": {"type": "int", "low": 1, "high": 5},
+                "pooling": {"type": "categorical", "choices": ["max", "avg", "none"]},
+            }
+        },
         # A deep stack is fine when the model that would collapse is not among the choices.
         {"params": {"model": {"type": "categorical", "choices": ["mlp", "resnet"]}}, "fixed": {"conv_blocks": 8}},
         # Padding 4 offsets the widest 5x5 kernel at dilation 2; "same" keeps every size.
-        {"params": {"kernel_size": {"type": "int", "low": 1, "high": 5}, "dilation": {"type": "int", "low": 1, "high": 2}, "padding": {"type": "categorical", "choices": [4, "same"]}}},
+        {
+            "params": {
+                "kernel_size": {"type": "int", "low": 1, "high": 5},
+                "dilation": {"type": "int", "low": 1, "high": 2},
+                "padding": {"type": "categorical", "choices": [4, "same"]},
+            }
+        },
     ],
 )
 def test_possible_search_spaces_pass(changes: dict[str, Any]) -> None:

@@ -109,7 +109,15 @@ def test_batch_augment_follows_the_hyperparameters() -> None:
     hp = HYPERPARAMETERS.resolve({})
     assert BatchAugment.from_hyperparameters(hp, fill=(0.5, 0.5, 0.5)) is None
     on = BatchAugment.from_hyperparameters(
-        {**hp, "augment_flip": True, "augment_crop": 4, "augment_cutout": 8, "augment_jitter": 0.3, "augment_rotation": 10.0}, fill=(0.5, 0.5, 0.5)
+        {
+            **hp,
+            "augment_flip": True,
+            "augment_crop": 4,
+            "augment_cutout": 8,
+            "augment_jitter": 0.3,
+            "augment_rotation": 10.0,
+        },
+        fill=(0.5, 0.5, 0.5),
     )
     assert on is not None and (on.flip, on.crop, on.cutout, on.jitter, on.rotation) == (True, 4, 8, 0.3, 10.0)
     x = _batch(16)
@@ -173,8 +181,11 @@ def test_each_warp_resamples_each_image_by_its_own_matrix(warp: str, amount: flo
             matrix = torch.tensor([[1 / s, 0.0], [0.0, 1 / s]])
         else:
             angle = math.radians(-amount + 2 * amount * u)
-            matrix = torch.tensor([[1.0, math.tan(angle)], [0.0, 1.0]]) if warp == "shear" else torch.tensor(
-                [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+            matrix = (
+                torch.tensor([[1.0, math.tan(angle)], [0.0, 1.0]])
+                if warp == "shear"
+                else torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+            )
         assert torch.allclose(out, _sample(image, matrix), atol=1e-4), warp
     assert len({round(float((b - a).abs().sum()), 3) for a, b in zip(x, y)}) == 4
 
@@ -215,7 +226,9 @@ def test_new_augmentations_follow_the_hyperparameters_and_old_ones_are_untouched
     x = _batch(8)
     assert not torch.equal(on(x, torch.Generator().manual_seed(18)), x)
     old = {**hp, "augment_flip": True, "augment_rotation": 10.0}
-    with_off = BatchAugment.from_hyperparameters({**old, **{k: type(v)() for k, v in new.items()}}, fill=(0.5, 0.5, 0.5))
+    with_off = BatchAugment.from_hyperparameters(
+        {**old, **{k: type(v)() for k, v in new.items()}}, fill=(0.5, 0.5, 0.5)
+    )
     plain = BatchAugment.from_hyperparameters(old, fill=(0.5, 0.5, 0.5))
     assert with_off is not None and plain is not None
     assert torch.equal(with_off(x, torch.Generator().manual_seed(19)), plain(x, torch.Generator().manual_seed(19)))

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -32,7 +32,9 @@ def compose() -> dict[str, Any]:
 
 def test_services_run_the_commands_the_tests_run(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["mlflow"]["command"] == server_argv(host="0.0.0.0", port=5000, artifacts_destination="/mlartifacts", grpc_port=13000)
+    assert services["mlflow"]["command"] == server_argv(
+        host="0.0.0.0", port=5000, artifacts_destination="/mlartifacts", grpc_port=13000
+    )
     assert services["study"]["command"] == create_argv(STUDY)
     assert services["worker"]["command"] == worker_argv(STUDY)
     load_study(ROOT / STUDY)  # the study they name exists and is valid
@@ -79,7 +81,11 @@ def test_startup_order_health_and_scaling(compose: dict[str, Any]) -> None:
 
 def test_dockerfile_installs_the_pinned_torch_for_cpu() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"] if d.startswith(("torch==", "torchvision=="))]
+    pins = [
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith(("torch==", "torchvision=="))
+    ]
     assert len(pins) == 2
     install = next(line for line in dockerfile.splitlines() if "download.pytorch.org/whl/cpu" in line)
     assert sorted(re.findall(r"torch(?:vision)?==[\w.]+", install)) == sorted(pins)
@@ -107,5 +113,11 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["services"]["worker"]["command"] == worker_argv(STUDY)
-    missing = subprocess.run([*cli, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin:/usr/local/bin"}, cwd=ROOT)
+    missing = subprocess.run(
+        [*cli, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
+        cwd=ROOT,
+    )
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr

@@ -32,12 +32,22 @@ def test_minimal_study_resolves_every_default() -> None:
     assert resolved["metric"] == "val_rmse" and resolved["direction"] == "minimize"
     assert resolved["sampler"] == {"type": "tpe"} and resolved["pruner"] == {"type": "none"}
     # Boston scores trials by 5-fold cross-validation unless the study says otherwise
-    assert resolved["data"] == {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "cv_folds": 5, "drop_features": [], "path": None}
+    assert resolved["data"] == {
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+        "subset": 1.0,
+        "split_seed": 0,
+        "cv_folds": 5,
+        "drop_features": [],
+        "path": None,
+    }
     assert resolved["execution"]["max_consecutive_failures"] == 5
     assert resolved["execution"]["nan_policy"] == "prune"
     assert resolved["evaluation"]["top_k"] == 5
     # The printed YAML is itself a valid study file describing the same study.
-    assert parse_study(yaml.safe_load(study_to_yaml(config))) == config.model_copy(update={"metric": "val_rmse", "direction": "minimize"})
+    assert parse_study(yaml.safe_load(study_to_yaml(config))) == config.model_copy(
+        update={"metric": "val_rmse", "direction": "minimize"}
+    )
 
 
 def test_multi_objective_directions_default_per_metric() -> None:
@@ -48,7 +58,10 @@ def test_multi_objective_directions_default_per_metric() -> None:
 
 def test_when_accepts_a_single_value_and_orders_parents_first() -> None:
     study = tiny_boston()
-    study["params"] = {"momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"optimizer": "sgd"}}, **study["params"]}
+    study["params"] = {
+        "momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"optimizer": "sgd"}},
+        **study["params"],
+    }
     config = parse_study(study)
     assert config.params["momentum"].when == {"optimizer": ["sgd"]}
     order = config.parameter_order()
@@ -57,7 +70,9 @@ def test_when_accepts_a_single_value_and_orders_parents_first() -> None:
 
 def test_unknown_key_suggests_a_key_not_already_given() -> None:
     # 'lgo' is as close to 'low' as to 'log', but 'low' is already there: the hint must be 'log'.
-    message = _error({"name": "m", "objective": "boston", "params": {"lr": {"type": "float", "low": 0.1, "high": 1, "lgo": True}}})
+    message = _error(
+        {"name": "m", "objective": "boston", "params": {"lr": {"type": "float", "low": 0.1, "high": 1, "lgo": True}}}
+    )
     assert "params.lr: unknown key 'lgo' (did you mean 'log'?)" in message
 
 
@@ -74,7 +89,9 @@ def test_fixed_values_and_ranges_are_checked_against_the_hyperparameter() -> Non
     assert "params.epochs.type: epochs takes an integer >= 1; use type: int" in _error(
         {**base, "params": {"epochs": {"type": "float", "low": 1, "high": 5}}}
     )
-    assert "params.lr.low: 0.0 is not a number in (0, 1000000]" in _error({**base, "params": {"lr": {"type": "float", "low": 0.0, "high": 1}}})
+    assert "params.lr.low: 0.0 is not a number in (0, 1000000]" in _error(
+        {**base, "params": {"lr": {"type": "float", "low": 0.0, "high": 1}}}
+    )
     # An integral float is an integer; an int range is a valid float range.
     config = parse_study({**base, "fixed": {"epochs": 10.0}, "params": {"lr": {"type": "int", "low": 1, "high": 2}}})
     assert config.fixed["epochs"] == 10.0
@@ -97,8 +114,16 @@ def test_table_rules_describe_what_they_accept() -> None:
     [
         ("? [a, b]\n: 1\n", ":1:3: malformed YAML: a key must be a plain word"),
         ("[" * 3000, "malformed YAML"),
-        ("name: t\nobjective: boston\nfixed:\n  epochs: !!python/object/apply:os.system [ls]\n", ":4:11: malformed YAML: could not determine a constructor"),
-        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")) + "name: t\n", "aliases are expanded"),
+        (
+            "name: t\nobjective: boston\nfixed:\n  epochs: !!python/object/apply:os.system [ls]\n",
+            ":4:11: malformed YAML: could not determine a constructor",
+        ),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
+            + "name: t\n",
+            "aliases are expanded",
+        ),
         ("\tname: t\n", "malformed YAML"),
         ("name: t\x00\n", "malformed YAML"),
     ],
@@ -118,7 +143,9 @@ def test_settings_name_the_source_of_a_bad_url(monkeypatch: pytest.MonkeyPatch) 
     assert resolve_settings(file_storage="sqlite:///f.db", source="s.yaml").storage == "sqlite:///f.db"
     monkeypatch.setenv("HPO_STORAGE", "sqlite:///env.db")
     assert resolve_settings(file_storage="sqlite:///f.db").storage == "sqlite:///env.db"
-    assert resolve_settings(storage_flag="sqlite:///flag.db", file_storage="sqlite:///f.db").storage == "sqlite:///flag.db"
+    assert (
+        resolve_settings(storage_flag="sqlite:///flag.db", file_storage="sqlite:///f.db").storage == "sqlite:///flag.db"
+    )
     with pytest.raises(UsageError, match="^HPO_STORAGE: malformed URL"):
         monkeypatch.setenv("HPO_STORAGE", "hpo.db")
         resolve_settings()
@@ -134,12 +161,21 @@ def test_check_writable_refuses_what_cannot_be_created(tmp_path: Path) -> None:
     # a path whose folders do not exist yet is fine (they are created) and nothing is left behind.
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-folder").mkdir()
-    ok = Settings(storage=f"sqlite:///{tmp_path}/new/deeper/hpo.db", tracking_uri=f"file://{tmp_path}/mlruns", data_dir=tmp_path)
+    ok = Settings(
+        storage=f"sqlite:///{tmp_path}/new/deeper/hpo.db", tracking_uri=f"file://{tmp_path}/mlruns", data_dir=tmp_path
+    )
     check_writable(ok)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"]
-    for storage, expect in ((f"sqlite:///{tmp_path}/a-file/hpo.db", "is a file, not a folder"), (f"sqlite:///{tmp_path}/a-folder", "it is a folder")):
+    for storage, expect in (
+        (f"sqlite:///{tmp_path}/a-file/hpo.db", "is a file, not a folder"),
+        (f"sqlite:///{tmp_path}/a-folder", "it is a folder"),
+    ):
         with pytest.raises(UsageError, match=expect):
-            check_writable(Settings(storage=storage, tracking_uri="sqlite:///mlflow.db", data_dir=tmp_path, storage_field="--storage"))
+            check_writable(
+                Settings(
+                    storage=storage, tracking_uri="sqlite:///mlflow.db", data_dir=tmp_path, storage_field="--storage"
+                )
+            )
 
 
 def test_redact_hides_passwords_even_in_malformed_urls() -> None:
@@ -149,7 +185,9 @@ def test_redact_hides_passwords_even_in_malformed_urls() -> None:
     assert redact("sqlite:///hpo.db and http://host:5000") == "sqlite:///hpo.db and http://host:5000"
 
 
-def test_validate_prints_the_resolved_config_and_search_space_and_writes_nothing(cli: Any, write_study: Any, tmp_path: Path) -> None:
+def test_validate_prints_the_resolved_config_and_search_space_and_writes_nothing(
+    cli: Any, write_study: Any, tmp_path: Path
+) -> None:
     # stdout: the resolved study (YAML a script can read back), where it would be stored, and the
     # search space; stderr: one "valid" line; the folder is untouched.
     path = write_study(tiny_boston())

@@ -16,7 +16,9 @@ from hpo.config import StudyConfig, load_study, parse_study, study_to_yaml
 from hpo.errors import UsageError
 from tests.conftest import tiny_boston
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 # Words the loader reacts to, so generated files reach deep into validation rather than stopping at
 # the first unknown key.
@@ -26,7 +28,26 @@ KEYS = [
     "step", "choices", "when", "lr", "width", "optimizer", "momentum", "epochs", "batch_norm", "val_fraction",
     "test_fraction", "drop_features", "nan_policy", "max_consecutive_failures", "n_startup_trials", "wrapped",
 ]  # fmt: skip
-WORDS = [*KEYS, "boston", "cifar10", "float", "int", "categorical", "tpe", "grid", "median", "patient", "sgd", "adam", "minimize", "maximize", "val_rmse", "sqlite:///x.db", "http://h:1", ""]
+WORDS = [
+    *KEYS,
+    "boston",
+    "cifar10",
+    "float",
+    "int",
+    "categorical",
+    "tpe",
+    "grid",
+    "median",
+    "patient",
+    "sgd",
+    "adam",
+    "minimize",
+    "maximize",
+    "val_rmse",
+    "sqlite:///x.db",
+    "http://h:1",
+    "",
+]
 
 scalars = st.one_of(
     st.none(),
@@ -128,7 +149,41 @@ def mutated_texts(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(text)))
         edit = draw(st.sampled_from(["insert", "delete", "swap"]))
-        piece = draw(st.one_of(st.sampled_from([":", "-", "[", "]", "{", "}", "&a ", "*a", "!!", "'", '"', "#", "\t", "\n", "  ", "?", "|", ">", "%", "@", "`", ",", ".inf", "~", "\x00", "\u2028"]), st.text(max_size=3)))
+        piece = draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        ":",
+                        "-",
+                        "[",
+                        "]",
+                        "{",
+                        "}",
+                        "&a ",
+                        "*a",
+                        "!!",
+                        "'",
+                        '"',
+                        "#",
+                        "\t",
+                        "\n",
+                        "  ",
+                        "?",
+                        "|",
+                        ">",
+                        "%",
+                        "@",
+                        "`",
+                        ",",
+                        ".inf",
+                        "~",
+                        "\x00",
+                        "\u2028",
+                    ]
+                ),
+                st.text(max_size=3),
+            )
+        )
         if edit == "insert":
             text = text[:at] + piece + text[at:]
         elif edit == "delete":

@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 import pytest
 
-from tests.conftest import PasswordPostgres, free_port, run_hpo, tiny_boston
 from hpo.settings import redact
+from tests.conftest import PasswordPostgres, free_port, run_hpo, tiny_boston
 
 pytestmark = pytest.mark.postgres
 
@@ -41,7 +41,9 @@ def files_text(folder: Path, *, skip: set[Path]) -> dict[Path, str]:
     return {p: p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file() and p not in skip}
 
 
-def run_everything(study_file: Path, commands: Any, cli: Callable[..., Any], caplog: pytest.LogCaptureFixture, **run_kwargs: Any) -> list[str]:
+def run_everything(
+    study_file: Path, commands: Any, cli: Callable[..., Any], caplog: pytest.LogCaptureFixture, **run_kwargs: Any
+) -> list[str]:
     """`hpo run` as a process (logging at DEBUG), then each (args, exit code) in-process: their outputs."""
     caplog.set_level(logging.DEBUG)
     run = run_hpo("run", study_file, env={"HPO_LOG_LEVEL": "DEBUG", "HPO_PROGRESS": "plain"}, **run_kwargs)
@@ -54,7 +56,9 @@ def run_everything(study_file: Path, commands: Any, cli: Callable[..., Any], cap
     return [*outputs, caplog.text]
 
 
-def assert_written_nowhere(secrets: set[str], outputs: list[str], stored: dict[str, str], written: dict[Path, str]) -> None:
+def assert_written_nowhere(
+    secrets: set[str], outputs: list[str], stored: dict[str, str], written: dict[Path, str]
+) -> None:
     for secret in secrets:
         for index, text in enumerate(outputs):
             assert secret not in text, f"output {index} shows {secret!r}"
@@ -66,13 +70,20 @@ def assert_written_nowhere(secrets: set[str], outputs: list[str], stored: dict[s
 
 def test_redact_hides_query_string_passwords_too() -> None:
     # libpq takes ?password=... as well as user:password@.
-    assert redact("postgresql://h/db?sslmode=require&password=Sec%40ret&x=1") == "postgresql://h/db?sslmode=require&password=***&x=1"
+    assert (
+        redact("postgresql://h/db?sslmode=require&password=Sec%40ret&x=1")
+        == "postgresql://h/db?sslmode=require&password=***&x=1"
+    )
     assert redact("postgresql://u:Sec@h/d?PWD=x") == "postgresql://u:***@h/d?PWD=***"
 
 
 @pytest.mark.slow
 def test_a_planted_password_is_written_nowhere(
-    pg_password_server: PasswordPostgres, write_study: Callable[..., Path], cli: Callable[..., Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
+    pg_password_server: PasswordPostgres,
+    write_study: Callable[..., Path],
+    cli: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     # The study file carries both URLs with the password (as a user may write them); a run, the read
     # commands, doctor and a failing command all print, log and store only the redacted form.
@@ -95,18 +106,28 @@ def test_a_planted_password_is_written_nowhere(
         cli,
         caplog,
     )
-    stored = {"optuna database": dump_database(pg_password_server, optuna_db), "mlflow database": dump_database(pg_password_server, mlflow_db)}
+    stored = {
+        "optuna database": dump_database(pg_password_server, optuna_db),
+        "mlflow database": dump_database(pg_password_server, mlflow_db),
+    }
     written = files_text(tmp_path, skip={study_file})
     # the scan looks where it matters: the redacted URL is in the run's tags and the study file artifact
     assert "postgres:***@" in stored["mlflow database"]
-    assert any(p.name == "study.yaml" and f"postgres:***@127.0.0.1:{pg_password_server.port}/{optuna_db}" in text for p, text in written.items())
+    assert any(
+        p.name == "study.yaml" and f"postgres:***@127.0.0.1:{pg_password_server.port}/{optuna_db}" in text
+        for p, text in written.items()
+    )
     study = optuna.load_study(study_name="tiny-boston", storage=storage)
     assert len(study.trials) == 2 and all(t.user_attrs.get("mlflow_run_id") for t in study.trials)
     assert_written_nowhere(planted, outputs, stored, written)
 
 
 def test_password_from_pgpass_or_pgpassword_when_the_url_has_none(
-    pg_password_server: PasswordPostgres, write_study: Callable[..., Path], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pg_password_server: PasswordPostgres,
+    write_study: Callable[..., Path],
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     # libpq reads PGPASSWORD or the .pgpass file (PGPASSFILE, default ~/.pgpass) for a URL without a
     # password: a whole study runs on a server that checks passwords, and without either it says why.
@@ -135,7 +156,9 @@ def test_password_from_pgpass_or_pgpassword_when_the_url_has_none(
     conn = pg_password_server.connect(mlflow_db)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT e.name, count(r.run_uuid) FROM experiments e JOIN runs r ON r.experiment_id = e.experiment_id GROUP BY e.name")
+            cur.execute(
+                "SELECT e.name, count(r.run_uuid) FROM experiments e JOIN runs r ON r.experiment_id = e.experiment_id GROUP BY e.name"
+            )
             assert cur.fetchall() == [("tiny-boston", 2)]  # the parent run and the trial's run
     finally:
         conn.close()
@@ -155,7 +178,11 @@ def _leaks(secret: str) -> set[str]:
 
 @pytest.mark.slow
 def test_a_password_with_every_url_special_character_is_written_nowhere(
-    pg_password_server: PasswordPostgres, write_study: Callable[..., Path], cli: Callable[..., Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
+    pg_password_server: PasswordPostgres,
+    write_study: Callable[..., Path],
+    cli: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     # The run, every read command, doctor, the schedules (refused where they would inline a password) and
     # failing commands: nothing in their output, in either database, in MLflow's params, tags and
@@ -201,7 +228,10 @@ def test_a_password_with_every_url_special_character_is_written_nowhere(
         caplog,
         cwd=tmp_path,
     )
-    stored = {"optuna database": dump_database(pg_password_server, optuna_db), "mlflow database": dump_database(pg_password_server, mlflow_db)}
+    stored = {
+        "optuna database": dump_database(pg_password_server, optuna_db),
+        "mlflow database": dump_database(pg_password_server, mlflow_db),
+    }
     written = files_text(tmp_path, skip={study_file})
     assert "hpo_planted:***@" in stored["mlflow database"]  # the scan looks where the URL is: the parent run's tags
     assert any(p.name == "study.yaml" and "hpo_planted:***@" in text for p, text in written.items())

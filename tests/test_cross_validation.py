@@ -28,12 +28,19 @@ def _runs(client: MlflowClient, name: str, role: str) -> list[Any]:
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`hpo.role` = '{role}'", max_results=500)
 
 
-def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cross_validated_study_scores_trials_by_the_mean_over_folds(
+    cli: Any, write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A trial trains one model per fold; its value is the mean of the folds' values, which its MLflow run
     # shows one by one (fold_val_rmse, step = fold) with their spread; the checkpoint keeps all K models and
     # one out-of-fold prediction per non-test row. The test rows are not read until `hpo evaluate`.
     reads = TEST_SPLIT_READS["boston"]
-    study = tiny_boston(name="cv-boston", n_trials=2, data={"cv_folds": FOLDS, "subset": 0.3}, evaluation={"top_k": 2, "ensemble": "greedy"})
+    study = tiny_boston(
+        name="cv-boston",
+        n_trials=2,
+        data={"cv_folds": FOLDS, "subset": 0.3},
+        evaluation={"top_k": 2, "ensemble": "greedy"},
+    )
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 0, result.output
     assert TEST_SPLIT_READS["boston"] == reads
@@ -69,9 +76,13 @@ def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, wr
     assert result.exit_code == 0, result.output
     assert TEST_SPLIT_READS["boston"] == reads + 1
     ensemble = _runs(client, "cv-boston", "ensemble")[0]
-    spec = json.loads(Path(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path / "spec"))).read_text())
+    spec = json.loads(
+        Path(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path / "spec"))).read_text()
+    )
     candidates = spec["validation"]["members"]
-    assert {"gradient_boosting", "random_forest", "linear_regression", "extra_trees", "support_vectors"} <= set(candidates)
+    assert {"gradient_boosting", "random_forest", "linear_regression", "extra_trees", "support_vectors"} <= set(
+        candidates
+    )
     assert spec["validation"]["value"] <= min(candidates.values()) + 1e-12
     for run in [*_runs(client, "cv-boston", "evaluation"), ensemble]:
         metrics = run.data.metrics
@@ -91,7 +102,9 @@ def test_cross_validated_study_scores_trials_by_the_mean_over_folds(cli: Any, wr
     inputs, _ = boston.test_split(options, {"x_mean": scaling.x_mean.tolist(), "x_std": scaling.x_std.tolist()})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")  # undone after the test
     predicted = mlflow.pyfunc.load_model("models:/cv-boston-ensemble/1").predict(inputs.numpy())
-    logged = pd.read_csv(client.download_artifacts(ensemble.info.run_id, "predictions/test_predictions.csv", str(tmp_path / "logged")))
+    logged = pd.read_csv(
+        client.download_artifacts(ensemble.info.run_id, "predictions/test_predictions.csv", str(tmp_path / "logged"))
+    )
     np.testing.assert_allclose(predicted, logged["predicted"].to_numpy(), rtol=1e-4, atol=1e-3)
 
 
@@ -108,16 +121,29 @@ def test_cv_folds_is_validated(cli: Any, write_study: Any) -> None:
 def test_an_objective_without_cv_rows_refuses_folds(cli: Any, write_study: Any, tmp_path: Path) -> None:
     # A user objective that declares no cv_rows keeps working on one split and refuses cv_folds >= 2.
     (tmp_path / "mine.py").write_text("def train(ctx):\n    assert ctx.fold is None\n    return {'val_loss': 1.0}\n")
-    study = {"name": "mine", "objective": "mine.py:train", "metric": "val_loss", "direction": "minimize", "n_trials": 1, "params": {"x": {"type": "float", "low": 0, "high": 1}}}
+    study = {
+        "name": "mine",
+        "objective": "mine.py:train",
+        "metric": "val_loss",
+        "direction": "minimize",
+        "n_trials": 1,
+        "params": {"x": {"type": "float", "low": 0, "high": 1}},
+    }
     assert cli("run", write_study({**study, "data": {"cv_folds": 1}}), "--quiet").exit_code == 0
     result = cli("validate", write_study({**study, "data": {"cv_folds": 3}}))
-    assert result.exit_code == 2 and "data.cv_folds" in result.output and "does not support cross-validation" in result.output
+    assert (
+        result.exit_code == 2
+        and "data.cv_folds" in result.output
+        and "does not support cross-validation" in result.output
+    )
 
 
 def test_more_folds_than_rows_is_a_one_line_error(cli: Any, write_study: Any, tmp_path: Path) -> None:
     # 12 rows leave 10 non-test rows: 20 folds cannot split them; refused before anything is written.
     header = "CRIM,ZN,INDUS,CHAS,NOX,RM,AGE,DIS,RAD,TAX,PTRATIO,B,LSTAT,MEDV"
-    (tmp_path / "small.csv").write_text("\n".join([header] + [",".join(str((r * 7 + c) % 13 + 1) for c in range(14)) for r in range(12)]) + "\n")
+    (tmp_path / "small.csv").write_text(
+        "\n".join([header] + [",".join(str((r * 7 + c) % 13 + 1) for c in range(14)) for r in range(12)]) + "\n"
+    )
     result = cli("run", write_study(tiny_boston(data={"cv_folds": 20, "path": "small.csv"})), "--quiet")
     assert result.exit_code == 2, result.output
     assert "data.cv_folds: 20 folds need at least 20 non-test rows; small.csv leaves 10" in result.output

@@ -60,20 +60,37 @@ def test_defaults_in_an_empty_folder_are_fine(cli: Callable[..., Any], tmp_path:
 def test_dead_ports_are_reported_with_the_fix(cli: Callable[..., Any], tmp_path: Path) -> None:
     # Nothing listens on either port: connection refused, said plainly, exit 1.
     pg, http = free_port(), free_port()
-    result = cli("doctor", "--storage", f"postgresql://hpo:Secret-pw@127.0.0.1:{pg}/optuna", "--tracking-uri", f"http://127.0.0.1:{http}")
+    result = cli(
+        "doctor",
+        "--storage",
+        f"postgresql://hpo:Secret-pw@127.0.0.1:{pg}/optuna",
+        "--tracking-uri",
+        f"http://127.0.0.1:{http}",
+    )
     assert result.exit_code == 1
     (storage,) = lines_about(result.stdout, "storage")
     (tracking,) = lines_about(result.stdout, "tracking")
     assert storage.startswith("PROBLEM") and f"nothing listens on 127.0.0.1:{pg} (connection refused)" in storage
     assert "fix: start PostgreSQL there, or correct the host/port in --storage" in storage
-    assert tracking.startswith("PROBLEM") and f"nothing listens on 127.0.0.1:{http}" in tracking and "hpo server" in tracking
+    assert (
+        tracking.startswith("PROBLEM")
+        and f"nothing listens on 127.0.0.1:{http}" in tracking
+        and "hpo server" in tracking
+    )
     assert "Secret-pw" not in result.stdout + result.stderr
     assert "doctor found 2 problems" in result.stderr
 
 
 def test_a_host_that_never_answers_is_a_problem_not_a_hang(cli: Callable[..., Any], silent_host: int) -> None:
     # libpq's connect timeout and the HTTP timeout end both checks; the run ends with exit 1.
-    result = cli("doctor", "--storage", f"postgresql://hpo@127.0.0.1:{silent_host}/optuna", "--tracking-uri", f"http://127.0.0.1:{silent_host}", "--json")
+    result = cli(
+        "doctor",
+        "--storage",
+        f"postgresql://hpo@127.0.0.1:{silent_host}/optuna",
+        "--tracking-uri",
+        f"http://127.0.0.1:{silent_host}",
+        "--json",
+    )
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     by_check = {c["check"]: c for c in report["checks"]}
@@ -91,7 +108,9 @@ def test_wrong_password_and_the_ways_to_give_the_right_one(
     wrong = cli("doctor", "--storage", pg_password_server.url("postgres", password="Wrong-pw-123"), *tracking)
     assert wrong.exit_code == 1
     (line,) = lines_about(wrong.stdout, "storage")
-    assert line.startswith("PROBLEM") and "wrong password for user postgres" in line and "PGPASSWORD or ~/.pgpass" in line
+    assert (
+        line.startswith("PROBLEM") and "wrong password for user postgres" in line and "PGPASSWORD or ~/.pgpass" in line
+    )
     assert "Wrong-pw-123" not in wrong.stdout + wrong.stderr
 
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "absent"))  # no ~/.pgpass of the machine either
@@ -109,12 +128,16 @@ def test_wrong_password_and_the_ways_to_give_the_right_one(
     pgpass.write_text(f"127.0.0.1:{pg_password_server.port}:*:postgres:{pg_password_server.password}\n")
     pgpass.chmod(0o600)
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
-    from_file = cli("doctor", "--storage", pg_password_server.url("postgres", with_password=False, driver="postgresql"), *tracking)
+    from_file = cli(
+        "doctor", "--storage", pg_password_server.url("postgres", with_password=False, driver="postgresql"), *tracking
+    )
     assert from_file.exit_code == 0, from_file.stdout
     assert "PostgreSQL" in lines_about(from_file.stdout, "storage")[0]
 
 
-def test_reachable_postgres_and_server(cli: Callable[..., Any], pg_url: Callable[[str], str], pg_mlflow_server: str, write_study: Callable[..., Path]) -> None:
+def test_reachable_postgres_and_server(
+    cli: Callable[..., Any], pg_url: Callable[[str], str], pg_mlflow_server: str, write_study: Callable[..., Path]
+) -> None:
     # Everything answers: the PostgreSQL version and the MLflow server's version are reported.
     study_file = write_study(tiny_boston())
     result = cli("doctor", study_file, "--storage", pg_url("doctor"), "--tracking-uri", pg_mlflow_server)
@@ -129,7 +152,10 @@ def test_one_database_for_optuna_and_mlflow_is_a_problem(cli: Callable[..., Any]
     url = f"sqlite:///{tmp_path / 'both.db'}"
     result = cli("doctor", "--storage", url, "--tracking-uri", url)
     assert result.exit_code == 1
-    assert any("are the same database" in line and "use two databases" in line for line in lines_about(result.stdout, "storage"))
+    assert any(
+        "are the same database" in line and "use two databases" in line
+        for line in lines_about(result.stdout, "storage")
+    )
 
 
 def test_old_optuna_schema_names_the_upgrade_command(cli: Callable[..., Any], tmp_path: Path) -> None:
@@ -148,7 +174,9 @@ def test_old_optuna_schema_names_the_upgrade_command(cli: Callable[..., Any], tm
     assert f"Optuna schema {older} is older" in line and f"optuna storage upgrade --storage '{url}'" in line
 
 
-def test_a_cifar10_study_without_the_data_names_the_import_command(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_a_cifar10_study_without_the_data_names_the_import_command(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # The study needs CIFAR-10 and the data cache does not hold it: say how to get it.
     study = {"name": "c", "objective": "cifar10", "n_trials": 1, "fixed": {"epochs": 1}}
     result = cli("doctor", write_study(study))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pytest
@@ -46,11 +47,16 @@ def test_step_and_whole_numbers_for_float_parameters() -> None:
     study["params"]["width"] = {"type": "int", "low": 4, "high": 16, "step": 4}
     study["params"]["lr"] = {"type": "float", "low": 1, "high": 3}
     assert parse_study({**study, "enqueue": [{"width": 8, "lr": 2}]}).warm_start() == [{"width": 8, "lr": 2.0}]
-    with pytest.raises(UsageError, match="enqueue.0.width: 6 is outside the search space; accepted: an integer from 4 to 16 on steps of 4"):
+    with pytest.raises(
+        UsageError,
+        match="enqueue.0.width: 6 is outside the search space; accepted: an integer from 4 to 16 on steps of 4",
+    ):
         parse_study({**study, "enqueue": [{"width": 6}]})
 
 
-def test_run_tries_the_enqueued_configurations_first_and_once(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_run_tries_the_enqueued_configurations_first_and_once(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # Trial 0 trains the enqueued configuration; a resume does not queue it again, and it counts in the budget.
     path = write_study(tiny_boston(n_trials=2, enqueue=[KNOWN_GOOD, {"width": 5}]))
     result = cli("run", path)

@@ -42,7 +42,9 @@ def _runs(client: MlflowClient, experiment: str, role: str) -> list[Any]:
     return client.search_runs([found.experiment_id], f"tags.`hpo.role` = '{role}'", max_results=1000)
 
 
-def _check_trials_in_mlflow(study_name: str, metric: str, steps: list[int], folder: Path) -> list[optuna.trial.FrozenTrial]:
+def _check_trials_in_mlflow(
+    study_name: str, metric: str, steps: list[int], folder: Path
+) -> list[optuna.trial.FrozenTrial]:
     """One parent run, one child per trial with its params and per-epoch curve; pruned trials KILLED."""
     trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{folder / 'hpo.db'}").trials
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
@@ -51,7 +53,10 @@ def _check_trials_in_mlflow(study_name: str, metric: str, steps: list[int], fold
     assert sorted(runs) == [t.number for t in trials]
     for trial in trials:
         run = runs[trial.number]
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert (
+            run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            and trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        )
         assert {k: run.data.params[k] for k in trial.params} == {k: str(v) for k, v in trial.params.items()}
         history = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
         if trial.state.name == "COMPLETE":
@@ -94,7 +99,9 @@ def test_full_objective_is_evaluated_once_and_ensembled(cli: Any, tmp_path: Path
     evaluations, ensembles = _runs(client, "digits-full", "evaluation"), _runs(client, "digits-full", "ensemble")
     assert len(evaluations) == 3 and len(ensembles) == 1  # top_k 3 of the 4 trials
     for run in [*evaluations, *ensembles]:
-        assert {"test_acc", "test_macro_f1", "test_loss"} <= set(run.data.metrics) and 0 <= run.data.metrics["test_acc"] <= 1
+        assert {"test_acc", "test_macro_f1", "test_loss"} <= set(run.data.metrics) and 0 <= run.data.metrics[
+            "test_acc"
+        ] <= 1
     assert max(r.data.metrics["test_acc"] for r in evaluations) > 0.5  # ten classes: chance is 0.1
     again = cli("evaluate", study)
     assert again.exit_code == 0 and "already exist" in again.output and TEST_SPLIT_READS[key] == before + 1
@@ -115,7 +122,9 @@ def test_scikit_learn_objective_prunes_by_stage_without_importing_torch(tmp_path
     # Gradient boosting reports every 10 trees: curves over the stages, pruning, and neither `hpo run` nor a
     # joining `hpo worker` ever imports torch (their whole import log is read).
     profile = {"PYTHONPROFILEIMPORTTIME": "1"}
-    study = _example_study(tmp_path, "diabetes-boosting.yaml", n_trials=4, fixed={"n_estimators": 40}, pruner=ALWAYS_PRUNE)
+    study = _example_study(
+        tmp_path, "diabetes-boosting.yaml", n_trials=4, fixed={"n_estimators": 40}, pruner=ALWAYS_PRUNE
+    )
     done = run_hpo("run", study, "--quiet", cwd=tmp_path, env=profile)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "import time:" in done.stderr and not _imports_torch(done.stderr)
@@ -123,12 +132,21 @@ def test_scikit_learn_objective_prunes_by_stage_without_importing_torch(tmp_path
     joined = run_hpo("worker", study, "--quiet", cwd=tmp_path, env=profile)
     assert joined.returncode == 0, joined.stderr[-3000:]
     assert "import time:" in joined.stderr and not _imports_torch(joined.stderr)
-    assert "differs from the config" not in joined.stderr  # its metric comes from the declaration: the file is unchanged
+    assert (
+        "differs from the config" not in joined.stderr
+    )  # its metric comes from the declaration: the file is unchanged
     trials = _check_trials_in_mlflow("diabetes-boosting", "val_rmse", [10, 20, 30, 40], tmp_path)
     assert len(trials) == 6
 
 
-@pytest.mark.parametrize(("study", "name", "file"), [("digits-cnn.yaml", "train", "digits_cnn.py"), ("digits-full.yaml", "digits", "digits_full.py"), ("diabetes-boosting.yaml", "boosting", "diabetes_boosting.py")])
+@pytest.mark.parametrize(
+    ("study", "name", "file"),
+    [
+        ("digits-cnn.yaml", "train", "digits_cnn.py"),
+        ("digits-full.yaml", "digits", "digits_full.py"),
+        ("diabetes-boosting.yaml", "boosting", "diabetes_boosting.py"),
+    ],
+)
 def test_shipped_example_studies_validate_and_name_their_objective(study: str, name: str, file: str, cli: Any) -> None:
     # The relative `objective:` of each shipped example resolves from the study file's folder, not the
     # current one (the test runs elsewhere).

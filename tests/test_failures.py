@@ -80,7 +80,9 @@ def _troublemaker(ctx: TrialContext) -> TrialResult:
         def out_of_memory(epoch: int, metrics: dict[str, float]) -> None:
             report(epoch, metrics)
             if epoch == 1:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.78 GiB total capacity)")
+                raise torch.cuda.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.78 GiB total capacity)"
+                )
 
         ctx.report = out_of_memory  # type: ignore[method-assign]
     result = boston.train(ctx)
@@ -104,7 +106,10 @@ def test_out_of_memory_diverging_and_nan_results_fail_one_trial_each(cli: Any, w
         n_trials=6,
         sampler={"type": "grid"},
         execution={"nan_policy": "fail", "max_consecutive_failures": 10},
-        params={"lr": {"type": "categorical", "choices": [1e-3, 1e6]}, "width": {"type": "categorical", "choices": [8, 16, 24]}},
+        params={
+            "lr": {"type": "categorical", "choices": [1e-3, 1e6]},
+            "width": {"type": "categorical", "choices": [8, 16, 24]},
+        },
         fixed={"epochs": 3, "hidden_layers": 1, "optimizer": "sgd", "batch_size": 64},
     )
     result = cli("run", write_study(study), "--quiet")
@@ -144,10 +149,14 @@ always_fails = dataclasses.replace(boston, train=_always_fails, name="always_fai
 def test_a_study_whose_trials_all_fail_stops_after_max_consecutive_failures(cli: Any, write_study: Any) -> None:
     # Ten trials budgeted, every one fails: the run stops after three in a row with exit code 1 and
     # one line that says why and what to change, instead of burning the budget.
-    study = tiny_boston(objective="tests.test_failures:always_fails", n_trials=10, execution={"max_consecutive_failures": 3})
+    study = tiny_boston(
+        objective="tests.test_failures:always_fails", n_trials=10, execution={"max_consecutive_failures": 3}
+    )
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 1
-    lines = [line for line in result.stderr.splitlines() if line.startswith("hpo:")]  # in-process, MLflow's own INFO lines show too
+    lines = [
+        line for line in result.stderr.splitlines() if line.startswith("hpo:")
+    ]  # in-process, MLflow's own INFO lines show too
     assert len(lines) == 1, result.stderr
     assert "3 trials failed in a row" in lines[0]
     assert "simulated failure: the feature file vanished" in lines[0]

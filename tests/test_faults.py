@@ -42,7 +42,14 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_p
     # the study still completes its budget of 3, and nothing stays RUNNING on either side.
     storage = pg_url("faults")
     name = "killed-worker"
-    study_file = write_study(tiny_boston(name=name, n_trials=3, execution=FAST_HEARTBEAT, fixed={"epochs": 250, "hidden_layers": 1, "batch_size": 64, "early_stopping_patience": 0}))
+    study_file = write_study(
+        tiny_boston(
+            name=name,
+            n_trials=3,
+            execution=FAST_HEARTBEAT,
+            fixed={"epochs": 250, "hidden_layers": 1, "batch_size": 64, "early_stopping_patience": 0},
+        )
+    )
     assert cli("create", study_file, "--storage", storage, "--tracking-uri", shared_mlflow_server).exit_code == 0
 
     env = {**os.environ, "HPO_STORAGE": storage, "MLFLOW_TRACKING_URI": shared_mlflow_server, "HPO_PROGRESS": "plain"}
@@ -109,7 +116,9 @@ def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
     study._storage.record_heartbeat(crashed._trial_id)  # the heartbeat API takes Optuna's private trial id
     tracker = Tracker(shared_mlflow_server, name)
     parent = study.user_attrs["hpo.mlflow_parent_run_id"]
-    crashed_run = tracker.start_trial_run(parent_run_id=parent, study_name=name, trial_number=crashed.number, seed=1, params=crashed.params)
+    crashed_run = tracker.start_trial_run(
+        parent_run_id=parent, study_name=name, trial_number=crashed.number, seed=1, params=crashed.params
+    )
     crashed.set_user_attr("mlflow_run_id", crashed_run)
     time.sleep(FAST_HEARTBEAT["grace_period"] + 1.5)
 

@@ -23,7 +23,7 @@ from hpo.settings import check_storage_url, check_tracking_uri
 from hpo.storage import open_storage
 from tests.conftest import free_port, run_hpo
 
-OBJECTIVE = '''
+OBJECTIVE = """
 import sys
 import time
 
@@ -34,7 +34,7 @@ def train(ctx):
         ctx.report(epoch, {"val_loss": ctx.hyperparameters["x"] ** 2 + 1.0 / (epoch + 1)})
     assert "torch" not in sys.modules, "a torch-free objective's worker imported torch"
     return {"val_loss": ctx.hyperparameters["x"] ** 2}
-'''
+"""
 
 
 @pytest.fixture
@@ -75,7 +75,9 @@ def test_grpc_urls_are_storage_urls_only(tmp_path: Path) -> None:
     check_storage_url("grpc://127.0.0.1:13000")
     assert grpc_address("grpc://mlflow") == ("mlflow", 13000)
     assert grpc_address("grpc://[::1]:14000") == ("::1", 14000)
-    with pytest.raises(UsageError, match=r"^--storage: malformed URL 'grpc://host:port:9'; a gRPC storage proxy is grpc://host:port"):
+    with pytest.raises(
+        UsageError, match=r"^--storage: malformed URL 'grpc://host:port:9'; a gRPC storage proxy is grpc://host:port"
+    ):
         check_storage_url("grpc://host:port:9", field="--storage")
     with pytest.raises(UsageError, match="^tracking_uri: malformed URI"):
         check_tracking_uri("grpc://127.0.0.1:13000")
@@ -91,7 +93,9 @@ def test_hpo_run_with_two_workers_through_the_proxy_runs_exactly_the_budget(
     # number once, each with its MLflow run; `hpo status` reads the study through the proxy too.
     study_file = sleepy_study("via-grpc", 5)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_hpo("run", study_file, "--workers", "2", "--storage", proxy.url, "--tracking-uri", tracking, timeout=240)
+    result = run_hpo(
+        "run", study_file, "--workers", "2", "--storage", proxy.url, "--tracking-uri", tracking, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     done = re.search(r"study via-grpc: (\d+) complete, (\d+) pruned, 0 failed in this run", result.stderr)
     assert done is not None and int(done[1]) + int(done[2]) == 5, result.stderr[-2000:]
@@ -131,7 +135,9 @@ def test_a_trial_without_heartbeats_is_failed_and_requeued_through_the_proxy(pro
     # A worker beats through the proxy; once its beats stop for longer than the grace period, any
     # other worker's stale check fails the trial and the callback re-queues it, all through gRPC.
     stale: list[int] = []
-    client = open_storage(proxy.url, heartbeat_interval=1, grace_period=2, on_stale=lambda study, trial: stale.append(trial.number))
+    client = open_storage(
+        proxy.url, heartbeat_interval=1, grace_period=2, on_stale=lambda study, trial: stale.append(trial.number)
+    )
     assert isinstance(client, GrpcStorage)
     study = optuna.create_study(study_name="beats", storage=client)
     trial = study.ask()

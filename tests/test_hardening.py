@@ -37,12 +37,22 @@ def snapshot(folder: Path) -> list[str]:
 def mlflow_runs(folder: Path) -> list[tuple[str, str, str]]:
     """(role, status, run id) of every run in the folder's MLflow store."""
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    return sorted((r.data.tags.get("hpo.role", ""), r.info.status, r.info.run_id) for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))
+    return sorted(
+        (r.data.tags.get("hpo.role", ""), r.info.status, r.info.run_id)
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+    )
 
 
 def hpo(*args: Any, cwd: Path, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "hpo", *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        [sys.executable, "-m", "hpo", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -67,7 +77,9 @@ def one_line_refusal(result: Any, *expected: str, lines: int = 1) -> str:
 
 # -- D: the first start on SQLite ----------------------------------------------------------------
 @pytest.mark.slow
-def test_two_first_starts_at_once_on_fresh_sqlite_share_one_consistent_store(write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_two_first_starts_at_once_on_fresh_sqlite_share_one_consistent_store(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # `hpo run s.yaml & hpo run s.yaml` in empty folders: both succeed, the global budget holds, the
     # stores are complete (no half-migrated mlflow.db), and a later run resumes them. Two rounds here;
     # the issue's 20-round loop is in the report.
@@ -91,7 +103,9 @@ def test_two_first_starts_at_once_on_fresh_sqlite_share_one_consistent_store(wri
 
 
 @pytest.mark.slow
-def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_built(write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_built(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # kill -9 while a store is being built: the store is built in a temporary file and moved into
     # place, so the next run finds no store or a complete one, and works.
     write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK), name="s.yaml")
@@ -121,7 +135,9 @@ def _half_migrate(path: Path) -> None:
     conn.close()
 
 
-def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the_fix_when_not(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the_fix_when_not(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # No runs in it: nothing to lose, it is rebuilt and the run works. With runs: exit 2, the file and
     # the fix are named, and the file is left as it was.
     from hpo.databases import MLFLOW, prepared_database
@@ -136,13 +152,22 @@ def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the
 
     _half_migrate(tmp_path / "mlflow.db")  # now it holds the study's runs
     before = snapshot(tmp_path)
-    text = one_line_refusal(cli("run", study, "-q", "--n-trials", "2"), "tracking_uri:", "mlflow.db", "half-migrated", "_alembic_tmp_metrics", "mlflow db upgrade")
+    text = one_line_refusal(
+        cli("run", study, "-q", "--n-trials", "2"),
+        "tracking_uri:",
+        "mlflow.db",
+        "half-migrated",
+        "_alembic_tmp_metrics",
+        "mlflow db upgrade",
+    )
     assert "back it up" in text
     assert snapshot(tmp_path) == before and "_alembic_tmp_metrics" in tables(tmp_path / "mlflow.db")
     assert len(optuna.load_study(study_name="t", storage="sqlite:///hpo.db").trials) == 1
 
 
-def test_a_half_built_optuna_storage_without_studies_is_rebuilt(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_half_built_optuna_storage_without_studies_is_rebuilt(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # An Optuna schema whose creation stopped after its first tables holds no study: it is rebuilt.
     conn = sqlite3.connect(tmp_path / "hpo.db")
     conn.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name VARCHAR(512))")
@@ -172,10 +197,18 @@ def _changed(base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> 
 REFUSED_CHANGES = [
     ("metric", lambda s: s.update(metric="val_mse"), "metric: val_rmse -> val_mse"),  # B
     ("direction", lambda s: s.update(metric="val_r2", direction="maximize"), "direction: minimize -> maximize"),
-    ("search space kind", lambda s: s["params"].update(lr={"type": "categorical", "choices": [0.01, 0.02]}), "params.lr: {type: float"),  # C
+    (
+        "search space kind",
+        lambda s: s["params"].update(lr={"type": "categorical", "choices": [0.01, 0.02]}),
+        "params.lr: {type: float",
+    ),  # C
     ("narrowed range", lambda s: s["params"].update(width={"type": "int", "low": 8, "high": 16}), "params.width:"),
     ("log scale", lambda s: s["params"]["lr"].update(log=False), "params.lr:"),
-    ("added parameter", lambda s: s["params"].update(dropout={"type": "float", "low": 0.0, "high": 0.5}), "params.dropout: (absent) ->"),
+    (
+        "added parameter",
+        lambda s: s["params"].update(dropout={"type": "float", "low": 0.0, "high": 0.5}),
+        "params.dropout: (absent) ->",
+    ),
     ("fixed value", lambda s: s["fixed"].update(epochs=2), "fixed.epochs: 1 -> 2"),
     ("data split", lambda s: s.update(data={"split_seed": 3}), "data.split_seed: 0 -> 3"),
 ]
@@ -183,20 +216,35 @@ REFUSED_CHANGES = [
 
 @pytest.mark.parametrize(("what", "change", "shown"), REFUSED_CHANGES, ids=[c[0] for c in REFUSED_CHANGES])
 def test_resuming_with_a_changed_meaning_is_refused_with_what_changed(
-    what: str, change: Callable[[dict[str, Any]], None], shown: str, started_study: dict[str, Any], cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+    what: str,
+    change: Callable[[dict[str, Any]], None],
+    shown: str,
+    started_study: dict[str, Any],
+    cli: Callable[..., Any],
+    write_study: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     # Old and new trials would not be comparable (trial 0's val_rmse reported as val_mse, a float and a
     # categorical lr under one name): exit 2 with the diff, the study and MLflow untouched.
     path = write_study(_changed(started_study, change), name="changed.yaml")
     before, runs = snapshot(tmp_path), mlflow_runs(tmp_path)
     config = optuna.load_study(study_name="t", storage="sqlite:///hpo.db").user_attrs["hpo.config"]
-    one_line_refusal(cli("run", path, "-q"), "changed.yaml: study 't'", "would not be comparable", shown, "start a new study", lines=2)
+    one_line_refusal(
+        cli("run", path, "-q"),
+        "changed.yaml: study 't'",
+        "would not be comparable",
+        shown,
+        "start a new study",
+        lines=2,
+    )
     assert snapshot(tmp_path) == before and mlflow_runs(tmp_path) == runs
     stored = optuna.load_study(study_name="t", storage="sqlite:///hpo.db")
     assert len(stored.trials) == 1 and stored.user_attrs["hpo.config"] == config
 
 
-def test_a_widened_range_and_a_bigger_budget_are_accepted_and_recorded(started_study: dict[str, Any], cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_widened_range_and_a_bigger_budget_are_accepted_and_recorded(
+    started_study: dict[str, Any], cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # Every stored trial lies inside a widened range: the study resumes, and the parent run carries
     # what changed and the study file as resumed.
     study = _changed(started_study, lambda s: s["params"]["lr"].update(high=0.1))
@@ -205,13 +253,18 @@ def test_a_widened_range_and_a_bigger_budget_are_accepted_and_recorded(started_s
     assert len(stored.trials) == 2 and stored.user_attrs["hpo.config"]["params"]["lr"]["high"] == 0.1
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.get_run(stored.user_attrs["hpo.mlflow_parent_run_id"])
-    assert "params.lr: {type: float, low: 0.001, high: 0.01, log: true} -> {type: float, low: 0.001, high: 0.1, log: true}" in parent.data.tags["hpo.config_changes"]
+    assert (
+        "params.lr: {type: float, low: 0.001, high: 0.01, log: true} -> {type: float, low: 0.001, high: 0.1, log: true}"
+        in parent.data.tags["hpo.config_changes"]
+    )
     assert "n_trials: 1 -> 2" in parent.data.tags["hpo.config_changes"]
     assert any(a.path.startswith("study-resumed-") for a in client.list_artifacts(parent.info.run_id))
     assert parent.info.status == "FINISHED"
 
 
-def test_a_worker_with_another_file_runs_the_stored_config_and_never_changes_it(started_study: dict[str, Any], cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_a_worker_with_another_file_runs_the_stored_config_and_never_changes_it(
+    started_study: dict[str, Any], cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # `hpo worker` joins the study as stored (a warning says so) and leaves the stored config alone.
     stored_before = optuna.load_study(study_name="t", storage="sqlite:///hpo.db").user_attrs["hpo.config"]
     other = _changed(started_study, lambda s: s.update(metric="val_mse"))
@@ -231,8 +284,20 @@ def test_compare_marks_only_budget_sampler_and_widened_ranges_safe() -> None:
     base = {"name": "t", "objective": "boston", "metric": "val_rmse", "n_trials": 1, "seed": 0, "sampler": {"type": "tpe"},
             "params": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True, "step": None, "when": None}},
             "execution": {"max_retry": 1}, "storage": "sqlite:///a.db"}  # fmt: skip
-    safe = {**base, "n_trials": 9, "seed": 4, "sampler": {"type": "random"}, "execution": {"max_retry": 3}, "storage": "sqlite:///b.db"}
-    assert all(c.safe for c in compare(base, safe)) and {c.field for c in compare(base, safe)} == {"n_trials", "seed", "sampler.type", "execution.max_retry"}
+    safe = {
+        **base,
+        "n_trials": 9,
+        "seed": 4,
+        "sampler": {"type": "random"},
+        "execution": {"max_retry": 3},
+        "storage": "sqlite:///b.db",
+    }
+    assert all(c.safe for c in compare(base, safe)) and {c.field for c in compare(base, safe)} == {
+        "n_trials",
+        "seed",
+        "sampler.type",
+        "execution.max_retry",
+    }
     assert [c.field for c in compare(base, {**base, "objective": "cifar10"}) if not c.safe] == ["objective"]
     grid = {**base, "sampler": {"type": "grid"}}
     widened = {**grid, "params": {"lr": {**base["params"]["lr"], "high": 0.1}}}
@@ -240,7 +305,9 @@ def test_compare_marks_only_budget_sampler_and_widened_ranges_safe() -> None:
     stepped = {**base, "params": {"w": {"type": "int", "low": 4, "high": 16, "log": False, "step": 4, "when": None}}}
     off_grid = {**stepped, "params": {"w": {**stepped["params"]["w"], "low": 2}}}
     on_grid = {**stepped, "params": {"w": {**stepped["params"]["w"], "low": 0, "high": 20}}}
-    assert [c.safe for c in compare(stepped, off_grid)] == [False] and [c.safe for c in compare(stepped, on_grid)] == [True]
+    assert [c.safe for c in compare(stepped, off_grid)] == [False] and [c.safe for c in compare(stepped, on_grid)] == [
+        True
+    ]
 
 
 # -- G: the data a study was scored on is recorded -------------------------------------------------
@@ -252,7 +319,9 @@ def _boston_csv(path: Path, *, rows: int = 40, bump: float = 0.0) -> None:
     frame.to_csv(path, index=False)
 
 
-def test_a_changed_data_file_is_refused_by_evaluate_and_by_a_resumed_run(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_changed_data_file_is_refused_by_evaluate_and_by_a_resumed_run(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # The study records a fingerprint of its CSV; the same rows with one value changed is other data:
     # `hpo evaluate` and a resumed run name the file and refuse (exit 2), nothing is read or written.
     _boston_csv(tmp_path / "my.csv")
@@ -260,7 +329,9 @@ def test_a_changed_data_file_is_refused_by_evaluate_and_by_a_resumed_run(cli: Ca
     assert cli("run", study, "-q").exit_code == 0
     _boston_csv(tmp_path / "my.csv", bump=0.5)
     before, runs = snapshot(tmp_path), mlflow_runs(tmp_path)
-    one_line_refusal(cli("evaluate", "t"), "data:", "study 't' was run on my.csv sha256:", "now my.csv sha256:", "restore")
+    one_line_refusal(
+        cli("evaluate", "t"), "data:", "study 't' was run on my.csv sha256:", "now my.csv sha256:", "restore"
+    )
     one_line_refusal(cli("run", study, "-q", "--n-trials", "2"), "data file: my.csv sha256:", lines=2)
     assert snapshot(tmp_path) == before and mlflow_runs(tmp_path) == runs
     assert len(optuna.load_study(study_name="t", storage="sqlite:///hpo.db").trials) == 1
@@ -270,14 +341,20 @@ def test_a_changed_data_file_is_refused_by_evaluate_and_by_a_resumed_run(cli: Ca
 BAD_NAMES = ["../x", "/tmp/h16-abs", "it's", "", "a b", "x" * 201]
 
 
-@pytest.mark.parametrize("name", BAD_NAMES, ids=["parent-folder", "absolute", "apostrophe", "empty", "space", "too-long"])
+@pytest.mark.parametrize(
+    "name", BAD_NAMES, ids=["parent-folder", "absolute", "apostrophe", "empty", "space", "too-long"]
+)
 @pytest.mark.parametrize("command", ["run", "create", "worker"])
-def test_study_name_flag_follows_the_file_rule(name: str, command: str, cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_study_name_flag_follows_the_file_rule(
+    name: str, command: str, cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # --study-name is checked like the file's `name`: no artifacts outside mlartifacts/, no MLflow filter
     # broken by a quote, and nothing written.
     study = write_study(tiny_boston(fixed=QUICK))
     before = snapshot(tmp_path)
-    one_line_refusal(cli(command, study, "--study-name", name), "--study-name:", "is not a study name", "letters, digits")
+    one_line_refusal(
+        cli(command, study, "--study-name", name), "--study-name:", "is not a study name", "letters, digits"
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -298,20 +375,31 @@ def test_every_mlflow_filter_quotes_its_values() -> None:
 
     from hpo.tracking import runs_filter
 
-    parsed = SearchUtils.parse_search_filter(runs_filter({"optuna.study_name": "it's", "hpo.role": "trial"}, status="FINISHED"))
-    assert [(p["key"], p["value"]) for p in parsed] == [("optuna.study_name", "it's"), ("hpo.role", "trial"), ("status", "FINISHED")]
+    parsed = SearchUtils.parse_search_filter(
+        runs_filter({"optuna.study_name": "it's", "hpo.role": "trial"}, status="FINISHED")
+    )
+    assert [(p["key"], p["value"]) for p in parsed] == [
+        ("optuna.study_name", "it's"),
+        ("hpo.role", "trial"),
+        ("status", "FINISHED"),
+    ]
     with pytest.raises(ValueError):
         runs_filter({"a": "both ' and \""})
 
 
 # -- K: a worker never creates what it only joins ---------------------------------------------------
-def test_a_worker_for_a_missing_study_says_so_and_creates_nothing(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_worker_for_a_missing_study_says_so_and_creates_nothing(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     study = write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK))
     before = snapshot(tmp_path)
     one_line_refusal(cli("worker", study), "study 't' does not exist", "hpo create")
     assert snapshot(tmp_path) == before
     # a storage that exists but holds other studies: still nothing new, no MLflow store
-    assert cli("run", write_study(tiny_boston(name="other", n_trials=1, fixed=QUICK), name="other.yaml"), "-q").exit_code == 0
+    assert (
+        cli("run", write_study(tiny_boston(name="other", n_trials=1, fixed=QUICK), name="other.yaml"), "-q").exit_code
+        == 0
+    )
     (tmp_path / "mlflow.db").unlink()
     before = snapshot(tmp_path)
     one_line_refusal(cli("worker", study), "study 't' does not exist")
@@ -319,11 +407,17 @@ def test_a_worker_for_a_missing_study_says_so_and_creates_nothing(cli: Callable[
 
 
 # -- H: read commands on files that are not Optuna's -------------------------------------------------
-def test_read_commands_never_add_tables_to_another_database(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_read_commands_never_add_tables_to_another_database(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # `hpo status --storage sqlite:///mlflow.db` used to add Optuna's 11 tables to the MLflow store.
     assert cli("run", write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK)), "-q").exit_code == 0
     before, mlflow_tables = snapshot(tmp_path), tables(tmp_path / "mlflow.db")
-    for args in (("status", "--storage", "sqlite:///mlflow.db"), ("best", "t", "--storage", "sqlite:///mlflow.db"), ("status", "--storage", "sqlite:///absent.db")):
+    for args in (
+        ("status", "--storage", "sqlite:///mlflow.db"),
+        ("best", "t", "--storage", "sqlite:///mlflow.db"),
+        ("status", "--storage", "sqlite:///absent.db"),
+    ):
         assert cli(*args).exit_code == 2
     assert snapshot(tmp_path) == before and tables(tmp_path / "mlflow.db") == mlflow_tables
 
@@ -362,10 +456,25 @@ def test_a_resumed_run_counts_a_requeued_trial_once_and_its_summaries_agree(
         (("server", "--host", "192.0.2.1"), {}, "--host: cannot listen on 192.0.2.1"),
         (("status",), {"HPO_THREADS": "0"}, "HPO_THREADS: '0' is not accepted"),
     ],
-    ids=["report-out", "compare-out", "out-is-a-file", "data-dir-unwritable", "data-dir-is-a-file", "host-not-an-address", "host-unknown", "host-not-ours", "env-for-any-command"],
+    ids=[
+        "report-out",
+        "compare-out",
+        "out-is-a-file",
+        "data-dir-unwritable",
+        "data-dir-is-a-file",
+        "host-not-an-address",
+        "host-unknown",
+        "host-not-ours",
+        "env-for-any-command",
+    ],
 )
 def test_folders_hosts_and_variables_are_refused_in_one_line(
-    args: tuple[str, ...], env: dict[str, str], expected: str, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    args: tuple[str, ...],
+    env: dict[str, str],
+    expected: str,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -381,7 +490,9 @@ def test_doctor_never_times_out_a_local_check(tmp_path: Path) -> None:
     from hpo.doctor import diagnose
     from hpo.settings import resolve_settings
 
-    settings = resolve_settings(storage_flag=f"sqlite:///{tmp_path / 'hpo.db'}", tracking_flag=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings = resolve_settings(
+        storage_flag=f"sqlite:///{tmp_path / 'hpo.db'}", tracking_flag=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
     report = diagnose(settings, deadline=0.0)
     assert report.ok, report.lines()
     assert not any("firewall" in line or "did not answer" in line for line in report.lines())
@@ -398,9 +509,17 @@ def test_redaction_hides_a_password_with_any_character(special: str) -> None:
 
     password = f"Pw{special}x9{special}Q"
     encoded = urllib.parse.quote(password, safe="")
-    texts = [f"postgresql+psycopg2://u:{encoded}@db:5432/hpo", f"http://u:{encoded}@mlflow:5000", f"postgresql//u:{encoded}@db/hpo", f"postgresql://db/hpo?password={encoded}"]
+    texts = [
+        f"postgresql+psycopg2://u:{encoded}@db:5432/hpo",
+        f"http://u:{encoded}@mlflow:5000",
+        f"postgresql//u:{encoded}@db/hpo",
+        f"postgresql://db/hpo?password={encoded}",
+    ]
     if special != "@":
-        texts += [f"postgresql://u:{password}@db:5432/hpo", f"'sqlite' and postgresql://u:{password}@db/hpo in a message"]
+        texts += [
+            f"postgresql://u:{password}@db:5432/hpo",
+            f"'sqlite' and postgresql://u:{password}@db/hpo in a message",
+        ]
     for text in texts:
         assert password not in redact(text) and encoded not in redact(text), (text, redact(text))
     assert url_password(texts[0]) == password

@@ -23,8 +23,18 @@ HEAVY = ("torch", "torchvision", "mlflow", "sklearn", "pandas", "matplotlib")
 
 def _imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run `python -X importtime -m hpo ARGS` and return it with the top-level packages it imported."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd, env=dict(os.environ), timeout=120)
-    names = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr, re.MULTILINE)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hpo", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    names = {
+        m.group(1).split(".")[0]
+        for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr, re.MULTILINE)
+    }
     assert "hpo" in names, proc.stderr[-2000:]  # the listing was produced at all
     return proc, names
 
@@ -37,7 +47,9 @@ def test_validate_of_a_boston_study_imports_no_torch_mlflow_or_pandas(tmp_path: 
     assert list(tmp_path.iterdir()) == []  # and nothing was written
 
 
-def test_validate_of_a_cifar10_study_checks_the_data_without_torch(tmp_path: Path, tiny_cifar10: Callable[..., Any]) -> None:
+def test_validate_of_a_cifar10_study_checks_the_data_without_torch(
+    tmp_path: Path, tiny_cifar10: Callable[..., Any]
+) -> None:
     # The CIFAR-10 cache is verified (checksums, split sizes) with numpy; torch comes with the first trial.
     tiny_cifar10()
     proc, names = _imported("validate", str(ROOT / "studies" / "cifar10-quick.yaml"), cwd=tmp_path)

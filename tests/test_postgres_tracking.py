@@ -22,9 +22,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, drop_database, tiny_boston
 from hpo.runner import trial_seed
 from hpo.schedule import create_argv, worker_argv
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, drop_database, tiny_boston
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 PYTHON_HPO = (sys.executable, "-m", "hpo")
@@ -36,7 +36,9 @@ def rest(server: str, endpoint: str, payload: dict[str, Any] | None = None, **qu
     if query:
         url += "?" + urllib.parse.urlencode(query)
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET"
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return dict(json.loads(response.read() or b"{}"))
 
@@ -99,7 +101,9 @@ def fresh_pg_name(postgres_available: None) -> Iterator[Callable[[str], str]]:
 
 
 def start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
@@ -110,7 +114,9 @@ def finish(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
     return results
 
 
-def assert_contract_layout(server: str, storage: str, name: str, config: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def assert_contract_layout(
+    server: str, storage: str, name: str, config: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The contract's MLflow layout, checked against the Optuna storage: returns (parent, children)."""
     (experiment,) = experiments_named(server, name)
     runs = all_runs(server, experiment["experiment_id"])

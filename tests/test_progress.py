@@ -36,7 +36,10 @@ def test_run_prints_plain_lines_off_a_terminal_and_nothing_when_quiet(write_stud
     assert lines[0] == "study tiny-boston: 0/2 trials done"
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert len(trial_lines) == 2
-    assert re.fullmatch(r"trial 0 COMPLETE value=[\d.]+ \| 1/2 done, pruned 0, failed 0, best val_rmse=[\d.]+ \(trial 0\), \d+s, ETA \d+s", trial_lines[0]), trial_lines[0]
+    assert re.fullmatch(
+        r"trial 0 COMPLETE value=[\d.]+ \| 1/2 done, pruned 0, failed 0, best val_rmse=[\d.]+ \(trial 0\), \d+s, ETA \d+s",
+        trial_lines[0],
+    ), trial_lines[0]
     assert trial_lines[1].startswith("trial 1 COMPLETE") and "2/2 done" in trial_lines[1]
     assert any(line.startswith("study tiny-boston: 2 complete, 0 pruned, 0 failed") for line in lines)
 
@@ -71,12 +74,20 @@ def test_errors_still_reach_stderr_when_quiet(write_study: Any) -> None:
     result = run_hpo("run", write_study(tiny_boston(n_trials=0)), "--quiet")
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip().splitlines() == [next(line for line in result.stderr.splitlines() if line.startswith("hpo: "))]
+    assert result.stderr.strip().splitlines() == [
+        next(line for line in result.stderr.splitlines() if line.startswith("hpo: "))
+    ]
     assert "n_trials: must be >= 1 (got 0)" in result.stderr
 
 
 def _summary(**counts: Any) -> SimpleNamespace:
-    return SimpleNamespace(study_name="s", completed=counts.get("completed", 0), pruned=counts.get("pruned", 0), failed=counts.get("failed", 0), seconds=1.0)
+    return SimpleNamespace(
+        study_name="s",
+        completed=counts.get("completed", 0),
+        pruned=counts.get("pruned", 0),
+        failed=counts.get("failed", 0),
+        seconds=1.0,
+    )
 
 
 def test_rich_display_shows_trials_epochs_best_eta_and_counts() -> None:
@@ -115,7 +126,12 @@ def test_plain_progress_reports_long_trials_and_eta() -> None:
     plain.warn("tracking is down")
     lines = out.getvalue().splitlines()
     assert lines[1] == "trial 0 epoch 1/2 val_rmse=3.25"
-    assert lines[2].startswith("trial 0 COMPLETE value=3.25 | 1/3 done, pruned 0, failed 0, best val_rmse=3.25 (trial 0), ") and ", ETA " in lines[2]
+    assert (
+        lines[2].startswith(
+            "trial 0 COMPLETE value=3.25 | 1/3 done, pruned 0, failed 0, best val_rmse=3.25 (trial 0), "
+        )
+        and ", ETA " in lines[2]
+    )
     assert lines[3] == "warning: tracking is down"
     quiet = io.StringIO()
     silent = PlainProgress(stream=quiet, quiet=True, epoch_line_seconds=0)

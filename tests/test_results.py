@@ -24,7 +24,11 @@ def _fill(url: str, direction: str) -> optuna.Study:
     for i, value in enumerate(VALUES):
         study.add_trial(create_trial(params={"x": i / 20}, distributions=dist, value=value))
         if i % 3 == 0:
-            study.add_trial(create_trial(params={"x": 0.9}, distributions=dist, state=TrialState.PRUNED, intermediate_values={1: -100.0}))
+            study.add_trial(
+                create_trial(
+                    params={"x": 0.9}, distributions=dist, state=TrialState.PRUNED, intermediate_values={1: -100.0}
+                )
+            )
     study.add_trial(create_trial(params={"x": 0.5}, distributions=dist, state=TrialState.FAIL))
     study.enqueue_trial({"x": 0.25})
     study.ask()  # a RUNNING trial

@@ -115,7 +115,11 @@ def test_running_again_resumes_the_study(cli: Any, write_study: Any) -> None:
 
 def test_multi_objective_study_runs_with_nsga2(cli: Any, write_study: Any) -> None:
     # Two metrics and two directions: values are stored per metric and the Pareto front is reported.
-    study = tiny_boston(metric=["val_rmse", "n_params"], direction=["minimize", "minimize"], sampler={"type": "nsga2", "population_size": 2})
+    study = tiny_boston(
+        metric=["val_rmse", "n_params"],
+        direction=["minimize", "minimize"],
+        sampler={"type": "nsga2", "population_size": 2},
+    )
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 0, result.output
     study_ = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db")
@@ -145,7 +149,9 @@ def test_status_and_best_read_the_stored_study(cli: Any, write_study: Any) -> No
     assert [s["study"] for s in studies] == ["tiny-boston"]
 
 
-def test_environment_overrides_the_study_file_and_flags_override_both(cli: Any, write_study: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_environment_overrides_the_study_file_and_flags_override_both(
+    cli: Any, write_study: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # Precedence: flag > HPO_STORAGE > study file > default.
     path = write_study(tiny_boston(n_trials=1, storage="sqlite:///from-file.db"))
     monkeypatch.setenv("HPO_STORAGE", "sqlite:///from-env.db")
@@ -161,7 +167,9 @@ def test_top_k_checkpoints_keep_exactly_the_k_best_trials_on_disk(cli: Any, writ
     # or was deleted (tagged `deleted`) when it fell out of the top 2, so disk use stays bounded.
     study_file = write_study(tiny_boston(n_trials=7, evaluation={"top_k": 2, "checkpoints": "top_k"}))
     assert cli("run", study_file, "--quiet").exit_code == 0
-    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
     best_two = {t.user_attrs["mlflow_run_id"] for t in sorted(trials, key=lambda t: t.value)[:2]}
     client = _client()
     runs = _trial_runs(client, "tiny-boston")
@@ -174,4 +182,6 @@ def test_top_k_checkpoints_keep_exactly_the_k_best_trials_on_disk(cli: Any, writ
             assert {"checkpoint/model.pt", "checkpoint/val_predictions.npy", "checkpoint/metrics.json"} <= files
         else:
             assert files == set(), f"trial {run.data.tags['optuna.trial_number']} still holds a checkpoint"
-    assert any(r.data.tags.get("hpo.checkpoint") == "deleted" for r in runs), "with 7 random trials some checkpoint must have been dropped"
+    assert any(r.data.tags.get("hpo.checkpoint") == "deleted" for r in runs), (
+        "with 7 random trials some checkpoint must have been dropped"
+    )

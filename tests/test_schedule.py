@@ -34,7 +34,9 @@ def sections(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip("\n") for i in range(1, len(parts) - 1, 2)}
 
 
-def test_slurm_script_is_a_job_array_of_workers_with_one_gpu_each(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_slurm_script_is_a_job_array_of_workers_with_one_gpu_each(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # One array task per worker, one GPU per task, the time limit in Slurm's format; outside Slurm the
     # script creates the study and submits itself; inside, it runs exactly `worker_argv`.
     study_file = write_study(tiny_boston(name="slurm-sweep"))
@@ -65,18 +67,40 @@ def test_slurm_task_runs_a_real_worker_that_joins_the_study(
     script = cli("schedule", "slurm", study_file, "--storage", storage, "--gpus", "0").stdout
     assert "--gres" not in script
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "SLURM_JOB_ID": "42", "SLURM_CPUS_PER_TASK": "1", "MLFLOW_TRACKING_URI": shared_mlflow_server, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "SLURM_JOB_ID": "42",
+        "SLURM_CPUS_PER_TASK": "1",
+        "MLFLOW_TRACKING_URI": shared_mlflow_server,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     task = subprocess.run(["bash", "-c", script, "sweep.sbatch"], env=env, capture_output=True, text=True, timeout=240)
     assert task.returncode == 0, task.stderr[-3000:]
     trials = optuna.load_study(study_name="slurm-task", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE]
 
 
-def test_kubernetes_manifests_are_a_configmap_a_job_and_a_nightly_cronjob(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_kubernetes_manifests_are_a_configmap_a_job_and_a_nightly_cronjob(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # The Job runs N worker pods (a work queue: parallelism N, no completions), each creating the study
     # in an init step, then running `worker_argv`; credentials come only from the Secret.
     study_file = write_study(tiny_boston(name="k8s_Sweep.v2"))
-    result = cli("schedule", "k8s", study_file, "--workers", "5", "--gpus", "2", "--time-limit", "6h", "--image", "registry.example/hpo:1.0", "--at", "03:15")
+    result = cli(
+        "schedule",
+        "k8s",
+        study_file,
+        "--workers",
+        "5",
+        "--gpus",
+        "2",
+        "--time-limit",
+        "6h",
+        "--image",
+        "registry.example/hpo:1.0",
+        "--at",
+        "03:15",
+    )
     assert result.exit_code == 0, result.output
     config_map, job, cron_job = yaml.safe_load_all(result.stdout)
     assert [config_map["kind"], job["kind"], cron_job["kind"]] == ["ConfigMap", "Job", "CronJob"]
@@ -110,11 +134,15 @@ def test_kubernetes_manifests_are_a_configmap_a_job_and_a_nightly_cronjob(cli: C
     assert nightly_env["HPO_STUDY_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
 
 
-def test_cron_target_prints_a_crontab_line_and_a_systemd_timer(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_cron_target_prints_a_crontab_line_and_a_systemd_timer(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # The crontab line and the systemd ExecStart run the same shell command: a new dated study each
     # night with `hpo run --workers N`; both parse, and the command passes `bash -n`.
     study_file = write_study(tiny_boston(name="nightly"))
-    result = cli("schedule", "cron", study_file, "--workers", "3", "--time-limit", "2h", "--at", "01:30", "--storage", PG)
+    result = cli(
+        "schedule", "cron", study_file, "--workers", "3", "--time-limit", "2h", "--at", "01:30", "--storage", PG
+    )
     assert result.exit_code == 0, result.output
     parts = sections(result.stdout)
 
@@ -143,11 +171,13 @@ def test_cron_target_prints_a_crontab_line_and_a_systemd_timer(cli: Callable[...
     exec_start = shlex.split(service["Service"]["ExecStart"].replace("%%", "%").replace("$$", "$"))
     assert exec_start[:2] == ["/bin/sh", "-c"]
     bash_syntax_ok(exec_start[2])
-    assert exec_start[2].startswith("exec ") and "--study-name \"nightly-$(date +%Y%m%d)\"" in exec_start[2]
+    assert exec_start[2].startswith("exec ") and '--study-name "nightly-$(date +%Y%m%d)"' in exec_start[2]
 
 
 @pytest.mark.parametrize("target", ["slurm", "k8s", "cron"])
-def test_a_password_is_never_written_into_a_script(cli: Callable[..., Any], write_study: Callable[..., Path], target: str) -> None:
+def test_a_password_is_never_written_into_a_script(
+    cli: Callable[..., Any], write_study: Callable[..., Path], target: str
+) -> None:
     # A URL with a password is refused (exit 2, one line naming the option), and the password is not echoed.
     study_file = write_study(tiny_boston())
     result = cli("schedule", target, study_file, "--storage", "postgresql://hpo:s3cret@db/hpo")
@@ -156,7 +186,9 @@ def test_a_password_is_never_written_into_a_script(cli: Callable[..., Any], writ
     assert "--storage" in result.stderr and "s3cret" not in result.stderr
 
 
-def test_kubernetes_refuses_a_study_file_whose_storage_holds_a_password(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+def test_kubernetes_refuses_a_study_file_whose_storage_holds_a_password(
+    cli: Callable[..., Any], write_study: Callable[..., Path]
+) -> None:
     # The study file is copied into the ConfigMap, so a password in it would be published.
     study_file = write_study(tiny_boston(storage="postgresql://hpo:s3cret@db/hpo"))
     result = cli("schedule", "k8s", study_file)
@@ -164,19 +196,29 @@ def test_kubernetes_refuses_a_study_file_whose_storage_holds_a_password(cli: Cal
     assert "s3cret" not in result.stderr
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90m", 5400), ("4h", 14400), ("1d", 86400), ("02:30:00", 9000), ("1-00:00:30", 86430), ("45s", 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90m", 5400), ("4h", 14400), ("1d", 86400), ("02:30:00", 9000), ("1-00:00:30", 86430), ("45s", 45)],
+)
 def test_time_limits_are_read_in_common_forms(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("args", "named"), [(["--time-limit", "soon"], "--time-limit"), (["--at", "25:00"], "--at"), (["--time-limit", "0m"], "--time-limit")])
-def test_bad_options_are_refused_with_the_option_named(cli: Callable[..., Any], write_study: Callable[..., Path], args: list[str], named: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["--time-limit", "soon"], "--time-limit"), (["--at", "25:00"], "--at"), (["--time-limit", "0m"], "--time-limit")],
+)
+def test_bad_options_are_refused_with_the_option_named(
+    cli: Callable[..., Any], write_study: Callable[..., Path], args: list[str], named: str
+) -> None:
     result = cli("schedule", "slurm", write_study(tiny_boston()), *args)
     assert result.exit_code == 2 and result.stdout == ""
     assert named in result.stderr
 
 
-def test_a_file_objective_travels_with_the_kubernetes_study_and_is_named_elsewhere(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_file_objective_travels_with_the_kubernetes_study_and_is_named_elsewhere(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # An objective file beside the study file goes into the ConfigMap, so the pods' mounted folder holds
     # both and the study's relative `objective:` resolves there; one in another folder cannot travel and
     # the command says what the workers need.
@@ -196,13 +238,24 @@ def test_a_file_objective_travels_with_the_kubernetes_study_and_is_named_elsewhe
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "own.py").write_text("def train(ctx):\n    return {'score': 1.0}\n")
     for target in ("k8s", "slurm"):
-        elsewhere = cli("schedule", target, write_study({**study, "objective": "models/own.py:train"}, name="elsewhere.yaml"), "--storage", "postgresql://hpo@db:5432/hpo")
+        elsewhere = cli(
+            "schedule",
+            target,
+            write_study({**study, "objective": "models/own.py:train"}, name="elsewhere.yaml"),
+            "--storage",
+            "postgresql://hpo@db:5432/hpo",
+        )
         assert elsewhere.exit_code == 0, elsewhere.output
-        assert f"warning: objective models/own.py:train is the file {tmp_path / 'models' / 'own.py'}: the workers need it" in elsewhere.stderr
+        assert (
+            f"warning: objective models/own.py:train is the file {tmp_path / 'models' / 'own.py'}: the workers need it"
+            in elsewhere.stderr
+        )
 
 
 @pytest.mark.parametrize("target", ["slurm", "k8s"])
-def test_a_grpc_storage_proxy_is_passed_to_the_workers_and_named_in_the_output(cli: Callable[..., Any], write_study: Callable[..., Path], target: str) -> None:
+def test_a_grpc_storage_proxy_is_passed_to_the_workers_and_named_in_the_output(
+    cli: Callable[..., Any], write_study: Callable[..., Path], target: str
+) -> None:
     # With --storage grpc://HOST:PORT the workers (and the create step) get the proxy's URL, and the
     # script says that the proxy must be running first and how to start it; nothing opens the database.
     study_file = write_study(tiny_boston(name="many"))

@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, HpoServer, drop_database, free_port
 from hpo.server import ServerConfig, server_argv, server_command
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, HpoServer, drop_database, free_port
 
 
 def test_backend_store_uri_stays_out_of_the_command_line() -> None:
     # The password of the backend URL must not show in `ps`: it travels in MLFLOW_BACKEND_STORE_URI.
-    config = ServerConfig(backend_store_uri="postgresql://hpo:s3cret@db:5432/mlflow", port=5123, artifacts_destination="/srv/artifacts")
+    config = ServerConfig(
+        backend_store_uri="postgresql://hpo:s3cret@db:5432/mlflow", port=5123, artifacts_destination="/srv/artifacts"
+    )
     argv, env = server_command(config)
     assert "s3cret" not in " ".join(argv)
     assert env["MLFLOW_BACKEND_STORE_URI"] == config.backend_store_uri
@@ -51,7 +53,9 @@ def test_malformed_backend_store_uri_names_the_option(cli: Callable[..., Any]) -
 def test_unreachable_backend_database_fails_at_once(cli: Callable[..., Any]) -> None:
     # Nothing listens on the port: a one-line error (exit 1) instead of MLflow's minutes of retries.
     dead = free_port()
-    result = cli("server", "--backend-store-uri", f"postgresql://hpo:Hidden-pw@127.0.0.1:{dead}/mlflow", "--port", free_port())
+    result = cli(
+        "server", "--backend-store-uri", f"postgresql://hpo:Hidden-pw@127.0.0.1:{dead}/mlflow", "--port", free_port()
+    )
     assert result.exit_code == 1
     assert f"--backend-store-uri: cannot reach postgresql://hpo:***@127.0.0.1:{dead}/mlflow" in result.stderr
     assert "Connection refused" in result.stderr
@@ -74,14 +78,22 @@ def _processes(*, field: int, value: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_server_on_a_new_postgres_database_serves_artifacts_and_stops_on_sigterm(postgres_available: None, tmp_path: Path) -> None:
+def test_server_on_a_new_postgres_database_serves_artifacts_and_stops_on_sigterm(
+    postgres_available: None, tmp_path: Path
+) -> None:
     # The database does not exist yet: `hpo server` creates it, waits for /health, says where it is,
     # proxies artifacts to the folder, never shows the password, and SIGTERM stops every process.
     name = f"hpo_test_server_{uuid.uuid4().hex[:10]}"
     password = f"Planted-{uuid.uuid4().hex[:8]}"  # the shared server trusts local connections: any password passes
     # docker-compose.yml's allowed Host headers: other containers call the server `mlflow`
-    allowed = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())["services"]["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
-    server = HpoServer(f"postgresql+psycopg2://{PG_USER}:{password}@{PG_HOST}:{PG_PORT}/{name}", tmp_path / "server", env={"MLFLOW_SERVER_ALLOWED_HOSTS": allowed})
+    allowed = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())["services"][
+        "mlflow"
+    ]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    server = HpoServer(
+        f"postgresql+psycopg2://{PG_USER}:{password}@{PG_HOST}:{PG_PORT}/{name}",
+        tmp_path / "server",
+        env={"MLFLOW_SERVER_ALLOWED_HOSTS": allowed},
+    )
     try:
         url = server.wait_ready()
         assert f"MLflow tracking server ready at {url}" in server.stdout
@@ -89,20 +101,29 @@ def test_server_on_a_new_postgres_database_serves_artifacts_and_stops_on_sigterm
             assert response.read().decode().count(".") >= 2
         # an artifact uploaded through the REST API lands in --artifacts-destination
         request = urllib.request.Request(
-            f"{url}/api/2.0/mlflow/experiments/create", data=json.dumps({"name": "served"}).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            f"{url}/api/2.0/mlflow/experiments/create",
+            data=json.dumps({"name": "served"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             experiment_id = json.loads(response.read())["experiment_id"]
-        upload = urllib.request.Request(f"{url}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/note.txt", data=b"hello", method="PUT")
+        upload = urllib.request.Request(
+            f"{url}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/note.txt", data=b"hello", method="PUT"
+        )
         with urllib.request.urlopen(upload, timeout=30):
             pass
         assert (server.artifacts / experiment_id / "note.txt").read_text() == "hello"
         # the compose network's host name is answered, a stranger's is not (DNS rebinding protection)
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=5"
-        with urllib.request.urlopen(urllib.request.Request(search, headers={"Host": "mlflow:5000"}), timeout=30) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(search, headers={"Host": "mlflow:5000"}), timeout=30
+        ) as response:
             assert response.status == 200
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(urllib.request.Request(search, headers={"Host": "attacker.example:5000"}), timeout=30)
+            urllib.request.urlopen(
+                urllib.request.Request(search, headers={"Host": "attacker.example:5000"}), timeout=30
+            )
         assert refused.value.code in (400, 403)
         # the server's processes: the password is in no command line
         (mlflow,) = _processes(field=1, value=server.proc.pid)  # `mlflow server`, leader of its own group

@@ -21,7 +21,9 @@ from tests.conftest import tiny_boston, wait_for_training_trials
 LONG_TRIALS = {"epochs": 5000, "hidden_layers": 1, "batch_size": 64, "early_stopping_patience": 0}
 
 
-def assert_closed_and_requeued(storage: str, tracking_uri: str, name: str, interrupted_number: int, signal_name: str) -> None:
+def assert_closed_and_requeued(
+    storage: str, tracking_uri: str, name: str, interrupted_number: int, signal_name: str
+) -> None:
     """The interrupted trial is FAIL with its MLflow run FAILED; a WAITING copy has its params; nothing RUNNING."""
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
@@ -44,7 +46,9 @@ def assert_closed_and_requeued(storage: str, tracking_uri: str, name: str, inter
 
 
 @pytest.mark.slow
-def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(shared_mlflow_server: str, write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
+    shared_mlflow_server: str, write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # Ctrl-C mid-trial: the trial's run is closed FAILED with the reason, the Optuna trial is FAIL and
     # re-queued with the same params for the next run, and `hpo run` exits with 130.
     name = "interrupted"
@@ -64,7 +68,10 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(shared_mlflo
             proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
     # The last line tells the user what became of the trial under way and how to go on.
-    assert f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued with the same params" in stderr
+    assert (
+        f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued with the same params"
+        in stderr
+    )
     assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     assert_closed_and_requeued(storage, shared_mlflow_server, name, trial.number, "SIGINT")
@@ -75,7 +82,11 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(shared_mlflo
     # A parent left RUNNING by a killed worker is closed by `hpo reconcile` (KILLED: a trial still waits).
     client.update_run(parent_id, status="RUNNING")
     reconciled = subprocess.run(
-        [sys.executable, "-m", "hpo", "reconcile", name, "--storage", storage, "--tracking-uri", shared_mlflow_server], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "hpo", "reconcile", name, "--storage", storage, "--tracking-uri", shared_mlflow_server],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert reconciled.returncode == 0, reconciled.stderr
     assert "parent run closed: KILLED" in reconciled.stdout
@@ -107,4 +118,3 @@ def test_sigterm_to_hpo_run_with_workers_reaches_every_worker_once(
     assert len(training) == 2
     for number in training:
         assert_closed_and_requeued(storage, shared_mlflow_server, name, number, "SIGTERM")
-

@@ -73,7 +73,9 @@ def test_training_does_not_wait_for_a_locked_store_but_close_does(tmp_path: Path
         # The loop got here while no write could happen: the run does not even exist yet.
         assert not run._opened.done()
 
-        closing = threading.Thread(target=lambda: (run.close(state="PRUNED", reason="pruned at epoch 19"), released.set()))
+        closing = threading.Thread(
+            target=lambda: (run.close(state="PRUNED", reason="pruned at epoch 19"), released.set())
+        )
         closing.start()
         closing.join(0.5)
         assert not released.is_set(), "close returned before the store had taken the run"

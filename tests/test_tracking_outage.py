@@ -31,12 +31,16 @@ def _finished(storage: str) -> int:
 
 
 @pytest.mark.slow
-def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(tmp_path: Path, stoppable_mlflow_server: Any) -> None:
+def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
+    tmp_path: Path, stoppable_mlflow_server: Any
+) -> None:
     backend = f"sqlite:///{tmp_path / 'mlflow-backend.db'}"
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     server = stoppable_mlflow_server(backend)
     study_file = tmp_path / "study.yaml"
-    study_file.write_text(yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64})))
+    study_file.write_text(
+        yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64}))
+    )
     # Short waits for the test; the defaults wait seconds (tracking.py) and MLflow's own HTTP retries are off.
     env = {
         **os.environ,
@@ -75,7 +79,9 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(tmp_path: P
 
     # A new server on the same backend store; reconcile closes and backfills.
     restarted = stoppable_mlflow_server(backend)
-    result = run_hpo("reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url, env={"HPO_PROGRESS": "plain"})
+    result = run_hpo(
+        "reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url, env={"HPO_PROGRESS": "plain"}
+    )
     assert result.returncode == 0, result.stderr
     assert "MLflow runs backfilled:" in result.stdout
 
@@ -94,9 +100,15 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(tmp_path: P
         assert run.info.status == STATE_TO_STATUS[trial.state.name], trial.number
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.data.tags["mlflow.parentRunId"] == parent
-        assert {k: v for k, v in run.data.params.items() if k in trial.params} == {k: str(v) for k, v in trial.params.items()}
+        assert {k: v for k, v in run.data.params.items() if k in trial.params} == {
+            k: str(v) for k, v in trial.params.items()
+        }
         if trial.state.name == "COMPLETE":
             assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.value)
     # Running reconcile again changes nothing: it is safe to run from cron.
     again = run_hpo("reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url)
-    assert again.returncode == 0 and "MLflow runs backfilled: 0" in again.stdout and "MLflow runs closed: 0" in again.stdout
+    assert (
+        again.returncode == 0
+        and "MLflow runs backfilled: 0" in again.stdout
+        and "MLflow runs closed: 0" in again.stdout
+    )

@@ -22,7 +22,7 @@ KILLED_TRIAL = 1
 
 # The objective kills its own worker (once: a marker file remembers it) right after the last report of
 # trial KILLED_TRIAL: the report is the last thing hpo sees before the process disappears.
-OBJECTIVE = f'''
+OBJECTIVE = f"""
 import os
 import signal
 import time
@@ -43,7 +43,7 @@ def train(ctx):
         marker.write_text("killed")
         os.kill(os.getpid(), signal.SIGKILL)
     return {{"val_loss": curve(x, {EPOCHS} - 1)}}
-'''
+"""
 
 
 def curve(x: float, epoch: int) -> float:
@@ -51,7 +51,9 @@ def curve(x: float, epoch: int) -> float:
 
 
 def _run(study_file: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hpo", "run", str(study_file)], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hpo", "run", str(study_file)], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -93,7 +95,9 @@ def test_worker_killed_after_last_report_never_leaves_a_complete_trial_with_a_pa
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
     client = MlflowClient(tracking)
-    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id], filter_string="tags.`hpo.role` = 'trial'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("killed").experiment_id], filter_string="tags.`hpo.role` = 'trial'"
+    )
     by_trial: dict[int, list[object]] = {}
     for run in runs:
         by_trial.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
@@ -104,7 +108,10 @@ def test_worker_killed_after_last_report_never_leaves_a_complete_trial_with_a_pa
         assert run.info.status == "FINISHED", trial.number
         for name, offset in (("train_loss", 0.1), ("val_loss", 0.0)):
             history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
-            assert history == [(e, pytest.approx(curve(trial.params["x"], e) + offset)) for e in range(EPOCHS)], (trial.number, name)
+            assert history == [(e, pytest.approx(curve(trial.params["x"], e) + offset)) for e in range(EPOCHS)], (
+                trial.number,
+                name,
+            )
     # The killed trial's run (the epochs it got out before dying) is never FINISHED. The trial carries
     # its id once the sender has opened it (in practice within the first epoch), and the run is then
     # closed FAILED by the next worker; a run the worker died before linking is left to `hpo reconcile`.

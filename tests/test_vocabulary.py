@@ -36,7 +36,13 @@ ROWS = [
     Row("cifar10", "pooling", ("sum", "min", "max", "avg", "none"), "median", "accepted: max, avg, sum, min, none"),
     Row("cifar10", "pool_size", (1, 3), 0, "is not an integer in [1, 32]"),
     Row("cifar10", "pool_stride", (1, 3, None), 0, "is not an integer in [1, 32] or null"),
-    Row("cifar10", "padding_mode", ("zeros", "reflect", "replicate", "circular"), "mirror", "accepted: zeros, reflect, replicate, circular"),
+    Row(
+        "cifar10",
+        "padding_mode",
+        ("zeros", "reflect", "replicate", "circular"),
+        "mirror",
+        "accepted: zeros, reflect, replicate, circular",
+    ),
     Row("cifar10", "augment_vflip", (True, False), "yes", "is not true or false"),
     Row("cifar10", "augment_zoom", (0.0, 0.2, 0.9), 1.0, "is not a number in [0, 1)"),
     Row("cifar10", "augment_shear", (0.0, 10, 45), 60, "is not a number in [0, 45]"),
@@ -45,8 +51,22 @@ ROWS = [
     Row("boston", "activation", ("sigmoid",), "softsign", "accepted: relu, leaky_relu, elu, gelu, tanh, sigmoid"),
     Row("cifar10", "loss", ("cross_entropy", "hinge"), "mse", "accepted: cross_entropy, hinge"),
     Row("cifar10", "pixel_scaling", ("standardize", "unit", "center"), "minmax", "accepted: standardize, unit, center"),
-    Row("cifar10", "lr_schedule", ("exponential", "linear"), "cyclic", "accepted: none, step, exponential, cosine, onecycle, plateau, linear", (("lr_gamma", 0.95),)),
-    Row("boston", "lr_schedule", ("exponential", "linear"), "cyclic", "accepted: none, step, exponential, cosine, onecycle, plateau, linear", (("lr_gamma", 0.95),)),
+    Row(
+        "cifar10",
+        "lr_schedule",
+        ("exponential", "linear"),
+        "cyclic",
+        "accepted: none, step, exponential, cosine, onecycle, plateau, linear",
+        (("lr_gamma", 0.95),),
+    ),
+    Row(
+        "boston",
+        "lr_schedule",
+        ("exponential", "linear"),
+        "cyclic",
+        "accepted: none, step, exponential, cosine, onecycle, plateau, linear",
+        (("lr_gamma", 0.95),),
+    ),
     Row("boston", "early_stopping_min_delta", (0.0, 0.01, 5), -0.1, "is not a number in [0, 1000000]"),
     Row("cifar10", "early_stopping_min_delta", (0.001,), "a lot", "is not a number in [0, 1000000]"),
 ]
@@ -62,7 +82,18 @@ def test_every_new_row_is_in_the_table_it_is_tested_for() -> None:
     tables = {"boston": BOSTON, "cifar10": CIFAR10}
     for row in ROWS:
         assert row.name in tables[row.objective], (row.objective, row.name)
-    new = {"pool_size", "pool_stride", "padding_mode", "augment_vflip", "augment_zoom", "augment_shear", "augment_noise", "loss", "pixel_scaling", "early_stopping_min_delta"}
+    new = {
+        "pool_size",
+        "pool_stride",
+        "padding_mode",
+        "augment_vflip",
+        "augment_zoom",
+        "augment_shear",
+        "augment_noise",
+        "loss",
+        "pixel_scaling",
+        "early_stopping_min_delta",
+    }
     assert new <= {r.name for r in ROWS}
 
 
@@ -76,10 +107,21 @@ def test_each_new_value_validates(row: Row) -> None:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_hpo_validate_refuses_a_bad_value_naming_the_field_and_what_it_accepts(row: Row, cli: Any, write_study: Any, tmp_path: Path) -> None:
+def test_hpo_validate_refuses_a_bad_value_naming_the_field_and_what_it_accepts(
+    row: Row, cli: Any, write_study: Any, tmp_path: Path
+) -> None:
     # Exit 2, one line naming the file, the field and the accepted values, nothing written; as a fixed
     # value and as a categorical choice alike.
-    for study, field in ((_study(row, row.bad), f"fixed.{row.name}"), ({**_study(row, row.good[0]), "params": {row.name: {"type": "categorical", "choices": [row.good[0], row.bad]}}}, f"params.{row.name}.choices")):
+    for study, field in (
+        (_study(row, row.bad), f"fixed.{row.name}"),
+        (
+            {
+                **_study(row, row.good[0]),
+                "params": {row.name: {"type": "categorical", "choices": [row.good[0], row.bad]}},
+            },
+            f"params.{row.name}.choices",
+        ),
+    ):
         if field.startswith("params"):
             del study["fixed"][row.name]
         path = write_study(study)
@@ -95,10 +137,19 @@ def test_hpo_validate_refuses_a_bad_value_naming_the_field_and_what_it_accepts(r
     ("study", "expect"),
     [
         # The default lr_gamma (0.1, a step schedule's) would divide the rate by ten every epoch.
-        ({"fixed": {"lr_schedule": "exponential"}}, "fixed.lr_schedule: lr_schedule exponential multiplies the learning rate by lr_gamma"),
-        ({"params": {"lr_schedule": {"type": "categorical", "choices": ["none", "exponential"]}}}, "params.lr_schedule: "),
+        (
+            {"fixed": {"lr_schedule": "exponential"}},
+            "fixed.lr_schedule: lr_schedule exponential multiplies the learning rate by lr_gamma",
+        ),
+        (
+            {"params": {"lr_schedule": {"type": "categorical", "choices": ["none", "exponential"]}}},
+            "params.lr_schedule: ",
+        ),
         # The hinge loss has no probabilities to smooth.
-        ({"fixed": {"loss": "hinge", "label_smoothing": 0.1}}, "fixed.loss: label_smoothing applies to the cross_entropy loss only"),
+        (
+            {"fixed": {"loss": "hinge", "label_smoothing": 0.1}},
+            "fixed.loss: label_smoothing applies to the cross_entropy loss only",
+        ),
         # 3x3 windows moved by 3 leave 32 -> 10 -> 3 -> 1 -> nothing: the fourth block cannot pool.
         ({"fixed": {"conv_blocks": 4, "pool_size": 3, "pool_stride": 3}}, "fixed.conv_blocks: "),
         # The worst case of a searched window counts: 4x4 pooling fails at block 3, 2x2 would not.
@@ -107,7 +158,9 @@ def test_hpo_validate_refuses_a_bad_value_naming_the_field_and_what_it_accepts(r
         ({"fixed": {"conv_blocks": 5, "kernel_size": 5, "padding_mode": "reflect"}}, "fixed.padding_mode: "),
     ],
 )
-def test_combinations_that_cannot_train_are_refused_at_validate_time(study: dict[str, Any], expect: str, cli: Any, write_study: Any) -> None:
+def test_combinations_that_cannot_train_are_refused_at_validate_time(
+    study: dict[str, Any], expect: str, cli: Any, write_study: Any
+) -> None:
     result = cli("validate", write_study({"name": "c", "objective": "cifar10", **study}))
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and expect in result.stderr, result.stderr
@@ -118,12 +171,19 @@ def test_label_smoothing_searched_for_cross_entropy_only_is_fine_beside_hinge() 
         "loss": {"type": "categorical", "choices": ["cross_entropy", "hinge"]},
         "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2, "when": {"loss": ["cross_entropy"]}},
     }
-    assert parse_study({"name": "c", "objective": "cifar10", "params": params}).params["label_smoothing"].when == {"loss": ["cross_entropy"]}
+    assert parse_study({"name": "c", "objective": "cifar10", "params": params}).params["label_smoothing"].when == {
+        "loss": ["cross_entropy"]
+    }
 
 
 def test_overlapping_pooling_that_fits_is_accepted_where_the_old_fixed_2x2_would_be_too() -> None:
     # 3x3 windows moved by 1 shrink each block by 2 pixels only: 12 blocks still fit 32x32.
-    assert parse_study({"name": "c", "objective": "cifar10", "fixed": {"conv_blocks": 12, "pool_size": 3, "pool_stride": 1}}).fixed["pool_stride"] == 1
+    assert (
+        parse_study(
+            {"name": "c", "objective": "cifar10", "fixed": {"conv_blocks": 12, "pool_size": 3, "pool_stride": 1}}
+        ).fixed["pool_stride"]
+        == 1
+    )
 
 
 def test_a_search_over_every_shape_parameter_is_checked_in_well_under_a_second() -> None:
@@ -158,7 +218,9 @@ def test_the_values_reach_the_model_loss_augmentation_and_pixel_scaling() -> Non
     assert convs and all(c.padding_mode == "reflect" for c in convs)
     assert len(pools) == 2 and all(p.divisor_override == 1 and p.kernel_size == 3 and p.stride == 1 for p in pools)
     assert any(isinstance(m, nn.Sigmoid) for m in model.modules())
-    minimal = cifar10_model.build_model(CIFAR10.resolve({"model": "cnn", "pooling": "min", "pool_size": 4, "conv_blocks": 2}), {})
+    minimal = cifar10_model.build_model(
+        CIFAR10.resolve({"model": "cnn", "pooling": "min", "pool_size": 4, "conv_blocks": 2}), {}
+    )
     assert [(p.kernel_size, p.stride) for p in minimal.modules() if isinstance(p, MinPool2d)] == [(4, 4)] * 2
 
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
@@ -167,7 +229,12 @@ def test_the_values_reach_the_model_loss_augmentation_and_pixel_scaling() -> Non
     meta = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "pixel_scaling": "unit"}
     task = cifar10_model.make_task(split, split, hp, meta, torch.device("cpu"))
     assert task.loss_fn is multiclass_hinge
-    assert task.augment is not None and (task.augment.vflip, task.augment.zoom, task.augment.shear, task.augment.noise) == (True, 0.2, 10.0, 0.05)
+    assert task.augment is not None and (
+        task.augment.vflip,
+        task.augment.zoom,
+        task.augment.shear,
+        task.augment.noise,
+    ) == (True, 0.2, 10.0, 0.05)
     assert task.prepare is not None
     torch.testing.assert_close(task.prepare(images), images.float() / 255)
     # A checkpoint from before pixel_scaling existed was standardized, and still is.
@@ -179,9 +246,26 @@ def test_a_trial_trains_with_the_course_vocabulary_and_keeps_its_pixel_scaling(t
     # One CIFAR-10 trial with every new value: the learning rate halves each epoch (exponential, gamma
     # 0.5), and the meta that evaluation rebuilds inputs from says how pixels were scaled.
     tiny_cifar10(train_per_class=6, test_per_class=1)
-    hp = CIFAR10.resolve({**COURSE, "filters": 4, "conv_blocks": 2, "hidden_layers": 0, "epochs": 3, "batch_size": 16, "early_stopping_patience": 0})
+    hp = CIFAR10.resolve(
+        {
+            **COURSE,
+            "filters": 4,
+            "conv_blocks": 2,
+            "hidden_layers": 0,
+            "epochs": 3,
+            "batch_size": 16,
+            "early_stopping_patience": 0,
+        }
+    )
     epochs: list[dict[str, float]] = []
-    ctx = TrialContext(hp, metrics=["val_acc"], directions=["maximize"], seed=0, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
+    ctx = TrialContext(
+        hp,
+        metrics=["val_acc"],
+        directions=["maximize"],
+        seed=0,
+        device="cpu",
+        report=lambda epoch, metrics: epochs.append(metrics),
+    )
     result = cifar10_model.train(ctx)
     assert [m["lr"] for m in epochs] == pytest.approx([hp["lr"], hp["lr"] / 2, hp["lr"] / 4])
     assert result.meta["pixel_scaling"] == "unit" and result.meta["task_hyperparameters"]["loss"] == "hinge"
@@ -194,9 +278,26 @@ def test_boston_early_stopping_min_delta_and_exponential_decay_reach_the_loop() 
     from hpo.objectives.boston import BostonDataOptions
     from hpo.objectives.boston import _model as boston_model
 
-    hp = BOSTON.resolve({"epochs": 20, "early_stopping_patience": 2, "early_stopping_min_delta": 1000.0, "lr_schedule": "exponential", "lr_gamma": 0.5, "activation": "sigmoid"})
+    hp = BOSTON.resolve(
+        {
+            "epochs": 20,
+            "early_stopping_patience": 2,
+            "early_stopping_min_delta": 1000.0,
+            "lr_schedule": "exponential",
+            "lr_gamma": 0.5,
+            "activation": "sigmoid",
+        }
+    )
     epochs: list[dict[str, float]] = []
-    ctx = TrialContext(hp, data=BostonDataOptions(cv_folds=1), metrics=["val_rmse"], directions=["minimize"], seed=0, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
+    ctx = TrialContext(
+        hp,
+        data=BostonDataOptions(cv_folds=1),
+        metrics=["val_rmse"],
+        directions=["minimize"],
+        seed=0,
+        device="cpu",
+        report=lambda epoch, metrics: epochs.append(metrics),
+    )
     boston_model.train(ctx)
     assert len(epochs) == 3
     assert [m["lr"] for m in epochs] == pytest.approx([hp["lr"], hp["lr"] / 2, hp["lr"] / 4])

@@ -34,7 +34,9 @@ def test_three_workers_complete_exactly_n_trials_on_postgresql(
     name = "workers-pg"
     study_file = write_study(tiny_boston(name=name, n_trials=5, execution={"heartbeat_interval": 1, "grace_period": 3}))
 
-    result = run_hpo("run", study_file, "--workers", "3", "--storage", storage, "--tracking-uri", shared_mlflow_server, timeout=240)
+    result = run_hpo(
+        "run", study_file, "--workers", "3", "--storage", storage, "--tracking-uri", shared_mlflow_server, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"study {name}: 5 complete, 0 pruned, 0 failed in this run" in result.stderr
 
@@ -84,7 +86,9 @@ def test_batch_sweep_runs_several_study_files_and_prints_a_summary_table(
         assert len(trial_runs(shared_mlflow_server, name)) == n
 
 
-def test_a_bad_second_file_stops_the_sweep_before_anything_runs(cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_bad_second_file_stops_the_sweep_before_anything_runs(
+    cli: Callable[..., Any], write_study: Callable[..., Path], tmp_path: Path
+) -> None:
     # Every study file is checked before the first study starts: nothing is created.
     good = write_study(tiny_boston(name="sweep-ok"), "a.yaml")
     bad = write_study(tiny_boston(name="sweep-bad", sampler={"type": "tpe", "n_startup": 3}), "b.yaml")
@@ -95,7 +99,9 @@ def test_a_bad_second_file_stops_the_sweep_before_anything_runs(cli: Callable[..
     assert not (tmp_path / "hpo.db").exists()
 
 
-def test_trials_per_device_sets_the_default_worker_count_and_shares_gpus_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trials_per_device_sets_the_default_worker_count_and_shares_gpus_round_robin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # execution.trials_per_device K: `hpo run` without --workers starts K workers per visible GPU (K on
     # the CPU), and worker i gets GPU i mod #GPUs, so each GPU runs K trials at once; 1 keeps one worker.
     from hpo.runner import default_workers, default_workers_env

@@ -18,8 +18,12 @@ from hpo.settings import check_environment, env_setting, redact
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The two store options every command that opens a study takes, with the precedence they follow.
-StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db).")
-TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db).")
+StorageOption = typer.Option(
+    None, "--storage", help="Optuna storage URL (flag > HPO_STORAGE > study file > sqlite:///hpo.db)."
+)
+TrackingOption = typer.Option(
+    None, "--tracking-uri", help="MLflow tracking URI (flag > MLFLOW_TRACKING_URI > study file > sqlite:///mlflow.db)."
+)
 
 app = typer.Typer(
     name="hpo",
@@ -58,7 +62,9 @@ def handles_errors(fn: F) -> F:
         except KeyboardInterrupt as exc:
             # The runner says what became of the trial under way; elsewhere nothing was left half-done.
             detail = str(exc)
-            raise fail(detail if detail.startswith("interrupted") else "interrupted; finished work is kept", 130) from None
+            raise fail(
+                detail if detail.startswith("interrupted") else "interrupted; finished work is kept", 130
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -30,7 +30,9 @@ def _dataset(name: str, method: str) -> Any:
     able = [n for n, d in known.items() if offers(d, method)]
     verb = method.split("_")[0]
     if name in known and name not in able:
-        raise UsageError(f"dataset: {name} has nothing to {verb} ({known[name].describe().get('summary', 'managed by its objective')})")
+        raise UsageError(
+            f"dataset: {name} has nothing to {verb} ({known[name].describe().get('summary', 'managed by its objective')})"
+        )
     if name not in able:
         raise UsageError(f"dataset: unknown dataset {name!r}; accepted: {', '.join(able) or 'none'}")
     return known[name]
@@ -40,7 +42,15 @@ def _dataset(name: str, method: str) -> Any:
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
     """A rich bar per import stage on a terminal; silence elsewhere (cron logs, pipes)."""
     console = Console(stderr=True)
-    bars = Progress(TextColumn("{task.description:<16}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=console, disable=not sys.stderr.isatty(), transient=False)
+    bars = Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+        transient=False,
+    )
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -64,7 +74,10 @@ def fetch(dataset: str = typer.Argument(..., help="A dataset that can be downloa
 @command(data_app, "import")
 def import_(
     dataset: str = typer.Argument(..., help="A dataset that can be imported, e.g. cifar10."),
-    path: Path = typer.Argument(..., help="cifar10: cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*."),
+    path: Path = typer.Argument(
+        ...,
+        help="cifar10: cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*.",
+    ),
 ) -> None:
     """Decode a local copy once into the checksummed cache that studies read."""
     found = _dataset(dataset, "import_data")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,9 +19,11 @@ def _named(field: str, flag: str, env: str) -> str:
 
 @command(app, "doctor")
 def doctor(
-    study_file: Optional[Path] = typer.Argument(None, help="A study file: its storage, tracking URI, objective and device are checked too."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    study_file: Path | None = typer.Argument(
+        None, help="A study file: its storage, tracking URI, objective and device are checked too."
+    ),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of lines."),
 ) -> None:
     """Check storage, tracking server, data cache and devices; say plainly what is wrong and how to fix it."""
@@ -37,7 +38,10 @@ def doctor(
         source=str(study_file) if study_file is not None else None,
     )
     # a fix names the setting to change: the flag, the variable or the study file's field
-    sources = Sources(storage=_named(settings.storage_field, "--storage", STORAGE_ENV), tracking_uri=_named(settings.tracking_field, "--tracking-uri", TRACKING_ENV))
+    sources = Sources(
+        storage=_named(settings.storage_field, "--storage", STORAGE_ENV),
+        tracking_uri=_named(settings.tracking_field, "--tracking-uri", TRACKING_ENV),
+    )
     report = diagnose(settings, config=config, sources=sources)
     if as_json:
         typer.echo(report.to_json())

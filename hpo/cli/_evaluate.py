@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -27,15 +26,28 @@ def _console() -> Console:
 @command(app, "evaluate")
 def evaluate(
     study: str = typer.Argument(..., help="Study name, or its study file."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="How many of the best trials to evaluate (default: evaluation.top_k)."),
-    ensemble: Optional[EnsembleMethod] = typer.Option(None, "--ensemble", help="How to combine them (default: evaluation.ensemble)."),
-    retrain_seeds: Optional[int] = typer.Option(None, "--retrain-seeds", min=0, help="Retrain each on train+validation over N seeds first (default: evaluation.retrain_seeds)."),
-    force: bool = typer.Option(False, "--force", help="Evaluate again although test results exist (reads the test split again)."),
-    tta: Optional[str] = typer.Option(
-        None, "--tta", help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); validation predictions are recomputed with it."
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=1, help="How many of the best trials to evaluate (default: evaluation.top_k)."
     ),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    ensemble: EnsembleMethod | None = typer.Option(
+        None, "--ensemble", help="How to combine them (default: evaluation.ensemble)."
+    ),
+    retrain_seeds: int | None = typer.Option(
+        None,
+        "--retrain-seeds",
+        min=0,
+        help="Retrain each on train+validation over N seeds first (default: evaluation.retrain_seeds).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Evaluate again although test results exist (reads the test split again)."
+    ),
+    tta: str | None = typer.Option(
+        None,
+        "--tta",
+        help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); validation predictions are recomputed with it.",
+    ),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Final test evaluation of the best model(s), ensembles and baselines, logged to MLflow. Reads the test split once."""
     from hpo.evaluation import evaluate as run_evaluation
@@ -79,9 +91,9 @@ def evaluate(
 @command(app, "report")
 def report(
     study: str = typer.Argument(..., help="Study name, or its study file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ./hpo-report/<study>)."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: ./hpo-report/<study>)."),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """An HTML page with PNG plots of the study (and its test evaluation, if any), saved and logged to MLflow."""
     from hpo.report import build_report
@@ -101,9 +113,9 @@ def report(
 def compare(
     study_a: str = typer.Argument(..., help="First study (name or study file)."),
     study_b: str = typer.Argument(..., help="Second study (name or study file)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ./hpo-compare/<A>-vs-<B>)."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: ./hpo-compare/<A>-vs-<B>)."),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Side-by-side learning curves and a written verdict: which study's model did better, by how much, and why."""
     from hpo.report import compare_studies
@@ -113,6 +125,8 @@ def compare(
     result = compare_studies(refs[0], refs[1], out=out)
     console = _console()
     console.print(result.verdict, highlight=False, markup=False)
-    console.print(f"saved to {result.out}; logged to MLflow run(s) {', '.join(result.logged_to) or 'none'}", highlight=False)
+    console.print(
+        f"saved to {result.out}; logged to MLflow run(s) {', '.join(result.logged_to) or 'none'}", highlight=False
+    )
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)

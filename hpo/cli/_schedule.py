@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,18 +19,45 @@ class Target(str, Enum):
 
 @command(app, "schedule")
 def schedule(
-    target: Target = typer.Argument(..., help="slurm: a job array; k8s: a Job and a nightly CronJob; cron: a crontab line and a systemd timer."),
+    target: Target = typer.Argument(
+        ..., help="slurm: a job array; k8s: a Job and a nightly CronJob; cron: a crontab line and a systemd timer."
+    ),
     study_file: Path = typer.Argument(..., help="The study file the workers run."),
-    workers: int = typer.Option(4, "--workers", min=1, help="Workers (Slurm array tasks, Kubernetes pods, local processes for cron)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs per worker for slurm/k8s (default 1); GPUs of the machine for cron (default: all visible)."),
+    workers: int = typer.Option(
+        4, "--workers", min=1, help="Workers (Slurm array tasks, Kubernetes pods, local processes for cron)."
+    ),
+    gpus: int | None = typer.Option(
+        None,
+        "--gpus",
+        min=0,
+        help="GPUs per worker for slurm/k8s (default 1); GPUs of the machine for cron (default: all visible).",
+    ),
     cpus: int = typer.Option(4, "--cpus", min=1, help="CPU cores (and training threads) per worker."),
-    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall-clock limit of the sweep: 90m, 4h, 1d, HH:MM:SS or D-HH:MM:SS."),
+    time_limit: str | None = typer.Option(
+        None, "--time-limit", help="Wall-clock limit of the sweep: 90m, 4h, 1d, HH:MM:SS or D-HH:MM:SS."
+    ),
     image: str = typer.Option("hpo:latest", "--image", help="Container image with hpo installed (k8s)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage URL without a password (default: the study file's, else HPO_STORAGE / a Secret at run time)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI without a password (default: the study file's, else MLFLOW_TRACKING_URI / a Secret at run time)."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name). Nightly sweeps start a new study each night: NAME-YYYYMMDD (cron), the Job's name (k8s)."),
-    at: str = typer.Option("02:00", "--at", help="Time of day of the nightly sweep (k8s CronJob, cron, systemd timer)."),
-    secret: str = typer.Option("hpo-credentials", "--secret", help="Kubernetes Secret holding the storage URL and passwords."),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="Study storage URL without a password (default: the study file's, else HPO_STORAGE / a Secret at run time).",
+    ),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI without a password (default: the study file's, else MLFLOW_TRACKING_URI / a Secret at run time).",
+    ),
+    study_name: str | None = typer.Option(
+        None,
+        "--study-name",
+        help="Study name (default: the file's name). Nightly sweeps start a new study each night: NAME-YYYYMMDD (cron), the Job's name (k8s).",
+    ),
+    at: str = typer.Option(
+        "02:00", "--at", help="Time of day of the nightly sweep (k8s CronJob, cron, systemd timer)."
+    ),
+    secret: str = typer.Option(
+        "hpo-credentials", "--secret", help="Kubernetes Secret holding the storage URL and passwords."
+    ),
 ) -> None:
     """Print a ready batch-sweep script/manifest whose workers share the study storage."""
     from hpo.schedule import objective_warning, plan_sweep, render, shared_storage_warning

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,7 +24,9 @@ from hpo.settings import Settings, check_writable, redact, resolve_settings
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
 
-def _settings(config: StudyConfig, storage: str | None, tracking_uri: str | None, *, source: Path | None = None) -> Settings:
+def _settings(
+    config: StudyConfig, storage: str | None, tracking_uri: str | None, *, source: Path | None = None
+) -> Settings:
     return resolve_settings(
         storage_flag=storage,
         tracking_flag=tracking_uri,
@@ -53,14 +55,21 @@ def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
 @command(app, "run")
 def run(
     study_files: list[Path] = typer.Argument(..., help="One or more study files, run one after another."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Stop starting trials after this many seconds."),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", min=1, help="Worker processes on this machine sharing the study (default: execution.trials_per_device per GPU, else 1)."
+    n_trials: int | None = typer.Option(
+        None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."
     ),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.001, help="Stop starting trials after this many seconds."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Worker processes on this machine sharing the study (default: execution.trials_per_device per GPU, else 1).",
+    ),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
+    study_name: str | None = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Create or resume the study and run trials until the global budget is met."""
@@ -74,12 +83,31 @@ def run(
         _check_study(path, config, setting)
     rows = []
     for path, config, setting in zip(study_files, configs, settings):
-        summary = _run_one(path, config, setting, n_trials=n_trials, timeout=timeout, workers=workers, study_name=study_name, quiet=quiet)
+        summary = _run_one(
+            path,
+            config,
+            setting,
+            n_trials=n_trials,
+            timeout=timeout,
+            workers=workers,
+            study_name=study_name,
+            quiet=quiet,
+        )
         rows.append(summary)
     if len(rows) > 1 and not quiet:
         _print_table(
             "sweep summary",
-            [{"study": r["study"], "complete": r["complete"], "pruned": r["pruned"], "failed": r["failed"], "best": r["best"], "seconds": round(r["seconds"], 1)} for r in rows],
+            [
+                {
+                    "study": r["study"],
+                    "complete": r["complete"],
+                    "pruned": r["pruned"],
+                    "failed": r["failed"],
+                    "best": r["best"],
+                    "seconds": round(r["seconds"], 1),
+                }
+                for r in rows
+            ],
         )
     if any(r["complete_total"] == 0 for r in rows):
         failed = ", ".join(r["study"] for r in rows if r["complete_total"] == 0)
@@ -91,7 +119,11 @@ def _budget(config: StudyConfig, n_trials: int | None, timeout: float | None) ->
     wall-clock deadline shared by all of them rather than a clock of their own."""
     n_trials = n_trials if n_trials is not None else config.n_trials
     timeout = timeout if timeout is not None else config.timeout
-    return {"n_trials": n_trials, "timeout": timeout, "deadline": time.time() + timeout if timeout is not None else None}
+    return {
+        "n_trials": n_trials,
+        "timeout": timeout,
+        "deadline": time.time() + timeout if timeout is not None else None,
+    }
 
 
 def _remaining(budget: dict[str, Any]) -> float | None:
@@ -102,7 +134,15 @@ def _remaining(budget: dict[str, Any]) -> float | None:
 
 
 def _run_one(
-    path: Path, config: StudyConfig, settings: Settings, *, n_trials: int | None, timeout: float | None, workers: int | None, study_name: str | None, quiet: bool
+    path: Path,
+    config: StudyConfig,
+    settings: Settings,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    workers: int | None,
+    study_name: str | None,
+    quiet: bool,
 ) -> dict[str, Any]:
     from optuna.trial import TrialState
 
@@ -131,7 +171,14 @@ def _run_one(
     # Counted from the study, so that trials run by spawned workers are included.
     trials = runner.study.get_trials(deepcopy=False)
     new = [t for t in trials if t.state.is_finished() and t.number not in before]
-    counts = {name: sum(1 for t in new if t.state == state) for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL))}
+    counts = {
+        name: sum(1 for t in new if t.state == state)
+        for name, state in (
+            ("complete", TrialState.COMPLETE),
+            ("pruned", TrialState.PRUNED),
+            ("failed", TrialState.FAIL),
+        )
+    }
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     best = runner._best_text()
     if not quiet:
@@ -143,15 +190,23 @@ def _run_one(
     bad = [c for c in codes if c != 0]
     runner.close_study_run(stopped_by=HpoError("workers failed") if bad else None)
     if bad:
-        raise HpoError(f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above")
-    return {"study": runner.study_name, **counts, "best": best, "complete_total": complete_total, "seconds": time.monotonic() - started}
+        raise HpoError(
+            f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above"
+        )
+    return {
+        "study": runner.study_name,
+        **counts,
+        "best": best,
+        "complete_total": complete_total,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def _mlflow_where(runner: Any, settings: Settings) -> str:
     """The UI page of the study's runs when MLflow is a server, else the store's (redacted) URI."""
     try:
         return runner.tracker.ui_link() or redact(settings.tracking_uri)
-    except Exception:  # noqa: BLE001 - the server went away since: name the store instead
+    except Exception:
         return redact(settings.tracking_uri)
 
 
@@ -181,7 +236,11 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
             env = {**os.environ, "HPO_STORAGE": settings.storage, "MLFLOW_TRACKING_URI": settings.tracking_uri, **own}
             env.setdefault("HPO_PROGRESS", "plain")  # several live displays on one terminal would garble it
             if not quiet:
-                where = f"GPU {own['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in own else f"CPU, {own['HPO_THREADS']} thread(s)"
+                where = (
+                    f"GPU {own['CUDA_VISIBLE_DEVICES']}"
+                    if "CUDA_VISIBLE_DEVICES" in own
+                    else f"CPU, {own['HPO_THREADS']} thread(s)"
+                )
                 typer.echo(f"worker {index + 1}/{workers}: {where}", err=True)
             procs.append(subprocess.Popen(argv, env=env, start_new_session=True))
         codes = [proc.wait() for proc in procs]
@@ -196,11 +255,15 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
 @command(app, "create")
 def create(
     study_file: Path = typer.Argument(..., help="The study file."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Stop starting trials this many seconds after the sweep starts."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+    n_trials: int | None = typer.Option(
+        None, "--n-trials", min=1, help="Global trial cap over all workers (overrides the file)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.001, help="Stop starting trials this many seconds after the sweep starts."
+    ),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
+    study_name: str | None = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
 ) -> None:
     """Create the study and its budget without running trials, for workers that join with `hpo worker`.
 
@@ -218,7 +281,10 @@ def create(
     running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
     if (stored.get("n_trials"), stored.get("timeout")) != (budget["n_trials"], budget["timeout"]) or not running:
         runner.study.set_user_attr(BUDGET_ATTR, budget)
-    typer.echo(f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}", err=True)
+    typer.echo(
+        f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
+        err=True,
+    )
 
 
 def _worker_hint(study_file: Path, study_name: str, config: StudyConfig) -> list[str]:
@@ -230,9 +296,9 @@ def _worker_hint(study_file: Path, study_name: str, config: StudyConfig) -> list
 @command(app, "worker")
 def worker(
     study_file: Path = typer.Argument(..., help="The study file the study was started with."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
+    study_name: str | None = typer.Option(None, "--study-name", help="Study name (default: the file's name)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
@@ -241,8 +307,18 @@ def worker(
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
-    runner = StudyRunner(config, settings, study_name=study_name, progress=make_progress(quiet=quiet), create=False, source=str(study_file))
-    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {"n_trials": runner.config.n_trials, "timeout": runner.config.timeout}
+    runner = StudyRunner(
+        config,
+        settings,
+        study_name=study_name,
+        progress=make_progress(quiet=quiet),
+        create=False,
+        source=str(study_file),
+    )
+    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {
+        "n_trials": runner.config.n_trials,
+        "timeout": runner.config.timeout,
+    }
     try:
         runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
     except BaseException as exc:
@@ -254,8 +330,8 @@ def worker(
 @command(app, "validate")
 def validate(
     study_file: Path = typer.Argument(..., help="The study file to check."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Check the file, print the resolved config and the search space; nothing is written anywhere."""
     from hpo.search_space import describe
@@ -273,8 +349,10 @@ def validate(
 
 @command(app, "status")
 def status(
-    study: Optional[str] = typer.Argument(None, help="A study name or study file; without it, every study in the storage."),
-    storage: Optional[str] = StorageOption,
+    study: str | None = typer.Argument(
+        None, help="A study name or study file; without it, every study in the storage."
+    ),
+    storage: str | None = StorageOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Studies, or one study's trials: state, value, params, duration, MLflow run id."""
@@ -296,7 +374,7 @@ def status(
 def best(
     study: str = typer.Argument(..., help="A study name or study file."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="How many trials."),
-    storage: Optional[str] = StorageOption,
+    storage: str | None = StorageOption,
     as_json: bool = JsonOption,
 ) -> None:
     """The best trials and their params."""
@@ -316,8 +394,8 @@ def best(
 @command(app, "reconcile")
 def reconcile_command(
     study: str = typer.Argument(..., help="A study name or study file."),
-    storage: Optional[str] = StorageOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    storage: str | None = StorageOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Repair leftovers of crashes on both sides and backfill MLflow runs missing for finished trials."""
     from hpo import results
@@ -330,7 +408,11 @@ def reconcile_command(
     config = stored_config(loaded)
     heartbeat = config.execution
     storage_obj = results.open_existing(
-        ref.settings.storage, field=ref.settings.storage_field, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period, max_retry=heartbeat.max_retry
+        ref.settings.storage,
+        field=ref.settings.storage_field,
+        heartbeat_interval=heartbeat.heartbeat_interval,
+        grace_period=heartbeat.grace_period,
+        max_retry=heartbeat.max_retry,
     )
     import optuna
 

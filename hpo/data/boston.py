@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpo.objectives.boston import FEATURES as BOSTON_FEATURES
-from hpo.objectives.boston import BostonDataOptions as DataConfig
 from hpo.data._test_guard import record_test_read
 from hpo.errors import UsageError
+from hpo.objectives.boston import FEATURES as BOSTON_FEATURES
+from hpo.objectives.boston import BostonDataOptions as DataConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +50,14 @@ SHIPPED = "boston_house_prices.csv"
 MAX_BYTES = 256 * 1024 * 1024  # a Boston-style CSV is a few kilobytes; anything this big is the wrong file
 MIN_TRAIN_ROWS = 2
 # Leading bytes of archives pandas would try to open by the file's name (and fail with a traceback).
-_ARCHIVES = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf": "7z"}
+_ARCHIVES = {
+    b"\x1f\x8b": "gzip",
+    b"PK\x03\x04": "zip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"7z\xbc\xaf": "7z",
+}
 
 
 def _name(path: str | Path | None) -> str:
@@ -72,7 +79,9 @@ def read_bytes(path: str | Path | None = None) -> bytes:
     if not file.is_file():
         raise UsageError(f"data.path: {text} is not a regular file (a device or a pipe); expected a CSV file")
     if file.stat().st_size > MAX_BYTES:
-        raise UsageError(f"data.path: {text} is {file.stat().st_size / 2**20:.0f} MB; a Boston-style CSV is a few kilobytes (at most {MAX_BYTES // 2**20} MB)")
+        raise UsageError(
+            f"data.path: {text} is {file.stat().st_size / 2**20:.0f} MB; a Boston-style CSV is a few kilobytes (at most {MAX_BYTES // 2**20} MB)"
+        )
     try:
         return file.read_bytes()
     except OSError as exc:
@@ -102,7 +111,9 @@ def read_frame(path: str | Path | None = None) -> pd.DataFrame:
     too_big = ~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max)
     if too_big.any():
         row, col = np.argwhere(too_big)[0]
-        raise UsageError(f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers")
+        raise UsageError(
+            f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers"
+        )
     return numeric
 
 
@@ -132,7 +143,9 @@ def check(config: DataConfig) -> None:
     if config.cross_validated:
         rows, needed = len(_cv_indices(n, config)), max(MIN_TRAIN_ROWS, config.cv_folds)
         if rows < needed:
-            raise UsageError(f"data.cv_folds: {config.cv_folds} folds need at least {needed} non-test rows; {_name(config.path)} leaves {rows}")
+            raise UsageError(
+                f"data.cv_folds: {config.cv_folds} folds need at least {needed} non-test rows; {_name(config.path)} leaves {rows}"
+            )
 
 
 def fingerprint(config: DataConfig) -> str:
@@ -240,7 +253,9 @@ def read_rows(path: str | Path, features: Sequence[str]) -> tuple[np.ndarray, li
         for j, column in enumerate(columns):
             value = _number(row[column])
             if value is None:
-                raise FieldError(where, f"{features[j]} is {row[column].strip()!r}, not a finite number; accepted: {accepted}")
+                raise FieldError(
+                    where, f"{features[j]} is {row[column].strip()!r}, not a finite number; accepted: {accepted}"
+                )
             values[i, j] = value
     return values.astype(np.float32), [f"{path} row {i + 1}" for i in range(len(rows))]
 

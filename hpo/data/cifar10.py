@@ -104,7 +104,9 @@ def read_manifest() -> dict[str, Any] | None:
 def fingerprint() -> str:
     """The cache's identity: the checksums it already verifies, combined (a re-import of other data changes it)."""
     manifest = require_cached()
-    digest = hashlib.sha256("".join(f"{name}={entry['sha256']};" for name, entry in sorted(manifest["files"].items())).encode())
+    digest = hashlib.sha256(
+        "".join(f"{name}={entry['sha256']};" for name, entry in sorted(manifest["files"].items())).encode()
+    )
     return f"{cache_dir()} sha256:{digest.hexdigest()[:16]}"
 
 
@@ -137,7 +139,9 @@ def _read_checked(path: Path, expected_sha256: str) -> np.ndarray:
     except OSError as exc:
         raise CorruptCache(f"{path}: cannot read the cached file ({exc}); {IMPORT_HINT} again") from None
     if position != size or digest.hexdigest() != expected_sha256:
-        raise CorruptCache(f"{path}: the cached file is corrupt (its SHA-256 does not match {MANIFEST}); {IMPORT_HINT} again")
+        raise CorruptCache(
+            f"{path}: the cached file is corrupt (its SHA-256 does not match {MANIFEST}); {IMPORT_HINT} again"
+        )
     try:
         header = io.BytesIO(view[: min(size, 4096)])
         version = np.lib.format.read_magic(header)
@@ -178,7 +182,9 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 
 # -- splits ---------------------------------------------------------------------------------------
-def split_indices(labels: np.ndarray, *, val_fraction: float, subset: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, *, val_fraction: float, subset: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (train, validation) indices into the training images.
 
     Each class gives `val_fraction` of its images to validation (5,000 of 50,000 at the default 0.1);
@@ -201,11 +207,17 @@ def split_indices(labels: np.ndarray, *, val_fraction: float, subset: float, see
 def _indices(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The verified training arrays and the (train, validation) indices `config` draws from them."""
     images, labels = _load_arrays("train")
-    train_idx, val_idx = split_indices(labels, val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed)
+    train_idx, val_idx = split_indices(
+        labels, val_fraction=config.val_fraction, subset=config.subset, seed=config.split_seed
+    )
     if len(val_idx) == 0:
-        raise UsageError(f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(labels)} cached training images")
+        raise UsageError(
+            f"data.val_fraction: {config.val_fraction} leaves no validation image in the {len(labels)} cached training images"
+        )
     if len(train_idx) < 2:  # a batch of one breaks batch norm, and one image teaches nothing
-        raise UsageError(f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(labels)}; at least 2 are needed")
+        raise UsageError(
+            f"data.subset: {config.subset} leaves {len(train_idx)} training image(s) of {len(labels)}; at least 2 are needed"
+        )
     return images, labels, train_idx, val_idx
 
 
@@ -281,7 +293,9 @@ def import_dataset(source: str | Path, *, progress: ProgressFn | None = None) ->
     try:
         arrays, source_format = _read_source(source, progress or _no_progress)
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise UsageError(f"{source}: cannot read it as a CIFAR-10 archive ({exc.__class__.__name__}: {exc}); accepted: {_ACCEPTED}") from None
+        raise UsageError(
+            f"{source}: cannot read it as a CIFAR-10 archive ({exc.__class__.__name__}: {exc}); accepted: {_ACCEPTED}"
+        ) from None
     _write_cache(arrays, source=source.resolve(), source_format=source_format)
     counts = {split: int(arrays[split][1].shape[0]) for split in SPLITS}
     return ImportSummary(cache_dir(), str(source.resolve()), source_format, counts, time.perf_counter() - started)
@@ -302,15 +316,21 @@ def _read_source(source: Path, progress: ProgressFn) -> tuple[Arrays, str]:
     if source.is_dir():
         batches = _find_batch_folder(source)
         if batches is not None:
-            return _read_official({name: (batches / name).read_bytes for name in batch_names}, source, progress), "official (pickled batches)"
+            return _read_official(
+                {name: (batches / name).read_bytes for name in batch_names}, source, progress
+            ), "official (pickled batches)"
         files = [(p.relative_to(source).as_posix(), p.read_bytes) for p in sorted(source.rglob("*")) if p.is_file()]
         return _read_image_folder(files, source, progress)
     if not tarfile.is_tarfile(source):
         raise UsageError(f"{source}: not a tar archive or folder; accepted: {_ACCEPTED}")
-    contents = _read_tar(source, progress, keep=lambda name: PurePosixPath(name).name in batch_names or _image_entry(name) is not None)
+    contents = _read_tar(
+        source, progress, keep=lambda name: PurePosixPath(name).name in batch_names or _image_entry(name) is not None
+    )
     by_base = {PurePosixPath(name).name: data for name, data in contents.items()}
     if all(name in by_base for name in batch_names):
-        return _read_official({name: (lambda data=by_base[name]: data) for name in batch_names}, source, progress), "official (pickled batches)"
+        return _read_official(
+            {name: (lambda data=by_base[name]: data) for name in batch_names}, source, progress
+        ), "official (pickled batches)"
     return _read_image_folder([(name, lambda data=data: data) for name, data in contents.items()], source, progress)
 
 
@@ -337,7 +357,9 @@ def _read_tar(source: Path, progress: ProgressFn, *, keep: Callable[[str], bool]
     size = source.stat().st_size
     contents: dict[str, bytes] = {}
     with open(source, "rb") as raw:
-        reader = io.BufferedReader(_PositionReader(raw, lambda position: progress("reading archive", position, size)), buffer_size=1 << 20)
+        reader = io.BufferedReader(
+            _PositionReader(raw, lambda position: progress("reading archive", position, size)), buffer_size=1 << 20
+        )
         with tarfile.open(fileobj=reader, mode="r|*") as archive:
             for member in archive:
                 if member.isfile() and keep(member.name):
@@ -352,7 +374,12 @@ def _image_entry(name: str) -> tuple[str, str] | None:
     """(split, class folder) of an image-folder path `.../train|test/<class>/<image>`, else None."""
     path = PurePosixPath(name)
     parts = path.parts
-    if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+    if (
+        len(parts) < 3
+        or parts[-3] not in SPLITS
+        or parts[-1].startswith(".")
+        or path.suffix.lower() not in IMAGE_SUFFIXES
+    ):
         return None
     return parts[-3], parts[-2]
 
@@ -387,7 +414,11 @@ def _read_official(readers: dict[str, Callable[[], bytes]], source: Path, progre
     for done, name in enumerate(names):
         progress("reading batches", done, len(names))
         batch = _BatchUnpickler(io.BytesIO(readers[name]()), encoding="bytes").load()
-        if not isinstance(batch, dict) or b"data" not in batch or (b"labels" not in batch and b"fine_labels" not in batch):
+        if (
+            not isinstance(batch, dict)
+            or b"data" not in batch
+            or (b"labels" not in batch and b"fine_labels" not in batch)
+        ):
             raise UsageError(f"{source}: {name} is not a CIFAR-10 batch (no data/labels); accepted: {_ACCEPTED}")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
@@ -395,12 +426,19 @@ def _read_official(readers: dict[str, Callable[[], bytes]], source: Path, progre
             raise UsageError(f"{source}: {name} holds data of shape {data.shape}; CIFAR-10 batches are N x 3072")
         if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
             raise UsageError(f"{source}: {name} has labels outside 0..9; is it CIFAR-100?")
-        chunks["test" if name == OFFICIAL_TEST_BATCH else "train"].append((data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.uint8)))
+        chunks["test" if name == OFFICIAL_TEST_BATCH else "train"].append(
+            (data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.uint8))
+        )
     progress("reading batches", len(names), len(names))
-    return {split: (np.concatenate([c[0] for c in parts]), np.concatenate([c[1] for c in parts])) for split, parts in chunks.items()}
+    return {
+        split: (np.concatenate([c[0] for c in parts]), np.concatenate([c[1] for c in parts]))
+        for split, parts in chunks.items()
+    }
 
 
-def _read_image_folder(files: list[tuple[str, Callable[[], bytes]]], source: Path, progress: ProgressFn) -> tuple[Arrays, str]:
+def _read_image_folder(
+    files: list[tuple[str, Callable[[], bytes]]], source: Path, progress: ProgressFn
+) -> tuple[Arrays, str]:
     """`.../train/<class>/<file>` and `.../test/<class>/<file>`; labels follow CIFAR-10's class order."""
     decode = _image_decoder()
     entries: list[tuple[str, int, str, Callable[[], bytes]]] = []
@@ -415,7 +453,9 @@ def _read_image_folder(files: list[tuple[str, Callable[[], bytes]]], source: Pat
         suffixes.add("PNG" if name.lower().endswith(".png") else "JPEG")
         entries.append((split, CLASSES.index(folder), name, read))
     if not entries:
-        raise UsageError(f"{source}: no CIFAR-10 batches and no train/<class>/*.png|jpg images found; accepted: {_ACCEPTED}")
+        raise UsageError(
+            f"{source}: no CIFAR-10 batches and no train/<class>/*.png|jpg images found; accepted: {_ACCEPTED}"
+        )
     arrays: Arrays = {}
     total = len(entries)
     done = 0
@@ -423,7 +463,9 @@ def _read_image_folder(files: list[tuple[str, Callable[[], bytes]]], source: Pat
         chosen = sorted((e for e in entries if e[0] == split), key=lambda e: (e[1], e[2]))
         missing = sorted(set(range(len(CLASSES))) - {e[1] for e in chosen})
         if missing:
-            raise UsageError(f"{source}: {split}/ has no images of class {', '.join(CLASSES[m] for m in missing)}; every class needs train and test images")
+            raise UsageError(
+                f"{source}: {split}/ has no images of class {', '.join(CLASSES[m] for m in missing)}; every class needs train and test images"
+            )
         images = np.empty((len(chosen), *IMAGE_SHAPE), dtype=np.uint8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's notice about TorchCodec
@@ -431,9 +473,13 @@ def _read_image_folder(files: list[tuple[str, Callable[[], bytes]]], source: Pat
                 try:
                     image = decode(read())
                 except (RuntimeError, OSError, ValueError) as exc:
-                    raise UsageError(f"{source}: {name}: cannot decode the image ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})") from None
+                    raise UsageError(
+                        f"{source}: {name}: cannot decode the image ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
+                    ) from None
                 if image.shape != IMAGE_SHAPE:
-                    raise UsageError(f"{source}: {name} is {image.shape[2]}x{image.shape[1]}; CIFAR-10 images are 32x32 RGB")
+                    raise UsageError(
+                        f"{source}: {name} is {image.shape[2]}x{image.shape[1]}; CIFAR-10 images are 32x32 RGB"
+                    )
                 images[i] = image
                 done += 1
                 if done % 500 == 0:
@@ -463,7 +509,7 @@ def read_image(path: Path) -> torch.Tensor:
     data = read_input_file(path, accepted=USER_IMAGES, max_bytes=MAX_IMAGE_BYTES)
     try:
         image = torch.as_tensor(_image_decoder()(data))
-    except Exception:  # noqa: BLE001 - torchvision raises RuntimeError (naming its C++ source), Pillow OSError/ValueError
+    except Exception:
         raise FieldError(str(path), f"not an image hpo can decode; accepted: {USER_IMAGES}") from None
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = TF.to_dtype(image, torch.uint8, scale=True)
@@ -511,7 +557,10 @@ def _write_cache(arrays: Arrays, *, source: Path, source_format: str) -> None:
             "source_format": source_format,
             "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "splits": {
-                split: {"images": int(arrays[split][1].shape[0]), "per_class": np.bincount(arrays[split][1], minlength=len(CLASSES)).tolist()}
+                split: {
+                    "images": int(arrays[split][1].shape[0]),
+                    "per_class": np.bincount(arrays[split][1], minlength=len(CLASSES)).tolist(),
+                }
                 for split in SPLITS
             },
             "files": files,
@@ -537,7 +586,9 @@ def check_data_dir() -> None:
     """Refuse a data folder that cannot be written, before a long download or decode starts."""
     problem = write_problem(data_dir(), is_folder=True)
     if problem:
-        raise UsageError(f"{DATA_DIR_ENV}: cannot write {data_dir()}: {problem}; set {DATA_DIR_ENV} to a folder you can write to")
+        raise UsageError(
+            f"{DATA_DIR_ENV}: cannot write {data_dir()}: {problem}; set {DATA_DIR_ENV} to a folder you can write to"
+        )
 
 
 def fetch(*, progress: ProgressFn | None = None) -> ImportSummary:
@@ -567,7 +618,13 @@ def describe() -> dict[str, Any]:
     """What `hpo data info` shows about the CIFAR-10 cache (nothing is read but the manifest)."""
     manifest = read_manifest()
     if manifest is None:
-        return {"dataset": NAME, "cached": False, "path": str(cache_dir()), "fix": IMPORT_HINT, "summary": f"not cached; {IMPORT_HINT}"}
+        return {
+            "dataset": NAME,
+            "cached": False,
+            "path": str(cache_dir()),
+            "fix": IMPORT_HINT,
+            "summary": f"not cached; {IMPORT_HINT}",
+        }
     size = sum(int(f["bytes"]) for f in manifest["files"].values())
     train, test = manifest["splits"]["train"]["images"], manifest["splits"]["test"]["images"]
     return {

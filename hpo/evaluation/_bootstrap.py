@@ -16,6 +16,7 @@ SEED = 0
 LOW_SUFFIX, HIGH_SUFFIX = "_ci_low", "_ci_high"  # test_rmse_ci_low, test_rmse_ci_high
 _CHUNK = 100  # resamples per index matrix: bounds memory on 10,000 test images
 
+
 def _regression(p: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
     error = (p - y)[idx]
     actual = y[idx]
@@ -32,7 +33,9 @@ def _classification(p: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict[str, 
     log_picked = np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0))
     # one confusion matrix per resample, from a single bincount
     cells = labels[idx] * n_classes + predicted[idx] + (np.arange(len(idx)) * n_classes * n_classes)[:, None]
-    matrix = np.bincount(cells.ravel(), minlength=len(idx) * n_classes * n_classes).reshape(len(idx), n_classes, n_classes)
+    matrix = np.bincount(cells.ravel(), minlength=len(idx) * n_classes * n_classes).reshape(
+        len(idx), n_classes, n_classes
+    )
     hits = np.diagonal(matrix, axis1=1, axis2=2).astype(np.float64)
     true, pred = matrix.sum(axis=2), matrix.sum(axis=1)
     recall = np.divide(hits, true, out=np.zeros_like(hits), where=true > 0)
@@ -44,7 +47,13 @@ def _classification(p: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict[str, 
 
 
 def bootstrap_intervals(
-    predictions: np.ndarray, targets: np.ndarray, *, prefix: str = "test", level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    *,
+    prefix: str = "test",
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> dict[str, float]:
     """``<prefix>_<metric>_ci_low`` / ``_ci_high`` of each headline metric: the percentile interval of
     the metric over `resamples` seeded resamples (with replacement) of the rows."""
@@ -82,4 +91,13 @@ def with_interval(metrics: dict[str, float], name: str) -> str:
     return f"{value:.4g}" + (f" [{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds is not None else "")
 
 
-__all__ = ["HIGH_SUFFIX", "LEVEL", "LOW_SUFFIX", "RESAMPLES", "SEED", "bootstrap_intervals", "interval", "with_interval"]
+__all__ = [
+    "HIGH_SUFFIX",
+    "LEVEL",
+    "LOW_SUFFIX",
+    "RESAMPLES",
+    "SEED",
+    "bootstrap_intervals",
+    "interval",
+    "with_interval",
+]

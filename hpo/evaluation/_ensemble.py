@@ -40,7 +40,9 @@ def blend(predictions: Sequence[np.ndarray], weights: Sequence[float]) -> np.nda
     return out / total
 
 
-def mean_ensemble(predictions: Sequence[np.ndarray], targets: np.ndarray | None = None, score: ScoreFn | None = None) -> Ensemble:
+def mean_ensemble(
+    predictions: Sequence[np.ndarray], targets: np.ndarray | None = None, score: ScoreFn | None = None
+) -> Ensemble:
     """Every candidate with the same weight; scored on validation when targets and a score are given."""
     weights = [1.0 / len(predictions)] * len(predictions)
     value = score(blend(predictions, weights), targets) if score is not None and targets is not None else None
@@ -63,7 +65,7 @@ def greedy_ensemble(
     if not predictions:
         raise ValueError("greedy selection needs at least one candidate")
     rounds = rounds if rounds is not None else max(10, 2 * len(predictions))
-    better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)  # noqa: E731
+    better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
     counts = np.zeros(len(predictions), dtype=np.int64)
     running = np.zeros_like(np.asarray(predictions[0], np.float64))
     best_counts, best_value = counts.copy(), None

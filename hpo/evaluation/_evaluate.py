@@ -93,7 +93,9 @@ class EvaluationResult:
             return None
         higher = metric in HIGHER_IS_BETTER
         ranked = sorted(found, key=lambda r: -r.metrics[metric] if higher else r.metrics[metric])
-        parts = " vs ".join(f"best {_family_label(r.baseline)} (trial {r.trial_number}) {metric}={r.metrics[metric]:.4f}" for r in found)
+        parts = " vs ".join(
+            f"best {_family_label(r.baseline)} (trial {r.trial_number}) {metric}={r.metrics[metric]:.4f}" for r in found
+        )
         first, second = ranked[0], ranked[1]
         gap = abs(first.metrics[metric] - second.metrics[metric])
         verdict = "a tie" if gap == 0 else f"the {_family_label(first.baseline)} is better by {gap:.4f}"
@@ -110,16 +112,18 @@ def _family_label(baseline: str | None) -> str:
 
 
 def _order(result: ModelResult) -> tuple[int, int, str]:
-    return ({"trial": 0, "ensemble": 1, "baseline": 2}.get(result.kind, 3), result.rank if result.rank is not None else 0, result.label)
+    return (
+        {"trial": 0, "ensemble": 1, "baseline": 2}.get(result.kind, 3),
+        result.rank if result.rank is not None else 0,
+        result.label,
+    )
 
 
 def find_evaluations(tracker: Tracker, study_name: str) -> list[Any]:
     """The finished, not superseded evaluation and ensemble runs of a study (newest evaluation only)."""
     runs = []
     for role in EVALUATED_ROLES:
-        runs.extend(
-            tracker.search_runs({"hpo.role": role, "optuna.study_name": study_name}, status="FINISHED")
-        )
+        runs.extend(tracker.search_runs({"hpo.role": role, "optuna.study_name": study_name}, status="FINISHED"))
     return [r for r in runs if r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
 
@@ -151,7 +155,9 @@ def existing_results(tracker: Tracker, study_name: str) -> EvaluationResult | No
         return None
     results = sorted((result_from_run(r) for r in runs), key=_order)
     stamp = max((r.data.tags.get(EVALUATED_AT_TAG, "") for r in runs), default="") or None
-    return EvaluationResult(study_name, existing=True, results=results, evaluated_at=stamp, headline=headline_metrics(results[0].metrics))
+    return EvaluationResult(
+        study_name, existing=True, results=results, evaluated_at=stamp, headline=headline_metrics(results[0].metrics)
+    )
 
 
 @dataclass
@@ -199,10 +205,23 @@ def evaluate(
     check_data_unchanged(study, config)  # the test split of other data would score other rows
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if not parent:
-        raise HpoError(f"study {study.study_name!r} has no MLflow parent run (tracking was down while it ran); run `hpo reconcile` first")
+        raise HpoError(
+            f"study {study.study_name!r} has no MLflow parent run (tracking was down while it ran); run `hpo reconcile` first"
+        )
     tracker = Tracker(ref.settings.tracking_uri, study.study_name)
     try:
-        return _evaluate(study, config, tracker, str(parent), top_k=top_k, ensemble=ensemble, seeds=retrain_seeds_count, force=force, tta=tta, say=say)
+        return _evaluate(
+            study,
+            config,
+            tracker,
+            str(parent),
+            top_k=top_k,
+            ensemble=ensemble,
+            seeds=retrain_seeds_count,
+            force=force,
+            tta=tta,
+            say=say,
+        )
     except TrackingUnavailable as exc:
         raise HpoError(f"evaluation of {study.study_name!r} stopped: {exc}") from None
 
@@ -228,12 +247,26 @@ def _evaluate(
     method = ensemble if ensemble is not None else config.evaluation.ensemble
     seeds = seeds if seeds is not None else config.evaluation.retrain_seeds
     if config.evaluation.checkpoints == "none":
-        raise UsageError(f"evaluation.checkpoints: study {study.study_name!r} kept no weights (checkpoints: none); run it with checkpoints: top_k or all")
+        raise UsageError(
+            f"evaluation.checkpoints: study {study.study_name!r} kept no weights (checkpoints: none); run it with checkpoints: top_k or all"
+        )
     device = pick_device(config.execution.device, threads=config.execution.threads)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hpo-evaluate-") as tmp:
         folder = Path(tmp)
-        prepared = _prepare(study, config, tracker, folder, top_k=top_k, method=method, seeds=seeds, device=device, notes=notes, say=say, tta=tta)
+        prepared = _prepare(
+            study,
+            config,
+            tracker,
+            folder,
+            top_k=top_k,
+            method=method,
+            seeds=seeds,
+            device=device,
+            notes=notes,
+            say=say,
+            tta=tta,
+        )
         result = _test_and_log(study, config, tracker, parent, prepared, folder, device=device, notes=notes, say=say)
     if previous is not None:
         for old in previous.results:
@@ -267,9 +300,13 @@ def _prepare(
         if has_checkpoint(tracker, trial):
             chosen.append(trial)
     if not chosen:
-        raise HpoError(f"no complete trial of study {study.study_name!r} has a checkpoint in MLflow (evaluation.checkpoints: {config.evaluation.checkpoints})")
+        raise HpoError(
+            f"no complete trial of study {study.study_name!r} has a checkpoint in MLflow (evaluation.checkpoints: {config.evaluation.checkpoints})"
+        )
     if len(chosen) < top_k:
-        notes.append(f"only {len(chosen)} of the top {top_k} trials have checkpoints (the study keeps evaluation.top_k={config.evaluation.top_k})")
+        notes.append(
+            f"only {len(chosen)} of the top {top_k} trials have checkpoints (the study keeps evaluation.top_k={config.evaluation.top_k})"
+        )
     say(f"loading {len(chosen)} checkpoint(s): trials {', '.join(str(t.number) for t in chosen)}")
     members = [load_member(tracker, t, folder / "checkpoints") for t in chosen]
     hooks = members[0].hooks()
@@ -285,10 +322,16 @@ def _prepare(
     selection, score_fn, maximize = selection_score(val_metric, classification=classification)
 
     val_targets = np.asarray(hooks.val_split(config.data, members[0].meta)[1])
-    val_scores = [score_fn(np.asarray(m.val_predictions, np.float64), val_targets) for m in members] if val_targets is not None else []
+    val_scores = (
+        [score_fn(np.asarray(m.val_predictions, np.float64), val_targets) for m in members]
+        if val_targets is not None
+        else []
+    )
 
     fit_baselines = getattr(hooks, "baselines", None)
-    baselines: list[Baseline] = fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
+    baselines: list[Baseline] = (
+        fit_baselines(config.data, with_validation=bool(seeds)) if fit_baselines is not None else []
+    )
     # Cross-validated, a baseline's validation predictions are out of fold on the trials' own folds: it may
     # then join the greedy ensemble, which so is never worse on those rows than the best thing tried.
     pooled = [b for b in baselines if method == "greedy" and _poolable(config, b, members[0].val_predictions)]
@@ -301,20 +344,41 @@ def _prepare(
     elif method == "greedy":
         chosen_ensemble = greedy_ensemble(candidates, val_targets, score_fn, maximize=maximize)  # type: ignore[arg-type]
     elif method == "mean":
-        chosen_ensemble = mean_ensemble([m.val_predictions for m in members], val_targets, score_fn if val_targets is not None else None)
+        chosen_ensemble = mean_ensemble(
+            [m.val_predictions for m in members], val_targets, score_fn if val_targets is not None else None
+        )
 
     variants: list[list[tuple[list[torch.nn.Module], dict[str, Any]]]] = []
     for member in members:
         if seeds:
             say(f"retraining {member.name} on train+validation with {seeds} seed(s)")
-            trial_seed_value = int(study.trials[member.trial_number].user_attrs.get(SEED_ATTR, trial_seed(config.seed, member.trial_number)))
+            trial_seed_value = int(
+                study.trials[member.trial_number].user_attrs.get(
+                    SEED_ATTR, trial_seed(config.seed, member.trial_number)
+                )
+            )
             retrained = retrain(member, config.data, seeds=retrain_seeds(trial_seed_value, seeds), device=device)
-            variants.append([([augment(model, tta) if augment is not None else model], meta) for model, meta in retrained])
+            variants.append(
+                [([augment(model, tta) if augment is not None else model], meta) for model, meta in retrained]
+            )
         else:
             variants.append([([model.to(device) for model in member.models], member.meta)])
 
     family_best = _best_per_family(study, config, tracker, members, folder)
-    return _Prepared(config, hooks, members, variants, chosen_ensemble, selection, val_scores, val_targets, baselines, pooled, family_best, seeds)
+    return _Prepared(
+        config,
+        hooks,
+        members,
+        variants,
+        chosen_ensemble,
+        selection,
+        val_scores,
+        val_targets,
+        baselines,
+        pooled,
+        family_best,
+        seeds,
+    )
 
 
 def _tta_hook(config: StudyConfig, tta: str | None) -> Any:
@@ -327,7 +391,9 @@ def _tta_hook(config: StudyConfig, tta: str | None) -> Any:
     if hook is None:
         raise UsageError(f"--tta: objective {config.objective} has no test_time_augmentation hook; accepted: none")
     if config.data.cross_validated:
-        raise UsageError("--tta: the study is cross-validated (data.cv_folds); its out-of-fold validation predictions cannot be recomputed; accepted: none")
+        raise UsageError(
+            "--tta: the study is cross-validated (data.cv_folds); its out-of-fold validation predictions cannot be recomputed; accepted: none"
+        )
     return hook
 
 
@@ -339,7 +405,9 @@ def _poolable(config: StudyConfig, baseline: Baseline, member_predictions: np.nd
     return np.shape(baseline.val_predictions) == np.shape(member_predictions)
 
 
-def _best_per_family(study: optuna.Study, config: StudyConfig, tracker: Tracker, members: list[Member], folder: Path) -> dict[str, Member]:
+def _best_per_family(
+    study: optuna.Study, config: StudyConfig, tracker: Tracker, members: list[Member], folder: Path
+) -> dict[str, Member]:
     """The best checkpointed trial of each model family (each value of the `model` hyperparameter), when
     the study tried more than one; {} otherwise (and for objectives whose table has no `model`)."""
     table = config.load_objective().objective.hyperparameters
@@ -400,14 +468,25 @@ def _test_and_log(
             if len(per_seed) > 1:
                 for name in headline_metrics(metrics):
                     values = [score(p, targets, prefix="test", classes=classes)[name] for p in per_seed]
-                    metrics[f"{name}_seed_mean"], metrics[f"{name}_seed_std"] = float(np.mean(values)), float(np.std(values, ddof=1))
+                    metrics[f"{name}_seed_mean"], metrics[f"{name}_seed_std"] = (
+                        float(np.mean(values)),
+                        float(np.std(values, ddof=1)),
+                    )
             for metric, value in zip(config.metrics, member.values):
                 metrics[metric] = float(value)
             if prepared.val_scores:
                 metrics[f"{prepared.selection}_selection"] = prepared.val_scores[rank - 1]
-            files = _save_models(member, variants, folder / f"models-{member.trial_number:04d}") if prepared.seeds else [member.path]
+            files = (
+                _save_models(member, variants, folder / f"models-{member.trial_number:04d}")
+                if prepared.seeds
+                else [member.path]
+            )
             member_files.append(files)
-            detail = f"retrained on train+validation over {prepared.seeds} seeds" if prepared.seeds else "best-epoch checkpoint"
+            detail = (
+                f"retrained on train+validation over {prepared.seeds} seeds"
+                if prepared.seeds
+                else "best-epoch checkpoint"
+            )
             run_id = _log_model_run(
                 tracker, parent, created, label=member.name, kind="trial", run_name=f"eval-trial-{member.trial_number:04d}",
                 tags={**common_tags, "optuna.trial_number": str(member.trial_number), "hpo.rank": str(rank), "hpo.trial_run_id": member.run_id,
@@ -419,11 +498,16 @@ def _test_and_log(
             logged.append(ModelResult(member.name, "trial", run_id, metrics, member.trial_number, rank, detail))
             say(f"{member.name}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
-        baseline_predictions = [np.asarray(b.estimator.predict(inputs.reshape(len(inputs), -1).numpy()), np.float64) for b in prepared.baselines]
+        baseline_predictions = [
+            np.asarray(b.estimator.predict(inputs.reshape(len(inputs), -1).numpy()), np.float64)
+            for b in prepared.baselines
+        ]
         pooled_predictions = [baseline_predictions[prepared.baselines.index(b)] for b in prepared.pooled]
         registered: dict[str, str] = {}
         best = members[0]
-        registered[f"{study.study_name}-best"] = _register_best(tracker, logged[0].run_id, best, prepared.variants[0][0], inputs, study.study_name)
+        registered[f"{study.study_name}-best"] = _register_best(
+            tracker, logged[0].run_id, best, prepared.variants[0][0], inputs, study.study_name
+        )
 
         if prepared.ensemble is not None:
             ens = prepared.ensemble
@@ -433,7 +517,9 @@ def _test_and_log(
                 metrics[f"{prepared.selection}_selection"] = float(ens.val_score)
             keys: list[int | str] = [m.trial_number for m in members] + [b.name for b in prepared.pooled]
             weights = {keys[i]: round(w, 6) for i, w in enumerate(ens.weights) if w > 0}
-            detail = ", ".join(f"trial {n}: {w:.3g}" if isinstance(n, int) else f"{n}: {w:.3g}" for n, w in weights.items())
+            detail = ", ".join(
+                f"trial {n}: {w:.3g}" if isinstance(n, int) else f"{n}: {w:.3g}" for n, w in weights.items()
+            )
             candidate_scores = {str(k): v for k, v in zip(keys, prepared.val_scores)}
             label = f"ensemble ({ens.method})"
             run_id = _log_model_run(
@@ -448,7 +534,9 @@ def _test_and_log(
             )  # fmt: skip
             name = f"{study.study_name}-ensemble"
             files = [(path, w / len(paths)) for paths, w in zip(member_files, ens.weights) if w > 0 for path in paths]
-            files += [(_save_estimator(b, folder), w) for b, w in zip(prepared.pooled, ens.weights[len(members) :]) if w > 0]
+            files += [
+                (_save_estimator(b, folder), w) for b, w in zip(prepared.pooled, ens.weights[len(members) :]) if w > 0
+            ]
             registered[name] = _log_pyfunc(tracker, run_id, files, inputs, prediction, name, folder)
             logged.append(ModelResult(label, "ensemble", run_id, metrics, None, None, detail))
             say(f"{label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
@@ -472,7 +560,21 @@ def _test_and_log(
             say(f"{baseline.label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
 
         if prepared.family_best:
-            logged.extend(_family_comparison(tracker, parent, created, prepared, logged, inputs, inputs_device, targets, classes, folder, common_tags))
+            logged.extend(
+                _family_comparison(
+                    tracker,
+                    parent,
+                    created,
+                    prepared,
+                    logged,
+                    inputs,
+                    inputs_device,
+                    targets,
+                    classes,
+                    folder,
+                    common_tags,
+                )
+            )
 
         for run_id in created:
             tracker.finish_run(run_id)
@@ -480,10 +582,17 @@ def _test_and_log(
         for run_id in created:
             try:
                 tracker.finish_run(run_id, "FAILED")
-            except Exception:  # noqa: BLE001 - the original error is the one to report
+            except Exception:
                 pass
         raise
-    result = EvaluationResult(study.study_name, existing=False, results=sorted(logged, key=_order), evaluated_at=stamp, registered=registered, headline=headline_metrics(logged[0].metrics))
+    result = EvaluationResult(
+        study.study_name,
+        existing=False,
+        results=sorted(logged, key=_order),
+        evaluated_at=stamp,
+        registered=registered,
+        headline=headline_metrics(logged[0].metrics),
+    )
     tracker.set_tags(parent, {EVALUATED_AT_TAG: stamp})
     tracker.log_dict(parent, _summary(result, prepared), "evaluation/summary.json")
     return result
@@ -522,7 +631,9 @@ def _family_comparison(
             params={"trial_number": member.trial_number, "model": member.family},
             metrics=metrics, predictions=prediction, targets=targets, classes=classes, folder=folder, conv_model=models[0], image=inputs[0],
         )  # fmt: skip
-        extra.append(ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", tag))
+        extra.append(
+            ModelResult(label, "baseline", run_id, metrics, member.trial_number, None, "best-epoch checkpoint", tag)
+        )
     return extra
 
 
@@ -541,13 +652,17 @@ def _save_estimator(baseline: Baseline, folder: Path) -> Path:
     return path
 
 
-def _save_models(member: Member, variants: list[tuple[list[torch.nn.Module], dict[str, Any]]], folder: Path) -> list[Path]:
+def _save_models(
+    member: Member, variants: list[tuple[list[torch.nn.Module], dict[str, Any]]], folder: Path
+) -> list[Path]:
     """Retrained models as model files in the format `hpo run` writes (the pyfunc model loads them)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (models, meta) in enumerate(variants):
         path = folder / f"seed-{i}.pt"
-        Checkpoint.of(models, objective=member.objective, hyperparameters=member.hyperparameters, meta=meta).save_model(path)
+        Checkpoint.of(models, objective=member.objective, hyperparameters=member.hyperparameters, meta=meta).save_model(
+            path
+        )
         paths.append(path)
     return paths
 
@@ -573,7 +688,9 @@ def _log_model_run(
     extra: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Create the run (so a failure later marks it FAILED), then log its metrics, predictions and plots."""
-    run_id = tracker.create_run(role=role, run_name=run_name, parent_run_id=parent, tags={**tags, KIND_TAG: kind, LABEL_TAG: label})
+    run_id = tracker.create_run(
+        role=role, run_name=run_name, parent_run_id=parent, tags={**tags, KIND_TAG: kind, LABEL_TAG: label}
+    )
     created.append(run_id)
     tracker.log_params(run_id, params)
     tracker.log_metrics(run_id, metrics)
@@ -584,15 +701,27 @@ def _log_model_run(
     _write_predictions_csv(out / "predictions" / "test_predictions.csv", predictions, targets)
     if is_classification(predictions):
         names = list(classes) if classes is not None else [str(i) for i in range(predictions.shape[1])]
-        plots.save(plots.confusion_matrix_figure(confusion_matrix(predictions, targets), names, title=f"{label}: test accuracy {metrics['test_acc']:.3f}"), out / "plots" / "confusion_matrix.png")
+        plots.save(
+            plots.confusion_matrix_figure(
+                confusion_matrix(predictions, targets), names, title=f"{label}: test accuracy {metrics['test_acc']:.3f}"
+            ),
+            out / "plots" / "confusion_matrix.png",
+        )
         per_class = {name: metrics[f"test_acc_{name}"] for name in names if f"test_acc_{name}" in metrics}
-        plots.save(plots.per_class_accuracy(per_class, title=f"{label}: accuracy per class"), out / "plots" / "per_class_accuracy.png")
+        plots.save(
+            plots.per_class_accuracy(per_class, title=f"{label}: accuracy per class"),
+            out / "plots" / "per_class_accuracy.png",
+        )
     else:
         title = f"{label}: test RMSE {metrics['test_rmse']:.3f}, R² {metrics['test_r2']:.3f}"
-        plots.save(plots.predicted_vs_actual(predictions, targets, title=title), out / "plots" / "predicted_vs_actual.png")
+        plots.save(
+            plots.predicted_vs_actual(predictions, targets, title=title), out / "plots" / "predicted_vs_actual.png"
+        )
         plots.save(plots.residuals(predictions, targets, title=label), out / "plots" / "residuals.png")
     if conv_model is not None and image is not None:
-        plots.save_conv_pictures(plots.conv_pictures(conv_model.cpu(), image, label=label, image_name="test image 0"), out / "plots" / "conv")
+        plots.save_conv_pictures(
+            plots.conv_pictures(conv_model.cpu(), image, label=label, image_name="test image 0"), out / "plots" / "conv"
+        )
     for name, data in (extra or {}).items():
         (out / name).write_text(json.dumps(data, indent=2))
     tracker.log_artifacts(run_id, out)
@@ -626,7 +755,14 @@ def _code_paths() -> list[str]:
     return [str(Path(hpo.__file__).parent)]
 
 
-def _register_best(tracker: Tracker, run_id: str, member: Member, trained: tuple[list[torch.nn.Module], dict[str, Any]], inputs: torch.Tensor, study_name: str) -> str:
+def _register_best(
+    tracker: Tracker,
+    run_id: str,
+    member: Member,
+    trained: tuple[list[torch.nn.Module], dict[str, Any]],
+    inputs: torch.Tensor,
+    study_name: str,
+) -> str:
     """The best single model (best on validation) with the mlflow.pytorch flavor, registered as <study>-best.
 
     It outputs raw model outputs; `hpo_meta.json` beside it holds what the objective's `to_predictions` needs.
@@ -637,7 +773,11 @@ def _register_best(tracker: Tracker, run_id: str, member: Member, trained: tuple
     sample = inputs[:5].float()
     with torch.no_grad():
         outputs = model(sample).numpy()
-    tracker.log_dict(run_id, {"objective": member.objective, "hyperparameters": member.hyperparameters, "meta": meta}, "model_meta/hpo_meta.json")
+    tracker.log_dict(
+        run_id,
+        {"objective": member.objective, "hyperparameters": member.hyperparameters, "meta": meta},
+        "model_meta/hpo_meta.json",
+    )
     info = tracker.log_torch_model(
         run_id, model, name="model", registered_model_name=f"{study_name}-best",
         example=(sample.numpy(), outputs), code_paths=_code_paths(), pip_requirements=_requirements(),
@@ -652,7 +792,15 @@ def _registry_uri(info: Any, name: str) -> str:
     return f"models:/{name}/{version}" if version is not None else str(getattr(info, "model_uri", ""))
 
 
-def _log_pyfunc(tracker: Tracker, run_id: str, files: list[tuple[Path, float]], inputs: torch.Tensor, predictions: np.ndarray, name: str, folder: Path) -> str:
+def _log_pyfunc(
+    tracker: Tracker,
+    run_id: str,
+    files: list[tuple[Path, float]],
+    inputs: torch.Tensor,
+    predictions: np.ndarray,
+    name: str,
+    folder: Path,
+) -> str:
     from hpo.evaluation._pyfunc import ENSEMBLE_FILE, EnsembleModel, member_key
 
     spec_path = folder / "ensemble-spec.json"
@@ -673,7 +821,15 @@ def _summary(result: EvaluationResult, prepared: _Prepared) -> dict[str, Any]:
         "retrain_seeds": prepared.seeds,
         "selection_metric": prepared.selection,
         "models": [
-            {"label": r.label, "kind": r.kind, "run_id": r.run_id, "trial_number": r.trial_number, "rank": r.rank, "detail": r.detail, "metrics": r.metrics}
+            {
+                "label": r.label,
+                "kind": r.kind,
+                "run_id": r.run_id,
+                "trial_number": r.trial_number,
+                "rank": r.rank,
+                "detail": r.detail,
+                "metrics": r.metrics,
+            }
             for r in result.results
         ],
         "registered": result.registered,

@@ -42,7 +42,9 @@ def confusion_matrix(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarra
     return matrix
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, *, prefix: str, classes: Sequence[str] | None = None) -> dict[str, float]:
+def classification_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, *, prefix: str, classes: Sequence[str] | None = None
+) -> dict[str, float]:
     """Accuracy, macro-F1, log loss and the accuracy of each class (named by `classes` when given)."""
     labels = np.asarray(labels, np.int64).reshape(-1)
     matrix = confusion_matrix(probabilities, labels)
@@ -60,14 +62,20 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, *, pre
         f"{prefix}_macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         f"{prefix}_loss": float(-np.log(picked).mean()),
     }
-    names = list(classes) if classes is not None and len(classes) == matrix.shape[0] else [str(i) for i in range(matrix.shape[0])]
+    names = (
+        list(classes)
+        if classes is not None and len(classes) == matrix.shape[0]
+        else [str(i) for i in range(matrix.shape[0])]
+    )
     for name, value, seen in zip(names, recall, present):
         if seen:
             metrics[f"{prefix}_acc_{name}"] = float(value)
     return metrics
 
 
-def score(predictions: np.ndarray, targets: np.ndarray, *, prefix: str, classes: Sequence[str] | None = None) -> dict[str, float]:
+def score(
+    predictions: np.ndarray, targets: np.ndarray, *, prefix: str, classes: Sequence[str] | None = None
+) -> dict[str, float]:
     """Every metric of the predictions' kind, named `<prefix>_<metric>`."""
     if is_classification(predictions):
         return classification_metrics(predictions, targets, prefix=prefix, classes=classes)

@@ -70,7 +70,15 @@ def confusion_matrix_figure(matrix: np.ndarray, classes: Sequence[str], *, title
     ax.set_title(title)
     for i in range(shares.shape[0]):
         for j in range(shares.shape[1]):
-            ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{shares[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     figure.colorbar(image, ax=ax, fraction=0.046)
     figure.tight_layout()
     return figure
@@ -139,7 +147,9 @@ def _mosaic(tiles: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return canvas
 
 
-def _mosaic_figure(canvas: np.ndarray, *, title: str, cmap: str | None, limits: tuple[float, float] | None = None) -> Figure:
+def _mosaic_figure(
+    canvas: np.ndarray, *, title: str, cmap: str | None, limits: tuple[float, float] | None = None
+) -> Figure:
     height, width = canvas.shape[:2]
     scale = min(10 / max(width, height) * 1.0, 0.25)  # inches per mosaic pixel, at most 10 inches a side
     figure = Figure(figsize=(max(width * scale, 3.0), max(height * scale, 1.5) + 0.6))
@@ -149,7 +159,13 @@ def _mosaic_figure(canvas: np.ndarray, *, title: str, cmap: str | None, limits: 
         ax.imshow(np.nan_to_num(canvas, nan=1.0), interpolation="nearest")
     else:
         colours = _colormap(cmap or "viridis")
-        ax.imshow(np.ma.masked_invalid(canvas), cmap=colours, interpolation="nearest", vmin=limits[0] if limits else None, vmax=limits[1] if limits else None)
+        ax.imshow(
+            np.ma.masked_invalid(canvas),
+            cmap=colours,
+            interpolation="nearest",
+            vmin=limits[0] if limits else None,
+            vmax=limits[1] if limits else None,
+        )
     ax.set_title(title, fontsize=9)
     return figure
 
@@ -174,8 +190,12 @@ def layer_filters(conv: nn.Conv2d, *, title: str) -> tuple[Figure, str]:
             tiles = np.stack([_to_unit(k.transpose(1, 2, 0)) for k in shown])
             figure = _mosaic_figure(_mosaic(tiles, rows, cols), title=title, cmap=None)
         else:
-            figure = _mosaic_figure(_mosaic(np.stack([_to_unit(k[0]) for k in shown]), rows, cols), title=title, cmap="gray")
-        return figure, f"{len(shown)} of {out_channels} filters" if len(shown) < out_channels else f"all {out_channels} filters"
+            figure = _mosaic_figure(
+                _mosaic(np.stack([_to_unit(k[0]) for k in shown]), rows, cols), title=title, cmap="gray"
+            )
+        return figure, f"{len(shown)} of {out_channels} filters" if len(
+            shown
+        ) < out_channels else f"all {out_channels} filters"
     shown = weights[:MAX_FILTERS, :MAX_INPUTS]
     bound = float(np.abs(shown).max()) or 1.0
     rows, cols = shown.shape[:2]
@@ -200,7 +220,12 @@ def conv_pictures(model: nn.Module, image: torch.Tensor, *, label: str, image_na
     if not layers:
         return []
     captured: dict[str, torch.Tensor] = {}
-    handles = [conv.register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, output.detach())) for name, conv in layers]
+    handles = [
+        conv.register_forward_hook(
+            lambda module, inputs, output, name=name: captured.__setitem__(name, output.detach())
+        )
+        for name, conv in layers
+    ]
     try:
         model.eval()
         with torch.no_grad():
@@ -219,7 +244,9 @@ def conv_pictures(model: nn.Module, image: torch.Tensor, *, label: str, image_na
         pictures.append(ConvPicture(f"{stem}-filters.png", f"{label}, {layer}: {shown}{subset}.", figure))
         maps = captured[name][0].cpu().float().numpy()
         figure, shown = layer_feature_maps(maps, title=f"{label}: {layer}, feature maps of {image_name}")
-        pictures.append(ConvPicture(f"{stem}-feature-maps.png", f"{label}, {layer}: feature maps of {image_name}, {shown}.", figure))
+        pictures.append(
+            ConvPicture(f"{stem}-feature-maps.png", f"{label}, {layer}: feature maps of {image_name}, {shown}.", figure)
+        )
     return pictures
 
 
@@ -227,9 +254,14 @@ def _input_picture(image: np.ndarray, *, label: str, image_name: str) -> ConvPic
     figure = Figure(figsize=(2.2, 2.4))
     ax = figure.add_subplot()
     ax.set_axis_off()
-    ax.imshow(_to_unit(image.transpose(1, 2, 0)) if image.shape[0] == 3 else _to_unit(image[0]), cmap=None if image.shape[0] == 3 else "gray")
+    ax.imshow(
+        _to_unit(image.transpose(1, 2, 0)) if image.shape[0] == 3 else _to_unit(image[0]),
+        cmap=None if image.shape[0] == 3 else "gray",
+    )
     ax.set_title(image_name, fontsize=9)
-    return ConvPicture("input.png", f"{label}: {image_name}, the input of the feature maps below (rescaled for display).", figure)
+    return ConvPicture(
+        "input.png", f"{label}: {image_name}, the input of the feature maps below (rescaled for display).", figure
+    )
 
 
 def save_conv_pictures(pictures: list[ConvPicture], folder: Path) -> list[str]:
@@ -240,5 +272,7 @@ def save_conv_pictures(pictures: list[ConvPicture], folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     for picture in pictures:
         save(picture.figure, folder / picture.file)
-    (folder / CONV_INDEX).write_text(json.dumps([{"file": p.file, "caption": p.caption} for p in pictures], indent=1), encoding="utf-8")
+    (folder / CONV_INDEX).write_text(
+        json.dumps([{"file": p.file, "caption": p.caption} for p in pictures], indent=1), encoding="utf-8"
+    )
     return [p.file for p in pictures]

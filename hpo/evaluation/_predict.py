@@ -65,7 +65,11 @@ class Prediction:
     def as_dict(self) -> dict[str, Any]:
         if self.value is not None:
             return {"input": self.input, "value": self.value}
-        return {"input": self.input, "predicted": self.classes[0][0], "top": [{"class": c, "probability": p} for c, p in self.classes]}
+        return {
+            "input": self.input,
+            "predicted": self.classes[0][0],
+            "top": [{"class": c, "probability": p} for c, p in self.classes],
+        }
 
     def text(self) -> str:
         if self.value is not None:
@@ -147,8 +151,13 @@ def _registered(uri: str, tracking_uri: str) -> Predictor:
         return Predictor(f"{uri} (best model, objective {spec})", [Part([loaded.model], dict(stored["meta"]), hooks)])
     ensemble = loaded.model
     if not isinstance(ensemble, EnsembleModel):
-        raise UsageError(f"model: {uri} is not a model hpo registered ({type(ensemble).__name__}); accepted: {MODEL_FORMS}")
-    parts = [Part(models, dict(meta), hooks, weight) for (models, meta, hooks), weight in zip(ensemble.members, ensemble.weights)]
+        raise UsageError(
+            f"model: {uri} is not a model hpo registered ({type(ensemble).__name__}); accepted: {MODEL_FORMS}"
+        )
+    parts = [
+        Part(models, dict(meta), hooks, weight)
+        for (models, meta, hooks), weight in zip(ensemble.members, ensemble.weights)
+    ]
     for part in parts:
         _check_hook(part.hooks, getattr(part.hooks, "__name__", type(part.hooks).__name__))
     return Predictor(f"{uri} (ensemble of {len(parts)} model file(s))", parts)
@@ -168,10 +177,15 @@ def _study_best(name: str, *, storage: str | None, tracking_uri: str | None) -> 
     tracker = Tracker(ref.settings.tracking_uri, study.study_name)
     best = next((t for t in best_trials(study, len(study.trials)) if has_checkpoint(tracker, t)), None)
     if best is None:
-        raise UsageError(f"model: study {study.study_name} has no complete trial with a checkpoint (evaluation.checkpoints: {config.evaluation.checkpoints}); accepted: {MODEL_FORMS}")
+        raise UsageError(
+            f"model: study {study.study_name} has no complete trial with a checkpoint (evaluation.checkpoints: {config.evaluation.checkpoints}); accepted: {MODEL_FORMS}"
+        )
     with tempfile.TemporaryDirectory(prefix="hpo-predict-") as tmp:
         member = load_member(tracker, best, Path(tmp))
-    return Predictor(f"study {study.study_name}, trial {best.number} (best on validation, best-epoch checkpoint)", [Part(member.models, member.meta, member.hooks())])
+    return Predictor(
+        f"study {study.study_name}, trial {best.number} (best on validation, best-epoch checkpoint)",
+        [Part(member.models, member.meta, member.hooks())],
+    )
 
 
 __all__ = ["MODEL_FORMS", "Part", "Prediction", "Predictor", "load_predictor"]

@@ -53,7 +53,9 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
         inputs = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)).reshape(-1, *self.input_shape)
         rows = inputs.reshape(len(inputs), -1).numpy()
         outputs = [
-            np.asarray(member.predict(rows), np.float64) if hasattr(member, "predict") else predictions(member[2], member[0], inputs, member[1])
+            np.asarray(member.predict(rows), np.float64)
+            if hasattr(member, "predict")
+            else predictions(member[2], member[0], inputs, member[1])
             for member in self.members
         ]
         return blend(outputs, self.weights).astype(np.float32)

@@ -25,12 +25,16 @@ def retrain_seeds(trial_seed: int, n: int) -> list[int]:
     return [(trial_seed + 104_729 * (i + 1)) % (2**31 - 1) for i in range(n)]
 
 
-def retrain(member: Member, data: DataConfig, *, seeds: list[int], device: torch.device) -> list[tuple[nn.Module, dict[str, Any]]]:
+def retrain(
+    member: Member, data: DataConfig, *, seeds: list[int], device: torch.device
+) -> list[tuple[nn.Module, dict[str, Any]]]:
     """One (model, meta) per seed, trained on train+validation through the objective's `retrain_task`."""
     hooks = member.hooks()
     retrain_task = getattr(hooks, "retrain_task", None)
     if retrain_task is None:
-        raise UsageError(f"--retrain-seeds: objective {member.objective} cannot train on train+validation (its evaluation hooks have no retrain_task); use --retrain-seeds 0")
+        raise UsageError(
+            f"--retrain-seeds: objective {member.objective} cannot train on train+validation (its evaluation hooks have no retrain_task); use --retrain-seeds 0"
+        )
     task, meta = retrain_task(data, member.meta, device)
     meta = dict(meta)
     epochs = member.best_epoch + 1 if member.best_epoch is not None else int(member.hyperparameters["epochs"])
@@ -42,7 +46,9 @@ def retrain(member: Member, data: DataConfig, *, seeds: list[int], device: torch
         model = hooks.build_model(hp, meta).to(device)
         last: dict[str, Any] = {}
 
-        def keep_last(epoch: int, metrics: dict[str, float], model: nn.Module = model, last: dict[str, Any] = last) -> None:
+        def keep_last(
+            epoch: int, metrics: dict[str, float], model: nn.Module = model, last: dict[str, Any] = last
+        ) -> None:
             if epoch == epochs - 1:
                 last["state"] = copy.deepcopy(model.state_dict())
 

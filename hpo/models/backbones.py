@@ -23,7 +23,12 @@ from torch import nn
 from hpo.errors import UsageError
 
 # The backbones this module builds, and the name of each one's classification head.
-HEADS: dict[str, str] = {"resnet18": "fc", "vgg11_bn": "classifier", "mobilenet_v3_small": "classifier", "efficientnet_b0": "classifier"}
+HEADS: dict[str, str] = {
+    "resnet18": "fc",
+    "vgg11_bn": "classifier",
+    "mobilenet_v3_small": "classifier",
+    "efficientnet_b0": "classifier",
+}
 BACKBONES: tuple[str, ...] = tuple(HEADS)
 
 
@@ -82,7 +87,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, name: str) -> t
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        raise UsageError(f"backbone_weights: {path} is not a PyTorch state dict ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise UsageError(
+            f"backbone_weights: {path} is not a PyTorch state dict ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

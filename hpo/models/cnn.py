@@ -22,7 +22,9 @@ from hpo.models.mlp import MLP
 
 
 class CNN(nn.Module):
-    def __init__(self, hp: dict[str, Any], *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> None:
+    def __init__(
+        self, hp: dict[str, Any], *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32
+    ) -> None:
         super().__init__()
         shape = architecture.cnn_shape(hp, image_size=image_size)  # raises ArchitectureError on impossible shapes
         kernel, stride, dilation = int(hp["kernel_size"]), int(hp["stride"]), int(hp["dilation"])
@@ -37,7 +39,14 @@ class CNN(nn.Module):
                 padding = architecture.conv_padding(kernel, stride=step, padding=hp["padding"], dilation=dilation)
                 layers.append(
                     nn.Conv2d(
-                        previous, channels, kernel, stride=step, padding=padding, dilation=dilation, bias=not batch_norm, padding_mode=padding_mode
+                        previous,
+                        channels,
+                        kernel,
+                        stride=step,
+                        padding=padding,
+                        dilation=dilation,
+                        bias=not batch_norm,
+                        padding_mode=padding_mode,
                     )
                 )
                 if batch_norm:

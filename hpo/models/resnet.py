@@ -23,7 +23,9 @@ def _norm(channels: int, batch_norm: bool) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, activation_name: str, batch_norm: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int, kernel: int, activation_name: str, batch_norm: bool
+    ) -> None:
         super().__init__()
         pad = kernel // 2
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=pad, bias=not batch_norm)
@@ -34,7 +36,8 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not batch_norm), _norm(out_channels, batch_norm)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not batch_norm),
+                _norm(out_channels, batch_norm),
             )
         self.act2 = activation(activation_name)
 
@@ -48,17 +51,25 @@ class ResNet(nn.Module):
         super().__init__()
         kernel, batch_norm, act = int(hp["kernel_size"]), bool(hp["batch_norm"]), str(hp["activation"])
         if kernel % 2 == 0:
-            raise architecture.ArchitectureError("kernel_size", f"{kernel} is even; the resnet model needs an odd kernel_size")
+            raise architecture.ArchitectureError(
+                "kernel_size", f"{kernel} is even; the resnet model needs an odd kernel_size"
+            )
         channels = architecture.block_channels(int(hp["filters"]), float(hp["filters_growth"]), int(hp["conv_blocks"]))
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels[0], kernel, padding=kernel // 2, bias=not batch_norm), _norm(channels[0], batch_norm), activation(act)
+            nn.Conv2d(in_channels, channels[0], kernel, padding=kernel // 2, bias=not batch_norm),
+            _norm(channels[0], batch_norm),
+            activation(act),
         )
         blocks: list[nn.Module] = []
         previous = channels[0]
         for stage, width in enumerate(channels):
             for index in range(int(hp["convs_per_block"])):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(previous, width, stride=stride, kernel=kernel, activation_name=act, batch_norm=batch_norm))
+                blocks.append(
+                    BasicBlock(
+                        previous, width, stride=stride, kernel=kernel, activation_name=act, batch_norm=batch_norm
+                    )
+                )
                 previous = width
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

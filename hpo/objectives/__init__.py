@@ -58,7 +58,17 @@ from hpo.objectives._inputs import read_input_file
 from hpo.objectives._loader import LoadedObjective, load_objective
 from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
 from hpo.objectives._registry import registered
-from hpo.objectives._table import FieldError, Hyperparameter, HyperparameterTable, Rule, choice, flag, integer, number, text
+from hpo.objectives._table import (
+    FieldError,
+    Hyperparameter,
+    HyperparameterTable,
+    Rule,
+    choice,
+    flag,
+    integer,
+    number,
+    text,
+)
 
 __all__ = [
     "MLP",

@@ -36,7 +36,16 @@ class Checkpoint:
     metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, models: Sequence[Any], *, objective: str, hyperparameters: Mapping[str, Any], meta: Mapping[str, Any], val_predictions: np.ndarray | None = None, metrics: Mapping[str, float] | None = None) -> Checkpoint:
+    def of(
+        cls,
+        models: Sequence[Any],
+        *,
+        objective: str,
+        hyperparameters: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        val_predictions: np.ndarray | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> Checkpoint:
         """A checkpoint of trained torch models (their weights, moved to the CPU)."""
         states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
         predictions = np.asarray(val_predictions) if val_predictions is not None else np.empty(0)
@@ -86,7 +95,9 @@ class Checkpoint:
 
         loaded = load_objective(self.objective)
         if loaded.objective.hooks is None:
-            raise TypeError(f"objective {self.objective} declares no evaluation hooks; its checkpoints cannot be rebuilt")
+            raise TypeError(
+                f"objective {self.objective} declares no evaluation hooks; its checkpoints cannot be rebuilt"
+            )
         return loaded.objective.hooks
 
     def models(self) -> list[Any]:
@@ -104,7 +115,10 @@ def predictions(hooks: EvaluationHooks, models: Sequence[Any], inputs: Any, meta
     """What the objective scores for `inputs`: its predictions, averaged over the models (one per fold)."""
     from hpo.training.loop import predict
 
-    outputs = [np.asarray(hooks.to_predictions(predict(model, inputs.to(_device_of(model))), meta), np.float64) for model in models]
+    outputs = [
+        np.asarray(hooks.to_predictions(predict(model, inputs.to(_device_of(model))), meta), np.float64)
+        for model in models
+    ]
     return outputs[0] if len(outputs) == 1 else np.mean(outputs, axis=0)
 
 

@@ -19,9 +19,15 @@ class DataConfig(BaseModel):
     # Unknown keys are typos; .inf and .nan are always mistakes.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the training rows (or images) used for validation")
-    subset: float = Field(default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)")
-    split_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the test/validation split, the same for every study")
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of the training rows (or images) used for validation"
+    )
+    subset: float = Field(
+        default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)"
+    )
+    split_seed: int = Field(
+        default=0, ge=0, le=MAX_SEED, description="seed of the test/validation split, the same for every study"
+    )
     cv_folds: StrictInt = Field(
         default=1, ge=1, le=MAX_FOLDS,
         description="K >= 2 scores a trial by K-fold cross-validation of the non-test rows (folds seeded by split_seed); 1 = one validation split",

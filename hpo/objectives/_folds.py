@@ -78,7 +78,11 @@ def fold_step(fold: Fold, epoch: int, *, span: int | None, offset: int) -> int:
 
 
 def combine(
-    results: Sequence[Mapping[str, float] | TrialResult], folds: Sequence[Fold], *, n_rows: int, spread: Collection[str] = ()
+    results: Sequence[Mapping[str, float] | TrialResult],
+    folds: Sequence[Fold],
+    *,
+    n_rows: int,
+    spread: Collection[str] = (),
 ) -> tuple[dict[str, float], TrialResult | None, dict[str, list[float]]]:
     """One trial's result from its folds' results.
 

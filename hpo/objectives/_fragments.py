@@ -42,13 +42,41 @@ TRAINING = HyperparameterTable(
     Hyperparameter("batch_size", integer(ge=1), 64, "examples per optimizer step"),
     Hyperparameter("epochs", integer(ge=1), 50, "passes over the training rows (fewer if early stopping fires)"),
     Hyperparameter("lr_schedule", choice(*SCHEDULES), "none", "learning-rate schedule"),
-    Hyperparameter("lr_warmup_epochs", number(ge=0, le=1e6), 0.0, "epochs (fractions too) of linear warmup from 0 to lr, per batch; with lr_schedule none or linear (0: off)"),
-    Hyperparameter("lr_step_size", integer(ge=1, le=1_000_000, nullable=True), None, "step schedule: epochs between decays (null: a third of the epochs)"),
-    Hyperparameter("lr_gamma", number(gt=0, le=10), 0.1, "step and plateau schedules: the decay factor; exponential: the factor per epoch (near 1, e.g. 0.95)"),
-    Hyperparameter("ema_decay", number(ge=0, lt=1), 0.0, "exponential moving average of the weights, updated every step with this decay, is what is validated and kept (0: off; e.g. 0.99)"),
-    Hyperparameter("early_stopping_patience", integer(ge=0, le=1_000_000), 10, "epochs without improvement before stopping (0: off)"),
     Hyperparameter(
-        "early_stopping_min_delta", number(ge=0, le=1e6), 0.0, "smallest change of the study metric that counts as an improvement for early stopping (0: any)"
+        "lr_warmup_epochs",
+        number(ge=0, le=1e6),
+        0.0,
+        "epochs (fractions too) of linear warmup from 0 to lr, per batch; with lr_schedule none or linear (0: off)",
+    ),
+    Hyperparameter(
+        "lr_step_size",
+        integer(ge=1, le=1_000_000, nullable=True),
+        None,
+        "step schedule: epochs between decays (null: a third of the epochs)",
+    ),
+    Hyperparameter(
+        "lr_gamma",
+        number(gt=0, le=10),
+        0.1,
+        "step and plateau schedules: the decay factor; exponential: the factor per epoch (near 1, e.g. 0.95)",
+    ),
+    Hyperparameter(
+        "ema_decay",
+        number(ge=0, lt=1),
+        0.0,
+        "exponential moving average of the weights, updated every step with this decay, is what is validated and kept (0: off; e.g. 0.99)",
+    ),
+    Hyperparameter(
+        "early_stopping_patience",
+        integer(ge=0, le=1_000_000),
+        10,
+        "epochs without improvement before stopping (0: off)",
+    ),
+    Hyperparameter(
+        "early_stopping_min_delta",
+        number(ge=0, le=1e6),
+        0.0,
+        "smallest change of the study metric that counts as an improvement for early stopping (0: any)",
     ),
 )
 
@@ -60,6 +88,7 @@ MLP = HyperparameterTable(
     Hyperparameter("batch_norm", flag(), False, "batch normalization after each hidden layer"),
     Hyperparameter("init", choice(*INITS), "default", "weight initialization (default: PyTorch's)"),
 )
+
 
 def check_schedule(config: StudyConfig) -> None:
     """Refuse exponential decay with the default lr_gamma: 0.1 is a step schedule's factor, and every
@@ -73,7 +102,11 @@ def check_schedule(config: StudyConfig) -> None:
                 f"lr_warmup_epochs applies to lr_schedule none or linear (which warm up per batch), not {', '.join(others)}; "
                 "keep lr_warmup_epochs 0 with those, or make it conditional with when: {lr_schedule: [none, linear]}",
             )
-    if config.may_take("lr_schedule", "exponential") and "lr_gamma" not in config.fixed and "lr_gamma" not in config.params:
+    if (
+        config.may_take("lr_schedule", "exponential")
+        and "lr_gamma" not in config.fixed
+        and "lr_gamma" not in config.params
+    ):
         where = "fixed.lr_schedule" if "lr_schedule" in config.fixed else "params.lr_schedule"
         raise FieldError(
             where,

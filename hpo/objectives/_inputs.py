@@ -21,10 +21,14 @@ def read_input_file(path: str | Path, *, accepted: str, max_bytes: int = 256 * 2
             raise FieldError(str(path), f"is a folder; accepted: {accepted}")
         size = file.stat().st_size
         if size > max_bytes:
-            raise FieldError(str(path), f"{size / 2**20:.0f} MB is more than {max_bytes / 2**20:.0f} MB; accepted: {accepted}")
+            raise FieldError(
+                str(path), f"{size / 2**20:.0f} MB is more than {max_bytes / 2**20:.0f} MB; accepted: {accepted}"
+            )
         return file.read_bytes()
     except OSError as exc:
-        raise FieldError(str(path), f"cannot read it ({exc.strerror or exc.__class__.__name__}); accepted: {accepted}") from None
+        raise FieldError(
+            str(path), f"cannot read it ({exc.strerror or exc.__class__.__name__}); accepted: {accepted}"
+        ) from None
 
 
 __all__ = ["read_input_file"]

@@ -66,7 +66,9 @@ def load_objective(spec: str, *, base_dir: str | Path | None = None) -> LoadedOb
         return _load_registered(spec)
     target, _, attribute = spec.rpartition(":")
     if not attribute or not target:
-        raise FieldError("objective", f"{spec!r} needs a module or file before ':' and a name after it, e.g. my_models.py:train")
+        raise FieldError(
+            "objective", f"{spec!r} needs a module or file before ':' and a name after it, e.g. my_models.py:train"
+        )
     if target.endswith(".py") or "/" in target:
         return _load_file(spec, target, attribute, base_dir)
     return _load_module(spec, target, attribute, base_dir)
@@ -87,13 +89,21 @@ def _load_registered(name: str) -> LoadedObjective:
         module, _, attribute = target.partition(":")
         where = f"entry point {name!r} of group {GROUP} ({target})"
         loaded = _import(module, what=where)
-        _CACHE[key] = LoadedObjective(_as_objective(_attribute(loaded, attribute, where=target), where=target, name=name), name, name, kind, target)
+        _CACHE[key] = LoadedObjective(
+            _as_objective(_attribute(loaded, attribute, where=target), where=target, name=name),
+            name,
+            name,
+            kind,
+            target,
+        )
     return _CACHE[key]
 
 
 def _load_module(spec: str, module: str, attribute: str, base_dir: str | Path | None) -> LoadedObjective:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
-        raise FieldError("objective", f"{module!r} is neither a module (package.module) nor a .py file; accepted: {FORMS}")
+        raise FieldError(
+            "objective", f"{module!r} is neither a module (package.module) nor a .py file; accepted: {FORMS}"
+        )
     key = ("module", spec)
     if key not in _CACHE:
         folder = str(Path(base_dir).resolve()) if base_dir is not None else str(Path.cwd())
@@ -101,7 +111,9 @@ def _load_module(spec: str, module: str, attribute: str, base_dir: str | Path | 
             sys.path.append(folder)  # as `python -m` finds modules beside it; installed packages come first
         loaded = _import(module, what=f"module {module!r}")
         objective = _as_objective(_attribute(loaded, attribute, where=module), where=spec, name=attribute)
-        _CACHE[key] = LoadedObjective(objective, spec, spec, "module", f"{module}:{attribute} ({getattr(loaded, '__file__', None) or 'built in'})")
+        _CACHE[key] = LoadedObjective(
+            objective, spec, spec, "module", f"{module}:{attribute} ({getattr(loaded, '__file__', None) or 'built in'})"
+        )
     return _CACHE[key]
 
 
@@ -117,7 +129,9 @@ def _load_file(spec: str, target: str, attribute: str, base_dir: str | Path | No
     if not path.is_file():
         relative = "" if Path(target).is_absolute() else " (relative to the study file's folder)"
         raise FieldError("objective", f"file not found: {path}{relative}")
-    module_name = f"hpo_objective_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    module_name = (
+        f"hpo_objective_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    )
     module = sys.modules.get(module_name)
     if module is None:
         module_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -130,7 +144,7 @@ def _load_file(spec: str, target: str, attribute: str, base_dir: str | Path | No
         sys.modules[module_name] = module  # dataclasses and pickle look their module up here
         try:
             module_spec.loader.exec_module(module)
-        except BaseException as exc:  # noqa: BLE001 - any failure of the user's module is reported, not raised
+        except BaseException as exc:
             del sys.modules[module_name]
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -146,9 +160,12 @@ def _import(module: str, *, what: str) -> Any:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing == module or module.startswith(missing + "."):
-            raise FieldError("objective", f"no module named {missing!r} ({what}); install the package that has it, or put it on PYTHONPATH") from None
+            raise FieldError(
+                "objective",
+                f"no module named {missing!r} ({what}); install the package that has it, or put it on PYTHONPATH",
+            ) from None
         raise FieldError("objective", f"importing {what} failed: {_last_line(exc)}") from None
-    except BaseException as exc:  # noqa: BLE001 - the module's own error, reported in one line
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise FieldError("objective", f"importing {what} failed: {_last_line(exc)}") from None
@@ -158,7 +175,11 @@ def _attribute(module: Any, attribute: str, *, where: str) -> Any:
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
-            names = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__)
+            names = sorted(
+                n
+                for n, v in vars(module).items()
+                if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__
+            )
             close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             listed = f"; it defines: {', '.join(names)}" if names else ""
@@ -173,7 +194,9 @@ def _as_objective(found: Any, *, where: str, name: str) -> Objective:
         return found
     if not callable(found) or isinstance(found, type):
         kind = "a class" if isinstance(found, type) else f"a {type(found).__name__}"
-        raise FieldError("objective", f"{where} is {kind}, not a function of the trial context or an hpo.objectives.Objective")
+        raise FieldError(
+            "objective", f"{where} is {kind}, not a function of the trial context or an hpo.objectives.Objective"
+        )
     try:
         signature = inspect.signature(found)
     except (TypeError, ValueError):
@@ -182,7 +205,9 @@ def _as_objective(found: Any, *, where: str, name: str) -> Objective:
         try:
             signature.bind(object())
         except TypeError:
-            raise FieldError("objective", f"{where} must take one argument, the trial context; its signature is {signature}") from None
+            raise FieldError(
+                "objective", f"{where} must take one argument, the trial context; its signature is {signature}"
+            ) from None
     return Objective(found, name=re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "objective")
 
 

@@ -13,7 +13,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from hpo.objectives._context import TrialContext, TrialResult
 from hpo.objectives._data import DataConfig
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 Direction = Literal["minimize", "maximize"]
-TrainFn = Callable[[TrialContext], Union[Mapping[str, float], float, TrialResult]]
+TrainFn = Callable[[TrialContext], Mapping[str, float] | float | TrialResult]
 DIRECTIONS: tuple[str, ...] = ("minimize", "maximize")
 
 
@@ -157,7 +157,9 @@ class Objective:
             raise ValueError(f"objective name {self.name!r}: use letters, digits, '_', '.' and '-'")
         for metric, direction in self.metrics.items():
             if direction not in DIRECTIONS:
-                raise ValueError(f"objective {self.name}: metric {metric!r} has direction {direction!r}; use minimize or maximize")
+                raise ValueError(
+                    f"objective {self.name}: metric {metric!r} has direction {direction!r}; use minimize or maximize"
+                )
         if self.default_metric is not None and self.metrics and self.default_metric not in self.metrics:
             raise ValueError(f"objective {self.name}: default_metric {self.default_metric!r} is not among its metrics")
         if not (isinstance(self.data_options, type) and issubclass(self.data_options, DataConfig)):
@@ -232,4 +234,15 @@ def objective(
     return declare(train) if train is not None else declare
 
 
-__all__ = ["DIRECTIONS", "Baseline", "Dataset", "Direction", "EvaluationHooks", "ModuleDataset", "Objective", "TrainFn", "objective", "offers"]
+__all__ = [
+    "DIRECTIONS",
+    "Baseline",
+    "Dataset",
+    "Direction",
+    "EvaluationHooks",
+    "ModuleDataset",
+    "Objective",
+    "TrainFn",
+    "objective",
+    "offers",
+]

@@ -26,7 +26,11 @@ def registered() -> dict[str, str]:
     """Name -> "module:attribute" of every objective a study may name without a path."""
     import hpo.objectives as package
 
-    found = {info.name: f"hpo.objectives.{info.name}:objective" for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_")}
+    found = {
+        info.name: f"hpo.objectives.{info.name}:objective"
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.name.startswith("_")
+    }
     for entry in entry_points(group=GROUP):
         found.setdefault(entry.name, entry.value)  # a package cannot shadow a built-in name
     return dict(sorted(found.items()))

@@ -49,7 +49,9 @@ class Rule:
         if self.kind == "choice":
             # `True == 1` in Python: compare kinds too, so a flag is never taken for a number choice.
             return any(type(value) is type(c) and value == c for c in self.choices) or (
-                isinstance(value, float) and value.is_integer() and any(type(c) is int and value == c for c in self.choices)
+                isinstance(value, float)
+                and value.is_integer()
+                and any(type(c) is int and value == c for c in self.choices)
             )
         if isinstance(value, str) and value in self.also:
             return True
@@ -98,7 +100,7 @@ def _plain(value: Any) -> str:
 
 
 def _bounds(ge: float | None, gt: float | None, le: float | None, lt: float | None) -> dict[str, Any]:
-    if ge is not None and gt is not None or le is not None and lt is not None:
+    if (ge is not None and gt is not None) or (le is not None and lt is not None):
         raise ValueError("give either ge or gt (le or lt), not both")
     return {
         "low": ge if ge is not None else gt,
@@ -108,12 +110,27 @@ def _bounds(ge: float | None, gt: float | None, le: float | None, lt: float | No
     }
 
 
-def integer(*, ge: int | None = None, gt: int | None = None, le: int | None = None, lt: int | None = None, nullable: bool = False, also: tuple[str, ...] = ()) -> Rule:
+def integer(
+    *,
+    ge: int | None = None,
+    gt: int | None = None,
+    le: int | None = None,
+    lt: int | None = None,
+    nullable: bool = False,
+    also: tuple[str, ...] = (),
+) -> Rule:
     """An integer in a range (an integral float such as ``10.0`` counts); `also` lists strings taken besides."""
     return Rule("int", nullable=nullable, also=also, **_bounds(ge, gt, le, lt))
 
 
-def number(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None, nullable: bool = False) -> Rule:
+def number(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    nullable: bool = False,
+) -> Rule:
     """A finite number in a range: ``number(ge=0, lt=1)`` is [0, 1)."""
     return Rule("float", nullable=nullable, **_bounds(ge, gt, le, lt))
 
@@ -203,12 +220,16 @@ class HyperparameterTable:
         unknown = set(defaults) - set(self.names)
         if unknown:
             raise KeyError(f"with_defaults: no hyperparameter {', '.join(sorted(unknown))} in this table")
-        return HyperparameterTable(*(replace(row, default=defaults[row.name]) if row.name in defaults else row for row in self.rows))
+        return HyperparameterTable(
+            *(replace(row, default=defaults[row.name]) if row.name in defaults else row for row in self.rows)
+        )
 
     def applying_to(self, models: tuple[str, ...] | frozenset[str], *names: str) -> HyperparameterTable:
         """The same rows, `names` (default: all) used only by these values of `model`."""
         chosen = set(names or self.names)
-        return HyperparameterTable(*(replace(row, applies_to=frozenset(models)) if row.name in chosen else row for row in self.rows))
+        return HyperparameterTable(
+            *(replace(row, applies_to=frozenset(models)) if row.name in chosen else row for row in self.rows)
+        )
 
     def without(self, *names: str) -> HyperparameterTable:
         """The rows except `names` (an objective that composes a fragment but does not use all of it)."""

@@ -3,4 +3,14 @@
 from hpo.report._compare import CompareResult, StudyFacts, compare_studies, gather_facts, setting_differences, verdict
 from hpo.report._report import ReportResult, build_report, check_writable
 
-__all__ = ["CompareResult", "ReportResult", "StudyFacts", "build_report", "check_writable", "compare_studies", "gather_facts", "setting_differences", "verdict"]
+__all__ = [
+    "CompareResult",
+    "ReportResult",
+    "StudyFacts",
+    "build_report",
+    "check_writable",
+    "compare_studies",
+    "gather_facts",
+    "setting_differences",
+    "verdict",
+]

@@ -134,14 +134,19 @@ def _describe_spec(spec: dict[str, object]) -> str:
         scale = " (log)" if spec.get("log") else f" (step {spec['step']})" if spec.get("step") else ""
         text = f"searched {_num(float(spec['low']))} to {_num(float(spec['high']))}{scale}"  # type: ignore[arg-type]
     when = spec.get("when")
-    return text + (f" when {', '.join(f'{k} in {v}' for k, v in when.items())}" if isinstance(when, dict) and when else "")
+    return text + (
+        f" when {', '.join(f'{k} in {v}' for k, v in when.items())}" if isinstance(when, dict) and when else ""
+    )
 
 
 def _effective_settings(config: StudyConfig) -> dict[str, str]:
     """Every setting that shapes a study's results, by name, as words: each hyperparameter (searched
     with its range, else its fixed or default value) and every other study-file field."""
     resolved = config.resolved()
-    out = {k: str(v) for k, v in _flatten({k: v for k, v in resolved.items() if k not in (*NOT_SETTINGS, "params", "fixed")}).items()}
+    out = {
+        k: str(v)
+        for k, v in _flatten({k: v for k, v in resolved.items() if k not in (*NOT_SETTINGS, "params", "fixed")}).items()
+    }
     values = config.trial_hyperparameters({})  # table defaults < fixed
     for name in sorted(set(values) | set(resolved["params"])):
         spec = resolved["params"].get(name)
@@ -153,7 +158,11 @@ def setting_differences(a: StudyConfig, b: StudyConfig) -> Differences:
     """The settings whose effective values differ between two study files (their names, storage and
     how trials are run aside)."""
     left, right = _effective_settings(a), _effective_settings(b)
-    return {k: (left.get(k, "not set"), right.get(k, "not set")) for k in sorted(set(left) | set(right)) if left.get(k) != right.get(k)}
+    return {
+        k: (left.get(k, "not set"), right.get(k, "not set"))
+        for k in sorted(set(left) | set(right))
+        if left.get(k) != right.get(k)
+    }
 
 
 def _is_on(description: str) -> bool:
@@ -166,7 +175,9 @@ def _regularizer(differences: Differences, side: int) -> str:
     return ", ".join(used) if used else "no regularizer"
 
 
-def _attribution(a: StudyFacts, b: StudyFacts, differences: Differences, *, separated: bool | None, why_not: str) -> str:
+def _attribution(
+    a: StudyFacts, b: StudyFacts, differences: Differences, *, separated: bool | None, why_not: str
+) -> str:
     """Whether the result can be put down to the one thing the studies did differently."""
     if not differences:
         return "Setup: the two study files are the same apart from their names, so any difference between them is seed and sampling noise."
@@ -183,7 +194,9 @@ def _attribution(a: StudyFacts, b: StudyFacts, differences: Differences, *, sepa
         "Network, data, budget, optimizer search and every other setting are the same."
     )
     if separated:
-        winner, loser, reg_w, reg_l = (a, b, reg_a, reg_b) if _better(a.best_value, b.best_value, a.maximize) else (b, a, reg_b, reg_a)
+        winner, loser, reg_w, reg_l = (
+            (a, b, reg_a, reg_b) if _better(a.best_value, b.best_value, a.maximize) else (b, a, reg_b, reg_a)
+        )
         return f"{setup} The regularizer is the only difference, so it decides the result: {reg_w} ({winner.name}) beats {reg_l} ({loser.name}) for this network and budget."
     return f"{setup} The evidence does not separate {reg_a} ({a.name}) from {reg_b} ({b.name}): {why_not}."
 
@@ -212,17 +225,29 @@ def verdict(a: StudyFacts, b: StudyFacts, *, differences: Differences | None = N
             threshold = NOISE_FACTOR * noise
             if gap > threshold:
                 separated = True
-                lines.append(f"The gap exceeds seed noise: it is {gap / noise:.1f}× the larger spread ({_num(noise)}, {kind} of {name}); a rerun is unlikely to reverse it.")
+                lines.append(
+                    f"The gap exceeds seed noise: it is {gap / noise:.1f}× the larger spread ({_num(noise)}, {kind} of {name}); a rerun is unlikely to reverse it."
+                )
             else:
                 why_not = f"the validation gap is {gap / noise:.1f}× the noise, under the {NOISE_FACTOR:g}× bar"
-                lines.append(f"The gap is within seed noise: it is {gap / noise:.1f}× the larger spread ({_num(noise)}, {kind} of {name}), under the {NOISE_FACTOR:g}× bar; treat the two as equivalent until more seeds say otherwise.")
+                lines.append(
+                    f"The gap is within seed noise: it is {gap / noise:.1f}× the larger spread ({_num(noise)}, {kind} of {name}), under the {NOISE_FACTOR:g}× bar; treat the two as equivalent until more seeds say otherwise."
+                )
         else:
             separated, why_not = None, "seed noise is unknown, so the gap cannot be judged"
-            lines.append("Seed noise is unknown (too few complete trials and no retrain seeds), so the gap's significance cannot be judged.")
+            lines.append(
+                "Seed noise is unknown (too few complete trials and no retrain seeds), so the gap's significance cannot be judged."
+            )
     if a.test_value is not None and b.test_value is not None and a.test_metric == b.test_metric:
         test_better = a if _better(a.test_value, b.test_value, a.maximize) else b
         other = b if test_better is a else a
-        agree = "confirming the validation result" if test_better is winner and a.best_value != b.best_value else "unlike validation" if a.best_value != b.best_value else ""
+        agree = (
+            "confirming the validation result"
+            if test_better is winner and a.best_value != b.best_value
+            else "unlike validation"
+            if a.best_value != b.best_value
+            else ""
+        )
         lines.append(
             f"On the test split (read once by `hpo evaluate`), {test_better.name}'s best model scores {a.test_metric} {_num(test_better.test_value)} "
             f"vs {_num(other.test_value)}, {agree}.".replace(", .", ".")
@@ -237,15 +262,26 @@ def verdict(a: StudyFacts, b: StudyFacts, *, differences: Differences | None = N
                 + ("beyond seed noise." if beyond else f"within seed noise (under the {NOISE_FACTOR:g}× bar).")
             )
             if separated and (not beyond or test_better is not winner):
-                separated, why_not = False, "validation favours one, but the test split does not confirm it beyond seed noise"
+                separated, why_not = (
+                    False,
+                    "validation favours one, but the test split does not confirm it beyond seed noise",
+                )
         elif separated and test_better is not winner:
             separated, why_not = False, "validation and the test split disagree on which is better"
         if a.test_interval is not None and b.test_interval is not None:
             overlap = a.test_interval[0] <= b.test_interval[1] and b.test_interval[0] <= a.test_interval[1]
-            shown = ", ".join(f"{s.name} [{_num(s.test_interval[0])}, {_num(s.test_interval[1])}]" for s in (a, b) if s.test_interval is not None)
+            shown = ", ".join(
+                f"{s.name} [{_num(s.test_interval[0])}, {_num(s.test_interval[1])}]"
+                for s in (a, b)
+                if s.test_interval is not None
+            )
             lines.append(
                 f"95% bootstrap intervals of {a.test_metric} over the test rows: {shown}; "
-                + ("they overlap, so the test split cannot tell the two apart." if overlap else "they do not overlap: the test difference is real at this test size.")
+                + (
+                    "they overlap, so the test split cannot tell the two apart."
+                    if overlap
+                    else "they do not overlap: the test difference is real at this test size."
+                )
             )
             if separated and overlap:
                 separated, why_not = False, "validation favours one, but the test intervals overlap"
@@ -253,7 +289,9 @@ def verdict(a: StudyFacts, b: StudyFacts, *, differences: Differences | None = N
             lines.append(f"Ensembles on test: {a.name} {_num(a.test_ensemble)}, {b.name} {_num(b.test_ensemble)}.")
     else:
         missing = [s.name for s in (a, b) if s.test_value is None]
-        lines.append(f"Test: not compared ({', '.join(missing) or 'metrics differ'} not evaluated; run `hpo evaluate`).")
+        lines.append(
+            f"Test: not compared ({', '.join(missing) or 'metrics differ'} not evaluated; run `hpo evaluate`)."
+        )
     if differences is not None:
         lines.append("")
         lines.append(_attribution(a, b, differences, separated=separated, why_not=why_not))
@@ -301,12 +339,18 @@ def _reasons(winner: StudyFacts, loser: StudyFacts) -> list[str]:
         )
         for s in (winner, loser):
             if s.best_epoch is not None and s.epochs_run is not None and s.best_epoch >= s.epochs_run - 1:
-                reasons.append(f"{s.name} was still improving at its last epoch: it stopped on the epoch budget, and more epochs would likely help it.")
+                reasons.append(
+                    f"{s.name} was still improving at its last epoch: it stopped on the epoch budget, and more epochs would likely help it."
+                )
     if winner.n_params is not None and loser.n_params is not None:
         ratio = max(winner.n_params, loser.n_params) / max(min(winner.n_params, loser.n_params), 1)
         bigger = winner if winner.n_params >= loser.n_params else loser
-        reasons.append(f"Size: {winner.name} has {winner.n_params:,} parameters, {loser.name} {loser.n_params:,} ({bigger.name} is {ratio:.1f}× larger).")
-    reasons.append(f"Regularization: {winner.name}: {_describe_regularization(winner)}; {loser.name}: {_describe_regularization(loser)}.")
+        reasons.append(
+            f"Size: {winner.name} has {winner.n_params:,} parameters, {loser.name} {loser.n_params:,} ({bigger.name} is {ratio:.1f}× larger)."
+        )
+    reasons.append(
+        f"Regularization: {winner.name}: {_describe_regularization(winner)}; {loser.name}: {_describe_regularization(loser)}."
+    )
     return reasons
 
 
@@ -343,7 +387,9 @@ def gather_facts(study: optuna.Study, tracker: Tracker, *, label: str | None = N
         summary = tracker.get_run(str(run_id)).data.metrics
         facts.n_params = int(summary["n_params"]) if "n_params" in summary else None
         facts.best_epoch = int(summary["best_epoch"]) if "best_epoch" in summary else None
-        curves = read_curves(tracker, str(run_id), trial_number=best.number, state=best.state.name, keys=curve_keys(metric))
+        curves = read_curves(
+            tracker, str(run_id), trial_number=best.number, state=best.state.name, keys=curve_keys(metric)
+        )
         facts.curves = curves
         steps, series = curves.get(metric)
         if len(steps):
@@ -387,7 +433,9 @@ def compare_studies(ref_a: StudyRef, ref_b: StudyRef, *, out: Path | None = None
     studies = [load(ref_a), load(ref_b)]
     configs = [stored_config(s) for s in studies]
     if configs[0].metrics[0] != configs[1].metrics[0]:
-        raise UsageError(f"compare: {ref_a.name} optimizes {configs[0].metrics[0]} and {ref_b.name} {configs[1].metrics[0]}; compare studies of the same metric")
+        raise UsageError(
+            f"compare: {ref_a.name} optimizes {configs[0].metrics[0]} and {ref_b.name} {configs[1].metrics[0]}; compare studies of the same metric"
+        )
     same = ref_a.name == ref_b.name
     labels = [f"{ref_a.name} (A)", f"{ref_b.name} (B)"] if same else [ref_a.name, ref_b.name]
     trackers = [Tracker(r.settings.tracking_uri, s.study_name) for r, s in zip((ref_a, ref_b), studies)]
@@ -403,7 +451,9 @@ def compare_studies(ref_a: StudyRef, ref_b: StudyRef, *, out: Path | None = None
         staging = Path(tmp)
         if facts[0].curves is not None and facts[1].curves is not None:
             units = metric_units(configs[0]) if configs[0].objective == configs[1].objective else {}
-            figure = side_by_side_figure(facts[0].curves, facts[1].curves, facts[0].metric, names=(labels[0], labels[1]), units=units)
+            figure = side_by_side_figure(
+                facts[0].curves, facts[1].curves, facts[0].metric, names=(labels[0], labels[1]), units=units
+            )
             eval_plots.save(figure, staging / "learning_curves.png")
             page.image(
                 "learning_curves.png",
@@ -421,10 +471,18 @@ def compare_studies(ref_a: StudyRef, ref_b: StudyRef, *, out: Path | None = None
             ["test, ensemble", facts[0].test_ensemble, facts[1].test_ensemble],
             ["std over retrain seeds", facts[0].seed_std, facts[1].seed_std],
             ["parameters", facts[0].n_params, facts[1].n_params],
-            ["best epoch / epochs run", f"{facts[0].best_epoch} / {facts[0].epochs_run}", f"{facts[1].best_epoch} / {facts[1].epochs_run}"],
+            [
+                "best epoch / epochs run",
+                f"{facts[0].best_epoch} / {facts[0].epochs_run}",
+                f"{facts[1].best_epoch} / {facts[1].epochs_run}",
+            ],
             ["val/train loss at best epoch", facts[0].overfit_ratio, facts[1].overfit_ratio],
             ["generalization gap: val − train loss at best epoch", facts[0].loss_gap, facts[1].loss_gap],
-            [f"generalization gap: {training_counterpart(facts[0].metric) or 'train'} vs {facts[0].metric} at best epoch", facts[0].score_gap, facts[1].score_gap],
+            [
+                f"generalization gap: {training_counterpart(facts[0].metric) or 'train'} vs {facts[0].metric} at best epoch",
+                facts[0].score_gap,
+                facts[1].score_gap,
+            ],
             ["regularization", _describe_regularization(facts[0]), _describe_regularization(facts[1])],
         ]
         page.table(["", labels[0], labels[1]], rows)

@@ -35,7 +35,15 @@ def squared_counterpart(metric: str) -> str | None:
 
 def curve_keys(metric: str) -> tuple[str, ...]:
     """What to read for a trial's curves: the losses, the study metric and its companions."""
-    extra = [k for k in (metric if metric.startswith("val_") else None, training_counterpart(metric), squared_counterpart(metric)) if k]
+    extra = [
+        k
+        for k in (
+            metric if metric.startswith("val_") else None,
+            training_counterpart(metric),
+            squared_counterpart(metric),
+        )
+        if k
+    ]
     return tuple(dict.fromkeys((*CURVE_KEYS, *extra)))
 
 
@@ -173,7 +181,9 @@ def _extra_panels(curve: Curves | None, metric: str) -> list[str]:
     return panels
 
 
-def learning_curves_figure(curves: list[Curves], metric: str, *, best: int | None, title: str, units: Units | None = None) -> Figure:
+def learning_curves_figure(
+    curves: list[Curves], metric: str, *, best: int | None, title: str, units: Units | None = None
+) -> Figure:
     """The study metric per epoch for the best, other top and pruned trials; then the best trial's
     losses, its training vs validation metric (when logged) and, for an RMSE, its MSE."""
     units = units or {}
@@ -190,7 +200,7 @@ def learning_curves_figure(curves: list[Curves], metric: str, *, best: int | Non
         if panel == "train":
             counterpart = training_counterpart(metric) or ""
             _plot_pair(ax, best_curve, (counterpart, metric), ylabel=axis_label(metric, units), log=False)
-            ax.set_title(f"trial {best_curve.trial_number}: training vs validation {metric[len('val_'):]}")
+            ax.set_title(f"trial {best_curve.trial_number}: training vs validation {metric[len('val_') :]}")
         else:
             _plot_squared(ax, best_curve, metric, squared_counterpart(metric) or "", units=units)
     figure.suptitle(title)
@@ -198,7 +208,9 @@ def learning_curves_figure(curves: list[Curves], metric: str, *, best: int | Non
     return figure
 
 
-def side_by_side_figure(left_curves: Curves, right_curves: Curves, metric: str, *, names: tuple[str, str], units: Units | None = None) -> Figure:
+def side_by_side_figure(
+    left_curves: Curves, right_curves: Curves, metric: str, *, names: tuple[str, str], units: Units | None = None
+) -> Figure:
     """Two studies' best trials: the metric (top row, shared y axis), their training vs validation losses
     and, when either logs it, their training vs validation metric (e.g. accuracy)."""
     units = units or {}
@@ -218,6 +230,6 @@ def side_by_side_figure(left_curves: Curves, right_curves: Curves, metric: str, 
         axes[1, column].set_title(f"{name}: training vs validation loss")
         if with_train:
             _plot_pair(axes[2, column], curve, (counterpart or "", metric), ylabel=axis_label(metric, units), log=False)
-            axes[2, column].set_title(f"{name}: training vs validation {metric[len('val_'):]}")
+            axes[2, column].set_title(f"{name}: training vs validation {metric[len('val_') :]}")
     figure.tight_layout()
     return figure

@@ -50,7 +50,9 @@ class Page:
         body = []
         for row in rows:
             cells = "".join(
-                f'<td class="num">{html.escape(fmt(v))}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool) else f"<td>{html.escape(fmt(v))}</td>"
+                f'<td class="num">{html.escape(fmt(v))}</td>'
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                else f"<td>{html.escape(fmt(v))}</td>"
                 for v in row
             )
             body.append(f"<tr>{cells}</tr>")
@@ -60,7 +62,9 @@ class Page:
         """Reference a PNG in the page's folder (the caller has written it)."""
         self.images.append(file)
         alt = html.escape(caption, quote=True)
-        self.parts.append(f'<figure><img src="{html.escape(file, quote=True)}" alt="{alt}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        self.parts.append(
+            f'<figure><img src="{html.escape(file, quote=True)}" alt="{alt}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
 
     def render(self) -> str:
         return (

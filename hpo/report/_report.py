@@ -21,23 +21,31 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit, safe in workers and CI
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+import numpy as np
+import optuna
+from matplotlib import pyplot as plt
+from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import StudyConfig  # noqa: E402
-from hpo.errors import HpoError, UsageError  # noqa: E402
-from hpo.evaluation import EvaluationResult, existing_results  # noqa: E402
-from hpo.evaluation import _plots as eval_plots  # noqa: E402
-from hpo.evaluation._bootstrap import LEVEL, RESAMPLES, with_interval  # noqa: E402
-from hpo.evaluation._checkpoints import has_checkpoint, load_member  # noqa: E402
-from hpo.report._curves import CURVE_KEYS, Curves, curve_keys, learning_curves_figure, metric_units, read_curves, squared_counterpart  # noqa: E402
-from hpo.report._html import Page, fmt  # noqa: E402
-from hpo.settings import write_problem  # noqa: E402
-from hpo.results import StudyRef, best_trials, listed_trials, load  # noqa: E402
-from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config  # noqa: E402
-from hpo.tracking import Tracker, TrackingUnavailable  # noqa: E402
+from hpo.config import StudyConfig
+from hpo.errors import HpoError, UsageError
+from hpo.evaluation import EvaluationResult, existing_results
+from hpo.evaluation import _plots as eval_plots
+from hpo.evaluation._bootstrap import LEVEL, RESAMPLES, with_interval
+from hpo.evaluation._checkpoints import has_checkpoint, load_member
+from hpo.report._curves import (
+    CURVE_KEYS,
+    Curves,
+    curve_keys,
+    learning_curves_figure,
+    metric_units,
+    read_curves,
+    squared_counterpart,
+)
+from hpo.report._html import Page, fmt
+from hpo.results import StudyRef, best_trials, listed_trials, load
+from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
+from hpo.settings import write_problem
+from hpo.tracking import Tracker, TrackingUnavailable
 
 MAX_PRUNED_CURVES = 15
 # Importance (fANOVA), parallel coordinates and slices of more complete trials than this are drawn from a
@@ -123,7 +131,9 @@ def build_report(ref: StudyRef, *, out: Path | None = None) -> ReportResult:
 def _light_study(study: optuna.Study, trials: list[FrozenTrial]) -> optuna.Study:
     """An in-memory study of `trials` (read without their curves) for Optuna's plots, which would
     otherwise load every trial's intermediate values from the storage."""
-    light = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=study.directions, study_name=study.study_name)
+    light = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(), directions=study.directions, study_name=study.study_name
+    )
     light.add_trials(trials)
     return light
 
@@ -135,7 +145,9 @@ def _sample(study: optuna.Study, *, limit: int = MAX_PLOTTED_TRIALS) -> tuple[op
     if len(done) <= limit:
         return study, ""
     chosen = sorted(np.random.default_rng(0).choice(len(done), size=limit, replace=False))
-    return _light_study(study, [done[i] for i in chosen]), f" (a seeded sample of {limit:,} of the {len(done):,} complete trials)"
+    return _light_study(
+        study, [done[i] for i in chosen]
+    ), f" (a seeded sample of {limit:,} of the {len(done):,} complete trials)"
 
 
 def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, folder: Path) -> tuple[Page, list[str]]:
@@ -170,16 +182,26 @@ def _write_report(study: optuna.Study, config: StudyConfig, tracker: Tracker, fo
     return page, notes
 
 
-def _learning_curves(page: Page, study: optuna.Study, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial], folder: Path) -> None:
+def _learning_curves(
+    page: Page, study: optuna.Study, config: StudyConfig, tracker: Tracker, top: list[FrozenTrial], folder: Path
+) -> None:
     metric = next((m for m in config.metrics if m.startswith("val_")), "val_loss")
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))][-MAX_PRUNED_CURVES:]
-    curves = trial_curves(tracker, top[:1], metric, companions=True) + trial_curves(tracker, [*top[1:], *pruned], metric)
+    curves = trial_curves(tracker, top[:1], metric, companions=True) + trial_curves(
+        tracker, [*top[1:], *pruned], metric
+    )
     page.heading("Learning curves")
     if not any(c.series for c in curves):
         page.paragraph("No per-epoch metrics in MLflow for these trials.", note=True)
         return
     units = metric_units(config)
-    figure = learning_curves_figure(curves, metric, best=top[0].number, title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials", units=units)
+    figure = learning_curves_figure(
+        curves,
+        metric,
+        best=top[0].number,
+        title=f"{study.study_name}: best {len(top)} and {len(pruned)} pruned trials",
+        units=units,
+    )
     eval_plots.save(figure, folder / "learning_curves.png")
     unit_note = f" Losses are in {units['val_loss']}." if units.get("val_loss") else ""
     page.image(
@@ -196,7 +218,9 @@ def _learning_curves(page: Page, study: optuna.Study, config: StudyConfig, track
     value = best.at_epoch(squared, best_epoch) if best_epoch is not None else None
     if value is not None:
         unit = f" {units[squared]}" if squared in units else ""
-        page.paragraph(f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} ({metric} {fmt(value**0.5)}).")
+        page.paragraph(
+            f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} ({metric} {fmt(value**0.5)})."
+        )
 
 
 def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: Path, notes: list[str]) -> None:
@@ -204,21 +228,63 @@ def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: 
 
     page.heading("Search")
     metrics = config.metrics
-    target: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metrics[0]} if config.is_multi_objective else {"target_name": metrics[0]}
+    target: dict[str, Any] = (
+        {"target": lambda t: t.values[0], "target_name": metrics[0]}
+        if config.is_multi_objective
+        else {"target_name": metrics[0]}
+    )
     sample, sampled = _sample(study)
     shown = _most_important(sample, target)
     subset = f" (the {len(shown)} most important)" if shown else ""
     plots: list[tuple[str, str, Any, tuple[float, float]]] = []
     if config.is_multi_objective:
-        plots.append(("pareto_front.png", f"Pareto front of {' vs '.join(metrics)}: the trade-offs no other trial beats on every objective.", lambda: ovm.plot_pareto_front(study, target_names=metrics), (8, 6)))
+        plots.append(
+            (
+                "pareto_front.png",
+                f"Pareto front of {' vs '.join(metrics)}: the trade-offs no other trial beats on every objective.",
+                lambda: ovm.plot_pareto_front(study, target_names=metrics),
+                (8, 6),
+            )
+        )
         for i, name in enumerate(metrics):
-            plots.append((f"optimization_history_{i}.png", f"{name} of each trial in order.", lambda i=i, name=name: ovm.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name), (9, 5)))
+            plots.append(
+                (
+                    f"optimization_history_{i}.png",
+                    f"{name} of each trial in order.",
+                    lambda i=i, name=name: ovm.plot_optimization_history(
+                        study, target=lambda t: t.values[i], target_name=name
+                    ),
+                    (9, 5),
+                )
+            )
     else:
-        plots.append(("optimization_history.png", f"{metrics[0]} of each complete trial in order, and the best so far.", lambda: ovm.plot_optimization_history(study, target_name=metrics[0]), (9, 5)))
+        plots.append(
+            (
+                "optimization_history.png",
+                f"{metrics[0]} of each complete trial in order, and the best so far.",
+                lambda: ovm.plot_optimization_history(study, target_name=metrics[0]),
+                (9, 5),
+            )
+        )
     plots += [
-        ("param_importances.png", f"Which hyperparameters mattered for {metrics[0]} (fANOVA importance over complete trials{sampled}).", lambda: ovm.plot_param_importances(sample, **target), (9, 5)),
-        ("parallel_coordinate.png", f"Each complete trial{sampled} as a line through its hyperparameters{subset}; colour is {metrics[0]}.", lambda: ovm.plot_parallel_coordinate(sample, params=shown, **target), (13, 6)),
-        ("slice.png", f"{metrics[0]} against each hyperparameter{subset}{sampled}; colour is the trial number.", lambda: ovm.plot_slice(sample, params=shown, **target), (3.2 * max(len(shown or sample.best_trials[0].params), 1), 4)),
+        (
+            "param_importances.png",
+            f"Which hyperparameters mattered for {metrics[0]} (fANOVA importance over complete trials{sampled}).",
+            lambda: ovm.plot_param_importances(sample, **target),
+            (9, 5),
+        ),
+        (
+            "parallel_coordinate.png",
+            f"Each complete trial{sampled} as a line through its hyperparameters{subset}; colour is {metrics[0]}.",
+            lambda: ovm.plot_parallel_coordinate(sample, params=shown, **target),
+            (13, 6),
+        ),
+        (
+            "slice.png",
+            f"{metrics[0]} against each hyperparameter{subset}{sampled}; colour is the trial number.",
+            lambda: ovm.plot_slice(sample, params=shown, **target),
+            (3.2 * max(len(shown or sample.best_trials[0].params), 1), 4),
+        ),
     ]
     for file, caption, make, size in plots:
         try:
@@ -228,7 +294,9 @@ def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: 
             save_pyplot(axes, folder / file, size=size)
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as exc:
             plt.close("all")
-            notes.append(f"{file[:-4].replace('_', ' ')} not drawn: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}")
+            notes.append(
+                f"{file[:-4].replace('_', ' ')} not drawn: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}"
+            )
             continue
         page.image(file, caption)
 
@@ -266,13 +334,25 @@ def _int(value: float | None) -> int | None:
 def _evaluation_section(page: Page, evaluation: EvaluationResult | None, tracker: Tracker, folder: Path) -> None:
     page.heading("Test evaluation")
     if evaluation is None:
-        page.paragraph("Not evaluated yet: `hpo evaluate` reads the test split once and logs the results this section shows.", note=True)
+        page.paragraph(
+            "Not evaluated yet: `hpo evaluate` reads the test split once and logs the results this section shows.",
+            note=True,
+        )
         return
     page.paragraph(f"Evaluated {evaluation.evaluated_at or ''} by `hpo evaluate` (the only reader of the test split).")
     headline = evaluation.headline
     columns = [f"{m} [{LEVEL:.0%} CI]" for m in headline]
-    page.table(["model", "kind", *columns, "detail", "MLflow run"], [[r.label, r.kind, *(with_interval(r.metrics, m) for m in headline), r.detail, r.run_id] for r in evaluation.results])
-    page.paragraph(f"Intervals: {LEVEL:.0%} bootstrap confidence intervals over the test rows ({RESAMPLES:,} seeded resamples, the same for every model).", note=True)
+    page.table(
+        ["model", "kind", *columns, "detail", "MLflow run"],
+        [
+            [r.label, r.kind, *(with_interval(r.metrics, m) for m in headline), r.detail, r.run_id]
+            for r in evaluation.results
+        ],
+    )
+    page.paragraph(
+        f"Intervals: {LEVEL:.0%} bootstrap confidence intervals over the test rows ({RESAMPLES:,} seeded resamples, the same for every model).",
+        note=True,
+    )
     ensemble = evaluation.best("ensemble")
     if ensemble is not None:
         page.paragraph(f"{ensemble.label} members and weights: {ensemble.detail}.")
@@ -296,7 +376,14 @@ def _download_to(tracker: Tracker, run_id: str, path: str, target: Path) -> None
         shutil.copyfile(local, target)
 
 
-def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation: EvaluationResult | None, top: list[FrozenTrial], folder: Path) -> None:
+def _conv_section(
+    page: Page,
+    config: StudyConfig,
+    tracker: Tracker,
+    evaluation: EvaluationResult | None,
+    top: list[FrozenTrial],
+    folder: Path,
+) -> None:
     """Filters and feature maps of every convolutional layer of the best convolutional model, when the
     study has one: of test image 0 as `hpo evaluate` logged them, else of a validation image."""
     if evaluation is not None:
@@ -308,7 +395,9 @@ def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation:
                     entries = json.loads((local / eval_plots.CONV_INDEX).read_text(encoding="utf-8"))
                     for entry in entries:
                         shutil.copyfile(local / entry["file"], folder / f"conv_{entry['file']}")
-                page.paragraph(f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; wide layers show their first channels.")
+                page.paragraph(
+                    f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; wide layers show their first channels."
+                )
                 for entry in entries:
                     page.image(f"conv_{entry['file']}", f"{entry['caption']} (from `hpo evaluate`)")
                 return
@@ -316,7 +405,14 @@ def _conv_section(page: Page, config: StudyConfig, tracker: Tracker, evaluation:
         return  # no model to look into
     with tempfile.TemporaryDirectory() as tmp:
         checkpointed = [t for t in top if has_checkpoint(tracker, t)][:MAX_CONV_CANDIDATES]
-        member = next((m for m in (load_member(tracker, t, Path(tmp)) for t in checkpointed) if eval_plots.first_conv(m.models[0]) is not None), None)
+        member = next(
+            (
+                m
+                for m in (load_member(tracker, t, Path(tmp)) for t in checkpointed)
+                if eval_plots.first_conv(m.models[0]) is not None
+            ),
+            None,
+        )
     if member is None:
         return
     images, _ = member.hooks().val_split(config.data, member.meta)

@@ -47,7 +47,9 @@ class Precision:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     def autocast(self, device: torch.device) -> torch.autocast:
-        return torch.autocast(device_type=device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        return torch.autocast(
+            device_type=device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        )
 
     def scaler(self, device: torch.device) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(device.type, enabled=self.scaled)
@@ -60,7 +62,9 @@ def _cuda_bf16(device: torch.device) -> bool:
     return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
-def select_precision(requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _cuda_bf16) -> Precision:
+def select_precision(
+    requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _cuda_bf16
+) -> Precision:
     """The precision `requested` (one of PRECISIONS) means on `device`; `bf16_supported(device)` says
     whether a CUDA device computes bf16 natively (asked only for CUDA; tests pass a fake)."""
     if requested not in PRECISIONS:
@@ -70,11 +74,15 @@ def select_precision(requested: str, device: torch.device, *, bf16_supported: Ca
         return FP32
     if requested == "fp16":
         if not cuda:
-            raise UsageError(f"execution.precision: fp16 (with a gradient scaler) needs a CUDA device, not {device}; use bf16, fp32 or auto")
+            raise UsageError(
+                f"execution.precision: fp16 (with a gradient scaler) needs a CUDA device, not {device}; use bf16, fp32 or auto"
+            )
         return Precision(torch.float16, scaled=True)
     if cuda and not bf16_supported(device):
         if requested == "bf16":
-            raise UsageError(f"execution.precision: {device} does not support bf16; use fp16 or auto (fp16 with a gradient scaler there)")
+            raise UsageError(
+                f"execution.precision: {device} does not support bf16; use fp16 or auto (fp16 with a gradient scaler there)"
+            )
         return Precision(torch.float16, scaled=True)
     return Precision(torch.bfloat16)
 

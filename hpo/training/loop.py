@@ -98,7 +98,9 @@ def train(
     scaler = precision.scaler(device)
     forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
     ema_decay = float(hp.get("ema_decay") or 0.0)
-    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
+    )
     evaluated = averaged.module if averaged is not None else forward
     l1 = float(hp["l1"])
     patience = int(hp["early_stopping_patience"] or 0)
@@ -116,13 +118,30 @@ def train(
         epoch_start = time.perf_counter()
         lr = schedule.lr
         train_metrics = _train_epoch(
-            model, forward, task, optimizer, schedule, scaler, generator, batch_size=batch_size, l1=l1, precision=precision, epoch=epoch, averaged=averaged
+            model,
+            forward,
+            task,
+            optimizer,
+            schedule,
+            scaler,
+            generator,
+            batch_size=batch_size,
+            l1=l1,
+            precision=precision,
+            epoch=epoch,
+            averaged=averaged,
         )
         train_time = time.perf_counter() - epoch_start  # _train_epoch ends on a device sync (float of the loss)
         outputs = predict(evaluated, task.x_val, task=task, precision=precision)
-        metrics = {**train_metrics, "val_loss": float(task.loss_fn(outputs, task.y_val)), **task.score(outputs, task.y_val)}
+        metrics = {
+            **train_metrics,
+            "val_loss": float(task.loss_fn(outputs, task.y_val)),
+            **task.score(outputs, task.y_val),
+        }
         seconds = time.perf_counter() - epoch_start
-        metrics.update({"lr": lr, "epoch_seconds": seconds, task.throughput_metric: n / train_time if train_time > 0 else 0.0})
+        metrics.update(
+            {"lr": lr, "epoch_seconds": seconds, task.throughput_metric: n / train_time if train_time > 0 else 0.0}
+        )
         history.append(metrics)
         value = metrics[monitor]
         improved = value > best_value if maximize else value < best_value
@@ -211,7 +230,9 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, task: Task | None = None, precision: Precision = FP32, batch_size: int = 2048) -> torch.Tensor:
+def predict(
+    model: nn.Module, x: torch.Tensor, *, task: Task | None = None, precision: Precision = FP32, batch_size: int = 2048
+) -> torch.Tensor:
     """Model outputs for `x` in evaluation mode, in batches, as float32."""
     model.eval()
     size = task.eval_batch_size if task is not None else batch_size

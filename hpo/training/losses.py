@@ -39,7 +39,9 @@ def classification_loss(name: str, *, label_smoothing: float = 0.0) -> LossFn:
         return cross_entropy
     if name == "hinge":
         if label_smoothing:
-            raise ValueError(f"label_smoothing applies to the cross_entropy loss only, not hinge (got {label_smoothing})")
+            raise ValueError(
+                f"label_smoothing applies to the cross_entropy loss only, not hinge (got {label_smoothing})"
+            )
         return multiclass_hinge
     raise ValueError(f"unknown loss {name!r}; accepted: {', '.join(CLASSIFICATION_LOSSES)}")
 

@@ -46,7 +46,9 @@ class Schedule:
     warms up over `lr_warmup_epochs` and then decays linearly to zero at the last step; `none` with
     `lr_warmup_epochs` warms up and then stays constant."""
 
-    def __init__(self, hp: dict[str, Any], optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, maximize: bool) -> None:
+    def __init__(
+        self, hp: dict[str, Any], optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, maximize: bool
+    ) -> None:
         name, epochs = hp["lr_schedule"], int(hp["epochs"])
         warmup = float(hp.get("lr_warmup_epochs") or 0.0)
         self.name = name
@@ -58,13 +60,16 @@ class Schedule:
             warmup_steps = min(total, round(warmup * steps_per_epoch))
             decay = name == "linear"
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: warmup_linear_factor(step, warmup_steps=warmup_steps, total_steps=total, decay=decay)
+                optimizer,
+                lambda step: warmup_linear_factor(step, warmup_steps=warmup_steps, total_steps=total, decay=decay),
             )
         elif warmup > 0:
             raise ValueError(f"lr_warmup_epochs applies to lr_schedule none or linear, not {name!r}")
         elif name == "step":
             step_size = int(hp["lr_step_size"] or max(1, epochs // 3))
-            self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=float(hp["lr_gamma"]))
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=step_size, gamma=float(hp["lr_gamma"])
+            )
         elif name == "exponential":
             self.scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(hp["lr_gamma"]))
         elif name == "cosine":
@@ -79,7 +84,10 @@ class Schedule:
             )
         elif name == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max" if maximize else "min", factor=float(hp["lr_gamma"]) if hp["lr_gamma"] < 1 else 0.5, patience=2
+                optimizer,
+                mode="max" if maximize else "min",
+                factor=float(hp["lr_gamma"]) if hp["lr_gamma"] < 1 else 0.5,
+                patience=2,
             )
         elif name != "none":
             raise ValueError(f"unknown lr_schedule {name!r}")

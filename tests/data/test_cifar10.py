@@ -14,7 +14,13 @@ import pytest
 from hpo.config import DataConfig
 from hpo.data import TEST_SPLIT_READS, cifar10
 from hpo.errors import UsageError
-from tests.conftest import free_port, make_cifar10_arrays, tar_folder, write_cifar10_image_folder, write_cifar10_official
+from tests.conftest import (
+    free_port,
+    make_cifar10_arrays,
+    tar_folder,
+    write_cifar10_image_folder,
+    write_cifar10_official,
+)
 
 
 def _cached(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +146,10 @@ def test_hpo_data_offers_what_the_objectives_datasets_can_do(cli: Any, tmp_path:
     # fetch), an unknown name lists the ones that can; each is exit 2 with one line.
     info = cli("data", "info")
     assert "boston: shipped with hpo" in info.stdout
-    for args, expect in ((("import", "boston", str(tmp_path)), "dataset: boston has nothing to import (shipped with hpo"), (("fetch", "mnist"), "dataset: unknown dataset 'mnist'; accepted: cifar10")):
+    for args, expect in (
+        (("import", "boston", str(tmp_path)), "dataset: boston has nothing to import (shipped with hpo"),
+        (("fetch", "mnist"), "dataset: unknown dataset 'mnist'; accepted: cifar10"),
+    ):
         result = cli("data", *args)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
         assert expect in result.stderr, result.stderr
@@ -199,6 +208,11 @@ def test_the_split_is_kept_on_the_device_once_per_process_and_reused(tiny_cifar1
     assert again.train.images is first.train.images and again.val.labels is first.val.labels
     fresh = cifar10.load(DataConfig())
     assert fresh.train.images is not first.train.images
-    assert np.array_equal(fresh.train.images.numpy(), first.train.images.numpy()) and np.array_equal(fresh.val.labels.numpy(), first.val.labels.numpy())
+    assert np.array_equal(fresh.train.images.numpy(), first.train.images.numpy()) and np.array_equal(
+        fresh.val.labels.numpy(), first.val.labels.numpy()
+    )
     smaller = cifar10.load(DataConfig(subset=0.5), device="cpu")
-    assert len(smaller.train) < len(first.train) and cifar10.load(DataConfig(subset=0.5), device="cpu").train.images is smaller.train.images
+    assert (
+        len(smaller.train) < len(first.train)
+        and cifar10.load(DataConfig(subset=0.5), device="cpu").train.images is smaller.train.images
+    )

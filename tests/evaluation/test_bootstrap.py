@@ -48,5 +48,7 @@ def test_classification_intervals_equal_a_loop() -> None:
         values = [classification_metrics(probabilities[i], labels[i], prefix="t")[f"t_{name}"] for i in idx]
         assert interval(found, f"test_{name}") == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
     # hpo's macro-F1 is scikit-learn's over the classes present
-    f1 = f1_score(labels[idx[0]], probabilities[idx[0]].argmax(axis=1), average="macro", labels=np.unique(labels[idx[0]]))
+    f1 = f1_score(
+        labels[idx[0]], probabilities[idx[0]].argmax(axis=1), average="macro", labels=np.unique(labels[idx[0]])
+    )
     assert classification_metrics(probabilities[idx[0]], labels[idx[0]], prefix="t")["t_macro_f1"] == pytest.approx(f1)

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, r2_score
 
-from hpo.evaluation import blend, classification_metrics, greedy_ensemble, mean_ensemble, regression_metrics, selection_score
+from hpo.evaluation import (
+    blend,
+    classification_metrics,
+    greedy_ensemble,
+    mean_ensemble,
+    regression_metrics,
+    selection_score,
+)
 
 
 @settings(max_examples=60, deadline=None)

@@ -46,16 +46,26 @@ def test_evaluate_logs_the_contract_runs_and_artifacts(evaluated_boston: Evaluat
     trials = [r for r in evaluations if r.data.tags["hpo.kind"] == "trial"]
     baselines = {r.data.tags["hpo.baseline"]: r for r in evaluations if r.data.tags["hpo.kind"] == "baseline"}
     assert len(trials) == 3 and len(ensembles) == 1
-    assert set(baselines) == {"linear_regression", "random_forest", "gradient_boosting", "extra_trees", "support_vectors"}
+    assert set(baselines) == {
+        "linear_regression",
+        "random_forest",
+        "gradient_boosting",
+        "extra_trees",
+        "support_vectors",
+    }
     for run in [*evaluations, *ensembles]:
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status == "FINISHED"
         assert {"test_mse", "test_rmse", "test_mae", "test_r2"} <= set(run.data.metrics)
         files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert files == {"plots/predicted_vs_actual.png", "plots/residuals.png"}
-        csv = pd.read_csv(_download(client, run.info.run_id, "predictions/test_predictions.csv", tmp_path / run.info.run_id))
+        csv = pd.read_csv(
+            _download(client, run.info.run_id, "predictions/test_predictions.csv", tmp_path / run.info.run_id)
+        )
         # The logged RMSE is the RMSE of the logged predictions.
-        assert np.sqrt(np.mean((csv["predicted"] - csv["actual"]) ** 2)) == pytest.approx(run.data.metrics["test_rmse"], rel=1e-5)
+        assert np.sqrt(np.mean((csv["predicted"] - csv["actual"]) ** 2)) == pytest.approx(
+            run.data.metrics["test_rmse"], rel=1e-5
+        )
     ranks = sorted(int(r.data.tags["hpo.rank"]) for r in trials)
     assert ranks == [1, 2, 3]
     ensemble = ensembles[0]
@@ -70,13 +80,16 @@ def test_evaluate_logs_the_contract_runs_and_artifacts(evaluated_boston: Evaluat
     assert client.get_run(parent).data.tags.get("hpo.evaluated_at")
 
 
-def test_ensemble_pyfunc_loads_and_predicts_in_a_fresh_process(evaluated_boston: EvaluatedStudy, tmp_path: Path) -> None:
+def test_ensemble_pyfunc_loads_and_predicts_in_a_fresh_process(
+    evaluated_boston: EvaluatedStudy, tmp_path: Path
+) -> None:
     # A new interpreter loads the registered ensemble and reproduces the weighted validation predictions.
     client = MlflowClient(evaluated_boston.tracking_uri)
     ensemble = _runs(evaluated_boston, "ensemble")[0]
     spec = json.loads(_download(client, ensemble.info.run_id, "ensemble.json", tmp_path / "spec").read_text())
     expected = sum(
-        weight * np.load(_download(client, spec["member_runs"][trial], "checkpoint/val_predictions.npy", tmp_path / trial))
+        weight
+        * np.load(_download(client, spec["member_runs"][trial], "checkpoint/val_predictions.npy", tmp_path / trial))
         for trial, weight in spec["weights"].items()
     ) / sum(spec["weights"].values())
     script = textwrap.dedent(
@@ -92,13 +105,17 @@ def test_ensemble_pyfunc_loads_and_predicts_in_a_fresh_process(evaluated_boston:
         """
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HPO_STORAGE")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     predicted = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-3)
 
 
-def test_second_evaluate_shows_results_without_reading_the_test_split(evaluated_boston: EvaluatedStudy, cli: Any) -> None:
+def test_second_evaluate_shows_results_without_reading_the_test_split(
+    evaluated_boston: EvaluatedStudy, cli: Any
+) -> None:
     # Without --force the test split is not read again; the existing results are shown instead.
     before = TEST_SPLIT_READS["boston"]
     runs_before = len(_runs(evaluated_boston, "evaluation"))
@@ -117,7 +134,9 @@ def test_evaluate_names_a_missing_study(evaluated_boston: EvaluatedStudy, cli: A
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_retrain_and_force_read_again_and_supersede(evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any) -> None:
+def test_retrain_and_force_read_again_and_supersede(
+    evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any
+) -> None:
     # --force re-reads the test split once; --retrain-seeds logs the spread over seeds; old runs are superseded.
     flags = evaluated_boston.flags
     path = write_study(tiny_boston(name="retrain-boston", n_trials=2, evaluation={"top_k": 2}))
@@ -141,7 +160,14 @@ def test_retrain_and_force_read_again_and_supersede(evaluated_boston: EvaluatedS
     assert "one member only: no ensemble" in again.output
 
 
-def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStudy, tiny_cifar10: Any, write_study: Any, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cifar10_evaluation_compares_mlp_and_cnn(
+    evaluated_boston: EvaluatedStudy,
+    tiny_cifar10: Any,
+    write_study: Any,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     # Classification: accuracy, macro-F1, per-class accuracy and a confusion matrix per model; the best
     # MLP against the best CNN; the CNN's first-layer filters and feature maps of a test image.
     monkeypatch.setitem(TEST_SPLIT_READS, "cifar10", 0)  # restored afterwards: other tests count from their own start
@@ -171,15 +197,29 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
     assert "best MLP (trial" in result.output and "best CNN (trial" in result.output and " vs best " in result.output
     client = MlflowClient(evaluated_boston.tracking_uri)
     experiment = client.get_experiment_by_name("tiny-cifar")
-    runs = [r for role in ("evaluation", "ensemble") for r in client.search_runs([experiment.experiment_id], f"tags.`hpo.role` = '{role}'")]
+    runs = [
+        r
+        for role in ("evaluation", "ensemble")
+        for r in client.search_runs([experiment.experiment_id], f"tags.`hpo.role` = '{role}'")
+    ]
     assert len(runs) == 3
     for run in runs:
-        assert {"test_acc", "test_macro_f1", "test_loss", "test_acc_airplane", "test_acc_truck"} <= set(run.data.metrics)
+        assert {"test_acc", "test_macro_f1", "test_loss", "test_acc_airplane", "test_acc_truck"} <= set(
+            run.data.metrics
+        )
         files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert {"plots/confusion_matrix.png", "plots/per_class_accuracy.png"} <= files
         if run.data.tags.get("hpo.model_family") == "cnn":
             conv = {a.path for a in client.list_artifacts(run.info.run_id, "plots/conv")}
-            assert {f"plots/conv/{name}" for name in ("index.json", "input.png", "layer02-features-3-filters.png", "layer02-features-3-feature-maps.png")} <= conv
+            assert {
+                f"plots/conv/{name}"
+                for name in (
+                    "index.json",
+                    "input.png",
+                    "layer02-features-3-filters.png",
+                    "layer02-features-3-feature-maps.png",
+                )
+            } <= conv
     assert {r.data.tags.get("hpo.baseline") for r in runs} >= {"best_mlp", "best_cnn"}
     # After evaluation the report shows every layer's pictures of the test image as evaluate logged
     # them, and still never reads the test split itself.
@@ -189,4 +229,6 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(evaluated_boston: EvaluatedStud
     assert 'src="conv_layer02-features-3-feature-maps.png"' in page and "feature maps of test image 0" in page
     assert TEST_SPLIT_READS["cifar10"] == 1
     csv = pd.read_csv(_download(client, runs[0].info.run_id, "predictions/test_predictions.csv", tmp_path))
-    assert len(csv) == 20 and (csv["predicted"] == csv["actual"]).mean() == pytest.approx(runs[0].data.metrics["test_acc"])
+    assert len(csv) == 20 and (csv["predicted"] == csv["actual"]).mean() == pytest.approx(
+        runs[0].data.metrics["test_acc"]
+    )

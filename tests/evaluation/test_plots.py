@@ -15,7 +15,14 @@ from hpo.evaluation import _plots as plots
 def test_every_convolutional_layer_gets_its_filters_and_feature_maps(tmp_path: Path) -> None:
     # Three convolutions (one with 3 inputs, one wide, one 1x1): the input picture, then two pictures
     # per layer in module order, saved with an index of captions in the same order.
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 40, 1), nn.Flatten())
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 40, 1),
+        nn.Flatten(),
+    )
     pictures = plots.conv_pictures(model, torch.randn(3, 8, 8), label="trial 1", image_name="validation image 0")
     assert [p.file for p in pictures] == [
         "input.png",
@@ -53,5 +60,10 @@ def test_deep_models_show_evenly_spaced_layers_including_first_and_last() -> Non
 
 
 def test_models_without_convolutions_get_no_pictures(tmp_path: Path) -> None:
-    assert plots.conv_pictures(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(3, 2, 2), label="x", image_name="y") == []
+    assert (
+        plots.conv_pictures(
+            nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(3, 2, 2), label="x", image_name="y"
+        )
+        == []
+    )
     assert plots.save_conv_pictures([], tmp_path / "conv") == [] and not (tmp_path / "conv").exists()

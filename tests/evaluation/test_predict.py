@@ -52,15 +52,21 @@ def _validation_rows(count: int) -> tuple[np.ndarray, np.ndarray]:
     return raw, data.val.y[:count]
 
 
-def test_a_study_name_predicts_csv_rows_with_its_best_checkpoint(evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path) -> None:
+def test_a_study_name_predicts_csv_rows_with_its_best_checkpoint(
+    evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path
+) -> None:
     # Validation rows written as a user's CSV (header, extra MEDV column, another column order) come back
     # as the best trial's own validation predictions: the hook scales them as training did.
     raw, medv = _validation_rows(4)
     order = list(reversed(FEATURES))
-    lines = [",".join(["MEDV", *order])] + [",".join([f"{y:.1f}", *(repr(float(row[FEATURES.index(f)])) for f in order)]) for row, y in zip(raw, medv)]
+    lines = [",".join(["MEDV", *order])] + [
+        ",".join([f"{y:.1f}", *(repr(float(row[FEATURES.index(f)])) for f in order)]) for row, y in zip(raw, medv)
+    ]
     (tmp_path / "houses.csv").write_text("\n".join(lines) + "\n")
     out = _predict_json(cli, evaluated_boston.name, tmp_path / "houses.csv", *evaluated_boston.flags)
-    expected = _checkpoint_predictions(evaluated_boston.tracking_uri, evaluated_boston.storage, evaluated_boston.name, tmp_path)[:4]
+    expected = _checkpoint_predictions(
+        evaluated_boston.tracking_uri, evaluated_boston.storage, evaluated_boston.name, tmp_path
+    )[:4]
     assert [p["input"] for p in out["predictions"]] == [f"{tmp_path / 'houses.csv'} row {i}" for i in range(1, 5)]
     np.testing.assert_allclose([p["value"] for p in out["predictions"]], expected, rtol=1e-4, atol=1e-3)
     assert out["model"].startswith(f"study {evaluated_boston.name}, trial ")
@@ -74,47 +80,72 @@ def test_a_study_name_predicts_csv_rows_with_its_best_checkpoint(evaluated_bosto
     assert result.output.splitlines()[1].startswith(f"{tmp_path / 'bare.csv'} row 1: ")
 
 
-def test_registered_best_model_and_ensemble_predict_csv_rows(evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path) -> None:
+def test_registered_best_model_and_ensemble_predict_csv_rows(
+    evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path
+) -> None:
     # models:/<study>-best/1 is the best checkpoint; models:/<study>-ensemble/1 blends its members' predictions
     # with the weights `hpo evaluate` chose on validation.
     raw, _ = _validation_rows(3)
     (tmp_path / "rows.csv").write_text("\n".join(",".join(repr(float(v)) for v in row) for row in raw) + "\n")
     best = _predict_json(cli, f"models:/{evaluated_boston.name}-best/1", tmp_path / "rows.csv", *evaluated_boston.flags)
-    expected = _checkpoint_predictions(evaluated_boston.tracking_uri, evaluated_boston.storage, evaluated_boston.name, tmp_path / "best")[:3]
+    expected = _checkpoint_predictions(
+        evaluated_boston.tracking_uri, evaluated_boston.storage, evaluated_boston.name, tmp_path / "best"
+    )[:3]
     np.testing.assert_allclose([p["value"] for p in best["predictions"]], expected, rtol=1e-4, atol=1e-3)
 
     client = MlflowClient(evaluated_boston.tracking_uri)
     experiment = client.get_experiment_by_name(evaluated_boston.name)
-    ensemble_run = client.search_runs([experiment.experiment_id], "tags.`hpo.role` = 'ensemble'", order_by=["attributes.start_time ASC"])[0]
-    spec = json.loads(Path(client.download_artifacts(ensemble_run.info.run_id, "ensemble.json", str(tmp_path))).read_text())
+    ensemble_run = client.search_runs(
+        [experiment.experiment_id], "tags.`hpo.role` = 'ensemble'", order_by=["attributes.start_time ASC"]
+    )[0]
+    spec = json.loads(
+        Path(client.download_artifacts(ensemble_run.info.run_id, "ensemble.json", str(tmp_path))).read_text()
+    )
     blended = sum(
-        weight * np.load(client.download_artifacts(spec["member_runs"][trial], "checkpoint/val_predictions.npy", str(tmp_path / trial)))[:3]
+        weight
+        * np.load(
+            client.download_artifacts(
+                spec["member_runs"][trial], "checkpoint/val_predictions.npy", str(tmp_path / trial)
+            )
+        )[:3]
         for trial, weight in spec["weights"].items()
     ) / sum(spec["weights"].values())
-    ensemble = _predict_json(cli, f"models:/{evaluated_boston.name}-ensemble/1", tmp_path / "rows.csv", *evaluated_boston.flags)
+    ensemble = _predict_json(
+        cli, f"models:/{evaluated_boston.name}-ensemble/1", tmp_path / "rows.csv", *evaluated_boston.flags
+    )
     np.testing.assert_allclose([p["value"] for p in ensemble["predictions"]], blended, rtol=1e-4, atol=1e-3)
     assert "ensemble" in ensemble["model"]
 
 
-def test_bad_csv_inputs_and_unknown_models_are_one_line_errors(evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path) -> None:
+def test_bad_csv_inputs_and_unknown_models_are_one_line_errors(
+    evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path
+) -> None:
     # Each names the input (file and row) or the model, and what is accepted; exit 2.
     flags = evaluated_boston.flags
     raw, _ = _validation_rows(2)
     short = tmp_path / "short.csv"
-    short.write_text(",".join(repr(float(v)) for v in raw[0]) + "\n" + ",".join(repr(float(v)) for v in raw[1][:12]) + "\n")
+    short.write_text(
+        ",".join(repr(float(v)) for v in raw[0]) + "\n" + ",".join(repr(float(v)) for v in raw[1][:12]) + "\n"
+    )
     line = _one_line_error(cli, evaluated_boston.name, short, *flags)
     assert f"{short} row 2: 12 values where 13 are expected" in line and "rows of exactly 13 numbers" in line
     header = tmp_path / "header.csv"
     header.write_text("CRIM,ZN\n0.1,0\n")
     line = _one_line_error(cli, evaluated_boston.name, header, *flags)
-    assert f"{header}: the header row lacks INDUS" in line and "accepted: CSV files with a header row naming CRIM" in line
+    assert (
+        f"{header}: the header row lacks INDUS" in line and "accepted: CSV files with a header row naming CRIM" in line
+    )
     text = tmp_path / "text.csv"
     text.write_text(",".join(["1"] * 12 + ["many"]) + "\n")
     assert "LSTAT is 'many', not a finite number" in _one_line_error(cli, evaluated_boston.name, text, *flags)
     picture = tmp_path / "house.png"
     Image.new("RGB", (8, 8)).save(picture)
-    assert f"{picture}: not a text CSV file; accepted: CSV files" in _one_line_error(cli, evaluated_boston.name, picture, *flags)
-    assert f"{tmp_path / 'missing.csv'}: file not found; accepted: CSV files" in _one_line_error(cli, evaluated_boston.name, tmp_path / "missing.csv", *flags)
+    assert f"{picture}: not a text CSV file; accepted: CSV files" in _one_line_error(
+        cli, evaluated_boston.name, picture, *flags
+    )
+    assert f"{tmp_path / 'missing.csv'}: file not found; accepted: CSV files" in _one_line_error(
+        cli, evaluated_boston.name, tmp_path / "missing.csv", *flags
+    )
     line = _one_line_error(cli, "models:/no-such-model/1", short, *flags)
     assert "models:/no-such-model/1 not found" in line and f"{evaluated_boston.name}-best" in line
     assert "'no-such-study' not found" in _one_line_error(cli, "no-such-study", short, *flags)
@@ -126,7 +157,9 @@ def _flat_png(path: Path, colour: tuple[int, int, int], size: tuple[int, int], *
     return path
 
 
-def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_model(cli: Any, write_study: Any, tiny_cifar10: Any, tmp_path: Path) -> None:
+def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_model(
+    cli: Any, write_study: Any, tiny_cifar10: Any, tmp_path: Path
+) -> None:
     # A CNN trained by a tiny study classifies a 50x37 PNG (resized, centre-cropped) exactly as it
     # classified the same (flat-colour) validation image at 32x32, with the top classes most probable
     # first; grey JPEGs and RGBA PNGs are converted to RGB; the registered best model agrees.
@@ -146,7 +179,9 @@ def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_mode
     rgba = _flat_png(tmp_path / "alpha.png", colour, (33, 90), mode="RGBA")
 
     out = _predict_json(cli, "tiny-cifar10", odd, grey, rgba)
-    expected = _checkpoint_predictions(f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'hpo.db'}", "tiny-cifar10", tmp_path / "ckpt")[0]
+    expected = _checkpoint_predictions(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'hpo.db'}", "tiny-cifar10", tmp_path / "ckpt"
+    )[0]
     first = out["predictions"][0]
     assert first["input"] == str(odd) and len(first["top"]) == 3
     top = np.argsort(-expected)[:3]
@@ -159,11 +194,16 @@ def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_mode
     assert out["predictions"][2]["top"] == first["top"]  # the alpha channel is dropped, the colour kept
 
     result = cli("predict", "tiny-cifar10", odd, "--top-k", "1")
-    assert result.exit_code == 0 and result.output.splitlines()[1] == f"{odd}: {first['top'][0]['class']} {first['top'][0]['probability']:.3f}"
+    assert (
+        result.exit_code == 0
+        and result.output.splitlines()[1] == f"{odd}: {first['top'][0]['class']} {first['top'][0]['probability']:.3f}"
+    )
 
     assert cli("evaluate", "tiny-cifar10").exit_code == 0
     registered = _predict_json(cli, "models:/tiny-cifar10-best/1", odd)
-    np.testing.assert_allclose([t["probability"] for t in registered["predictions"][0]["top"]], expected[top], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        [t["probability"] for t in registered["predictions"][0]["top"]], expected[top], rtol=1e-4, atol=1e-5
+    )
 
     fake = tmp_path / "fake.png"
     fake.write_text("not a picture")

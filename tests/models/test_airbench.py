@@ -16,7 +16,9 @@ from hpo.objectives.cifar10 import HYPERPARAMETERS
 def _patches_by_loops(images: np.ndarray) -> np.ndarray:
     """Every 2x2 patch of every image, flattened channel-major (as a 2x2 convolution sees it)."""
     n, c, h, w = images.shape
-    rows = [images[i, :, y : y + 2, x : x + 2].reshape(-1) for i in range(n) for y in range(h - 1) for x in range(w - 1)]
+    rows = [
+        images[i, :, y : y + 2, x : x + 2].reshape(-1) for i in range(n) for y in range(h - 1) for x in range(w - 1)
+    ]
     return np.stack(rows)
 
 
@@ -39,7 +41,13 @@ def test_whitening_filters_match_a_direct_eigendecomposition_and_whiten_the_patc
         np.testing.assert_allclose(sign * got[k], expected[k], rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(got[12:], -got[:12])
 
-    outputs = F.conv2d(torch.tensor(images, dtype=torch.float32), filters[:12]).permute(0, 2, 3, 1).reshape(-1, 12).double().numpy()
+    outputs = (
+        F.conv2d(torch.tensor(images, dtype=torch.float32), filters[:12])
+        .permute(0, 2, 3, 1)
+        .reshape(-1, 12)
+        .double()
+        .numpy()
+    )
     whitened = outputs.T @ outputs / len(outputs)
     np.testing.assert_allclose(whitened, np.diag(expected_values / (expected_values + WHITENING_EPS)), atol=1e-3)
 

@@ -9,13 +9,18 @@ import torch
 import torchvision
 
 from hpo.errors import UsageError
-from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import BACKBONES, build_backbone, load_backbone_weights
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.training.loop import count_parameters
 
 # torchvision's counts with a 10-class head (resnet18: 11,689,512 - 513,000 + 5,130), and VGG-11-BN's
 # convolutional features (9,225,984) plus a 512 -> 10 classifier.
-EXPECTED_PARAMETERS = {"resnet18": 11_181_642, "vgg11_bn": 9_231_114, "mobilenet_v3_small": 1_528_106, "efficientnet_b0": 4_020_358}
+EXPECTED_PARAMETERS = {
+    "resnet18": 11_181_642,
+    "vgg11_bn": 9_231_114,
+    "mobilenet_v3_small": 1_528_106,
+    "efficientnet_b0": 4_020_358,
+}
 
 
 @pytest.mark.slow
@@ -49,7 +54,9 @@ def test_local_imagenet_weights_load_into_all_but_the_head(tmp_path: Path) -> No
 
 
 def test_freeze_backbone_trains_only_the_head() -> None:
-    model = build_backbone("mobilenet_v3_small", HYPERPARAMETERS.resolve({"model": "mobilenet_v3_small", "freeze_backbone": True}))
+    model = build_backbone(
+        "mobilenet_v3_small", HYPERPARAMETERS.resolve({"model": "mobilenet_v3_small", "freeze_backbone": True})
+    )
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith("classifier.") for name in trainable)
 

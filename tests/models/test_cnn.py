@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hpo import architecture
-from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import CNN
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.objectives.cifar10._model import build_model
 from hpo.training.loop import count_parameters
 
@@ -24,9 +24,24 @@ def _hp(**overrides: Any) -> dict[str, Any]:
         {},
         {"batch_norm": True, "dropout": 0.2, "hidden_layers": 0},
         {"conv_blocks": 2, "kernel_size": 5, "padding": 0, "stride": 2, "global_pool": False, "pooling": "avg"},
-        {"conv_blocks": 4, "convs_per_block": 2, "filters": 8, "filters_growth": 1.5, "dilation": 2, "activation": "gelu"},
+        {
+            "conv_blocks": 4,
+            "convs_per_block": 2,
+            "filters": 8,
+            "filters_growth": 1.5,
+            "dilation": 2,
+            "activation": "gelu",
+        },
         {"kernel_size": 4, "pooling": "none", "stride": 2, "padding": "same", "init": "kaiming"},
-        {"conv_blocks": 1, "padding": 1, "pooling": "max", "global_pool": False, "hidden_layers": 1, "width": 32, "init": "xavier"},
+        {
+            "conv_blocks": 1,
+            "padding": 1,
+            "pooling": "max",
+            "global_pool": False,
+            "hidden_layers": 1,
+            "width": 32,
+            "init": "xavier",
+        },
     ],
 )
 def test_cnn_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> None:

@@ -12,11 +12,15 @@ from hpo.models import MLP, activation, init_weights, pooling
 def _windows(x: torch.Tensor, size: int, stride: int) -> list[list[torch.Tensor]]:
     """Every size x size window of a 2-D map moved by stride, in rows: the direct definition of pooling."""
     h, w = x.shape
-    return [[x[i : i + size, j : j + size] for j in range(0, w - size + 1, stride)] for i in range(0, h - size + 1, stride)]
+    return [
+        [x[i : i + size, j : j + size] for j in range(0, w - size + 1, stride)] for i in range(0, h - size + 1, stride)
+    ]
 
 
 @pytest.mark.parametrize(("size", "stride"), [(2, None), (3, 2), (2, 1), (3, 3)])
-@pytest.mark.parametrize(("kind", "reduce"), [("max", torch.amax), ("avg", torch.mean), ("sum", torch.sum), ("min", torch.amin)])
+@pytest.mark.parametrize(
+    ("kind", "reduce"), [("max", torch.amax), ("avg", torch.mean), ("sum", torch.sum), ("min", torch.amin)]
+)
 def test_pooling_reduces_each_window_as_its_name_says(kind: str, reduce: object, size: int, stride: int | None) -> None:
     # On a 7x7 map with mixed signs, each output is the max / mean / sum / min of its window, windows
     # moved by the stride (the window size when no stride is given), for every channel.
@@ -27,7 +31,9 @@ def test_pooling_reduces_each_window_as_its_name_says(kind: str, reduce: object,
     step = size if stride is None else stride
     for n in range(2):
         for c in range(3):
-            expected = torch.tensor([[float(reduce(window)) for window in row] for row in _windows(x[n, c], size, step)])  # type: ignore[operator]
+            expected = torch.tensor(
+                [[float(reduce(window)) for window in row] for row in _windows(x[n, c], size, step)]
+            )  # type: ignore[operator]
             assert torch.allclose(out[n, c], expected, atol=1e-5), (kind, n, c)
 
 

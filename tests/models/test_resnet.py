@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hpo import architecture
-from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.models import ResNet
 from hpo.models.resnet import BasicBlock
+from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.training.loop import count_parameters
 
 
@@ -19,7 +19,15 @@ from hpo.training.loop import count_parameters
     [
         {"batch_norm": True},
         {"batch_norm": False, "conv_blocks": 2, "convs_per_block": 2, "filters": 8},
-        {"batch_norm": True, "conv_blocks": 4, "filters": 8, "filters_growth": 1.5, "kernel_size": 5, "dropout": 0.1, "activation": "elu"},
+        {
+            "batch_norm": True,
+            "conv_blocks": 4,
+            "filters": 8,
+            "filters_growth": 1.5,
+            "kernel_size": 5,
+            "dropout": 0.1,
+            "activation": "elu",
+        },
     ],
 )
 def test_resnet_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> None:
@@ -31,7 +39,11 @@ def test_resnet_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> 
 
 def test_resnet_stages_downsample_and_add_shortcuts() -> None:
     # 3 stages x 2 blocks; the first block of stages 2 and 3 halves the size with a projection shortcut.
-    model = ResNet(HYPERPARAMETERS.resolve({"model": "resnet", "batch_norm": True, "conv_blocks": 3, "convs_per_block": 2, "filters": 8}))
+    model = ResNet(
+        HYPERPARAMETERS.resolve(
+            {"model": "resnet", "batch_norm": True, "conv_blocks": 3, "convs_per_block": 2, "filters": 8}
+        )
+    )
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 6
     projections = [i for i, b in enumerate(blocks) if not isinstance(b.shortcut, torch.nn.Identity)]

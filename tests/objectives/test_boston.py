@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from hpo.data.boston import BOSTON_FEATURES, TARGET
 from hpo.models import MLP
 from hpo.objectives import TrialContext, make_folds
 from hpo.objectives.boston import HYPERPARAMETERS as BOSTON
 from hpo.objectives.boston import BostonDataOptions
 from hpo.objectives.boston import _model as boston_model
-from hpo.data.boston import BOSTON_FEATURES, TARGET
 
 
 @pytest.mark.parametrize("hidden_layers", [0, 2])
@@ -32,7 +32,11 @@ def test_rescale_linear_ends_keeps_the_function(hidden_layers: int, batch_norm: 
     shift, scale = np.array([0.3, -1.0, 2.0, 0.0, 5.0]), np.array([2.0, 0.5, 1.0, 3.0, 0.1])
     x = torch.randn(16, 5)
     with torch.no_grad():
-        expected = (net((x - torch.tensor(shift, dtype=torch.float32)) / torch.tensor(scale, dtype=torch.float32)) * 4.0 + 20.0 - 22.0) / 9.0
+        expected = (
+            net((x - torch.tensor(shift, dtype=torch.float32)) / torch.tensor(scale, dtype=torch.float32)) * 4.0
+            + 20.0
+            - 22.0
+        ) / 9.0
         boston_model.rescale_linear_ends(net, x_shift=shift, x_scale=scale, y_from=(20.0, 4.0), y_to=(22.0, 9.0))
         assert torch.allclose(net(x), expected, atol=1e-5)
 
@@ -59,7 +63,16 @@ def test_a_fold_model_never_sees_its_validation_rows(tmp_path: Path) -> None:
     other = _csv(tmp_path / "b.csv", changed)
 
     def predictions(options: BostonDataOptions) -> np.ndarray:
-        ctx = TrialContext(hp, data=options, metrics=["val_rmse"], directions=["minimize"], seed=0, device="cpu", report=lambda epoch, metrics: None, fold=fold)
+        ctx = TrialContext(
+            hp,
+            data=options,
+            metrics=["val_rmse"],
+            directions=["minimize"],
+            seed=0,
+            device="cpu",
+            report=lambda epoch, metrics: None,
+            fold=fold,
+        )
         result = boston_model.train(ctx)
         model = result.models[0]
         x, _ = boston_model.val_split(options, result.meta)  # every non-test row, scaled by this meta

@@ -30,13 +30,24 @@ def test_a_checkpoint_round_trips_and_rebuilds_its_models(tmp_path: Path) -> Non
     hp = HYPERPARAMETERS.resolve({"hidden_layers": 1, "width": 4})
     (model,) = _models(1)
     inputs = torch.randn(6, 3)
-    checkpoint = Checkpoint.of([model], objective="boston", hyperparameters=hp, meta=META, val_predictions=np.arange(3.0), metrics={"val_rmse": 2.0})
+    checkpoint = Checkpoint.of(
+        [model],
+        objective="boston",
+        hyperparameters=hp,
+        meta=META,
+        val_predictions=np.arange(3.0),
+        metrics={"val_rmse": 2.0},
+    )
     checkpoint.save(tmp_path)
     loaded = Checkpoint.load(tmp_path)
     assert (loaded.objective, loaded.meta, loaded.metrics) == ("boston", META, {"val_rmse": 2.0})
     np.testing.assert_array_equal(loaded.val_predictions, np.arange(3.0))
     assert "state_dict" in torch.load(tmp_path / MODEL_FILE, weights_only=True)  # the format of earlier hpo versions
-    np.testing.assert_allclose(predictions(loaded.hooks(), loaded.models(), inputs, META), boston.to_predictions(model.eval()(inputs), META), rtol=1e-6)
+    np.testing.assert_allclose(
+        predictions(loaded.hooks(), loaded.models(), inputs, META),
+        boston.to_predictions(model.eval()(inputs), META),
+        rtol=1e-6,
+    )
 
 
 def test_several_models_are_kept_together_and_averaged(tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ def tiny_cifar10_study(**overrides: Any) -> dict[str, Any]:
     return study
 
 
-def test_study_logs_image_metrics_and_never_reads_the_test_split(cli: Any, write_study: Any, tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_study_logs_image_metrics_and_never_reads_the_test_split(
+    cli: Any, write_study: Any, tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A CIFAR-10 study runs end to end on the cached data: every trial completes with per-epoch
     # train/val loss and accuracy, lr, timings and throughput in MLflow, n_params as a summary metric,
     # and the official test images are never read.
@@ -65,7 +67,9 @@ def test_study_logs_image_metrics_and_never_reads_the_test_split(cli: Any, write
         assert run.data.params["model"] == trial.params["model"]
 
 
-def test_multi_objective_accuracy_against_size_with_nsga2(cli: Any, write_study: Any, tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi_objective_accuracy_against_size_with_nsga2(
+    cli: Any, write_study: Any, tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # [val_acc, n_params] with NSGA-II: each trial gets both values (n_params exactly the model's size)
     # and the Pareto front is non-empty.
     tiny_cifar10(train_per_class=12, test_per_class=2)
@@ -95,20 +99,35 @@ def test_evaluation_builders_rebuild_score_and_read_test_once(tiny_cifar10: Any)
     arrays = tiny_cifar10(train_per_class=12, test_per_class=3)
     declared = load_objective("cifar10").objective
     assert declared.hooks is objective and declared.preflight is not None
-    hp = HYPERPARAMETERS.resolve({"model": "cnn", "epochs": 1, "batch_size": 32, "filters": 4, "conv_blocks": 2, "hidden_layers": 0})
+    hp = HYPERPARAMETERS.resolve(
+        {"model": "cnn", "epochs": 1, "batch_size": 32, "filters": 4, "conv_blocks": 2, "hidden_layers": 0}
+    )
 
     epochs: list[dict[str, float]] = []
-    ctx = TrialContext(hp, metrics=["val_acc"], directions=["maximize"], seed=3, device="cpu", report=lambda epoch, metrics: epochs.append(metrics))
+    ctx = TrialContext(
+        hp,
+        metrics=["val_acc"],
+        directions=["maximize"],
+        seed=3,
+        device="cpu",
+        report=lambda epoch, metrics: epochs.append(metrics),
+    )
     result = declared.train(ctx)
     assert result.val_predictions.shape == (10, 10)  # a tenth of each class validates
     np.testing.assert_allclose(result.val_predictions.sum(1), 1.0, rtol=1e-5)
     (model,) = result.models
-    assert result.metrics["n_params"] == sum(p.numel() for p in model.parameters()) and set(epochs[0]) >= {"train_acc", "val_acc", "images_per_second"}
+    assert result.metrics["n_params"] == sum(p.numel() for p in model.parameters()) and set(epochs[0]) >= {
+        "train_acc",
+        "val_acc",
+        "images_per_second",
+    }
 
     rebuilt = objective.build_model(hp, result.meta)
     rebuilt.load_state_dict(model.state_dict())
     val_inputs, val_targets = objective.val_split(DataConfig(), result.meta)
-    np.testing.assert_allclose(objective.to_predictions(predict(rebuilt, val_inputs), result.meta), result.val_predictions, atol=1e-5)
+    np.testing.assert_allclose(
+        objective.to_predictions(predict(rebuilt, val_inputs), result.meta), result.val_predictions, atol=1e-5
+    )
     assert val_targets.shape == (10,)
 
     before = TEST_SPLIT_READS["cifar10"]
@@ -125,9 +144,25 @@ def test_onecycle_schedule_covers_a_partial_last_batch(tiny_cifar10: Any) -> Non
     # 110 training images in batches of 32 make 4 optimizer steps per epoch (the last one of 14); the
     # one-cycle schedule must be sized for exactly that, or it raises after the last step.
     tiny_cifar10(train_per_class=12, test_per_class=1)
-    hp = HYPERPARAMETERS.resolve({"model": "mlp", "width": 8, "hidden_layers": 1, "epochs": 2, "batch_size": 32, "lr_schedule": "onecycle", "optimizer": "sgd"})
+    hp = HYPERPARAMETERS.resolve(
+        {
+            "model": "mlp",
+            "width": 8,
+            "hidden_layers": 1,
+            "epochs": 2,
+            "batch_size": 32,
+            "lr_schedule": "onecycle",
+            "optimizer": "sgd",
+        }
+    )
     epochs: list[int] = []
-    ctx = TrialContext(hp, metrics=["val_acc"], directions=["maximize"], device="cpu", report=lambda epoch, metrics: epochs.append(epoch))
+    ctx = TrialContext(
+        hp,
+        metrics=["val_acc"],
+        directions=["maximize"],
+        device="cpu",
+        report=lambda epoch, metrics: epochs.append(epoch),
+    )
     objective.train(ctx)
     assert epochs == [0, 1]
 
@@ -147,7 +182,23 @@ def test_a_study_stored_by_an_earlier_hpo_loads_again() -> None:
     from hpo.config import parse_study
     from hpo.errors import UsageError
 
-    stored = {"name": "old", "objective": "cifar10", "data": {"val_fraction": 0.1, "test_fraction": 0.2, "subset": 1.0, "split_seed": 0, "drop_features": [], "path": None}}
-    assert parse_study(stored).resolved()["data"] == {"val_fraction": 0.1, "subset": 1.0, "split_seed": 0, "cv_folds": 1}
+    stored = {
+        "name": "old",
+        "objective": "cifar10",
+        "data": {
+            "val_fraction": 0.1,
+            "test_fraction": 0.2,
+            "subset": 1.0,
+            "split_seed": 0,
+            "drop_features": [],
+            "path": None,
+        },
+    }
+    assert parse_study(stored).resolved()["data"] == {
+        "val_fraction": 0.1,
+        "subset": 1.0,
+        "split_seed": 0,
+        "cv_folds": 1,
+    }
     with pytest.raises(UsageError, match="data.drop_features: not used by objective cifar10"):
         parse_study({**stored, "data": {**stored["data"], "drop_features": ["B"]}})

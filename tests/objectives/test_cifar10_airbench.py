@@ -16,9 +16,9 @@ import torch
 from hpo.config import DataConfig
 from hpo.data import cifar10 as cifar10_data
 from hpo.objectives import TrialContext
+from hpo.objectives._checkpoint import predictions
 from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.objectives.cifar10 import _model as objective
-from hpo.objectives._checkpoint import predictions
 
 AIRBENCH = {
     "model": "airbench", "width_scale": 0.0625, "whiten": True, "tta": "flip", "optimizer": "sgd", "nesterov": True, "momentum": 0.85,
@@ -27,7 +27,9 @@ AIRBENCH = {
 }  # fmt: skip
 
 
-def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(cli: Any, write_study: Any, tiny_cifar10: Any) -> None:
+def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
+    cli: Any, write_study: Any, tiny_cifar10: Any
+) -> None:
     tiny_cifar10(train_per_class=12, test_per_class=2)
     study = {
         "name": "tiny-airbench", "objective": "cifar10", "seed": 0, "n_trials": 2, "sampler": {"type": "random"}, "pruner": {"type": "none"},
@@ -61,7 +63,9 @@ def test_an_unknown_evaluate_tta_is_refused(cli: Any, write_study: Any, tiny_cif
     assert "--tta: unknown test-time augmentation 'rotate'; accepted: none, flip, flip_translate" in result.output
 
 
-def test_validation_is_scored_with_the_trials_tta_and_the_stem_is_whitened_from_training_images(tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_is_scored_with_the_trials_tta_and_the_stem_is_whitened_from_training_images(
+    tiny_cifar10: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The trial's val_acc is the accuracy of the kept (EMA, best-epoch) model predicting with flip TTA, so
     # it equals what the evaluation hooks compute on the validation split; the whitening came from the
     # training rows only (the same filters as computed directly from them).

@@ -41,7 +41,9 @@ def test_no_test_row_in_any_fold_and_each_training_row_out_of_fold_once(tmp_path
     # what the objective trains on under CV is those rows, in that order
     loaded = boston_data.load(config)
     assert len(loaded.train.y) == len(cv_rows)
-    np.testing.assert_array_equal(loaded.train.y, boston_data.read_frame(config.path)["MEDV"].to_numpy(np.float32)[cv_rows])
+    np.testing.assert_array_equal(
+        loaded.train.y, boston_data.read_frame(config.path)["MEDV"].to_numpy(np.float32)[cv_rows]
+    )
 
 
 def test_same_seed_same_folds_another_seed_other_folds() -> None:
@@ -86,7 +88,13 @@ def test_steps_are_cumulative_epochs() -> None:
 def test_combine_averages_folds_and_puts_predictions_back_out_of_fold() -> None:
     folds = make_folds(DataConfig(cv_folds=3, split_seed=1), 6)
     results = [
-        TrialResult({"val_rmse": 1.0 + f.index, "train_seconds": 2.0}, models=(f"model{f.index}",), meta={"k": 1}, val_predictions=f.val * 10.0, best_epoch=3 + f.index)
+        TrialResult(
+            {"val_rmse": 1.0 + f.index, "train_seconds": 2.0},
+            models=(f"model{f.index}",),
+            meta={"k": 1},
+            val_predictions=f.val * 10.0,
+            best_epoch=3 + f.index,
+        )
         for f in folds
     ]
     metrics, result, per_fold = combine(results, folds, n_rows=6, spread=["val_rmse"])

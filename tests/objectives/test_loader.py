@@ -29,22 +29,92 @@ def _snapshot(folder: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("case", "files", "objective", "expect"),
     [
-        ("missing-module", {}, "no_such_package.models:train", ("objective:", "no module named 'no_such_package'", "PYTHONPATH")),
-        ("missing-file", {}, "models/missing.py:train", ("objective:", "file not found", "models/missing.py", "relative to the study file's folder")),
-        ("raises-on-import", {"broken.py": "import math\nraise ValueError('the weights file is gone')\n"}, "broken.py:train", ("objective:", "importing", "broken.py failed: ValueError: the weights file is gone")),
-        ("module-raises-on-import", {"brokenmod.py": "raise RuntimeError('no GPU driver')\n"}, "brokenmod:train", ("objective:", "importing module 'brokenmod' failed: RuntimeError: no GPU driver")),
-        ("missing-dependency", {"needs.py": "import no_such_dependency\n"}, "needs.py:train", ("objective:", "ModuleNotFoundError: No module named 'no_such_dependency'")),
-        ("missing-name", {"own.py": MINIMAL}, "own.py:trian", ("objective:", "has no 'trian'", "did you mean 'train'?", "it defines: train")),
-        ("not-callable", {"own.py": MINIMAL + "SETTINGS = {'a': 1}\n"}, "own.py:SETTINGS", ("objective:", "own.py:SETTINGS is a dict", "not a function of the trial context")),
+        (
+            "missing-module",
+            {},
+            "no_such_package.models:train",
+            ("objective:", "no module named 'no_such_package'", "PYTHONPATH"),
+        ),
+        (
+            "missing-file",
+            {},
+            "models/missing.py:train",
+            ("objective:", "file not found", "models/missing.py", "relative to the study file's folder"),
+        ),
+        (
+            "raises-on-import",
+            {"broken.py": "import math\nraise ValueError('the weights file is gone')\n"},
+            "broken.py:train",
+            ("objective:", "importing", "broken.py failed: ValueError: the weights file is gone"),
+        ),
+        (
+            "module-raises-on-import",
+            {"brokenmod.py": "raise RuntimeError('no GPU driver')\n"},
+            "brokenmod:train",
+            ("objective:", "importing module 'brokenmod' failed: RuntimeError: no GPU driver"),
+        ),
+        (
+            "missing-dependency",
+            {"needs.py": "import no_such_dependency\n"},
+            "needs.py:train",
+            ("objective:", "ModuleNotFoundError: No module named 'no_such_dependency'"),
+        ),
+        (
+            "missing-name",
+            {"own.py": MINIMAL},
+            "own.py:trian",
+            ("objective:", "has no 'trian'", "did you mean 'train'?", "it defines: train"),
+        ),
+        (
+            "not-callable",
+            {"own.py": MINIMAL + "SETTINGS = {'a': 1}\n"},
+            "own.py:SETTINGS",
+            ("objective:", "own.py:SETTINGS is a dict", "not a function of the trial context"),
+        ),
         ("a-class", {"own.py": MINIMAL + "class Model:\n    pass\n"}, "own.py:Model", ("objective:", "is a class")),
-        ("wrong-signature", {"own.py": "def train(ctx, data, model):\n    return {}\n"}, "own.py:train", ("objective:", "must take one argument, the trial context", "(ctx, data, model)")),
-        ("misspelt-builtin", {}, "cifar-10", ("objective:", "unknown objective 'cifar-10'", "did you mean 'cifar10'?", "accepted: boston, cifar10", "package.module:name")),
-        ("unknown-entry-point", {}, "xgboost_tabular", ("objective:", "unknown objective 'xgboost_tabular'", "hpo.objectives entry point")),
-        ("file-without-name", {"own.py": MINIMAL}, "own.py", ("objective:", "names a file but no function in it", "own.py:NAME")),
+        (
+            "wrong-signature",
+            {"own.py": "def train(ctx, data, model):\n    return {}\n"},
+            "own.py:train",
+            ("objective:", "must take one argument, the trial context", "(ctx, data, model)"),
+        ),
+        (
+            "misspelt-builtin",
+            {},
+            "cifar-10",
+            (
+                "objective:",
+                "unknown objective 'cifar-10'",
+                "did you mean 'cifar10'?",
+                "accepted: boston, cifar10",
+                "package.module:name",
+            ),
+        ),
+        (
+            "unknown-entry-point",
+            {},
+            "xgboost_tabular",
+            ("objective:", "unknown objective 'xgboost_tabular'", "hpo.objectives entry point"),
+        ),
+        (
+            "file-without-name",
+            {"own.py": MINIMAL},
+            "own.py",
+            ("objective:", "names a file but no function in it", "own.py:NAME"),
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "run", "worker"])
-def test_a_bad_objective_is_one_line_exit_2_and_nothing_written(case: str, files: dict[str, str], objective: str, expect: tuple[str, ...], command: str, cli: Any, write_study: Any, tmp_path: Path) -> None:
+def test_a_bad_objective_is_one_line_exit_2_and_nothing_written(
+    case: str,
+    files: dict[str, str],
+    objective: str,
+    expect: tuple[str, ...],
+    command: str,
+    cli: Any,
+    write_study: Any,
+    tmp_path: Path,
+) -> None:
     # Whatever is wrong with `objective:`, no command starts: a worker stops at once, not trial by trial.
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -60,7 +130,9 @@ def test_a_bad_objective_is_one_line_exit_2_and_nothing_written(case: str, files
     sys.modules.pop("brokenmod", None)
 
 
-def test_a_file_objective_is_found_from_the_study_files_folder_and_again_from_storage(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_objective_is_found_from_the_study_files_folder_and_again_from_storage(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `models/own.py:train` is relative to the study file, not to where hpo runs; the stored study keeps the
     # study file's folder, so commands that read the study back (evaluate, report, reconcile) find it from
     # anywhere; `hpo validate` says which objective it loaded and from where.
@@ -86,7 +158,10 @@ def test_a_file_objective_is_found_from_the_study_files_folder_and_again_from_st
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.value == t.params["x"] for t in study.trials)  # the function's own result, returned as a dict
     config = stored_config(study)
-    assert config.objective == "models/own.py:train" and config.load_objective().resolved == f"{project / 'models' / 'own.py'}:train"
+    assert (
+        config.objective == "models/own.py:train"
+        and config.load_objective().resolved == f"{project / 'models' / 'own.py'}:train"
+    )
 
 
 def test_a_module_objective_is_imported_from_the_study_files_folder(cli: Any, write_study: Any, tmp_path: Path) -> None:
@@ -105,18 +180,27 @@ def test_a_module_objective_is_imported_from_the_study_files_folder(cli: Any, wr
     sys.modules.pop("ownpkg", None)
 
 
-def test_an_entry_point_of_an_installed_package_is_an_objective(cli: Any, write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_entry_point_of_an_installed_package_is_an_objective(
+    cli: Any, write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A package that declares `[project.entry-points."hpo.objectives"] tabular = "tabular_models:train"`
     # is named by its entry point; built-in names cannot be taken over.
     site = tmp_path / "site"
     (site / "tabular_models-1.0.dist-info").mkdir(parents=True)
-    (site / "tabular_models-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tabular-models\nVersion: 1.0\n")
-    (site / "tabular_models-1.0.dist-info" / "entry_points.txt").write_text("[hpo.objectives]\ntabular = tabular_models:train\nboston = tabular_models:train\n")
+    (site / "tabular_models-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tabular-models\nVersion: 1.0\n"
+    )
+    (site / "tabular_models-1.0.dist-info" / "entry_points.txt").write_text(
+        "[hpo.objectives]\ntabular = tabular_models:train\nboston = tabular_models:train\n"
+    )
     (site / "tabular_models.py").write_text(MINIMAL)
     monkeypatch.syspath_prepend(str(site))
     from hpo.objectives import load_objective, registered
 
-    assert registered()["tabular"] == "tabular_models:train" and registered()["boston"] == "hpo.objectives.boston:objective"
+    assert (
+        registered()["tabular"] == "tabular_models:train"
+        and registered()["boston"] == "hpo.objectives.boston:objective"
+    )
     loaded = load_objective("tabular")
     assert (loaded.kind, loaded.resolved) == ("entry point", "tabular")
     result = cli("run", write_study(_study("tabular")), "--quiet")
@@ -129,7 +213,8 @@ def test_what_a_trial_returns_decides_its_state(cli: Any, write_study: Any, tmp_
     # expected; the study goes on (and stops after max_consecutive_failures like any failure).
     import optuna
 
-    (tmp_path / "odd.py").write_text(textwrap.dedent("""
+    (tmp_path / "odd.py").write_text(
+        textwrap.dedent("""
         def train(ctx):
             x = ctx.hyperparameters["x"]
             if x < 0.34:
@@ -137,12 +222,23 @@ def test_what_a_trial_returns_decides_its_state(cli: Any, write_study: Any, tmp_
             if x < 0.67:
                 return {"score": "high"}
             return [x]
-    """))
-    study = _study("odd.py:train", n_trials=3, sampler={"type": "grid"}, params={"x": {"type": "categorical", "choices": [0.1, 0.5, 0.9]}})
+    """)
+    )
+    study = _study(
+        "odd.py:train",
+        n_trials=3,
+        sampler={"type": "grid"},
+        params={"x": {"type": "categorical", "choices": [0.1, 0.5, 0.9]}},
+    )
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 1  # no trial completed
-    reasons = {t.params["x"]: t.user_attrs["hpo.failure_reason"] for t in optuna.load_study(study_name="own", storage="sqlite:///hpo.db").trials}
-    assert reasons[0.1] == "the objective returned no 'score' (it returned: accuracy); return the study's metric 'score'"
+    reasons = {
+        t.params["x"]: t.user_attrs["hpo.failure_reason"]
+        for t in optuna.load_study(study_name="own", storage="sqlite:///hpo.db").trials
+    }
+    assert (
+        reasons[0.1] == "the objective returned no 'score' (it returned: accuracy); return the study's metric 'score'"
+    )
     assert reasons[0.5] == "the objective returned str 'high' for metric 'score'; metrics are numbers"
     assert reasons[0.9].startswith("the objective returned list [0.9]; it must return its final metrics")
 
@@ -151,9 +247,17 @@ def test_the_builtins_are_registered_like_any_other_objective() -> None:
     # hpo's own objectives come through the registry (entry points, or the source checkout's scan).
     from hpo.objectives import load_objective, registered
 
-    assert {"boston": "hpo.objectives.boston:objective", "cifar10": "hpo.objectives.cifar10:objective"}.items() <= registered().items()
+    assert {
+        "boston": "hpo.objectives.boston:objective",
+        "cifar10": "hpo.objectives.cifar10:objective",
+    }.items() <= registered().items()
     loaded = load_objective("boston")
-    assert (loaded.kind, loaded.origin, loaded.objective.name, loaded.objective.metric) == ("built-in", "hpo.objectives.boston:objective", "boston", "val_rmse")
+    assert (loaded.kind, loaded.origin, loaded.objective.name, loaded.objective.metric) == (
+        "built-in",
+        "hpo.objectives.boston:objective",
+        "boston",
+        "val_rmse",
+    )
 
 
 def test_validate_prints_the_objective_of_a_builtin(cli: Any, write_study: Any) -> None:

@@ -25,7 +25,10 @@ def _facts(name: str, value: float, **overrides: Any) -> StudyFacts:
 
 def test_verdict_names_the_better_study_and_the_gap_beyond_noise() -> None:
     # Higher accuracy wins; a gap of 0.10 against spreads of 0.01 is more than noise.
-    text = verdict(_facts("cnn", 0.80, n_params=50_000, regularization={"dropout": 0.3}, train_loss=0.6, val_loss=0.6), _facts("mlp", 0.70, train_loss=0.2, val_loss=0.9))
+    text = verdict(
+        _facts("cnn", 0.80, n_params=50_000, regularization={"dropout": 0.3}, train_loss=0.6, val_loss=0.6),
+        _facts("mlp", 0.70, train_loss=0.2, val_loss=0.9),
+    )
     assert text.startswith("**Verdict: cnn did better on validation**")
     assert "exceeds seed noise" in text
     assert "mlp overfits" in text
@@ -42,7 +45,9 @@ def test_verdict_calls_a_small_gap_noise_and_prefers_retrain_seed_spread() -> No
     assert "a's best model scores test_rmse 3.1 vs 3.3, confirming the validation result" in text
 
 
-def test_compare_cli_on_a_constructed_case(evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path) -> None:
+def test_compare_cli_on_a_constructed_case(
+    evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path
+) -> None:
     # A study given a wide net and enough epochs beats the tiny 4-epoch study; compare says so, saves and logs it.
     strong = tiny_boston(name="strong-boston", n_trials=1, params={"lr": {"type": "float", "low": 5e-3, "high": 1e-2, "log": True}},
                          fixed={"epochs": 25, "hidden_layers": 2, "width": 64, "batch_size": 32, "optimizer": "adam"})  # fmt: skip
@@ -60,11 +65,16 @@ def test_compare_cli_on_a_constructed_case(evaluated_boston: EvaluatedStudy, wri
     for name in (evaluated_boston.name, "strong-boston"):
         experiment = client.get_experiment_by_name(name)
         parent = client.search_runs([experiment.experiment_id], "tags.`hpo.role` = 'study'")[0]
-        logged = {a.path for a in client.list_artifacts(parent.info.run_id, f"compare/{evaluated_boston.name}-vs-strong-boston")}
+        logged = {
+            a.path
+            for a in client.list_artifacts(parent.info.run_id, f"compare/{evaluated_boston.name}-vs-strong-boston")
+        }
         assert f"compare/{evaluated_boston.name}-vs-strong-boston/verdict.md" in logged
 
 
-def test_compare_refuses_studies_of_different_metrics(evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any) -> None:
+def test_compare_refuses_studies_of_different_metrics(
+    evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any
+) -> None:
     path = write_study(tiny_boston(name="mae-boston", metric="val_mae", n_trials=1))
     assert cli("run", path, "-q", *evaluated_boston.flags).exit_code == 0
     result = cli("compare", evaluated_boston.name, "mae-boston", *evaluated_boston.flags)
@@ -83,7 +93,10 @@ def _pair(path: str) -> Any:
     return parse_study(yaml.safe_load((STUDIES / path).read_text()), source=path)
 
 
-@pytest.mark.parametrize(("dropout", "l2"), [("cifar10-dropout-cpu.yaml", "cifar10-l2-cpu.yaml"), ("cifar10-dropout.yaml", "cifar10-l2.yaml")])
+@pytest.mark.parametrize(
+    ("dropout", "l2"),
+    [("cifar10-dropout-cpu.yaml", "cifar10-l2-cpu.yaml"), ("cifar10-dropout.yaml", "cifar10-l2.yaml")],
+)
 def test_the_shipped_regularizer_pairs_differ_only_in_the_regularizer(dropout: str, l2: str) -> None:
     # Challenge task 1 as a controlled experiment: the stored study files differ in dropout and
     # weight_decay only, each searched on a range bounded away from zero and off in the other study, and
@@ -92,12 +105,17 @@ def test_the_shipped_regularizer_pairs_differ_only_in_the_regularizer(dropout: s
     differences = setting_differences(a, b)
     assert set(differences) == {"dropout", "weight_decay"}
     assert differences["dropout"][0].startswith("searched 0.1 to 0.5") and differences["dropout"][1] == "0.0"
-    assert differences["weight_decay"][1].startswith("searched 0.0001 to 0.01 (log)") and differences["weight_decay"][0] == "0.0"
+    assert (
+        differences["weight_decay"][1].startswith("searched 0.0001 to 0.01 (log)")
+        and differences["weight_decay"][0] == "0.0"
+    )
     for config in (a, b):
         hp = config.trial_hyperparameters({})
         assert hp["batch_norm"] is False and hp["l1"] == 0 and hp["label_smoothing"] == 0
         assert hp["lr_schedule"] == "none" and hp["early_stopping_patience"] == 0
-        assert not any(hp[k] for k in hp if k.startswith("augment_")) and not any(k.startswith("augment_") for k in config.params)
+        assert not any(hp[k] for k in hp if k.startswith("augment_")) and not any(
+            k.startswith("augment_") for k in config.params
+        )
 
 
 def _controlled(**overrides: Any) -> tuple[StudyFacts, StudyFacts]:
@@ -111,8 +129,14 @@ DIFFERENCES = {"dropout": ("searched 0.1 to 0.5", "0.0"), "weight_decay": ("0.0"
 
 def test_a_controlled_pair_beyond_noise_is_put_down_to_the_regularizer() -> None:
     text = verdict(*_controlled(), differences=DIFFERENCES)
-    assert "Setup: a controlled comparison — the study files differ only in regularization: drop uses dropout searched 0.1 to 0.5; l2 uses weight_decay searched 0.0001 to 0.01 (log)" in text
-    assert "The regularizer is the only difference, so it decides the result: dropout searched 0.1 to 0.5 (drop) beats weight_decay" in text
+    assert (
+        "Setup: a controlled comparison — the study files differ only in regularization: drop uses dropout searched 0.1 to 0.5; l2 uses weight_decay searched 0.0001 to 0.01 (log)"
+        in text
+    )
+    assert (
+        "The regularizer is the only difference, so it decides the result: dropout searched 0.1 to 0.5 (drop) beats weight_decay"
+        in text
+    )
 
 
 def test_a_controlled_pair_within_noise_is_not_separated() -> None:
@@ -121,7 +145,10 @@ def test_a_controlled_pair_within_noise_is_not_separated() -> None:
     a, b = _facts("drop", 0.62, spread=0.05), _facts("l2", 0.55, spread=0.05)
     text = verdict(a, b, differences=DIFFERENCES)
     assert "Setup: a controlled comparison" in text
-    assert "The evidence does not separate dropout searched 0.1 to 0.5 (drop) from weight_decay searched 0.0001 to 0.01 (log) (l2): the validation gap is 1.4× the noise" in text
+    assert (
+        "The evidence does not separate dropout searched 0.1 to 0.5 (drop) from weight_decay searched 0.0001 to 0.01 (log) (l2): the validation gap is 1.4× the noise"
+        in text
+    )
 
 
 def test_test_results_within_seed_noise_do_not_confirm_a_validation_win() -> None:
@@ -136,7 +163,10 @@ def test_test_results_within_seed_noise_do_not_confirm_a_validation_win() -> Non
 def test_studies_differing_in_more_than_regularization_are_not_a_controlled_comparison() -> None:
     differences = {**DIFFERENCES, "model": ("cnn", "mlp")}
     text = verdict(*_controlled(), differences=differences)
-    assert "Setup: not a controlled comparison — the study files differ in 3 setting(s) (dropout: searched 0.1 to 0.5 vs 0.0;" in text
+    assert (
+        "Setup: not a controlled comparison — the study files differ in 3 setting(s) (dropout: searched 0.1 to 0.5 vs 0.0;"
+        in text
+    )
     assert "model: cnn vs mlp), so the result cannot be put down to any single one of them" in text
     assert "decides the result" not in text
 
@@ -144,23 +174,43 @@ def test_studies_differing_in_more_than_regularization_are_not_a_controlled_comp
 def test_the_generalization_gap_at_the_best_epoch_is_stated() -> None:
     a = _facts("a", 0.80, train_loss=0.4, val_loss=0.7, train_score=0.93, val_score=0.80)
     text = verdict(a, _facts("b", 0.70))
-    assert "Generalization gap at the best epoch: a: validation minus training loss 0.3, train_acc 0.93 vs val_acc 0.8 (0.13 better on training data)" in text
+    assert (
+        "Generalization gap at the best epoch: a: validation minus training loss 0.3, train_acc 0.93 vs val_acc 0.8 (0.13 better on training data)"
+        in text
+    )
 
 
-def test_compare_cli_on_a_controlled_pair(evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path) -> None:
+def test_compare_cli_on_a_controlled_pair(
+    evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path
+) -> None:
     # Two tiny Boston studies that differ only in dropout vs L2: compare reads the stored study files,
     # says the comparison is controlled, and lists the two differing settings on its page.
     base = tiny_boston(n_trials=2, fixed={"epochs": 4, "hidden_layers": 1, "batch_size": 64})
-    drop = {**base, "name": "reg-dropout", "params": {**base["params"], "dropout": {"type": "float", "low": 0.1, "high": 0.3}}}
-    l2 = {**base, "name": "reg-l2", "params": {**base["params"], "weight_decay": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
+    drop = {
+        **base,
+        "name": "reg-dropout",
+        "params": {**base["params"], "dropout": {"type": "float", "low": 0.1, "high": 0.3}},
+    }
+    l2 = {
+        **base,
+        "name": "reg-l2",
+        "params": {**base["params"], "weight_decay": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+    }
     for study in (drop, l2):
         assert cli("run", write_study(study, f"{study['name']}.yaml"), "-q", *evaluated_boston.flags).exit_code == 0
     out = tmp_path / "cmp"
     result = cli("compare", "reg-dropout", "reg-l2", "--out", out, *evaluated_boston.flags)
     assert result.exit_code == 0, result.output
-    assert "Setup: a controlled comparison — the study files differ only in regularization: reg-dropout uses dropout searched 0.1 to 0.3; reg-l2 uses weight_decay searched 0.0001 to 0.01 (log)." in result.output
+    assert (
+        "Setup: a controlled comparison — the study files differ only in regularization: reg-dropout uses dropout searched 0.1 to 0.3; reg-l2 uses weight_decay searched 0.0001 to 0.01 (log)."
+        in result.output
+    )
     page = (out / "index.html").read_text()
-    assert "What the study files set differently" in page and "<td>dropout</td>" in page and "<td>weight_decay</td>" in page
+    assert (
+        "What the study files set differently" in page
+        and "<td>dropout</td>" in page
+        and "<td>weight_decay</td>" in page
+    )
     assert "Generalization gap at the best epoch" in result.output
 
 
@@ -169,7 +219,10 @@ def test_overlapping_test_intervals_do_not_confirm_a_validation_win() -> None:
     a, b = _controlled(test_metric="test_acc", test_value=0.600, test_interval=(0.59, 0.61))
     b.test_metric, b.test_value, b.test_interval = "test_acc", 0.596, (0.586, 0.606)
     text = verdict(a, b, differences=DIFFERENCES)
-    assert "95% bootstrap intervals of test_acc over the test rows: drop [0.59, 0.61], l2 [0.586, 0.606]; they overlap" in text
+    assert (
+        "95% bootstrap intervals of test_acc over the test rows: drop [0.59, 0.61], l2 [0.586, 0.606]; they overlap"
+        in text
+    )
     assert "The evidence does not separate" in text and "the test intervals overlap" in text
 
 

@@ -12,7 +12,9 @@ from hpo.report._curves import Curves, curve_keys, learning_curves_figure, side_
 
 def _curves(number: int, keys: tuple[str, ...], epochs: int = 3) -> Curves:
     steps = np.arange(epochs)
-    return Curves(number, "COMPLETE", f"run{number}", {k: (steps, np.linspace(2.0, 1.0, epochs) + i) for i, k in enumerate(keys)})
+    return Curves(
+        number, "COMPLETE", f"run{number}", {k: (steps, np.linspace(2.0, 1.0, epochs) + i) for i, k in enumerate(keys)}
+    )
 
 
 def _labels(figure: object) -> list[str]:
@@ -29,7 +31,9 @@ def test_regression_curves_say_their_units_and_show_the_mse_beside_the_rmse() ->
     # Losses in standardized units, validation MSE in k$² on the left of its panel, RMSE in k$ on the right.
     units = {"train_loss": "standardized MSE", "val_loss": "standardized MSE", "val_mse": "k$²", "val_rmse": "k$"}
     best = _curves(4, ("train_loss", "val_loss", "val_rmse", "val_mse"))
-    figure = learning_curves_figure([best, _curves(5, ("train_loss", "val_loss", "val_rmse"))], "val_rmse", best=4, title="t", units=units)
+    figure = learning_curves_figure(
+        [best, _curves(5, ("train_loss", "val_loss", "val_rmse"))], "val_rmse", best=4, title="t", units=units
+    )
     assert _labels(figure) == ["val_rmse (k$)", "loss (standardized MSE)", "val_mse (k$²)", "val_rmse (k$)"]
     for ax in figure.axes:
         ticks = [t for t in ax.get_xticks() if 0 <= t <= 2]
@@ -49,7 +53,10 @@ def test_side_by_side_adds_an_accuracy_row_when_training_accuracy_is_logged() ->
     keys = ("train_loss", "val_loss", "val_acc", "train_acc")
     figure = side_by_side_figure(_curves(1, keys), _curves(2, keys), "val_acc", names=("a", "b"))
     assert len(figure.axes) == 6
-    assert [ax.get_title() for ax in figure.axes[4:]] == ["a: training vs validation acc", "b: training vs validation acc"]
+    assert [ax.get_title() for ax in figure.axes[4:]] == [
+        "a: training vs validation acc",
+        "b: training vs validation acc",
+    ]
     assert len(side_by_side_figure(_curves(1, keys[:3]), _curves(2, keys[:3]), "val_acc", names=("a", "b")).axes) == 4
 
 
@@ -76,7 +83,9 @@ def test_a_boston_studys_own_curves_show_units_whole_epochs_and_the_mse(evaluate
     config = load_study(evaluated_boston.folder / "study.yaml")
     study = optuna.load_study(study_name=evaluated_boston.name, storage=evaluated_boston.storage)
     best = study.best_trial
-    curves = trial_curves(Tracker(evaluated_boston.tracking_uri, evaluated_boston.name), [best], "val_rmse", companions=True)
+    curves = trial_curves(
+        Tracker(evaluated_boston.tracking_uri, evaluated_boston.name), [best], "val_rmse", companions=True
+    )
     steps, _ = curves[0].get("val_mse")
     assert list(steps) == list(curves[0].get("val_rmse")[0]) and len(steps) >= 2
     units = metric_units(config)

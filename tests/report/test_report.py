@@ -40,7 +40,9 @@ def report(evaluated_boston: EvaluatedStudy, tmp_path_factory: pytest.TempPathFa
 
     out = tmp_path_factory.mktemp("report") / "out"
     reads = TEST_SPLIT_READS["boston"]
-    result = CliRunner().invoke(app, ["report", evaluated_boston.name, "--out", str(out), *evaluated_boston.flags], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["report", evaluated_boston.name, "--out", str(out), *evaluated_boston.flags], catch_exceptions=False
+    )
     return {"result": result, "out": out, "reads_before": reads, "reads_after": TEST_SPLIT_READS["boston"]}
 
 
@@ -58,7 +60,14 @@ def test_report_writes_every_image_it_references(report: dict[str, Any]) -> None
                 "test_trial_predicted_vs_actual.png", "test_trial_residuals.png", "test_ensemble_predicted_vs_actual.png"}  # fmt: skip
     assert expected <= set(referenced)
     # The evaluation section shows the test results, the ensemble's members and the baselines.
-    for text in ("Top trials", "Test evaluation", "ensemble (greedy)", "linear regression", "gradient boosting", "random forest"):
+    for text in (
+        "Top trials",
+        "Test evaluation",
+        "ensemble (greedy)",
+        "linear regression",
+        "gradient boosting",
+        "random forest",
+    ):
         assert text in page
 
 
@@ -81,7 +90,9 @@ def test_report_is_logged_to_the_parent_run(report: dict[str, Any], evaluated_bo
     assert {f"report/{p.name}" for p in report["out"].iterdir()} == logged
 
 
-def test_unwritable_out_is_a_one_line_error_and_writes_nothing(evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path) -> None:
+def test_unwritable_out_is_a_one_line_error_and_writes_nothing(
+    evaluated_boston: EvaluatedStudy, cli: Any, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = cli("report", evaluated_boston.name, "--out", blocker / "report", *evaluated_boston.flags)

@@ -26,7 +26,9 @@ NO_BF16 = lambda device: False  # noqa: E731 - a Volta/Turing GPU
         ("fp32", CUDA, HAS_BF16, None, False),
     ],
 )
-def test_precision_follows_the_request_and_the_device(requested: str, device: torch.device, capable: object, dtype: torch.dtype | None, scaled: bool) -> None:
+def test_precision_follows_the_request_and_the_device(
+    requested: str, device: torch.device, capable: object, dtype: torch.dtype | None, scaled: bool
+) -> None:
     precision = select_precision(requested, device, bf16_supported=capable)  # type: ignore[arg-type]
     assert (precision.dtype, precision.scaled) == (dtype, scaled)
     assert precision.name == {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
@@ -40,7 +42,9 @@ def test_precision_follows_the_request_and_the_device(requested: str, device: to
         ("fp8", CPU, "accepted: auto, fp32, bf16, fp16"),
     ],
 )
-def test_an_impossible_precision_is_refused_naming_the_field(requested: str, device: torch.device, message: str) -> None:
+def test_an_impossible_precision_is_refused_naming_the_field(
+    requested: str, device: torch.device, message: str
+) -> None:
     with pytest.raises(UsageError, match=f"execution.precision: .*{message}"):
         select_precision(requested, device, bf16_supported=NO_BF16)
 

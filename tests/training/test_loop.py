@@ -16,7 +16,14 @@ def _scripted_run(values: list[float], **hp: Any) -> tuple[int, list[int], bool]
     return the best epoch, the epochs run, and whether early stopping fired."""
     x = torch.zeros(8, 1)
     epochs = iter(values)
-    task = Task(x_train=x, y_train=x, x_val=x, y_val=x, loss_fn=nn.functional.mse_loss, score=lambda out, y: {"val_score": next(epochs)})
+    task = Task(
+        x_train=x,
+        y_train=x,
+        x_val=x,
+        y_val=x,
+        loss_fn=nn.functional.mse_loss,
+        score=lambda out, y: {"val_score": next(epochs)},
+    )
     seen: list[int] = []
     settings = HYPERPARAMETERS.resolve({"epochs": len(values), "batch_size": 8, **hp})
     fit = train(nn.Linear(1, 1), task, settings, monitor="val_score", maximize=False, device=torch.device("cpu"), seed=0,
@@ -50,7 +57,14 @@ def _regression_task(n: int = 12) -> Task:
     torch.manual_seed(0)
     x = torch.randn(n, 3)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
-    return Task(x_train=x, y_train=y, x_val=x, y_val=y, loss_fn=nn.functional.mse_loss, score=lambda out, y: {"val_mse": float(nn.functional.mse_loss(out, y))})
+    return Task(
+        x_train=x,
+        y_train=y,
+        x_val=x,
+        y_val=y,
+        loss_fn=nn.functional.mse_loss,
+        score=lambda out, y: {"val_mse": float(nn.functional.mse_loss(out, y))},
+    )
 
 
 def test_ema_keeps_the_exponential_average_of_the_weights_after_every_step(monkeypatch: Any) -> None:
@@ -63,13 +77,25 @@ def test_ema_keeps_the_exponential_average_of_the_weights_after_every_step(monke
 
     def recording(hp: Any, parameters: Any) -> torch.optim.Optimizer:
         optimizer = build(hp, parameters)
-        optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append([p.detach().clone() for g in opt.param_groups for p in g["params"]]))
+        optimizer.register_step_post_hook(
+            lambda opt, args, kwargs: steps.append([p.detach().clone() for g in opt.param_groups for p in g["params"]])
+        )
         return optimizer
 
     monkeypatch.setattr(loop, "build_optimizer", recording)
     decay = 0.8
-    settings = HYPERPARAMETERS.resolve({"epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.1, "ema_decay": decay, "early_stopping_patience": 0})
-    fit = train(nn.Linear(3, 1), _regression_task(), settings, monitor="val_mse", maximize=False, device=torch.device("cpu"), seed=0)
+    settings = HYPERPARAMETERS.resolve(
+        {"epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.1, "ema_decay": decay, "early_stopping_patience": 0}
+    )
+    fit = train(
+        nn.Linear(3, 1),
+        _regression_task(),
+        settings,
+        monitor="val_mse",
+        maximize=False,
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert len(steps) == 3
     expected = [w.clone() for w in steps[0]]
     for weights in steps[1:]:
@@ -102,7 +128,16 @@ def test_compile_trains_through_the_compiled_module_and_returns_the_plain_one(mo
     monkeypatch.setattr(torch, "compile", fake_compile)
     model = nn.Linear(3, 1)
     settings = HYPERPARAMETERS.resolve({"epochs": 1, "batch_size": 4, "early_stopping_patience": 0})
-    fit = train(model, _regression_task(), settings, monitor="val_mse", maximize=False, device=torch.device("cpu"), seed=0, compile=True)
+    fit = train(
+        model,
+        _regression_task(),
+        settings,
+        monitor="val_mse",
+        maximize=False,
+        device=torch.device("cpu"),
+        seed=0,
+        compile=True,
+    )
     assert compiled == [model] and fit.model is model and calls["n"] >= 3
     assert set(fit.model.state_dict()) == {"weight", "bias"}
 
@@ -113,7 +148,23 @@ def test_compile_for_real() -> None:
     import pytest
 
     if os.environ.get("HPO_TEST_COMPILE") != "1":
-        pytest.skip("torch.compile builds C++ kernels: minutes on a 2-core CPU (over 5 on the shared machine); set HPO_TEST_COMPILE=1 to run it")
-    settings = HYPERPARAMETERS.resolve({"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.05, "early_stopping_patience": 0})
-    fit = train(nn.Linear(3, 1), _regression_task(), settings, monitor="val_mse", maximize=False, device=torch.device("cpu"), seed=0, compile=True)
-    assert fit.history[-1]["val_mse"] < fit.history[0]["train_loss"] and set(fit.model.state_dict()) == {"weight", "bias"}
+        pytest.skip(
+            "torch.compile builds C++ kernels: minutes on a 2-core CPU (over 5 on the shared machine); set HPO_TEST_COMPILE=1 to run it"
+        )
+    settings = HYPERPARAMETERS.resolve(
+        {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.05, "early_stopping_patience": 0}
+    )
+    fit = train(
+        nn.Linear(3, 1),
+        _regression_task(),
+        settings,
+        monitor="val_mse",
+        maximize=False,
+        device=torch.device("cpu"),
+        seed=0,
+        compile=True,
+    )
+    assert fit.history[-1]["val_mse"] < fit.history[0]["train_loss"] and set(fit.model.state_dict()) == {
+        "weight",
+        "bias",
+    }

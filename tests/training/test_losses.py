@@ -14,7 +14,11 @@ def test_hinge_loss_is_the_sum_of_margin_violations_over_wrong_classes() -> None
     # of max(0, s_j - s_y + 1), then the mean over examples.
     scores = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
     targets = torch.tensor([0, 1, 2])
-    by_hand = [max(0, 5.1 - 3.2 + 1) + max(0, -1.7 - 3.2 + 1), max(0, 1.3 - 4.9 + 1) + max(0, 2.0 - 4.9 + 1), max(0, 2.2 + 3.1 + 1) + max(0, 2.5 + 3.1 + 1)]
+    by_hand = [
+        max(0, 5.1 - 3.2 + 1) + max(0, -1.7 - 3.2 + 1),
+        max(0, 1.3 - 4.9 + 1) + max(0, 2.0 - 4.9 + 1),
+        max(0, 2.2 + 3.1 + 1) + max(0, 2.5 + 3.1 + 1),
+    ]
     assert multiclass_hinge(scores, targets).item() == pytest.approx(sum(by_hand) / 3, rel=1e-6)
     assert classification_loss("hinge")(scores, targets).item() == pytest.approx(sum(by_hand) / 3, rel=1e-6)
 
@@ -41,7 +45,10 @@ def test_cross_entropy_is_the_objective_s_loss_as_before() -> None:
     # The default choice computes what the CIFAR-10 objective always has, label smoothing included.
     scores = torch.randn(8, 10, generator=torch.Generator().manual_seed(2))
     targets = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(classification_loss("cross_entropy", label_smoothing=0.1)(scores, targets), F.cross_entropy(scores, targets, label_smoothing=0.1))
+    assert torch.equal(
+        classification_loss("cross_entropy", label_smoothing=0.1)(scores, targets),
+        F.cross_entropy(scores, targets, label_smoothing=0.1),
+    )
 
 
 def test_unknown_loss_and_label_smoothing_with_hinge_are_refused() -> None:

@@ -19,7 +19,9 @@ SCHEDULES = ["none", "step", "exponential", "cosine", "onecycle", "plateau"]
 def test_every_optimizer_runs_under_every_schedule(optimizer: str, schedule: str) -> None:
     # Any pair a study can sample must train: OneCycleLR used to refuse AdaGrad and AdaDelta, which
     # have no momentum to cycle, and failed one trial in about 25 of boston-mlp's random search.
-    hp = HYPERPARAMETERS.resolve({"optimizer": optimizer, "lr_schedule": schedule, "epochs": 2, "momentum": 0.9, "lr": 0.01})
+    hp = HYPERPARAMETERS.resolve(
+        {"optimizer": optimizer, "lr_schedule": schedule, "epochs": 2, "momentum": 0.9, "lr": 0.01}
+    )
     model = nn.Linear(3, 1)
     opt = build_optimizer(hp, model.parameters())
     plan = Schedule(hp, opt, steps_per_epoch=2, maximize=False)
@@ -37,7 +39,9 @@ def test_every_optimizer_runs_under_every_schedule(optimizer: str, schedule: str
 def test_onecycle_leaves_momentum_zero_alone(optimizer: str) -> None:
     # SGD or RMSProp searched with momentum 0 must stay without momentum under the one-cycle schedule
     # (OneCycleLR would otherwise cycle momentum between 0.85 and 0.95).
-    hp = HYPERPARAMETERS.resolve({"optimizer": optimizer, "lr_schedule": "onecycle", "epochs": 2, "momentum": 0.0, "lr": 0.01})
+    hp = HYPERPARAMETERS.resolve(
+        {"optimizer": optimizer, "lr_schedule": "onecycle", "epochs": 2, "momentum": 0.0, "lr": 0.01}
+    )
     opt = build_optimizer(hp, nn.Linear(3, 1).parameters())
     plan = Schedule(hp, opt, steps_per_epoch=2, maximize=False)
     opt.step()
@@ -66,11 +70,18 @@ def test_warmup_rises_linearly_then_decays_linearly_to_zero() -> None:
 
     factors = [warmup_linear_factor(step, warmup_steps=4, total_steps=10, decay=True) for step in range(11)]
     assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0])
-    assert [warmup_linear_factor(step, warmup_steps=2, total_steps=10, decay=False) for step in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [warmup_linear_factor(step, warmup_steps=2, total_steps=10, decay=False) for step in range(4)] == [
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+    ]
 
 
 def test_linear_schedule_steps_per_batch_and_ends_at_zero() -> None:
-    hp = HYPERPARAMETERS.resolve({"optimizer": "sgd", "lr": 0.4, "epochs": 2, "lr_schedule": "linear", "lr_warmup_epochs": 0.5})
+    hp = HYPERPARAMETERS.resolve(
+        {"optimizer": "sgd", "lr": 0.4, "epochs": 2, "lr_schedule": "linear", "lr_warmup_epochs": 0.5}
+    )
     optimizer = build_optimizer(hp, [torch.nn.Parameter(torch.zeros(1))])
     schedule = Schedule(hp, optimizer, steps_per_epoch=4, maximize=False)
     rates = [schedule.lr]

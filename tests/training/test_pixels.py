@@ -19,7 +19,11 @@ def _images() -> torch.Tensor:
 def test_unit_scaling_maps_pixels_to_zero_one() -> None:
     x = _images()
     assert torch.allclose(scale_pixels(x, "unit", mean=MEANS, std=STDS), x.float() / 255)
-    assert float(scale_pixels(torch.tensor([[[[0, 255]]]], dtype=torch.uint8).expand(1, 3, 1, 2), "unit", mean=MEANS, std=STDS).max()) == pytest.approx(1.0)
+    assert float(
+        scale_pixels(
+            torch.tensor([[[[0, 255]]]], dtype=torch.uint8).expand(1, 3, 1, 2), "unit", mean=MEANS, std=STDS
+        ).max()
+    ) == pytest.approx(1.0)
 
 
 def test_centering_subtracts_the_channel_mean_and_keeps_the_scale() -> None:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from hpo.objectives._data import MAX_FOLDS
 from hpo.objectives import (
     MLP,
     TRAINING,
@@ -24,6 +23,7 @@ from hpo.objectives import (
     check_schedule,
     choice,
 )
+from hpo.objectives._data import MAX_FOLDS
 
 if TYPE_CHECKING:
     from hpo.config import StudyConfig
@@ -37,11 +37,15 @@ SHIPPED_CSV = "hpo/data/boston_house_prices.csv"
 class BostonDataOptions(DataConfig):
     """Boston's own `data:` keys, beside the generic ones."""
 
-    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the rows held out for `hpo evaluate` (seeded by split_seed)")
+    test_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="share of the rows held out for `hpo evaluate` (seeded by split_seed)"
+    )
     drop_features: list[str] = Field(default_factory=list, description="columns to leave out, e.g. [B]")
     path: str | None = Field(default=None, description="a CSV with the same columns to use instead of the shipped one")
     # 506 rows: a 10% validation split is 51 houses, too few to rank trials by; 5 folds score each on all.
-    cv_folds: StrictInt = Field(default=5, ge=1, le=MAX_FOLDS, description=DataConfig.model_fields["cv_folds"].description)
+    cv_folds: StrictInt = Field(
+        default=5, ge=1, le=MAX_FOLDS, description=DataConfig.model_fields["cv_folds"].description
+    )
 
     @field_validator("drop_features")
     @classmethod
@@ -119,13 +123,25 @@ class _ShippedData:
     name = "boston"
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.name, "cached": True, "path": f"shipped with hpo ({SHIPPED_CSV})", "summary": f"shipped with hpo ({SHIPPED_CSV})"}
+        return {
+            "dataset": self.name,
+            "cached": True,
+            "path": f"shipped with hpo ({SHIPPED_CSV})",
+            "summary": f"shipped with hpo ({SHIPPED_CSV})",
+        }
 
 
 objective = Objective(
     train,
     name="boston",
-    metrics={"val_rmse": "minimize", "val_mse": "minimize", "val_mae": "minimize", "val_r2": "maximize", "val_loss": "minimize", "n_params": "minimize"},
+    metrics={
+        "val_rmse": "minimize",
+        "val_mse": "minimize",
+        "val_mae": "minimize",
+        "val_r2": "maximize",
+        "val_loss": "minimize",
+        "n_params": "minimize",
+    },
     default_metric="val_rmse",
     units=UNITS,
     hyperparameters=HYPERPARAMETERS,

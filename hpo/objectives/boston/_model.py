@@ -18,7 +18,8 @@ from hpo.data import boston as boston_data
 from hpo.models import MLP
 from hpo.objectives import Baseline, TrialContext, TrialResult, make_folds
 from hpo.objectives.boston import BostonDataOptions
-from hpo.training.loop import Task, count_parameters, train as fit
+from hpo.training.loop import Task, count_parameters
+from hpo.training.loop import train as fit
 
 
 def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
@@ -60,7 +61,9 @@ def test_split(data: BostonDataOptions, meta: Mapping[str, Any]) -> tuple[torch.
 
     Reads the test rows: only `hpo evaluate` may call this.
     """
-    split = boston_data.load_test(data, x_mean=np.asarray(meta["x_mean"], np.float32), x_std=np.asarray(meta["x_std"], np.float32))
+    split = boston_data.load_test(
+        data, x_mean=np.asarray(meta["x_mean"], np.float32), x_std=np.asarray(meta["x_std"], np.float32)
+    )
     return torch.as_tensor(split.x), split.y
 
 
@@ -93,8 +96,19 @@ def retrain_task(data: BostonDataOptions, meta: Mapping[str, Any], device: torch
     statistics are refitted on the rows now trained on. Validation is still scored, but it is training data.
     """
     loaded = boston_data.load(data)
-    both = loaded.train if data.cross_validated else boston_data.Split(np.concatenate([loaded.train.x, loaded.val.x]), np.concatenate([loaded.train.y, loaded.val.y]))
-    task, y_mean, y_std = make_task(boston_data.BostonData(train=both, val=loaded.val, features=loaded.features, x_mean=loaded.x_mean, x_std=loaded.x_std), device)
+    both = (
+        loaded.train
+        if data.cross_validated
+        else boston_data.Split(
+            np.concatenate([loaded.train.x, loaded.val.x]), np.concatenate([loaded.train.y, loaded.val.y])
+        )
+    )
+    task, y_mean, y_std = make_task(
+        boston_data.BostonData(
+            train=both, val=loaded.val, features=loaded.features, x_mean=loaded.x_mean, x_std=loaded.x_std
+        ),
+        device,
+    )
     return task, {**meta, "y_mean": y_mean, "y_std": y_std}
 
 
@@ -125,7 +139,11 @@ def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baselin
         ("gradient_boosting", "gradient boosting", GradientBoostingRegressor(random_state=0)),
         ("extra_trees", "extra trees", ExtraTreesRegressor(n_estimators=200, random_state=0)),
         # prices are skewed: the kernel machine fits log prices; rescaled per fit, so folds see only their rows
-        ("support_vectors", "support-vector regression", _log_target(make_pipeline(StandardScaler(), SVR(C=3.0, epsilon=0.02)), y)),
+        (
+            "support_vectors",
+            "support-vector regression",
+            _log_target(make_pipeline(StandardScaler(), SVR(C=3.0, epsilon=0.02)), y),
+        ),
     ]
     fitted = []
     folds = [(f.train, f.val) for f in make_folds(data, len(y))] if data.cross_validated else None
@@ -144,7 +162,9 @@ def _log_target(estimator: Any, y: np.ndarray) -> Any:
 
     if not np.all(y > 0):
         return estimator
-    return TransformedTargetRegressor(regressor=estimator, func=np.log, inverse_func=np.exp, check_inverse=False)  # exact inverses
+    return TransformedTargetRegressor(
+        regressor=estimator, func=np.log, inverse_func=np.exp, check_inverse=False
+    )  # exact inverses
 
 
 def train(ctx: TrialContext) -> TrialResult:
@@ -157,7 +177,9 @@ def train(ctx: TrialContext) -> TrialResult:
     """
     if ctx.data.cross_validated and ctx.fold is None:
         # under CV `load` returns every non-test row as both training and validation rows
-        raise ValueError(f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1")
+        raise ValueError(
+            f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1"
+        )
     data = boston_data.load(ctx.data)  # type: ignore[arg-type]
     meta = {
         "in_features": len(data.features),
@@ -183,13 +205,28 @@ def train(ctx: TrialContext) -> TrialResult:
     torch.manual_seed(ctx.seed)
     model = build_model(ctx.hyperparameters, meta).to(ctx.device)
     monitor, maximize = ctx.monitor
-    result = fit(model, task, dict(ctx.hyperparameters), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report)
+    result = fit(
+        model,
+        task,
+        dict(ctx.hyperparameters),
+        monitor=monitor,
+        maximize=maximize,
+        device=ctx.device,
+        seed=ctx.seed,
+        on_epoch=ctx.report,
+    )
     n_params = count_parameters(model)
     trained_scale = {"y_mean": y_mean, "y_std": y_std}
     predictions = to_predictions(result.val_outputs, trained_scale) if result.val_outputs is not None else np.empty(0)
     trained = result.model
     if fold_scale is not None:
-        trained = rescale_linear_ends(trained, x_shift=fold_scale[0], x_scale=fold_scale[1], y_from=(y_mean, y_std), y_to=(meta["y_mean"], meta["y_std"]))
+        trained = rescale_linear_ends(
+            trained,
+            x_shift=fold_scale[0],
+            x_scale=fold_scale[1],
+            y_from=(y_mean, y_std),
+            y_to=(meta["y_mean"], meta["y_std"]),
+        )
     else:
         meta.update(trained_scale)
     metrics = {**result.best_metrics, "n_params": float(n_params), "train_seconds": result.train_seconds}
@@ -197,7 +234,14 @@ def train(ctx: TrialContext) -> TrialResult:
 
 
 @torch.no_grad()
-def rescale_linear_ends(model: nn.Module, *, x_shift: np.ndarray, x_scale: np.ndarray, y_from: tuple[float, float], y_to: tuple[float, float]) -> nn.Module:
+def rescale_linear_ends(
+    model: nn.Module,
+    *,
+    x_shift: np.ndarray,
+    x_scale: np.ndarray,
+    y_from: tuple[float, float],
+    y_to: tuple[float, float],
+) -> nn.Module:
     """The same function, taking inputs ``x`` where it was trained on ``(x - x_shift) / x_scale`` and
     giving outputs standardized by `y_to` (mean, std) where it gave them standardized by `y_from`.
 
@@ -215,7 +259,9 @@ def rescale_linear_ends(model: nn.Module, *, x_shift: np.ndarray, x_scale: np.nd
     elif isinstance(after_first, nn.modules.batchnorm._BatchNorm) and after_first.running_mean is not None:
         after_first.running_mean.add_(offset)
     else:
-        raise ValueError("the first Linear layer has no bias and no BatchNorm after it: the input shift cannot be folded in")
+        raise ValueError(
+            "the first Linear layer has no bias and no BatchNorm after it: the input shift cannot be folded in"
+        )
     (mean_from, std_from), (mean_to, std_to) = y_from, y_to
     last.weight.mul_(std_from / std_to)
     assert last.bias is not None  # the output layer always has one

@@ -43,41 +43,149 @@ CONV = ("cnn", "resnet")
 NORMALIZED = ("airbench", *BACKBONES)
 
 HYPERPARAMETERS = (
-    HyperparameterTable(Hyperparameter("model", choice(*MODELS), "cnn", "the network: an MLP on the pixels, a CNN, a small ResNet, an airbench-style net or a torchvision backbone"))
+    HyperparameterTable(
+        Hyperparameter(
+            "model",
+            choice(*MODELS),
+            "cnn",
+            "the network: an MLP on the pixels, a CNN, a small ResNet, an airbench-style net or a torchvision backbone",
+        )
+    )
     + MLP.applying_to(("mlp", "cnn"), "hidden_layers", "width")
     .applying_to(("mlp", *CONV), "activation", "batch_norm", "init")
     .applying_to(("mlp", *CONV, *BACKBONES), "dropout")
     + TRAINING.with_defaults(batch_size=128, epochs=10, early_stopping_patience=5)
     + HyperparameterTable(
-        Hyperparameter("loss", choice(*CLASSIFICATION_LOSSES), "cross_entropy", "softmax cross-entropy or the multiclass SVM (hinge) loss"),
+        Hyperparameter(
+            "loss",
+            choice(*CLASSIFICATION_LOSSES),
+            "cross_entropy",
+            "softmax cross-entropy or the multiclass SVM (hinge) loss",
+        ),
         Hyperparameter("label_smoothing", number(ge=0, lt=1), 0.0, "label smoothing of the cross-entropy loss"),
-        Hyperparameter("pixel_scaling", choice(*PIXEL_SCALINGS), "standardize", "pixels to [0, 1] (unit), minus the channel means (center), or also / their std (standardize)"),
+        Hyperparameter(
+            "pixel_scaling",
+            choice(*PIXEL_SCALINGS),
+            "standardize",
+            "pixels to [0, 1] (unit), minus the channel means (center), or also / their std (standardize)",
+        ),
         Hyperparameter("conv_blocks", integer(ge=1, le=12), 3, "convolution blocks (resnet: stages)", applies_to=CONV),
-        Hyperparameter("convs_per_block", integer(ge=1, le=8), 1, "convolutions per block (resnet: residual blocks per stage)", applies_to=CONV),
+        Hyperparameter(
+            "convs_per_block",
+            integer(ge=1, le=8),
+            1,
+            "convolutions per block (resnet: residual blocks per stage)",
+            applies_to=CONV,
+        ),
         Hyperparameter("filters", integer(ge=1, le=4096), 32, "channels of the first block", applies_to=CONV),
-        Hyperparameter("filters_growth", number(ge=0.25, le=4), 2.0, "channel factor from one block to the next", applies_to=CONV),
-        Hyperparameter("kernel_size", integer(ge=1, le=IMAGE_SIZE), 3, "convolution kernel side (resnet: odd)", applies_to=CONV),
+        Hyperparameter(
+            "filters_growth", number(ge=0.25, le=4), 2.0, "channel factor from one block to the next", applies_to=CONV
+        ),
+        Hyperparameter(
+            "kernel_size", integer(ge=1, le=IMAGE_SIZE), 3, "convolution kernel side (resnet: odd)", applies_to=CONV
+        ),
         Hyperparameter("stride", integer(ge=1, le=4), 1, "stride of a block's first convolution", applies_to=("cnn",)),
-        Hyperparameter("padding", integer(ge=0, le=32, also=("same",)), "same", "padding in pixels, or same (keeps the size at stride 1)", applies_to=("cnn",)),
-        Hyperparameter("padding_mode", choice(*PADDING_MODES), "zeros", "what the padding holds: zeros, the mirrored border (reflect), the edge pixel repeated (replicate) or the opposite side (circular)", applies_to=("cnn",)),
+        Hyperparameter(
+            "padding",
+            integer(ge=0, le=32, also=("same",)),
+            "same",
+            "padding in pixels, or same (keeps the size at stride 1)",
+            applies_to=("cnn",),
+        ),
+        Hyperparameter(
+            "padding_mode",
+            choice(*PADDING_MODES),
+            "zeros",
+            "what the padding holds: zeros, the mirrored border (reflect), the edge pixel repeated (replicate) or the opposite side (circular)",
+            applies_to=("cnn",),
+        ),
         Hyperparameter("dilation", integer(ge=1, le=8), 1, "dilation of the convolutions", applies_to=("cnn",)),
-        Hyperparameter("pooling", choice(*POOLINGS), "max", "pooling after each block (sum: avg times the window area; min: the smallest value)", applies_to=("cnn",)),
+        Hyperparameter(
+            "pooling",
+            choice(*POOLINGS),
+            "max",
+            "pooling after each block (sum: avg times the window area; min: the smallest value)",
+            applies_to=("cnn",),
+        ),
         Hyperparameter("pool_size", integer(ge=1, le=IMAGE_SIZE), 2, "pooling window side", applies_to=("cnn",)),
-        Hyperparameter("pool_stride", integer(ge=1, le=IMAGE_SIZE, nullable=True), None, "pooling step (null: the window side, windows do not overlap)", applies_to=("cnn",)),
-        Hyperparameter("global_pool", flag(), True, "true: global average pooling into the head; false: flatten", applies_to=("cnn",)),
-        Hyperparameter("width_scale", number(ge=0.0625, le=4), 0.5, "block widths 64/256/256 times this (0.5: 32/128/128)", applies_to=("airbench",)),
-        Hyperparameter("whiten", flag(), True, "a frozen first convolution that whitens 2x2 patches (from the trial's training images); false: a learned one", applies_to=("airbench",)),
-        Hyperparameter("tta", choice(*TTA_MODES), "none", "test-time augmentation of validation and test predictions: none, flip (mirror average) or flip_translate (also 1-pixel shifts)"),
+        Hyperparameter(
+            "pool_stride",
+            integer(ge=1, le=IMAGE_SIZE, nullable=True),
+            None,
+            "pooling step (null: the window side, windows do not overlap)",
+            applies_to=("cnn",),
+        ),
+        Hyperparameter(
+            "global_pool",
+            flag(),
+            True,
+            "true: global average pooling into the head; false: flatten",
+            applies_to=("cnn",),
+        ),
+        Hyperparameter(
+            "width_scale",
+            number(ge=0.0625, le=4),
+            0.5,
+            "block widths 64/256/256 times this (0.5: 32/128/128)",
+            applies_to=("airbench",),
+        ),
+        Hyperparameter(
+            "whiten",
+            flag(),
+            True,
+            "a frozen first convolution that whitens 2x2 patches (from the trial's training images); false: a learned one",
+            applies_to=("airbench",),
+        ),
+        Hyperparameter(
+            "tta",
+            choice(*TTA_MODES),
+            "none",
+            "test-time augmentation of validation and test predictions: none, flip (mirror average) or flip_translate (also 1-pixel shifts)",
+        ),
         Hyperparameter("augment_flip", flag(), False, "random horizontal flips"),
-        Hyperparameter("augment_vflip", flag(), False, "random vertical flips (upside down: only for data where that keeps the class)"),
-        Hyperparameter("augment_crop", integer(ge=0, le=IMAGE_SIZE - 1), 0, "random crops after padding by this many pixels (0: off)"),
-        Hyperparameter("augment_cutout", integer(ge=0, le=IMAGE_SIZE), 0, "side of a random erased square in pixels (0: off)"),
-        Hyperparameter("augment_jitter", number(ge=0, le=1), 0.0, "colour jitter strength: brightness, contrast, saturation (0: off)"),
-        Hyperparameter("augment_rotation", number(ge=0, le=180), 0.0, "random rotations up to this many degrees (0: off)"),
-        Hyperparameter("augment_zoom", number(ge=0, lt=1), 0.0, "random zoom by a factor in [1 - zoom, 1 + zoom] (0: off)"),
-        Hyperparameter("augment_shear", number(ge=0, le=45), 0.0, "random horizontal shear up to this many degrees (0: off)"),
-        Hyperparameter("augment_noise", number(ge=0, le=1), 0.0, "standard deviation of added Gaussian pixel noise, as a share of the 0..1 range (0: off)"),
-        Hyperparameter("backbone_weights", text(nullable=True), None, "a local state-dict file to start a backbone from", applies_to=BACKBONES),
+        Hyperparameter(
+            "augment_vflip",
+            flag(),
+            False,
+            "random vertical flips (upside down: only for data where that keeps the class)",
+        ),
+        Hyperparameter(
+            "augment_crop",
+            integer(ge=0, le=IMAGE_SIZE - 1),
+            0,
+            "random crops after padding by this many pixels (0: off)",
+        ),
+        Hyperparameter(
+            "augment_cutout", integer(ge=0, le=IMAGE_SIZE), 0, "side of a random erased square in pixels (0: off)"
+        ),
+        Hyperparameter(
+            "augment_jitter",
+            number(ge=0, le=1),
+            0.0,
+            "colour jitter strength: brightness, contrast, saturation (0: off)",
+        ),
+        Hyperparameter(
+            "augment_rotation", number(ge=0, le=180), 0.0, "random rotations up to this many degrees (0: off)"
+        ),
+        Hyperparameter(
+            "augment_zoom", number(ge=0, lt=1), 0.0, "random zoom by a factor in [1 - zoom, 1 + zoom] (0: off)"
+        ),
+        Hyperparameter(
+            "augment_shear", number(ge=0, le=45), 0.0, "random horizontal shear up to this many degrees (0: off)"
+        ),
+        Hyperparameter(
+            "augment_noise",
+            number(ge=0, le=1),
+            0.0,
+            "standard deviation of added Gaussian pixel noise, as a share of the 0..1 range (0: off)",
+        ),
+        Hyperparameter(
+            "backbone_weights",
+            text(nullable=True),
+            None,
+            "a local state-dict file to start a backbone from",
+            applies_to=BACKBONES,
+        ),
         Hyperparameter("freeze_backbone", flag(), False, "train the new head only", applies_to=BACKBONES),
     )
 )
@@ -103,7 +211,10 @@ class Cifar10DataOptions(DataConfig):
         for key, (default, why) in _NOT_CIFAR10.items():
             if key in data:
                 if data[key] != default:
-                    raise FieldError(key, f"not used by objective cifar10 ({why}); remove it. cifar10 accepts: {', '.join(DataConfig.model_fields)}")
+                    raise FieldError(
+                        key,
+                        f"not used by objective cifar10 ({why}); remove it. cifar10 accepts: {', '.join(DataConfig.model_fields)}",
+                    )
                 del data[key]
         return data
 
@@ -123,10 +234,14 @@ def validate(config: StudyConfig) -> None:
     check_schedule(config)
     if config.may_take("loss", "hinge") and _may_smooth(config):
         where = "fixed.loss" if "loss" in config.fixed else "params.loss"
-        raise FieldError(where, "label_smoothing applies to the cross_entropy loss only; with loss hinge keep label_smoothing 0")
+        raise FieldError(
+            where, "label_smoothing applies to the cross_entropy loss only; with loss hinge keep label_smoothing 0"
+        )
     from hpo.objectives.cifar10._space import check_search_space
 
-    problem = check_search_space({name: param.model_dump() for name, param in config.params.items()}, config.fixed, HYPERPARAMETERS.defaults())
+    problem = check_search_space(
+        {name: param.model_dump() for name, param in config.params.items()}, config.fixed, HYPERPARAMETERS.defaults()
+    )
     if problem is not None:
         raise FieldError(*problem)
 
@@ -149,10 +264,18 @@ def preflight(config: StudyConfig) -> None:
 
     cifar10_data.check(config.data)  # verifies the checksums (no torch); the arrays stay in memory for the trials
     param = config.params.get("backbone_weights")
-    values = [config.fixed["backbone_weights"]] if "backbone_weights" in config.fixed else list(param.choices) if isinstance(param, CategoricalParam) else []
+    values = (
+        [config.fixed["backbone_weights"]]
+        if "backbone_weights" in config.fixed
+        else list(param.choices)
+        if isinstance(param, CategoricalParam)
+        else []
+    )
     for value in values:
         if value and not Path(str(value)).expanduser().is_file():
-            raise FieldError("backbone_weights", f"file not found: {value} (a local state dict; hub downloads are not used)")
+            raise FieldError(
+                "backbone_weights", f"file not found: {value} (a local state dict; hub downloads are not used)"
+            )
 
 
 def data_fingerprint(config: StudyConfig) -> str:

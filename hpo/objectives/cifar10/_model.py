@@ -16,12 +16,13 @@ from torch import nn
 
 from hpo.augment import BatchAugment
 from hpo.data import cifar10 as cifar10_data
-from hpo.models.airbench import WHITENING_IMAGES
 from hpo.models import BACKBONES, CNN, MLP, Airbench, ResNet, build_backbone, load_backbone_weights, with_tta
+from hpo.models.airbench import WHITENING_IMAGES
 from hpo.objectives import DataConfig, TrialContext, TrialResult
 from hpo.training.device import select_precision
+from hpo.training.loop import Task, count_parameters
+from hpo.training.loop import train as fit
 from hpo.training.losses import classification_loss
-from hpo.training.loop import Task, count_parameters, train as fit
 from hpo.training.pixels import scale_pixels
 
 NUM_CLASSES = len(cifar10_data.CLASSES)
@@ -44,7 +45,9 @@ def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
 def _network(hp: Mapping[str, Any]) -> nn.Module:
     name = str(hp["model"])
     if name == "mlp":
-        return MLP.from_hyperparameters(dict(hp), in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES)
+        return MLP.from_hyperparameters(
+            dict(hp), in_features=int(np.prod(cifar10_data.IMAGE_SHAPE)), out_features=NUM_CLASSES
+        )
     if name == "cnn":
         return CNN(dict(hp), num_classes=NUM_CLASSES)
     if name == "resnet":
@@ -75,7 +78,13 @@ def normalize(images: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
     return scale_pixels(images, mode, mean=meta["mean"], std=meta["std"])
 
 
-def make_task(train_split: cifar10_data.Split, val_split: cifar10_data.Split, hp: Mapping[str, Any], meta: Mapping[str, Any], device: torch.device) -> Task:
+def make_task(
+    train_split: cifar10_data.Split,
+    val_split: cifar10_data.Split,
+    hp: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    device: torch.device,
+) -> Task:
     loss = classification_loss(str(hp.get("loss", DEFAULT_LOSS)), label_smoothing=float(hp["label_smoothing"]))
 
     def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float | torch.Tensor]:
@@ -140,7 +149,9 @@ def read_inputs(paths: Sequence[Path], meta: Mapping[str, Any]) -> tuple[torch.T
 def retrain_task(data: DataConfig, meta: Mapping[str, Any], device: torch.device) -> tuple[Task, Mapping[str, Any]]:
     """Training on train+validation for `hpo evaluate --retrain-seeds` (validation is still scored)."""
     loaded = cifar10_data.load(data)
-    both = cifar10_data.Split(torch.cat([loaded.train.images, loaded.val.images]), torch.cat([loaded.train.labels, loaded.val.labels]))
+    both = cifar10_data.Split(
+        torch.cat([loaded.train.images, loaded.val.images]), torch.cat([loaded.train.labels, loaded.val.labels])
+    )
     return make_task(both, loaded.val, meta["task_hyperparameters"], meta, device), meta
 
 
@@ -154,7 +165,11 @@ def train(ctx: TrialContext) -> TrialResult:
     hp = ctx.hyperparameters
     precision = select_precision(ctx.precision, ctx.device)  # an unusable precision fails before any work
     data = cifar10_data.load(ctx.data, device=ctx.device)
-    meta = {**_meta(data), "pixel_scaling": hp["pixel_scaling"], "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS}}
+    meta = {
+        **_meta(data),
+        "pixel_scaling": hp["pixel_scaling"],
+        "task_hyperparameters": {k: hp[k] for k in TASK_HYPERPARAMETERS},
+    }
     task = make_task(data.train, data.val, hp, meta, ctx.device)
     torch.manual_seed(ctx.seed)
     model = build_model(hp, meta)
@@ -168,6 +183,8 @@ def train(ctx: TrialContext) -> TrialResult:
         precision=precision, compile=ctx.compile,
     )  # fmt: skip
     n_params = count_parameters(model)
-    predictions = to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty((0, NUM_CLASSES))
+    predictions = (
+        to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty((0, NUM_CLASSES))
+    )
     metrics = {**result.best_metrics, "n_params": float(n_params), "train_seconds": result.train_seconds}
     return TrialResult.of(metrics, result.model, meta=meta, val_predictions=predictions, best_epoch=result.best_epoch)

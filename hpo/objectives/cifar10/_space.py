@@ -17,7 +17,9 @@ from hpo.architecture import SHAPE_PARAMETERS, ArchitectureError, block_channels
 MAX_FLAT_FEATURES = 1 << 18  # a flattened CNN head wider than this needs gigabytes for its first layer
 
 
-def _candidates(name: str, params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[Any]:
+def _candidates(
+    name: str, params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> list[Any]:
     """Values `name` can take in the study: its choices or range (ends and, for small ranges, every
     step), the fixed value, else the default; a conditional parameter may also keep its default."""
     if name in fixed:
@@ -74,7 +76,9 @@ def _field(name: str, params: Mapping[str, Any]) -> str:
     return f"params.{name}" if name in params else f"fixed.{name}"
 
 
-def check_search_space(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str, str] | None:
+def check_search_space(
+    params: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[str, str] | None:
     """(field, message) for the first impossible architecture the study could sample, else None.
 
     `params` are the study's parameter specs as plain dicts (type, low, high, step, choices, when);
@@ -84,21 +88,33 @@ def check_search_space(params: Mapping[str, Mapping[str, Any]], fixed: Mapping[s
     if "resnet" in models:
         for kernel in _candidates("kernel_size", params, fixed, defaults):
             if int(kernel) % 2 == 0:
-                return _field("kernel_size", params), f"{kernel} is even; the resnet model needs an odd kernel_size so residual sums keep their shape"
+                return _field(
+                    "kernel_size", params
+                ), f"{kernel} is even; the resnet model needs an odd kernel_size so residual sums keep their shape"
     if "cnn" not in models:
         return None
-    values = {name: _candidates(name, params, fixed, defaults) for name in (*SHAPE_PARAMETERS, "global_pool", "filters", "filters_growth")}
+    values = {
+        name: _candidates(name, params, fixed, defaults)
+        for name in (*SHAPE_PARAMETERS, "global_pool", "filters", "filters_growth")
+    }
     largest: dict[int, int] = {}  # conv_blocks -> the largest final side seen
     for hp in _spatial_cases(values, defaults):
         try:
             shape = cnn_shape({**hp, "global_pool": True})
         except ArchitectureError as exc:
-            return _blame(exc.field, params, fixed), f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, or use more padding, padding_mode: zeros or pooling: none"
+            return (
+                _blame(exc.field, params, fixed),
+                f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, or use more padding, padding_mode: zeros or pooling: none",
+            )
         blocks = int(hp["conv_blocks"])
         largest[blocks] = max(largest.get(blocks, 0), shape.sizes[-1])
     if False in values["global_pool"]:
         for blocks, side in largest.items():
-            channels = max(block_channels(int(f), float(g), blocks)[-1] for f in values["filters"] for g in values["filters_growth"])
+            channels = max(
+                block_channels(int(f), float(g), blocks)[-1]
+                for f in values["filters"]
+                for g in values["filters_growth"]
+            )
             if channels * side * side > MAX_FLAT_FEATURES:
                 return (
                     _blame("global_pool", params, fixed),
