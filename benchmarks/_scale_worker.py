@@ -67,7 +67,7 @@ def main() -> None:
     import mlflow.utils.rest_utils as rest
     import optuna
 
-    from hpo import runner
+    from hpo.running import runner as runner
 
     # hpo's ask: the stale-trial check, the budget lock, claiming the trial and the sampler.
     runner.StudyRunner._ask_within_budget = timed("ask", runner.StudyRunner._ask_within_budget)  # type: ignore[method-assign]

@@ -67,7 +67,7 @@ def study_file(folder: Path, *, trials: int, epochs: int, threads: int) -> Path:
 def bare_worker(path: Path) -> None:
     """The bare way, in its own process: train each enqueued configuration with hpo's trial seed; print the metrics."""
     from hpo.objectives import TrialContext, load_objective
-    from hpo.runner import trial_seed
+    from hpo.running.runner import trial_seed
     from hpo.training.device import pick_device
 
     study = yaml.safe_load(path.read_text())

@@ -81,7 +81,7 @@ def draw_trials(config: Any, start: int, count: int, seed: int) -> list[dict[str
     """`count` trials' params (random, through the search space's own `suggest`), states and curves."""
     import optuna
 
-    from hpo.search_space import suggest
+    from hpo.running.search_space import suggest
 
     sampler = optuna.samplers.RandomSampler(seed=seed + start)
     draft = optuna.create_study(sampler=sampler)
@@ -124,7 +124,7 @@ def _run_rows(
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows MLflow's store holds for one closed trial run, as the runner's `Tracker` would leave them:
     tags, every hyperparameter as a param, the epochs' curves (step = epoch) and the summary metrics."""
-    from hpo.tracking import STATE_TO_STATUS
+    from hpo.running.tracking import STATE_TO_STATUS
 
     number, state, curve = drawn["number"], drawn["state"], drawn["curve"]
     tags = {
@@ -235,7 +235,7 @@ def add_trials(storage: Any, study_id: int, drawn: list[dict[str, Any]], run_ids
     from optuna.storages._rdb import models
     from optuna.trial import TrialState
 
-    from hpo.runner import REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
+    from hpo.running.runner import REASON_ATTR, RUN_ID_ATTR, SEED_ATTR
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC datetimes
     trial_rows = [
@@ -345,8 +345,8 @@ def ask_seconds(runner: Any, config: Any, asks: int) -> float:
     """Median seconds of the runner's ask (sampler + the search space's suggestions) on the stored study."""
     import optuna
 
-    from hpo.samplers import build_sampler
-    from hpo.search_space import suggest
+    from hpo.running.samplers import build_sampler
+    from hpo.running.search_space import suggest
 
     study = optuna.load_study(study_name=runner.study_name, storage=runner.storage, sampler=build_sampler(config))
     times = []
@@ -378,9 +378,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import optuna
 
     from hpo.config import load_study
-    from hpo.databases import ensure_database
-    from hpo.runner import BUDGET_ATTR, StudyRunner
-    from hpo.settings import resolve_settings
+    from hpo.config.settings import resolve_settings
+    from hpo.operations.databases import ensure_database
+    from hpo.running.runner import BUDGET_ATTR, StudyRunner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tag = uuid.uuid4().hex[:8]

@@ -207,7 +207,7 @@ def _context(
 # -- the three ways ----------------------------------------------------------------------------------
 def run_bare(group: Group, *, device: Any, clock: Clock) -> None:
     from hpo.objectives import load_objective
-    from hpo.runner import trial_seed
+    from hpo.running.runner import trial_seed
 
     objective = clock.wrap_objective(load_objective(group.objective).objective.train, group.metric)
     for number, trial in enumerate(group.trials):
@@ -233,7 +233,7 @@ def run_optuna_mlflow(group: Group, study_name: str, workdir: Path, *, device: A
     from optuna_integration.mlflow import MLflowCallback
 
     from hpo.objectives import load_objective
-    from hpo.runner import trial_seed
+    from hpo.running.runner import trial_seed
 
     callback = MLflowCallback(tracking_uri=f"sqlite:///{workdir / 'mlflow-b.db'}", metric_name=group.metric)
     study = optuna.create_study(
@@ -276,8 +276,8 @@ def hpo_runner(
 ) -> Any:
     """A StudyRunner as `hpo run` builds it, with the group's trials enqueued."""
     from hpo.config import parse_study
-    from hpo.runner import StudyRunner
-    from hpo.settings import Settings
+    from hpo.config.settings import Settings
+    from hpo.running.runner import StudyRunner
 
     study = {
         "name": study_name,
@@ -329,7 +329,7 @@ class StepTimer:
     def __init__(self) -> None:
         import optuna
 
-        from hpo import runner, tracking
+        from hpo.running import runner, tracking
 
         self.steps: list[tuple[Any, str, str]] = [
             (runner.StudyRunner, "_ask_within_budget", "ask: count the budget under the lock, study.ask"),

@@ -61,10 +61,10 @@ def run_and_evaluate(
 ) -> dict[str, Any]:
     """Run the study (as `hpo run` does), then evaluate it (as `hpo evaluate` does); return the figures."""
     from hpo.config import parse_study
+    from hpo.config.settings import Settings
     from hpo.evaluation import evaluate
-    from hpo.results import StudyRef
-    from hpo.runner import StudyRunner
-    from hpo.settings import Settings
+    from hpo.running.results import StudyRef
+    from hpo.running.runner import StudyRunner
 
     config = parse_study(study, source="quality benchmark")
     settings = Settings(

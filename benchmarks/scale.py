@@ -407,7 +407,7 @@ def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, kille
     """What must hold after any run, killed workers or not; each broken one as a sentence."""
     from optuna.trial import TrialState
 
-    from hpo.runner import RUN_ID_ATTR, budget_count
+    from hpo.running.runner import RUN_ID_ATTR, budget_count
 
     problems = []
     if budget_count(trials, finished=True) != n_trials:

@@ -50,8 +50,8 @@ def variant_study(base: dict[str, Any], variant: str) -> dict[str, Any]:
 def run_study(study: dict[str, Any], workdir: Path, budget: float) -> dict[str, Any]:
     """Run one study for `budget` seconds; return its trials as (seconds since start, state, value)."""
     from hpo.config import parse_study
-    from hpo.runner import StudyRunner
-    from hpo.settings import Settings
+    from hpo.config.settings import Settings
+    from hpo.running.runner import StudyRunner
 
     settings = Settings(
         storage=f"sqlite:///{workdir / 'hpo.db'}", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir

@@ -109,7 +109,7 @@ def log_per_value(uri: str, experiment_id: str, epochs: int, max_seconds: float)
 
 
 def throughput(uris: dict[str, str], *, epochs: int, per_value_seconds: float, repeats: int) -> list[dict[str, Any]]:
-    from hpo.tracking import Tracker
+    from hpo.running.tracking import Tracker
 
     records = []
     setups = {}
@@ -222,8 +222,8 @@ def best_via_hpo(url: str, name: str, k: int) -> tuple[float, list[float]]:
     """What `hpo best NAME --top-k k` does after its imports: open the storage, load, rank."""
     import optuna
 
-    from hpo.results import best_trials
-    from hpo.storage import open_storage
+    from hpo.running.results import best_trials
+    from hpo.running.storage import open_storage
 
     started = time.perf_counter()
     study = optuna.load_study(study_name=name, storage=open_storage(url))

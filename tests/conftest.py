@@ -408,7 +408,7 @@ class HpoServer:
     def __init__(
         self, backend_store_uri: str, folder: Path, *, port: int | None = None, env: dict[str, str] | None = None
     ) -> None:
-        from hpo.server import server_argv
+        from hpo.operations.server import server_argv
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from hpo import architecture
+from hpo.config import cnn_shapes as architecture
 from hpo.config import parse_study
 from hpo.errors import UsageError
 from hpo.objectives.cifar10 import HYPERPARAMETERS as CIFAR10

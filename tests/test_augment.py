@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from hpo.augment import (
+from hpo.objectives.cifar10 import HYPERPARAMETERS
+from hpo.objectives.cifar10.augment import (
     BatchAugment,
     colour_jitter,
     cutout,
@@ -20,7 +21,6 @@ from hpo.augment import (
     random_warp,
     random_zoom,
 )
-from hpo.objectives.cifar10 import HYPERPARAMETERS
 
 
 def _batch(n: int = 64, *, dtype: torch.dtype = torch.uint8) -> torch.Tensor:

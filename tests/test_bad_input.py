@@ -295,7 +295,7 @@ CASES = [
             "fixed": {"model": "cnn", "conv_blocks": 8, "pooling": "max", "epochs": 1},
         },
         ("study.yaml: fixed.conv_blocks:", "conv_blocks=8", "pooling"),
-        needs="hpo.architecture",
+        needs="hpo.config.cnn_shapes",
     ),
     BadInput(
         "cifar10-boston-only-data-setting",

@@ -17,9 +17,9 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from hpo.config import load_study
-from hpo.schedule import STOP_GRACE_SECONDS, create_argv, worker_argv
-from hpo.server import BACKEND_STORE_ENV, server_argv
-from hpo.settings import STORAGE_ENV, TRACKING_ENV, check_storage_url, check_tracking_uri
+from hpo.config.settings import STORAGE_ENV, TRACKING_ENV, check_storage_url, check_tracking_uri
+from hpo.operations.schedule import STOP_GRACE_SECONDS, create_argv, worker_argv
+from hpo.operations.server import BACKEND_STORE_ENV, server_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "studies/boston-quick.yaml"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hpo import study_reference
 from hpo.config import StudyConfig, load_study, parse_study, study_to_yaml
+from hpo.config import reference as study_reference
+from hpo.config.settings import Settings, check_writable, redact, resolve_settings
 from hpo.errors import UsageError
-from hpo.settings import Settings, check_writable, redact, resolve_settings
 from tests.conftest import tiny_boston
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -207,7 +207,7 @@ def test_validate_prints_the_resolved_config_and_search_space_and_writes_nothing
 
 def test_readme_study_reference_is_generated_from_the_model() -> None:
     # The README's reference section is exactly what hpo.study_reference renders from the model;
-    # after changing a field run `python -m hpo.study_reference README.md`.
+    # after changing a field run `python -m hpo.config.reference README.md`.
     assert study_reference.section(README.read_text(encoding="utf-8")) == study_reference.markdown()
 
 

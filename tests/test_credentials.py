@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pytest
 
-from hpo.settings import redact
+from hpo.config.settings import redact
 from tests.conftest import PasswordPostgres, free_port, run_hpo, tiny_boston
 
 pytestmark = pytest.mark.postgres

@@ -155,7 +155,7 @@ def test_a_boston_study_stored_before_cross_validation_keeps_its_single_split(cl
     # reads it so (not as Boston's new default of 5 folds), and resuming it with today's default is
     # refused, naming the change, rather than mixing hold-out and cross-validated trials.
     from hpo.config import parse_study
-    from hpo.runner import CONFIG_ATTR, stored_config
+    from hpo.running.runner import CONFIG_ATTR, stored_config
 
     resolved = parse_study(tiny_boston(name="old-boston", data={"cv_folds": 1})).resolved()
     del resolved["data"]["cv_folds"]

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo.schedule import worker_argv
-from hpo.tracking import Tracker
+from hpo.operations.schedule import worker_argv
+from hpo.running.tracking import Tracker
 from tests.conftest import tiny_boston, wait_for_training_trials
 
 FAST_HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 3}

@@ -124,7 +124,7 @@ def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_buil
 
 def _half_migrate(path: Path) -> None:
     """What a start killed during MLflow's migrations left behind: an older revision and a batch table."""
-    from hpo.databases import MLFLOW, alembic_heads
+    from hpo.operations.databases import MLFLOW, alembic_heads
 
     head, known = alembic_heads(MLFLOW)
     older = sorted(known - {head})[0]
@@ -140,8 +140,8 @@ def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the
 ) -> None:
     # No runs in it: nothing to lose, it is rebuilt and the run works. With runs: exit 2, the file and
     # the fix are named, and the file is left as it was.
-    from hpo.databases import MLFLOW, prepared_database
-    from hpo.tracking import build_mlflow_schema
+    from hpo.operations.databases import MLFLOW, prepared_database
+    from hpo.running.tracking import build_mlflow_schema
 
     with prepared_database(f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW, build_mlflow_schema, field="tracking_uri"):
         pass  # an empty store, as a first start builds it (opened by no MLflow client in this process)
@@ -279,7 +279,7 @@ def test_a_worker_with_another_file_runs_the_stored_config_and_never_changes_it(
 def test_compare_marks_only_budget_sampler_and_widened_ranges_safe() -> None:
     # The comparison is generic: whatever the field, a change of objective, metric, direction, search
     # space, fixed values or data settings is unsafe; budget, sampler, pruner, seed and execution are not.
-    from hpo.resume import compare
+    from hpo.running.resume import compare
 
     base = {"name": "t", "objective": "boston", "metric": "val_rmse", "n_trials": 1, "seed": 0, "sampler": {"type": "tpe"},
             "params": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True, "step": None, "when": None}},
@@ -373,7 +373,7 @@ def test_every_mlflow_filter_quotes_its_values() -> None:
     # A value with an apostrophe is searched for exactly, never spliced into the filter's syntax.
     from mlflow.utils.search_utils import SearchUtils
 
-    from hpo.tracking import runs_filter
+    from hpo.running.tracking import runs_filter
 
     parsed = SearchUtils.parse_search_filter(
         runs_filter({"optuna.study_name": "it's", "hpo.role": "trial"}, status="FINISHED")
@@ -487,8 +487,8 @@ def test_folders_hosts_and_variables_are_refused_in_one_line(
 def test_doctor_never_times_out_a_local_check(tmp_path: Path) -> None:
     # SQLite files are read without a deadline: even a deadline of zero cannot make them "not answer",
     # and no local finding blames a firewall.
-    from hpo.doctor import diagnose
-    from hpo.settings import resolve_settings
+    from hpo.config.settings import resolve_settings
+    from hpo.operations.doctor import diagnose
 
     settings = resolve_settings(
         storage_flag=f"sqlite:///{tmp_path / 'hpo.db'}", tracking_flag=f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -505,7 +505,7 @@ def test_redaction_hides_a_password_with_any_character(special: str) -> None:
     # http URL, a mistyped URL and a query parameter; and, once hpo was given the URL, anywhere.
     import urllib.parse
 
-    from hpo.settings import redact, remember_secrets, url_password
+    from hpo.config.settings import redact, remember_secrets, url_password
 
     password = f"Pw{special}x9{special}Q"
     encoded = urllib.parse.quote(password, safe="")

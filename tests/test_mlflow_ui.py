@@ -17,7 +17,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from hpo.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, RUNS_VIEW_TAG, Tracker, ui_base
+from hpo.running.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, RUNS_VIEW_TAG, Tracker, ui_base
 from tests.conftest import tiny_boston
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo.runner import trial_seed
-from hpo.schedule import create_argv, worker_argv
+from hpo.operations.schedule import create_argv, worker_argv
+from hpo.running.runner import trial_seed
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, drop_database, tiny_boston
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -225,7 +225,7 @@ def test_database_init_lock_lets_one_process_at_a_time_initialize(pg_url: Callab
     import threading
     import time
 
-    from hpo.databases import database_init_lock
+    from hpo.operations.databases import database_init_lock
 
     url = pg_url("lock")
     events: list[str] = []

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from hpo import progress as progress_module
-from hpo.progress import PlainProgress, RichProgress, make_progress
+from hpo.running import progress as progress_module
+from hpo.running.progress import PlainProgress, RichProgress, make_progress
 from tests.conftest import run_hpo, tiny_boston
 
 ANSI = re.compile(r"\x1b\[")

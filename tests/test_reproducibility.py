@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from hpo.runner import sampler_seed, trial_seed
+from hpo.running.runner import sampler_seed, trial_seed
 from tests.conftest import tiny_boston
 
 

@@ -11,8 +11,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from hpo.results import best_trials
-from hpo.storage import open_storage
+from hpo.running.results import best_trials
+from hpo.running.storage import open_storage
 
 VALUES = [3.0, -math.inf, 2.0, math.inf, 2.0, 7.5, -1.0, 2.0, 0.5, math.inf]
 

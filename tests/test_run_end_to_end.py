@@ -71,7 +71,7 @@ def test_run_logs_one_child_run_per_trial_with_params_and_curves(cli: Any, write
 
 def test_seeds_derive_from_study_seed_and_trial_number(cli: Any, write_study: Any) -> None:
     # The per-trial seed is a function of (study seed, trial number), so trials differ and repeat.
-    from hpo.runner import trial_seed
+    from hpo.running.runner import trial_seed
 
     assert cli("run", write_study(tiny_boston(n_trials=2)), "--quiet").exit_code == 0
     trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").trials

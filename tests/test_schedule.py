@@ -17,7 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo.schedule import CONTAINER_STUDY_FILE, create_argv, parse_duration, worker_argv
+from hpo.operations.schedule import CONTAINER_STUDY_FILE, create_argv, parse_duration, worker_argv
 from tests.conftest import tiny_boston
 
 PG = "postgresql://hpo@db.example:5432/hpo"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from hpo.tracking import STATE_TO_STATUS
+from hpo.running.tracking import STATE_TO_STATUS
 from tests.conftest import run_hpo, tiny_boston
 
 N_TRIALS = 6

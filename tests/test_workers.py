@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from hpo.runner import default_workers_env
+from hpo.running.runner import default_workers_env
 from tests.conftest import run_hpo, tiny_boston
 
 
@@ -104,7 +104,7 @@ def test_trials_per_device_sets_the_default_worker_count_and_shares_gpus_round_r
 ) -> None:
     # execution.trials_per_device K: `hpo run` without --workers starts K workers per visible GPU (K on
     # the CPU), and worker i gets GPU i mod #GPUs, so each GPU runs K trials at once; 1 keeps one worker.
-    from hpo.runner import default_workers, default_workers_env
+    from hpo.running.runner import default_workers, default_workers_env
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert default_workers(1) == 1 and default_workers(3) == 6

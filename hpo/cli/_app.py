@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from hpo.config.settings import check_environment, env_setting, redact
 from hpo.errors import HpoError
-from hpo.settings import check_environment, env_setting, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 

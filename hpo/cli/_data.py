@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from hpo.cli._app import app, command
+from hpo.config.settings import data_dir
 from hpo.errors import UsageError
-from hpo.settings import data_dir
 
 data_app = typer.Typer(name="data", help="Get, import and describe datasets (in HPO_DATA_DIR).", no_args_is_help=True)
 app.add_typer(data_app, name="data")

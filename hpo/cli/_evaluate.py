@@ -51,7 +51,7 @@ def evaluate(
 ) -> None:
     """Final test evaluation of the best model(s), ensembles and baselines, logged to MLflow. Reads the test split once."""
     from hpo.evaluation import evaluate as run_evaluation
-    from hpo.results import resolve_study_ref
+    from hpo.running.results import resolve_study_ref
 
     ref = resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     console = _console()
@@ -97,7 +97,7 @@ def report(
 ) -> None:
     """An HTML page with PNG plots of the study (and its test evaluation, if any), saved and logged to MLflow."""
     from hpo.report import build_report
-    from hpo.results import resolve_study_ref
+    from hpo.running.results import resolve_study_ref
 
     ref = resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     result = build_report(ref, out=out)
@@ -119,7 +119,7 @@ def compare(
 ) -> None:
     """Side-by-side learning curves and a written verdict: which study's model did better, by how much, and why."""
     from hpo.report import compare_studies
-    from hpo.results import resolve_study_ref
+    from hpo.running.results import resolve_study_ref
 
     refs = [resolve_study_ref(s, storage=storage, tracking_uri=tracking_uri) for s in (study_a, study_b)]
     result = compare_studies(refs[0], refs[1], out=out)

@@ -60,7 +60,7 @@ def schedule(
     ),
 ) -> None:
     """Print a ready batch-sweep script/manifest whose workers share the study storage."""
-    from hpo.schedule import objective_warning, plan_sweep, render, shared_storage_warning
+    from hpo.operations.schedule import objective_warning, plan_sweep, render, shared_storage_warning
 
     config = load_study(study_file)
     plan = plan_sweep(

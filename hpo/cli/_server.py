@@ -9,10 +9,9 @@ from typing import Any
 import typer
 
 from hpo.cli._app import app, command
+from hpo.config.settings import STORAGE_ENV, check_storage_url
 from hpo.errors import ServiceError, UsageError
-from hpo.grpc_storage import DEFAULT_PORT as DEFAULT_GRPC_PORT
-from hpo.grpc_storage import ProxyServer
-from hpo.server import (
+from hpo.operations.server import (
     BACKEND_STORE_ENV,
     DEFAULT_ARTIFACTS_DESTINATION,
     DEFAULT_BACKEND_STORE_URI,
@@ -23,7 +22,8 @@ from hpo.server import (
     check_port_free,
     describe_backend,
 )
-from hpo.settings import STORAGE_ENV, check_storage_url
+from hpo.running.grpc_storage import DEFAULT_PORT as DEFAULT_GRPC_PORT
+from hpo.running.grpc_storage import ProxyServer
 
 
 class _Stop(Exception):
@@ -102,7 +102,7 @@ def server(
         url = tracking.start()
         typer.echo(f"MLflow tracking server ready at {url} (listening on {host}:{port}); Ctrl-C stops it")
         typer.echo(f"use it with: export MLFLOW_TRACKING_URI={url}", err=True)
-        from hpo.tracking import UI_VIEW  # MLflow's client loads in seconds: only once the server is up
+        from hpo.running.tracking import UI_VIEW  # MLflow's client loads in seconds: only once the server is up
 
         typer.echo(f"the runs in the UI: {url}/#/experiments?{UI_VIEW}", err=True)
         code = tracking.wait()

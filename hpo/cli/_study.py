@@ -18,8 +18,8 @@ from rich.table import Table
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
 from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
+from hpo.config.settings import Settings, check_writable, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
-from hpo.settings import Settings, check_writable, redact, resolve_settings
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
@@ -39,8 +39,8 @@ def _settings(
 def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
     """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
     run before anything is created; errors about the file's fields name the file."""
-    from hpo.databases import check_stores
-    from hpo.samplers import build_pruner, build_sampler
+    from hpo.operations.databases import check_stores
+    from hpo.running.samplers import build_pruner, build_sampler
 
     try:
         build_sampler(config)
@@ -146,8 +146,8 @@ def _run_one(
 ) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from hpo.progress import make_progress
-    from hpo.runner import BUDGET_ATTR, StudyRunner, default_workers
+    from hpo.running.progress import make_progress
+    from hpo.running.runner import BUDGET_ATTR, StudyRunner, default_workers
 
     if workers is None:
         workers = default_workers(config.execution.trials_per_device)
@@ -216,8 +216,8 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
     Each worker gets its own GPU or share of CPU threads and its own process group, so that one
     Ctrl-C reaches each worker exactly once (forwarded from here) and every one closes its trial.
     """
-    from hpo.runner import default_workers_env
-    from hpo.schedule import worker_argv
+    from hpo.operations.schedule import worker_argv
+    from hpo.running.runner import default_workers_env
 
     argv = worker_argv(path, study_name=study_name, quiet=quiet, program=(sys.executable, "-m", "hpo"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -270,7 +270,7 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
-    from hpo.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -288,7 +288,7 @@ def create(
 
 
 def _worker_hint(study_file: Path, study_name: str, config: StudyConfig) -> list[str]:
-    from hpo.schedule import worker_argv
+    from hpo.operations.schedule import worker_argv
 
     return worker_argv(study_file, study_name=study_name if study_name != config.name else None)
 
@@ -302,8 +302,8 @@ def worker(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
-    from hpo.progress import make_progress
-    from hpo.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running.progress import make_progress
+    from hpo.running.runner import BUDGET_ATTR, StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -334,7 +334,7 @@ def validate(
     tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Check the file, print the resolved config and the search space; nothing is written anywhere."""
-    from hpo.search_space import describe
+    from hpo.running.search_space import describe
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -356,7 +356,7 @@ def status(
     as_json: bool = JsonOption,
 ) -> None:
     """Studies, or one study's trials: state, value, params, duration, MLflow run id."""
-    from hpo import results
+    from hpo.running import results as results
 
     if study is None:
         settings = resolve_settings(storage_flag=storage)
@@ -378,7 +378,7 @@ def best(
     as_json: bool = JsonOption,
 ) -> None:
     """The best trials and their params."""
-    from hpo import results
+    from hpo.running import results as results
 
     loaded = results.load(results.resolve_study_ref(study, storage=storage))
     metrics = results.study_metrics(loaded)
@@ -398,10 +398,10 @@ def reconcile_command(
     tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Repair leftovers of crashes on both sides and backfill MLflow runs missing for finished trials."""
-    from hpo import results
-    from hpo.reconcile import reconcile
-    from hpo.runner import stored_config
-    from hpo.tracking import Tracker
+    from hpo.running import results as results
+    from hpo.running.reconcile import reconcile
+    from hpo.running.runner import stored_config
+    from hpo.running.tracking import Tracker
 
     ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     loaded = results.load(ref)

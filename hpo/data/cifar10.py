@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.config import DataConfig
+from hpo.config.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
 from hpo.data._test_guard import record_test_read
 from hpo.errors import HpoError, UsageError
-from hpo.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
 
 if TYPE_CHECKING:  # torch is imported when a trial reads the images, not when a study file is checked
     import torch

@@ -41,9 +41,9 @@ from hpo.evaluation._metrics import confusion_matrix, is_classification, score, 
 from hpo.evaluation._retrain import retrain, retrain_seeds
 from hpo.objectives import Baseline, EvaluationHooks
 from hpo.objectives._checkpoint import Checkpoint, predictions
-from hpo.results import StudyRef, best_trials, load
-from hpo.runner import PARENT_RUN_ATTR, SEED_ATTR, check_data_unchanged, stored_config, trial_seed
-from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.running.results import StudyRef, best_trials, load
+from hpo.running.runner import PARENT_RUN_ATTR, SEED_ATTR, check_data_unchanged, stored_config, trial_seed
+from hpo.running.tracking import Tracker, TrackingUnavailable
 from hpo.training.device import pick_device
 
 EVALUATED_ROLES = ("evaluation", "ensemble")

@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 
 from hpo.config import study_name_problem
+from hpo.config.settings import resolve_settings
 from hpo.errors import UsageError
 from hpo.evaluation._checkpoints import has_checkpoint, load_member
 from hpo.evaluation._ensemble import blend
 from hpo.evaluation._metrics import is_classification
 from hpo.objectives import EvaluationHooks, FieldError
 from hpo.objectives._checkpoint import Checkpoint, predictions
-from hpo.results import best_trials, load, resolve_study_ref
-from hpo.runner import stored_config
-from hpo.settings import resolve_settings
-from hpo.tracking import Tracker, load_registered_model, read_run_json
+from hpo.running.results import best_trials, load, resolve_study_ref
+from hpo.running.runner import stored_config
+from hpo.running.tracking import Tracker, load_registered_model, read_run_json
 
 REGISTRY_PREFIX = "models:/"
 MODEL_FORMS = "models:/<name>/<version> as `hpo evaluate` registers them (<study>-best, <study>-ensemble), or a study name or study file"

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo import architecture
+from hpo.config import cnn_shapes as architecture
 from hpo.models._layers import activation, init_weights, pooling
 from hpo.models.mlp import MLP
 

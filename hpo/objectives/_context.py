@@ -127,7 +127,7 @@ class TrialContext:
     def data_dir(self) -> Path:
         """``HPO_DATA_DIR`` (default a per-user cache folder): where datasets are kept between trials."""
         if self._data_dir is None:
-            from hpo.settings import data_dir
+            from hpo.config.settings import data_dir
 
             self._data_dir = data_dir()
         return self._data_dir

@@ -30,9 +30,9 @@ from hpo.evaluation._bootstrap import interval
 from hpo.report._curves import Curves, curve_keys, metric_units, read_curves, side_by_side_figure, training_counterpart
 from hpo.report._html import Page
 from hpo.report._report import check_writable, publish
-from hpo.results import StudyRef, best_trials, load
-from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
-from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.running.results import StudyRef, best_trials, load
+from hpo.running.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
+from hpo.running.tracking import Tracker, TrackingUnavailable
 
 NOISE_FACTOR = 2.0
 CONVERGED = 0.05  # "converged" = within 5% of the best value

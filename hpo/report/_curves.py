@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from hpo.config import StudyConfig
-from hpo.tracking import Tracker
+from hpo.running.tracking import Tracker
 
 CURVE_KEYS = ("train_loss", "val_loss")
 Units = Mapping[str, str]

@@ -27,6 +27,7 @@ from matplotlib import pyplot as plt
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
+from hpo.config.settings import write_problem
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import EvaluationResult, existing_results
 from hpo.evaluation import _plots as eval_plots
@@ -42,10 +43,9 @@ from hpo.report._curves import (
     squared_counterpart,
 )
 from hpo.report._html import Page, fmt
-from hpo.results import StudyRef, best_trials, listed_trials, load
-from hpo.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
-from hpo.settings import write_problem
-from hpo.tracking import Tracker, TrackingUnavailable
+from hpo.running.results import StudyRef, best_trials, listed_trials, load
+from hpo.running.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
+from hpo.running.tracking import Tracker, TrackingUnavailable
 
 MAX_PRUNED_CURVES = 15
 # Importance (fANOVA), parallel coordinates and slices of more complete trials than this are drawn from a

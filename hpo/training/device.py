@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from hpo.config import PRECISIONS
+from hpo.config.settings import env_setting
 from hpo.errors import UsageError
-from hpo.settings import env_setting
 
 
 def pick_device(name: str = "auto", *, threads: int | None = None) -> torch.device:

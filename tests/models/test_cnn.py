@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from hpo import architecture
+from hpo.config import cnn_shapes as architecture
 from hpo.models import CNN
 from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.objectives.cifar10._model import build_model

@@ -151,7 +151,7 @@ def test_a_file_objective_is_found_from_the_study_files_folder_and_again_from_st
 
     import optuna
 
-    from hpo.runner import stored_config
+    from hpo.running.runner import stored_config
 
     monkeypatch.chdir(tmp_path)
     study = optuna.load_study(study_name="own", storage=f"sqlite:///{elsewhere / 'hpo.db'}")

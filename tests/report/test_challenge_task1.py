@@ -11,8 +11,8 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from hpo.report import gather_facts
-from hpo.results import load, resolve_study_ref
-from hpo.tracking import Tracker
+from hpo.running.results import load, resolve_study_ref
+from hpo.running.tracking import Tracker
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 PAIR = ("cifar10-dropout-cpu", "cifar10-l2-cpu")

@@ -78,7 +78,7 @@ def test_a_boston_studys_own_curves_show_units_whole_epochs_and_the_mse(evaluate
     from hpo.config import load_study
     from hpo.report._curves import metric_units
     from hpo.report._report import trial_curves
-    from hpo.tracking import Tracker
+    from hpo.running.tracking import Tracker
 
     config = load_study(evaluated_boston.folder / "study.yaml")
     study = optuna.load_study(study_name=evaluated_boston.name, storage=evaluated_boston.storage)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
-from hpo.architecture import IMAGE_SIZE, PADDING_MODES, POOLINGS
+from hpo.config.cnn_shapes import IMAGE_SIZE, PADDING_MODES, POOLINGS
 from hpo.objectives import (
     MLP,
     TRAINING,

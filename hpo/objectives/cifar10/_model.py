@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo.augment import BatchAugment
 from hpo.data import cifar10 as cifar10_data
 from hpo.models import BACKBONES, CNN, MLP, Airbench, ResNet, build_backbone, load_backbone_weights, with_tta
 from hpo.models.airbench import WHITENING_IMAGES
 from hpo.objectives import DataConfig, TrialContext, TrialResult
+from hpo.objectives.cifar10.augment import BatchAugment
 from hpo.training.device import select_precision
 from hpo.training.loop import Task, count_parameters
 from hpo.training.loop import train as fit

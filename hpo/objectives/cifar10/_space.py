@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hpo.architecture import SHAPE_PARAMETERS, ArchitectureError, block_channels, cnn_shape
+from hpo.config.cnn_shapes import SHAPE_PARAMETERS, ArchitectureError, block_channels, cnn_shape
 
 MAX_FLAT_FEATURES = 1 << 18  # a flattened CNN head wider than this needs gigabytes for its first layer
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgressBar
 
-from hpo.settings import env_setting
+from hpo.config.settings import env_setting
 
 PROGRESS_ENV = "HPO_PROGRESS"
 

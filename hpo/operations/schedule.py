@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from hpo.config import StudyConfig, check_study_name
+from hpo.config.settings import redact, sqlite_path, url_password
 from hpo.errors import UsageError
-from hpo.settings import redact, sqlite_path, url_password
 
 TARGETS = ("slurm", "k8s", "cron")
 CONTAINER_STUDY_FILE = "/etc/hpo/study.yaml"
@@ -90,7 +90,7 @@ def plan_sweep(
     secret: str = DEFAULT_SECRET,
 ) -> SweepPlan:
     """Check the options (no password anywhere, well-formed times) and resolve the study file's path."""
-    from hpo.settings import check_storage_url, check_tracking_uri
+    from hpo.config.settings import check_storage_url, check_tracking_uri
 
     for option, value in (("--storage", storage), ("--tracking-uri", tracking_uri)):
         if value is not None and _has_password(value):
@@ -171,7 +171,7 @@ def shared_storage_warning(target: str, plan: SweepPlan) -> str | None:
 
 def proxy_notes(plan: SweepPlan) -> list[str]:
     """Comment lines for a sweep whose storage is a gRPC storage proxy: what must run before its workers."""
-    from hpo.grpc_storage import grpc_address, is_grpc_url
+    from hpo.running.grpc_storage import grpc_address, is_grpc_url
 
     storage = plan.storage or plan.config.storage
     if storage is None or not is_grpc_url(storage):
@@ -247,11 +247,8 @@ def _shell_exports(plan: SweepPlan, *, require: bool) -> list[str]:
 # -- Kubernetes -----------------------------------------------------------------------------------
 def kubernetes_manifests(plan: SweepPlan) -> str:
     """A ConfigMap with the study file, a Job of N workers and a CronJob starting a new study nightly."""
-    if (
-        (plan.config.storage
-        and _has_password(plan.config.storage))
-        or (plan.config.tracking_uri
-        and _has_password(plan.config.tracking_uri))
+    if (plan.config.storage and _has_password(plan.config.storage)) or (
+        plan.config.tracking_uri and _has_password(plan.config.tracking_uri)
     ):
         raise UsageError(
             f"{plan.study_file}: storage/tracking_uri contain a password, which would be copied into the ConfigMap; keep the URL without it and put the password into the Secret {plan.secret}"

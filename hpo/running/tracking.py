@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from hpo.databases import MLFLOW, first_line, prepared_database
+from hpo.config.settings import env_setting, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.settings import env_setting, redact, sqlite_path
+from hpo.operations.databases import MLFLOW, first_line, prepared_database
 
 # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -43,7 +43,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-logger = logging.getLogger("hpo.tracking")
+logger = logging.getLogger("hpo.running.tracking")
 T = TypeVar("T")
 
 ROLE = "hpo.role"

@@ -28,10 +28,10 @@ from typing import Any
 
 import sqlalchemy
 
+from hpo.config.settings import Settings, env_setting, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.settings import Settings, env_setting, redact, sqlite_path
 
-logger = logging.getLogger("hpo.databases")
+logger = logging.getLogger("hpo.operations.databases")
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Files SQLite keeps beside a database; left over from a deleted database they would be replayed into a new one.
 _SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")

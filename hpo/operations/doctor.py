@@ -26,10 +26,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
-from hpo.databases import MLFLOW, OPTUNA, alembic_heads
+from hpo.config.settings import Settings, data_dir, env_setting, redact, sqlite_path
 from hpo.errors import UsageError
-from hpo.grpc_storage import grpc_address, is_grpc_url
-from hpo.settings import Settings, data_dir, env_setting, redact, sqlite_path
+from hpo.operations.databases import MLFLOW, OPTUNA, alembic_heads
+from hpo.running.grpc_storage import grpc_address, is_grpc_url
 
 Status = Literal["ok", "warning", "problem"]
 Reader = Callable[[str], list[tuple[Any, ...]]]
@@ -648,7 +648,7 @@ def _missing_database(name: str, url: str, target: Any, source: str) -> Finding:
 
 
 def _sqlite_tables(path: Path) -> tuple[set[str], Reader]:
-    from hpo.databases import connect_readonly
+    from hpo.operations.databases import connect_readonly
 
     conn = connect_readonly(path)
     try:
@@ -695,7 +695,7 @@ def _alembic_revision(read: Reader) -> str | None:
 
 def check_separate_databases(storage: str, tracking_uri: str) -> list[Finding]:
     """Optuna and MLflow in one database break each other: both keep an `alembic_version` table."""
-    from hpo.databases import same_database
+    from hpo.operations.databases import same_database
 
     if not same_database(storage, tracking_uri):
         return []

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from hpo.config.settings import check_storage_url, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.settings import check_storage_url, redact, sqlite_path
 
 DEFAULT_BACKEND_STORE_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS_DESTINATION = "mlartifacts"
@@ -152,7 +152,7 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.databases import (
+        from hpo.operations.databases import (
             MLFLOW,
             check_database,
             prepared_database,
@@ -162,7 +162,7 @@ class TrackingServer:
         check_storage_url(config.backend_store_uri, field="--backend-store-uri", allow_grpc=False)
         check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
-        from hpo.tracking import build_mlflow_schema
+        from hpo.running.tracking import build_mlflow_schema
 
         # The schema is built here, once and crash-safe (a SQLite store in a temporary file moved into
         # place), rather than by the server's first request, which a kill could leave half-migrated.

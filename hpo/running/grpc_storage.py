@@ -134,8 +134,8 @@ class ProxiedStorage(RDBStorage):
         # The one door to a new trial: RDBStorage.create_new_trial and Optuna's cache in front both call it.
         if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
             return super()._create_new_trial(study_id, template_trial)
-        from hpo.runner import BUDGET_ATTR
-        from hpo.storage import budget_lock
+        from hpo.running.runner import BUDGET_ATTR
+        from hpo.running.storage import budget_lock
 
         name = self.get_study_name_from_id(study_id)
         with self._budget_guard, budget_lock(self.url, name):
@@ -177,7 +177,7 @@ class ProxyServer:
         """Serve (the Optuna schema created if missing) and return the workers' storage URL."""
         from optuna.storages._grpc.server import make_server  # the non-blocking half of run_grpc_proxy_server
 
-        from hpo.storage import open_storage
+        from hpo.running.storage import open_storage
 
         open_storage(self.storage_url, field="--storage").engine.dispose()  # schema created once, crash-safe
         # One database connection per serving thread at most: the proxy is the only client the database sees.

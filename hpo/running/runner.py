@@ -30,21 +30,21 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, check_study_name, parse_study, study_to_yaml
-from hpo.databases import check_stores
+from hpo.config.settings import Settings, check_writable, redact
 from hpo.errors import HpoError, UsageError
-from hpo.grpc_storage import budget_refused
 from hpo.objectives import NonFiniteLoss, TrialContext, TrialResult
 from hpo.objectives._checkpoint import Checkpoint
 from hpo.objectives._folds import CV_FOLDS_METRIC, FOLD_PREFIX, STD_SUFFIX, Fold, combine, fold_step, make_folds
-from hpo.progress import Progress, make_progress
-from hpo.resume import Change, compare, describe_refusal
-from hpo.samplers import build_pruner, build_sampler
-from hpo.search_space import suggest
-from hpo.settings import Settings, check_writable, redact
-from hpo.storage import MissingStorage, budget_lock, open_storage, try_lock
-from hpo.tracking import StudySummary, Tracker, TrackingUnavailable, TrialRun
+from hpo.operations.databases import check_stores
+from hpo.running.grpc_storage import budget_refused
+from hpo.running.progress import Progress, make_progress
+from hpo.running.resume import Change, compare, describe_refusal
+from hpo.running.samplers import build_pruner, build_sampler
+from hpo.running.search_space import suggest
+from hpo.running.storage import MissingStorage, budget_lock, open_storage, try_lock
+from hpo.running.tracking import StudySummary, Tracker, TrackingUnavailable, TrialRun
 
-logger = logging.getLogger("hpo.runner")
+logger = logging.getLogger("hpo.running.runner")
 
 CONFIG_ATTR = "hpo.config"
 BUDGET_ATTR = "hpo.budget"  # {n_trials, timeout, deadline}: the sweep's global budget, set by `hpo run` / `hpo create`
@@ -290,7 +290,7 @@ class StudyRunner:
                         tags={
                             "hpo.objective": self.config.objective,
                             "hpo.objective_source": self.objective.resolved,
-                            "hpo.storage": redact(self.settings.storage),
+                            "hpo.running.storage": redact(self.settings.storage),
                         },
                     )
                     self.study.set_user_attr(PARENT_RUN_ATTR, run_id)

@@ -11,9 +11,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
+from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import UsageError
-from hpo.settings import Settings, redact, resolve_settings
-from hpo.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
+from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 
 
 @dataclass

@@ -14,9 +14,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, study_to_yaml
-from hpo.results import listed_trials
-from hpo.runner import BUDGET_ATTR, PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR, budget_count
-from hpo.tracking import Tracker
+from hpo.running.results import listed_trials
+from hpo.running.runner import BUDGET_ATTR, PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR, budget_count
+from hpo.running.tracking import Tracker
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

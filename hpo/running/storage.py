@@ -17,10 +17,18 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from hpo.databases import OPTUNA, advisory_lock, check_database, file_lock, first_line, lock_key, prepared_database
+from hpo.config.settings import redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.grpc_storage import GrpcStorage, connect, is_grpc_url
-from hpo.settings import redact, sqlite_path
+from hpo.operations.databases import (
+    OPTUNA,
+    advisory_lock,
+    check_database,
+    file_lock,
+    first_line,
+    lock_key,
+    prepared_database,
+)
+from hpo.running.grpc_storage import GrpcStorage, connect, is_grpc_url
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
