@@ -16,7 +16,8 @@ IN_CHANNELS = 3
 NUM_CLASSES = 10
 # Every hyperparameter the spatial size depends on: a study's check tries each combination of their values.
 SHAPE_PARAMETERS = (
-    "conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation", "pooling", "pool_size", "pool_stride", "padding_mode",
+    "conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation",
+    "pooling", "pool_size", "pool_stride", "padding_mode",
 )  # fmt: skip
 POOLINGS: tuple[str, ...] = ("max", "avg", "sum", "min", "none")
 # torch.nn.Conv2d's padding modes: what fills the border when a convolution pads its input.
@@ -35,7 +36,7 @@ class ArchitectureError(ValueError):
 def conv_output_size(size: int, *, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
     """Output side of a convolution, as torch.nn.Conv2d computes it."""
     pad = conv_padding(kernel, stride=stride, padding=padding, dilation=dilation)
-    if pad == "same":
+    if isinstance(pad, str):  # "same"
         return size
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -98,14 +99,16 @@ def cnn_shape(hp: Mapping[str, Any], *, image_size: int = IMAGE_SIZE) -> CnnShap
             if (padding_mode == "reflect" and side >= size) or (padding_mode == "circular" and side > size):
                 raise ArchitectureError(
                     "padding_mode",
-                    f"{_describe(hp)} pads a {size}x{size} map by {side} at block {block + 1}, conv {conv + 1}, more than "
-                    f"{padding_mode} padding can take (at most {size - 1 if padding_mode == 'reflect' else size})",
+                    f"{_describe(hp)} pads a {size}x{size} map by {side} at block {block + 1}, conv {conv + 1}, "
+                    f"more than {padding_mode} padding can take "
+                    f"(at most {size - 1 if padding_mode == 'reflect' else size})",
                 )
             size = conv_output_size(size, kernel=kernel, stride=step, padding=padding, dilation=dilation)
             if size < 1:
                 raise ArchitectureError(
                     "conv_blocks",
-                    f"{_describe(hp)} shrinks {image_size}x{image_size} images to nothing at block {block + 1}, conv {conv + 1}",
+                    f"{_describe(hp)} shrinks {image_size}x{image_size} images to nothing "
+                    f"at block {block + 1}, conv {conv + 1}",
                 )
         if hp["pooling"] != "none":
             if size < pool_size:

@@ -241,12 +241,14 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
     if _scheme(url) == "sqlite":
         if parsed.host or parsed.port:
             raise UsageError(
-                f"{field}: malformed URL {redact(url)!r}; a SQLite URL has three slashes before a relative path (sqlite:///hpo.db) "
+                f"{field}: malformed URL {redact(url)!r}; "
+                "a SQLite URL has three slashes before a relative path (sqlite:///hpo.db) "
                 "and four before an absolute one (sqlite:////data/hpo.db)"
             )
         if not parsed.database or parsed.database == ":memory:" or "mode=memory" in url:
             raise UsageError(
-                f"{field}: {redact(url)!r} is an in-memory database, lost when hpo exits (and each worker would have its own); "
+                f"{field}: {redact(url)!r} is an in-memory database, "
+                "lost when hpo exits (and each worker would have its own); "
                 "use a file such as sqlite:///hpo.db"
             )
     elif port is not None and not 0 < port < 65536:
@@ -255,11 +257,13 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
         parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
         raise UsageError(
-            f"{field}: unknown database driver in {redact(url)!r}; use e.g. sqlite:///hpo.db, postgresql://... or postgresql+psycopg2://..."
+            f"{field}: unknown database driver in {redact(url)!r}; "
+            "use e.g. sqlite:///hpo.db, postgresql://... or postgresql+psycopg2://..."
         ) from None
     except ImportError as exc:
         raise UsageError(
-            f"{field}: no database driver for {redact(url)!r} is installed ({exc}); pip install it (psycopg2-binary for postgresql+psycopg2)"
+            f"{field}: no database driver for {redact(url)!r} is installed ({exc}); "
+            "pip install it (psycopg2-binary for postgresql+psycopg2)"
         ) from None
 
 
