@@ -217,3 +217,11 @@ def test_study_files_shipped_in_studies_are_valid() -> None:
     assert files
     for path in files:
         assert isinstance(load_study(path), StudyConfig)
+
+
+def test_every_sampler_and_pruner_name_has_an_optuna_class() -> None:
+    # hpo.config owns the names; mypy checks each class entry's name, this that no name lacks a class.
+    from hpo.config import PRUNER_CLASSES, PRUNERS, SAMPLER_CLASSES, SAMPLERS
+
+    assert tuple(SAMPLER_CLASSES) == SAMPLERS
+    assert tuple(PRUNER_CLASSES) == PRUNERS

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from hpo.config import CategoricalParam, DataConfig, FloatParam, IntParam, StudyConfig
+from hpo.config import PRUNER_CLASSES, SAMPLER_CLASSES, DataConfig, StudyConfig
+from hpo.config._space import PARAM_MODELS
 from hpo.objectives import Objective, load_objective
 from hpo.objectives._registry import is_builtin, registered
 
@@ -79,9 +80,8 @@ def _fields_table(model: type[BaseModel], prefix: str = "", *, skip: tuple[str, 
         if name in skip:
             continue
         meaning = (info.description or "").replace("|", "\\|")
-        rows.append(
-            f"| `{prefix}{name}` | {_type_text(info.annotation)}{_bounds_text(info)} | {_default_text(info)} | {meaning} |"
-        )
+        accepted = f"{_type_text(info.annotation)}{_bounds_text(info)}"
+        rows.append(f"| `{prefix}{name}` | {accepted} | {_default_text(info)} | {meaning} |")
     return rows
 
 
@@ -89,21 +89,25 @@ def _constructor_arguments(kind: str) -> list[tuple[str, str]]:
     """(name, default) of every keyword argument a study file may give to the sampler or pruner classes."""
     import optuna
 
-    from hpo.running.samplers import _MANAGED, PRUNER_CLASSES, SAMPLER_CLASSES
+    from hpo.running.samplers import _MANAGED
 
+    table: dict[str, str]
     table, module = (SAMPLER_CLASSES, optuna.samplers) if kind == "sampler" else (PRUNER_CLASSES, optuna.pruners)
     out = []
     for name, class_name in table.items():
         parameters = inspect.signature(getattr(module, class_name)).parameters.values()
         args = [
-            f"{p.name}={_yaml_scalar(p.default) if p.default is None or isinstance(p.default, bool) else repr(p.default)}"
-            if p.default is not inspect.Parameter.empty
-            else p.name
+            f"{p.name}={_default_repr(p.default)}" if p.default is not inspect.Parameter.empty else p.name
             for p in parameters
             if p.name not in _MANAGED and p.name not in ("self", "args", "kwargs")
         ]
         out.append((f"`{name}` ({class_name})", ", ".join(args) or "-"))
     return out
+
+
+def _default_repr(value: Any) -> str:
+    """A constructor default as the reference shows it: null and true/false as YAML, the rest as Python."""
+    return _yaml_scalar(value) if value is None or isinstance(value, bool) else repr(value)
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -161,9 +165,9 @@ def markdown() -> str:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         lines += [f"#### `{name}:`", "", *_fields_table(model, f"{name}."), ""]
     lines += ["#### Parameter kinds (`params:`)", ""]
-    for kind in (FloatParam, IntParam, CategoricalParam):
-        lines += [f"`type: {kind.model_fields['type'].annotation.__args__[0]}`", "", *_fields_table(kind)[0:2]]  # type: ignore[union-attr]
-        lines += [row for row in _fields_table(kind)[2:] if not row.startswith("| `type`")] + [""]
+    for param_kind, param_model in PARAM_MODELS.items():
+        lines += [f"`type: {param_kind}`", "", *_fields_table(param_model)[0:2]]
+        lines += [row for row in _fields_table(param_model)[2:] if not row.startswith("| `type`")] + [""]
     for kind in ("sampler", "pruner"):
         lines += [
             f"#### `{kind}: {{type: ..., <keyword arguments>}}`",

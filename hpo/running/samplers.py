@@ -9,27 +9,18 @@ from typing import Any
 
 import optuna
 
-from hpo.config import CategoricalParam, FloatParam, IntParam, PrunerConfig, SamplerConfig, StudyConfig
+from hpo.config import (  # the sampler and pruner names are config's vocabulary
+    PRUNER_CLASSES,
+    SAMPLER_CLASSES,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+)
 from hpo.errors import UsageError
 
-SAMPLER_CLASSES: dict[str, str] = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "grid": "GridSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "nsga2": "NSGAIISampler",
-}
-PRUNER_CLASSES: dict[str, str] = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-    "wilcoxon": "WilcoxonPruner",
-    "patient": "PatientPruner",
-}
 # Arguments hpo fills in itself, so a study file may not set them.
 _MANAGED = {"seed", "search_space", "wrapped_pruner"}
 
