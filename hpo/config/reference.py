@@ -91,8 +91,9 @@ def _constructor_arguments(kind: str) -> list[tuple[str, str]]:
 
     from hpo.running.samplers import _MANAGED
 
-    table: dict[str, str]
-    table, module = (SAMPLER_CLASSES, optuna.samplers) if kind == "sampler" else (PRUNER_CLASSES, optuna.pruners)
+    classes = SAMPLER_CLASSES if kind == "sampler" else PRUNER_CLASSES
+    table: dict[str, str] = {name: class_name for name, class_name in classes.items()}
+    module = optuna.samplers if kind == "sampler" else optuna.pruners
     out = []
     for name, class_name in table.items():
         parameters = inspect.signature(getattr(module, class_name)).parameters.values()

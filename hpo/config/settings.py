@@ -7,17 +7,16 @@ Also home to credential redaction, since every place that prints a URL must go t
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from hpo.config.writable import write_problem
 from hpo.errors import UsageError
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
@@ -371,25 +370,3 @@ def check_writable(settings: Settings) -> None:
         problem = write_problem(path)
         if problem:
             raise UsageError(f"{field}: cannot write {path}: {problem}; choose a file in a folder you can write to")
-
-
-def write_problem(path: Path, *, is_folder: bool = False) -> str | None:
-    """Why the file (or folder) `path` could not be created or written, or None; nothing is left behind."""
-    if path.exists():
-        if is_folder != path.is_dir():
-            return "it is a folder, expected a file" if path.is_dir() else "it is a file, expected a folder"
-        if not is_folder and not os.access(path, os.R_OK | os.W_OK):
-            return "the file is read-only"
-    folder = path if is_folder else path.parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        why = f" ({exc.strerror})" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
-        return f"{existing} is not writable{why}"
-    return None

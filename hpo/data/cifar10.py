@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.config import DataConfig
-from hpo.config.settings import DATA_DIR_ENV, data_dir, env_setting, write_problem
+from hpo.config.settings import DATA_DIR_ENV, data_dir, env_setting
+from hpo.config.writable import write_problem
 from hpo.data._test_guard import record_test_read
 from hpo.errors import HpoError, UsageError
 

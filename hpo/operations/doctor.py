@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from hpo.config import StudyConfig
 from hpo.config.settings import Settings, data_dir, env_setting, redact, sqlite_path
+from hpo.config.writable import write_problem
 from hpo.errors import UsageError
 from hpo.operations.databases import MLFLOW, OPTUNA, alembic_heads
 from hpo.running.grpc_storage import grpc_address, is_grpc_url
@@ -327,7 +328,7 @@ def check_tracking(
         return [_check_server(uri, source, answered=answered or threading.Event())]
     if scheme == "file":
         folder = Path(urlsplit(uri).path)
-        writable = _writable_folder(folder)
+        writable = write_problem(folder, is_folder=True) is None
         if writable:
             return [
                 Finding(
@@ -668,7 +669,7 @@ def _sqlite_tables(path: Path) -> tuple[set[str], Reader]:
 
 def _missing_sqlite(name: str, path: Path, owner: str, source: str) -> Finding:
     folder = path.resolve().parent
-    if _writable_folder(folder):
+    if write_problem(folder, is_folder=True) is None:
         return Finding(name, "ok", f"sqlite:///{path}: does not exist yet; {owner} creates it on the first `hpo run`")
     return Finding(
         name,
@@ -676,13 +677,6 @@ def _missing_sqlite(name: str, path: Path, owner: str, source: str) -> Finding:
         f"sqlite:///{path}: cannot be created, {folder} is not writable",
         f"point {source} at a writable place",
     )
-
-
-def _writable_folder(folder: Path) -> bool:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 def _alembic_revision(read: Reader) -> str | None:
@@ -717,7 +711,7 @@ def check_data(config: StudyConfig | None) -> list[Finding]:
 
     folder = data_dir()
     if not folder.exists():
-        if not _writable_folder(folder):
+        if write_problem(folder, is_folder=True) is not None:
             return [
                 Finding(
                     "data",

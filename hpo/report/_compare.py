@@ -29,7 +29,8 @@ from hpo.evaluation import existing_results
 from hpo.evaluation._bootstrap import interval
 from hpo.report._curves import Curves, curve_keys, metric_units, read_curves, side_by_side_figure, training_counterpart
 from hpo.report._html import Page
-from hpo.report._report import check_writable, publish
+from hpo.config.writable import check_folder_writable
+from hpo.report._report import publish
 from hpo.running.results import StudyRef, best_trials, load
 from hpo.running.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
 from hpo.running.tracking import Tracker, TrackingUnavailable
@@ -429,7 +430,7 @@ class CompareResult:
 def compare_studies(ref_a: StudyRef, ref_b: StudyRef, *, out: Path | None = None) -> CompareResult:
     """Write verdict.md, learning_curves.png and index.html to `out`, and log them to both parent runs."""
     out = Path(out) if out is not None else Path("hpo-compare") / f"{ref_a.name}-vs-{ref_b.name}"
-    check_writable(out)
+    check_folder_writable(out)
     studies = [load(ref_a), load(ref_b)]
     configs = [stored_config(s) for s in studies]
     if configs[0].metrics[0] != configs[1].metrics[0]:

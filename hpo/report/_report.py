@@ -27,7 +27,7 @@ from matplotlib import pyplot as plt
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
-from hpo.config.settings import write_problem
+from hpo.config.writable import check_folder_writable
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation import EvaluationResult, existing_results
 from hpo.evaluation import _plots as eval_plots
@@ -64,13 +64,6 @@ class ReportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def check_writable(out: Path, *, option: str = "--out") -> None:
-    """Refuse an output folder that cannot be created or written, before any work is done."""
-    problem = write_problem(out, is_folder=True)
-    if problem:
-        raise UsageError(f"{option}: cannot write the folder {out}: {problem}; choose a folder you can write to")
-
-
 def publish(staging: Path, out: Path, *, option: str = "--out") -> None:
     """Copy a finished staging folder into `out` (so a failure never leaves a half-written report)."""
     try:
@@ -103,7 +96,7 @@ def trial_curves(tracker: Tracker, trials: list[FrozenTrial], metric: str, *, co
 def build_report(ref: StudyRef, *, out: Path | None = None) -> ReportResult:
     """Write index.html and its PNGs to `out` (default ./hpo-report/<study>) and log them to the parent run."""
     out = Path(out) if out is not None else Path("hpo-report") / ref.name
-    check_writable(out)
+    check_folder_writable(out)
     study = load(ref)
     config = stored_config(study)
     tracker = Tracker(ref.settings.tracking_uri, study.study_name)
