@@ -11,26 +11,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from hpo.objectives._scores import regression_metrics
+
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 def is_classification(predictions: np.ndarray) -> bool:
     return predictions.ndim == 2 and predictions.shape[1] > 1
-
-
-def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str) -> dict[str, float]:
-    """MSE, RMSE, MAE and R² in the target's own unit."""
-    predicted = np.asarray(predicted, np.float64).reshape(-1)
-    actual = np.asarray(actual, np.float64).reshape(-1)
-    error = predicted - actual
-    mse = float(np.mean(error**2))
-    total = float(np.sum((actual - actual.mean()) ** 2))
-    return {
-        f"{prefix}_mse": mse,
-        f"{prefix}_rmse": mse**0.5,
-        f"{prefix}_mae": float(np.mean(np.abs(error))),
-        f"{prefix}_r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else 0.0,
-    }
 
 
 def confusion_matrix(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:

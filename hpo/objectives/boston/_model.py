@@ -17,6 +17,7 @@ from torch import nn
 from hpo.data import boston as boston_data
 from hpo.models import MLP
 from hpo.objectives import Baseline, TrialContext, TrialResult, make_folds
+from hpo.objectives._scores import regression_metrics
 from hpo.objectives.boston import BostonDataOptions
 from hpo.training.loop import Task, count_parameters
 from hpo.training.loop import train as fit
@@ -24,18 +25,6 @@ from hpo.training.loop import train as fit
 
 def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
     return MLP.from_hyperparameters(dict(hp), in_features=int(meta["in_features"]), out_features=1)
-
-
-def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str) -> dict[str, float]:
-    error = predicted - actual
-    mse = float(np.mean(error**2))
-    total = float(np.sum((actual - actual.mean()) ** 2)) or 1.0
-    return {
-        f"{prefix}_mse": mse,
-        f"{prefix}_rmse": mse**0.5,
-        f"{prefix}_mae": float(np.mean(np.abs(error))),
-        f"{prefix}_r2": 1.0 - float(np.sum(error**2)) / total,
-    }
 
 
 def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task, float, float]:
@@ -73,9 +62,11 @@ def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray
 
 
 def read_inputs(paths: Sequence[Path], meta: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
-    """CSV rows of raw feature values (a header naming the features, or the model's features in order), for `hpo predict`.
+    """CSV rows of raw feature values (a header naming the features, or the model's features in order),
+    for `hpo predict`.
 
-    They are standardized with the training statistics in `meta`, as the model's inputs were; predictions come back in k$.
+    They are standardized with the training statistics in `meta`, as the model's inputs were; predictions
+    come back in k$.
     """
     read = [boston_data.read_rows(path, list(meta["features"])) for path in paths]
     x = np.concatenate([values for values, _ in read])
