@@ -64,7 +64,8 @@ TRAINING = HyperparameterTable(
         "ema_decay",
         number(ge=0, lt=1),
         0.0,
-        "exponential moving average of the weights, updated every step with this decay, is what is validated and kept (0: off; e.g. 0.99)",
+        "exponential moving average of the weights, updated every step with this decay, "
+        "is what is validated and kept (0: off; e.g. 0.99)",
     ),
     Hyperparameter(
         "early_stopping_patience",
@@ -99,7 +100,8 @@ def check_schedule(config: StudyConfig) -> None:
             where = "fixed.lr_schedule" if "lr_schedule" in config.fixed else "params.lr_schedule"
             raise FieldError(
                 where,
-                f"lr_warmup_epochs applies to lr_schedule none or linear (which warm up per batch), not {', '.join(others)}; "
+                "lr_warmup_epochs applies to lr_schedule none or linear (which warm up per batch), "
+                f"not {', '.join(others)}; "
                 "keep lr_warmup_epochs 0 with those, or make it conditional with when: {lr_schedule: [none, linear]}",
             )
     if (
@@ -138,9 +140,9 @@ def check_batch_statistics(config: StudyConfig, *, normalized_models: tuple[str,
         where = "fixed.batch_size" if "batch_size" in config.fixed else "params.batch_size"
         raise FieldError(
             where,
-            "batch_size 1 cannot train with batch norm (batch_norm: true, or a model built with it such as a torchvision backbone): "
-            "a batch of one has no "
-            "batch statistics; use batch_size >= 2, or batch_norm: false",
+            "batch_size 1 cannot train with batch norm "
+            "(batch_norm: true, or a model built with it such as a torchvision backbone): "
+            "a batch of one has no batch statistics; use batch_size >= 2, or batch_norm: false",
         )
 
 
