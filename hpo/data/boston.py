@@ -80,7 +80,8 @@ def read_bytes(path: str | Path | None = None) -> bytes:
         raise UsageError(f"data.path: {text} is not a regular file (a device or a pipe); expected a CSV file")
     if file.stat().st_size > MAX_BYTES:
         raise UsageError(
-            f"data.path: {text} is {file.stat().st_size / 2**20:.0f} MB; a Boston-style CSV is a few kilobytes (at most {MAX_BYTES // 2**20} MB)"
+            f"data.path: {text} is {file.stat().st_size / 2**20:.0f} MB; "
+            f"a Boston-style CSV is a few kilobytes (at most {MAX_BYTES // 2**20} MB)"
         )
     try:
         return file.read_bytes()
@@ -112,7 +113,8 @@ def read_frame(path: str | Path | None = None) -> pd.DataFrame:
     if too_big.any():
         row, col = np.argwhere(too_big)[0]
         raise UsageError(
-            f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, data row {row + 1}; accepted: finite numbers"
+            f"data.path: {name} has the value {float(values[row, col])!r} in column {numeric.columns[col]}, "
+            f"data row {row + 1}; accepted: finite numbers"
         )
     return numeric
 
@@ -137,14 +139,16 @@ def check(config: DataConfig) -> None:
     train = _subset(train, config)
     if len(train) < MIN_TRAIN_ROWS or len(val) < 1 or len(test) < 1:
         raise UsageError(
-            f"data.path: {_name(config.path)} has {n} data row(s); the test ({len(test)}) and validation ({len(val)}) rows "
-            f"leave {max(len(train), 0)} to train on (at least {MIN_TRAIN_ROWS} needed, and 1 each to validate and test)"
+            f"data.path: {_name(config.path)} has {n} data row(s); "
+            f"the test ({len(test)}) and validation ({len(val)}) rows leave {max(len(train), 0)} to train on "
+            f"(at least {MIN_TRAIN_ROWS} needed, and 1 each to validate and test)"
         )
     if config.cross_validated:
         rows, needed = len(_cv_indices(n, config)), max(MIN_TRAIN_ROWS, config.cv_folds)
         if rows < needed:
             raise UsageError(
-                f"data.cv_folds: {config.cv_folds} folds need at least {needed} non-test rows; {_name(config.path)} leaves {rows}"
+                f"data.cv_folds: {config.cv_folds} folds need at least {needed} non-test rows; "
+                f"{_name(config.path)} leaves {rows}"
             )
 
 
@@ -226,7 +230,10 @@ def read_rows(path: str | Path, features: Sequence[str]) -> tuple[np.ndarray, li
     """
     from hpo.objectives import FieldError, read_input_file
 
-    accepted = f"CSV files with a header row naming {', '.join(features)} (other columns are ignored), or rows of exactly {len(features)} numbers in that order"
+    accepted = (
+        f"CSV files with a header row naming {', '.join(features)} (other columns are ignored), "
+        f"or rows of exactly {len(features)} numbers in that order"
+    )
     raw = read_input_file(path, accepted=accepted, max_bytes=MAX_BYTES)
     try:
         text = raw.decode("utf-8-sig")
