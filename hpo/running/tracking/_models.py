@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -204,8 +205,9 @@ def load_registered_model(tracking_uri: str, uri: str) -> RegisteredModel:
         )
     client = open_client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:
-        try:  # models:/ URIs resolve against the registry named here, not a process-wide one
-            local = download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            location = _model_location(client, uri)
+            local = download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
             info = Model.load(local)
         except (MlflowException, OSError) as exc:
             names = sorted(m.name for m in client.search_registered_models(max_results=1000))
@@ -222,3 +224,15 @@ def load_registered_model(tracking_uri: str, uri: str) -> RegisteredModel:
 
         loaded = mlflow.pyfunc.load_model(local, suppress_warnings=True)  # the ensemble loads its members here
         return RegisteredModel(uri, info.run_id, "python_function", loaded.unwrap_python_model())
+
+
+def _model_location(client: MlflowClient, uri: str) -> str:
+    """Where the files of a `models:/` URI are, resolved by `client`'s registry: MLflow's own resolution
+    of such a URI asks the process-wide registry, whatever tracking URI it is given."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    found = get_model_name_and_version(client, uri)
+    if len(found) == 1:  # models:/<model_id>: a logged model, not a registered one
+        return str(client.get_logged_model(found[0]).artifact_location)
+    name, version = found
+    return str(client.get_model_version_download_uri(name, version))
