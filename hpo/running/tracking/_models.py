@@ -66,6 +66,11 @@ class ModelLogger(Connection):
                     code_paths=code_paths,
                     pip_requirements=pip_requirements,
                 )
+            if example is not None:  # as MLflow does when it logs a model: the saved model predicts its example
+                try:
+                    mlflow.pyfunc.load_model(path, suppress_warnings=True).predict(example[0])
+                except Exception as exc:
+                    logger.warning("the model's input example failed to predict: %s", brief(exc))
 
         return self._call("log a model", lambda: self._log_saved(run_id, name, save, registered_model_name))
 
@@ -123,7 +128,6 @@ class ModelLogger(Connection):
             with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:
                 path = str(Path(tmp) / "model")
                 save(path, mlflow_model)
-                _check_serving_input(mlflow_model, path)
                 client.log_model_artifacts(model_id, path)
         except Exception:
             client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
@@ -153,19 +157,6 @@ class ModelLogger(Connection):
             for m in client.get_metric_history(run_id, key)
             if m.step == 0 and m.model_id is None
         ]
-
-
-def _check_serving_input(model: Model, path: str) -> None:
-    """Load the saved model and predict its input example, as MLflow does when it logs a model: warn if it fails."""
-    from mlflow.models import validate_serving_input
-
-    serving_input = model.get_serving_input(path)
-    if serving_input is None:
-        return
-    try:
-        validate_serving_input(path, serving_input)
-    except Exception as exc:
-        logger.warning("the model's input example failed to predict: %s", brief(exc))
 
 
 @contextmanager
