@@ -43,17 +43,21 @@ class TrackingUnavailable(RuntimeError):
     """MLflow could not be reached after retries; the caller records the trial for `hpo reconcile`."""
 
 
-@functools.cache
 def configure_mlflow() -> None:
-    """MLflow's settings for hpo, unless the environment sets them: once per process, before the first client.
+    """MLflow's settings for hpo, unless the environment sets them: before every client opens (idempotent).
 
     They are environment variables because MLflow reads them there (and so does an `mlflow server` hpo
-    starts). MLflow sets its logger's level when imported, so the level is applied here as well.
+    starts). MLflow sets its logger's level when imported, so the level is applied here as well, once.
     """
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:
-        logging.getLogger("mlflow").setLevel(_MLFLOW_DEFAULTS["MLFLOW_LOGGING_LEVEL"])
+        _quiet_mlflow_logger()
     for key, value in _MLFLOW_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+@functools.cache
+def _quiet_mlflow_logger() -> None:
+    logging.getLogger("mlflow").setLevel(_MLFLOW_DEFAULTS["MLFLOW_LOGGING_LEVEL"])
 
 
 class Connection:
