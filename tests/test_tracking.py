@@ -13,7 +13,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from hpo.running.tracking import Tracker, TrackingUnavailable, _batches
+from hpo.running.tracking import Tracker, TrackingUnavailable
+from hpo.running.tracking._sender import batches as _batches
 from tests.conftest import free_port
 
 METRICS = ("train_loss", "val_loss", "val_rmse")

@@ -112,6 +112,9 @@ def server_command(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+_HOST_CHOICES = "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+
+
 def check_port_free(host: str, port: int) -> None:
     """Refuse a port something already listens on: the health check would find that server instead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -121,7 +124,7 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except socket.gaierror:  # not an address, and no name the resolver knows
             raise UsageError(
-                f"--host: {host!r} is neither an IP address nor a known host name; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+                f"--host: {host!r} is neither an IP address nor a known host name; {_HOST_CHOICES}"
             ) from None
         except (OSError, OverflowError) as exc:
             if getattr(exc, "errno", None) == errno.EADDRINUSE:
@@ -131,7 +134,7 @@ def check_port_free(host: str, port: int) -> None:
             if getattr(exc, "errno", None) == errno.EACCES:
                 raise UsageError(f"--port: {port} needs administrator rights; use a port above 1023") from None
             raise UsageError(
-                f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+                f"--host: cannot listen on {host} ({getattr(exc, 'strerror', None) or exc}); {_HOST_CHOICES}"
             ) from None
 
 
@@ -162,8 +165,9 @@ class TrackingServer:
         check_storage_url(config.backend_store_uri, field="--backend-store-uri", allow_grpc=False)
         check_database(config.backend_store_uri, MLFLOW, field="--backend-store-uri")  # read-only: not another's file
         check_port_free(config.host, config.port)
-        from hpo.running.tracking import build_mlflow_schema
+        from hpo.running.tracking import build_mlflow_schema, configure_mlflow
 
+        configure_mlflow()  # MLflow's settings for hpo, which the server process inherits
         # The schema is built here, once and crash-safe (a SQLite store in a temporary file moved into
         # place), rather than by the server's first request, which a kill could leave half-migrated.
         with prepared_database(config.backend_store_uri, MLFLOW, build_mlflow_schema, field="--backend-store-uri"):

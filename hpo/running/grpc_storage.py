@@ -51,7 +51,8 @@ def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
     port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
     if match is None or not 0 < port < 65536:
         raise UsageError(
-            f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port, e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)"
+            f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port,"
+            f" e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)"
         )
     return match["host"].strip("[]"), port
 
@@ -112,7 +113,8 @@ def connect(url: str, *, field: str = "storage", timeout: float = 10.0, **heartb
     except ConnectionError:
         storage.close()
         raise ServiceError(
-            f"{field}: no gRPC storage proxy answers at {host}:{port} within {timeout:.0f}s; start one with `hpo server --grpc-port {port}`"
+            f"{field}: no gRPC storage proxy answers at {host}:{port} within {timeout:.0f}s;"
+            f" start one with `hpo server --grpc-port {port}`"
         ) from None
     return storage
 
@@ -179,7 +181,9 @@ class ProxyServer:
 
         from hpo.running.storage import open_storage
 
-        open_storage(self.storage_url, field="--storage").engine.dispose()  # schema created once, crash-safe
+        opened = open_storage(self.storage_url, field="--storage")  # the schema created once, crash-safe
+        if isinstance(opened, RDBStorage):  # a database URL (a grpc:// one is refused before)
+            opened.engine.dispose()
         # One database connection per serving thread at most: the proxy is the only client the database sees.
         backend = ProxiedStorage(
             self.storage_url,

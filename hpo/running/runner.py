@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,6 @@ class RunSummary:
     best_value: Any = None
     best_trial: int | None = None
     seconds: float = 0.0
-    trials_run: list[int] = field(default_factory=list)
 
 
 class StudyRunner:
@@ -477,7 +476,6 @@ class StudyRunner:
             seed = trial_seed(self.config.seed, trial.number if retried_from is None else int(retried_from))
             trial.set_user_attr(SEED_ATTR, seed)
             run = self._open_trial_run(trial, chosen, seed, retried_from)
-            summary.trials_run.append(trial.number)
             recorder = _EpochRecorder(self, trial, run)
             hp = self.config.trial_hyperparameters(sampled)
             folds = self.config.data.cv_folds if self._cross_validated else 1

@@ -57,7 +57,6 @@ class FitResult:
     history: list[dict[str, float]]
     val_outputs: torch.Tensor | None
     train_seconds: float
-    stopped_early: bool
     model: nn.Module = field(repr=False)
 
 
@@ -113,7 +112,6 @@ def train(
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
     started = time.perf_counter()
-    stopped_early = False
     for epoch in range(int(hp["epochs"])):
         epoch_start = time.perf_counter()
         lr = schedule.lr
@@ -154,7 +152,6 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, metrics)  # may raise optuna.TrialPruned
         if patience and epoch - progress_epoch >= patience:
-            stopped_early = True
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -164,7 +161,6 @@ def train(
         history=history,
         val_outputs=best_outputs,
         train_seconds=time.perf_counter() - started,
-        stopped_early=stopped_early,
         model=model,
     )
 

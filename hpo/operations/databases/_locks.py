@@ -1,0 +1,71 @@
+"""Locks across processes: a file lock beside a SQLite file, a PostgreSQL advisory lock."""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy
+
+from hpo.config.settings import sqlite_path
+
+
+@contextlib.contextmanager
+def database_init_lock(url: str, schema: str) -> Iterator[None]:
+    """Let one process at a time initialize `schema` ("optuna", "mlflow") in a database.
+
+    SQLite: a file lock beside the file (all its users are on one machine). PostgreSQL: a session
+    advisory lock on that database. Either is released if the process dies. Other databases: no lock.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        with file_lock(path.with_name(f"{path.name}.hpo-init-lock")):
+            yield
+        return
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with advisory_lock(engine, lock_key(f"hpo/schema/{schema}")):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: sqlalchemy.Engine, key: int) -> Iterator[None]:
+    """A PostgreSQL session advisory lock held on one connection (freed by the server if we die)."""
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive flock on `path` (created if missing); yields whether it was taken (always, when waiting)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: SQLite's own locking is all there is
+        yield True
+        return
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF

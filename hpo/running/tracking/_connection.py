@@ -1,0 +1,211 @@
+"""The connection to MLflow: the client (the store prepared once), the experiment, retries and backoff.
+
+MLflow's settings hpo relies on (fail fast on a dead server, nothing printed on stdout) are applied by
+:func:`configure_mlflow` when the first client opens, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from hpo.config.settings import env_setting, redact, sqlite_path
+from hpo.errors import ServiceError
+from hpo.operations.databases import MLFLOW, first_line, prepared_database
+from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from hpo.running.tracking._sender import Sender
+
+logger = logging.getLogger("hpo.running.tracking")
+T = TypeVar("T")
+_OUTAGE_SECONDS = 60.0
+_MLFLOW_DEFAULTS = {
+    # Fail fast on a dead server: MLflow's own default retries for minutes before giving up.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow prints a "View run" link on stdout (after an extra request) whenever a run ends on a server;
+    # stdout is for results (`--json`), and hpo says where the runs are itself.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no bars in hpo's own output
+}
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached after retries; the caller records the trial for `hpo reconcile`."""
+
+
+def configure_mlflow() -> None:
+    """MLflow's settings for hpo, unless the environment sets them: before every client opens (idempotent).
+
+    They are environment variables because MLflow reads them there (and so does an `mlflow server` hpo
+    starts). MLflow sets its logger's level when imported, so the level is applied here as well, once.
+    """
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        _quiet_mlflow_logger()
+    for key, value in _MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+@functools.cache
+def _quiet_mlflow_logger() -> None:
+    logging.getLogger("mlflow").setLevel(_MLFLOW_DEFAULTS["MLFLOW_LOGGING_LEVEL"])
+
+
+class Connection:
+    """A study's MLflow client and experiment, and the retries every request goes through."""
+
+    def __init__(
+        self, tracking_uri: str, experiment_name: str, *, retries: int | None = None, backoff: float | None = None
+    ) -> None:
+        tracking_uri = absolute_sqlite_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.client = open_client(tracking_uri)
+        # HPO_TRACKING_RETRIES / HPO_TRACKING_BACKOFF (seconds, doubling) tune how long a dead server is waited for.
+        self.retries = retries if retries is not None else int(env_setting("HPO_TRACKING_RETRIES"))
+        self.backoff = backoff if backoff is not None else float(env_setting("HPO_TRACKING_BACKOFF"))
+        self._down_until = 0.0  # while MLflow is known to be down, one attempt per call, no waiting
+        self._experiment_id: str | None = None
+        self._runs_view: bool | None = None  # whether the experiment holds hpo's shared runs view (None: not known)
+        self._pending: dict[str, list[Metric]] = {}
+        self._last_flush: dict[str, float] = {}
+        self.flush_seconds = 5.0
+        self._sender = Sender()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable.
+
+        After a request has failed, calls in the next minute try once without backoff, so an outage costs
+        a study one quick failure per call instead of the full backoff each time.
+        """
+        delay = self.backoff
+        known_down = time.monotonic() < self._down_until
+        retries = 0 if known_down else self.retries
+        for attempt in range(retries + 1):
+            try:
+                result = fn()
+                self._down_until = 0.0
+                return result
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+                error: Exception = exc
+            except (OSError, ConnectionError) as exc:  # requests' errors derive from OSError
+                error = exc
+            except Exception as exc:
+                if exc.__class__.__module__.startswith(("sqlalchemy", "requests", "urllib3")):
+                    error = exc
+                else:
+                    raise
+            if attempt < retries:
+                time.sleep(delay)
+                delay *= 2
+        self._down_until = time.monotonic() + _OUTAGE_SECONDS
+        message = redact(f"MLflow at {self.tracking_uri} did not answer to {what} ({brief(error)})")
+        # The caller reports it (progress warning, `hpo reconcile` hint); here it is only a trace.
+        logger.info(message)
+        raise TrackingUnavailable(message)
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._call("open the experiment", self._ensure_experiment)
+        return self._experiment_id
+
+    def _ensure_experiment(self) -> str:
+        """Get or create the experiment; safe when many workers start at once."""
+        existing = self.client.get_experiment_by_name(self.experiment_name)
+        if existing is not None:
+            if existing.lifecycle_stage == "deleted":
+                self.client.restore_experiment(existing.experiment_id)
+            if existing.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # experiments of older hpo versions
+                self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            return existing.experiment_id
+        try:
+            return self.client.create_experiment(
+                self.experiment_name,
+                artifact_location=self._artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            assert found is not None
+            return found.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """With an embedded SQLite store, keep artifacts beside the database file, not in the CWD."""
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        root = path.resolve().parent / "mlartifacts"
+        folder = (root / self.experiment_name).resolve()
+        if folder.parent != root:  # study names are checked where they enter; this is the last guard
+            raise ValueError(f"experiment name {self.experiment_name!r} would put artifacts outside {root}")
+        return folder.as_uri()
+
+
+def absolute_sqlite_uri(uri: str) -> str:
+    """Pin a relative sqlite:/// URI to the current folder: MLflow caches stores per URI string, so a
+    relative path would keep pointing at whichever folder the process was in when it first opened it."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return f"sqlite:///{path.resolve()}" + (f"?{query}" if query else "")
+
+
+def brief(error: Exception) -> str:
+    """What went wrong in a few words: a connection error's cause, else the first line of the error."""
+    text = str(error)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "connection closed by the server"),
+    ):
+        if needle in text:
+            return short
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{error.__class__.__name__}: {first[:200]}".rstrip(": ")
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """A client on a database opens it at once and creates MLflow's tables: once, one process at a time
+    and crash-safe (:mod:`hpo.operations.databases`). On PostgreSQL the database is created if missing, and an
+    unreachable server fails fast (MLflow itself retries for ~100 s)."""
+    import sqlalchemy
+
+    configure_mlflow()
+    if tracking_uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "file"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    try:
+        with prepared_database(tracking_uri, MLFLOW, build_mlflow_schema, field="tracking_uri"):
+            return MlflowClient(tracking_uri=tracking_uri)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first_line(exc)}") from None
+
+
+def build_mlflow_schema(url: str) -> None:
+    """MLflow's tables at their newest revision, as its own store creates them on an empty database."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    configure_mlflow()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
