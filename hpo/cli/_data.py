@@ -7,11 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from hpo.cli._app import app, command
 from hpo.config.settings import data_dir
@@ -51,7 +51,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         disable=not sys.stderr.isatty(),
         transient=False,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def report(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -92,14 +92,14 @@ def info(
     verify: bool = typer.Option(False, "--verify", help="Re-hash every cached file against its checksum."),
 ) -> None:
     """What is cached in HPO_DATA_DIR, and the command that fetches what is not."""
-    from hpo.objectives._protocol import offers
+    from hpo.objectives._protocol import Verifiable, offers
     from hpo.objectives._registry import datasets
 
     entries = []
     for dataset in datasets().values():
         entry = dataset.describe()
         if verify and entry.get("cached") and offers(dataset, "verify"):
-            dataset.verify()
+            cast(Verifiable, dataset).verify()
             entry["verified"] = True
         entries.append(entry)
     if as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypeVar
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -17,7 +19,9 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 # The nonlinearity whose gain Kaiming/Xavier init uses for each activation (torch.nn.init.calculate_gain).
-_GAINS: dict[str, str] = {"leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+_M = TypeVar("_M", bound=nn.Module)
+_Gain = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
+_GAINS: dict[str, _Gain] = {"leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
 def activation(name: str) -> nn.Module:
@@ -58,7 +62,7 @@ def pooling(kind: str, *, size: int = 2, stride: int | None = None) -> nn.Module
     raise ValueError(f"unknown pooling {kind!r}; accepted: {', '.join(POOLINGS)}")
 
 
-def init_weights(model: nn.Module, scheme: str, *, nonlinearity: str = "relu") -> nn.Module:
+def init_weights(model: _M, scheme: str, *, nonlinearity: str = "relu") -> _M:
     """Kaiming (He) or Xavier (Glorot) init of linear and conv weights; `default` keeps PyTorch's."""
     if scheme == "default":
         return model

@@ -89,6 +89,7 @@ class Airbench(nn.Module):
             return
         filters, _ = whitening_filters(images[:WHITENING_IMAGES].to(self.stem.weight.device))
         self.stem.weight.copy_(filters)
+        assert self.stem.bias is not None  # built with bias=True
         self.stem.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,13 @@ class VGG32(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+def _stem_conv(model: nn.Module) -> nn.Conv2d:
+    """The first convolution of a torchvision MobileNet/EfficientNet (``features[0][0]``)."""
+    stem = model.get_submodule("features.0.0")
+    assert isinstance(stem, nn.Conv2d)
+    return stem
+
+
 def build_backbone(name: str, hp: dict[str, Any], *, num_classes: int = 10) -> nn.Module:
     """The named backbone with a `num_classes` head, randomly initialised; frozen if hp says so."""
     import torchvision  # seconds to import: only when a backbone is really built
@@ -53,19 +60,20 @@ def build_backbone(name: str, hp: dict[str, Any], *, num_classes: int = 10) -> n
     dropout = float(hp["dropout"])
     model: nn.Module
     if name == "resnet18":
-        model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
-        model.conv1.stride = (1, 1)
-        model.maxpool = nn.Identity()
+        resnet = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+        resnet.conv1.stride = (1, 1)  # 32x32 inputs: no stride-2 stem and no stem max-pool
+        resnet.maxpool = nn.Identity()
         if dropout > 0:
-            model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)
+            resnet.fc = nn.Sequential(nn.Dropout(dropout), resnet.fc)
+        model = resnet
     elif name == "vgg11_bn":
         model = VGG32(num_classes=num_classes, dropout=dropout)
     elif name == "mobilenet_v3_small":
         model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes, dropout=dropout)
-        model.features[0][0].stride = (1, 1)
+        _stem_conv(model).stride = (1, 1)
     elif name == "efficientnet_b0":
         model = torchvision.models.efficientnet_b0(weights=None, num_classes=num_classes, dropout=dropout)
-        model.features[0][0].stride = (1, 1)
+        _stem_conv(model).stride = (1, 1)
     else:
         raise ValueError(f"unknown backbone {name!r}; accepted: {', '.join(BACKBONES)}")
     if hp.get("freeze_backbone"):

@@ -11,7 +11,7 @@ space before anything trains.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ class CNN(nn.Module):
                         padding=padding,
                         dilation=dilation,
                         bias=not batch_norm,
-                        padding_mode=padding_mode,
+                        padding_mode=cast(Literal["zeros", "reflect", "replicate", "circular"], padding_mode),
                     )
                 )
                 if batch_norm:

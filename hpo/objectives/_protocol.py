@@ -81,6 +81,12 @@ class Dataset(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Verifiable(Protocol):
+    """A :class:`Dataset` that can check its cache (``hpo data info --verify``); see :func:`offers`."""
+
+    def verify(self) -> None: ...
+
+
 class ModuleDataset:
     """A :class:`Dataset` whose functions live in a module imported on first use (keeps declarations
     free of torch): ``describe()``, and optionally ``verify()``, ``fetch(progress=)``,
@@ -216,7 +222,7 @@ def objective(
     def declare(fn: TrainFn) -> Objective:
         return Objective(
             fn,
-            name=name or getattr(fn, "__name__", "objective"),
+            name=name or str(getattr(fn, "__name__", "objective")),
             metrics=dict(metrics or {}),
             default_metric=default_metric,
             units=dict(units or {}),

@@ -9,7 +9,7 @@ No torch and no optuna here: tables are read every time a study file is checked.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any, Literal
 
@@ -166,7 +166,7 @@ class Hyperparameter:
     default: Any
     description: str
     _: KW_ONLY
-    applies_to: frozenset[str] | None = None
+    applies_to: Collection[str] | None = None  # frozen to a frozenset in __post_init__
 
     def __post_init__(self) -> None:
         if not self.rule.accepts(self.default):

@@ -2,12 +2,15 @@
 
 Precision (`execution.precision`): ``auto`` trains in bf16 autocast on a GPU that supports bf16 (the
 exponent range of fp32, so no loss scaling), in fp16 autocast with a gradient scaler on an older GPU,
-and in fp32 on the CPU; ``bf16`` asks for bf16 autocast anywhere (on recent CPUs it can be faster for
-convolutional nets), ``fp16`` for fp16 with a scaler (CUDA only), ``fp32`` for none.
+and in fp32 on the CPU (exact numerics for regression, and bf16 is emulated on many CPUs); ``bf16`` asks
+for bf16 autocast anywhere: on a CPU with oneDNN's bf16 kernels (AVX-512 or AMX) it can be twice as fast
+for convolutional nets, on one without them (AVX2 only) about ten times slower, which is warned about.
+``fp16`` asks for fp16 with a scaler (CUDA only), ``fp32`` for none.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,15 +61,18 @@ class Precision:
 FP32 = Precision()
 
 
-def _cuda_bf16(device: torch.device) -> bool:
-    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+def _native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (CUDA), or has oneDNN bf16 kernels (CPU)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def select_precision(
-    requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _cuda_bf16
+    requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _native_bf16
 ) -> Precision:
     """The precision `requested` (one of PRECISIONS) means on `device`; `bf16_supported(device)` says
-    whether a CUDA device computes bf16 natively (asked only for CUDA; tests pass a fake)."""
+    whether the device computes bf16 natively (tests pass a fake)."""
     if requested not in PRECISIONS:
         raise UsageError(f"execution.precision: unknown precision {requested!r}; accepted: {', '.join(PRECISIONS)}")
     cuda = device.type == "cuda"
@@ -84,6 +90,13 @@ def select_precision(
                 f"execution.precision: {device} does not support bf16; use fp16 or auto (fp16 with a gradient scaler there)"
             )
         return Precision(torch.float16, scaled=True)
+    if not cuda and not bf16_supported(device):
+        warnings.warn(
+            "execution.precision: bf16 on this CPU has no oneDNN bf16 kernels (no AVX-512/AMX): it is emulated and "
+            "typically several times slower than fp32; use auto or fp32 here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return Precision(torch.bfloat16)
 
 

@@ -3,6 +3,8 @@ not, fp32 on the CPU unless bf16 is asked for; checked with a fake CUDA capabili
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -20,7 +22,7 @@ NO_BF16 = lambda device: False  # noqa: E731 - a Volta/Turing GPU
         ("auto", CUDA, HAS_BF16, torch.bfloat16, False),  # bf16 keeps fp32's exponent range: no scaler
         ("auto", CUDA, NO_BF16, torch.float16, True),
         ("auto", CPU, HAS_BF16, None, False),  # the CPU stays fp32 unless asked
-        ("bf16", CPU, NO_BF16, torch.bfloat16, False),  # asked for on the CPU (the capability is CUDA's)
+        ("bf16", CPU, HAS_BF16, torch.bfloat16, False),  # asked for on a CPU with oneDNN bf16 kernels
         ("bf16", CUDA, HAS_BF16, torch.bfloat16, False),
         ("fp16", CUDA, HAS_BF16, torch.float16, True),
         ("fp32", CUDA, HAS_BF16, None, False),
@@ -47,6 +49,16 @@ def test_an_impossible_precision_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(UsageError, match=f"execution.precision: .*{message}"):
         select_precision(requested, device, bf16_supported=NO_BF16)
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_kept_but_warned_about() -> None:
+    # An AVX2-only CPU emulates bf16 (about ten times slower than fp32 for a conv net): the user is told so,
+    # and gets what was asked; a CPU with the kernels is not warned about.
+    with pytest.warns(RuntimeWarning, match="execution.precision: bf16 on this CPU .* use auto or fp32"):
+        assert select_precision("bf16", CPU, bf16_supported=NO_BF16).dtype == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_precision("bf16", CPU, bf16_supported=HAS_BF16).dtype == torch.bfloat16
 
 
 def test_bf16_autocast_on_the_cpu_computes_in_bf16() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -175,8 +175,8 @@ def train(ctx: TrialContext) -> TrialResult:
     model = build_model(hp, meta)
     network = model.net if hasattr(model, "net") else model
     if hp["backbone_weights"] and hp["model"] in BACKBONES:
-        load_backbone_weights(network, hp["backbone_weights"], name=str(hp["model"]))
-    model = model.to(ctx.device, memory_format=torch.channels_last)
+        load_backbone_weights(cast(nn.Module, network), hp["backbone_weights"], name=str(hp["model"]))
+    model = model.to(ctx.device).to(memory_format=torch.channels_last)
     monitor, maximize = ctx.monitor
     result = fit(
         model, task, dict(hp), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report,

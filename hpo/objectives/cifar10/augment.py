@@ -11,7 +11,7 @@ several are on). Nothing loops over images in Python, so the cost per batch is a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,7 +223,7 @@ class BatchAugment:
     noise: float = 0.0  # standard deviation of additive Gaussian noise, share of the 0..1 range; 0 = off
 
     @classmethod
-    def from_hyperparameters(cls, hp: dict[str, Any], *, fill: Sequence[float]) -> BatchAugment | None:
+    def from_hyperparameters(cls, hp: Mapping[str, Any], *, fill: Sequence[float]) -> BatchAugment | None:
         """None when every augmentation is off, so the training loop skips the call entirely."""
         augment = cls(
             flip=bool(hp["augment_flip"]),
