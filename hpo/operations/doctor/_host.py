@@ -9,13 +9,13 @@ import platform
 
 from hpo.config import StudyConfig
 from hpo.config.settings import data_dir, env_setting
+from hpo.config.writable import write_problem
 from hpo.operations.doctor._findings import Finding, _first_line
 
 
 def check_data(config: StudyConfig | None) -> list[Finding]:
     """The data cache folder, and each dataset the objectives declare: cached, broken, or needed and missing."""
-    from hpo.config.writable import write_problem
-from hpo.errors import HpoError
+    from hpo.errors import HpoError
     from hpo.objectives._registry import datasets
 
     folder = data_dir()
