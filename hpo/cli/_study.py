@@ -18,7 +18,7 @@ from rich.table import Table
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
 from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
-from hpo.config.settings import Settings, check_writable, redact, resolve_settings
+from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
@@ -37,19 +37,11 @@ def _settings(
 
 
 def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
-    """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
-    run before anything is created; errors about the file's fields name the file."""
-    from hpo.operations.databases import check_stores
-    from hpo.running.samplers import build_pruner, build_sampler
+    """The runner's own pre-run checks (:func:`hpo.running.checks.check_study`), for every file before any
+    runs; errors about the file's fields name the file."""
+    from hpo.running.checks import check_study
 
-    try:
-        build_sampler(config)
-        build_pruner(config.pruner)
-        config.preflight()
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    check_writable(settings)
-    check_stores(settings)
+    check_study(config, settings, source=str(path))
 
 
 @command(app, "run")
@@ -114,25 +106,6 @@ def run(
         raise HpoError(f"no trial completed in study {failed}; see the failure reasons with `hpo status {failed}`")
 
 
-def _budget(config: StudyConfig, n_trials: int | None, timeout: float | None) -> dict[str, Any]:
-    """The sweep's global budget as kept in the study: every worker reads it, so `timeout` becomes a
-    wall-clock deadline shared by all of them rather than a clock of their own."""
-    n_trials = n_trials if n_trials is not None else config.n_trials
-    timeout = timeout if timeout is not None else config.timeout
-    return {
-        "n_trials": n_trials,
-        "timeout": timeout,
-        "deadline": time.time() + timeout if timeout is not None else None,
-    }
-
-
-def _remaining(budget: dict[str, Any]) -> float | None:
-    """Seconds left of a stored budget's timeout (None: no timeout)."""
-    if budget.get("deadline") is not None:
-        return max(0.0, float(budget["deadline"]) - time.time())
-    return budget.get("timeout")
-
-
 def _run_one(
     path: Path,
     config: StudyConfig,
@@ -146,23 +119,24 @@ def _run_one(
 ) -> dict[str, Any]:
     from optuna.trial import TrialState
 
+    from hpo.running import meta
     from hpo.running.progress import make_progress
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner, default_workers
+    from hpo.running.runner import StudyRunner, default_workers
 
     if workers is None:
         workers = default_workers(config.execution.trials_per_device)
 
     started = time.monotonic()
-    budget = _budget(config, n_trials, timeout)
+    budget = meta.new_budget(config, n_trials=n_trials, timeout=timeout)
     progress = make_progress(quiet=quiet or workers > 1)
     runner = StudyRunner(config, settings, study_name=study_name, progress=progress, source=str(path))
-    runner.study.set_user_attr(BUDGET_ATTR, budget)
+    meta.set_budget(runner.study, budget)
     # Trials finished before this run; a re-queued trial waiting from an interrupted run is this run's to finish.
     before = {t.number for t in runner.study.get_trials(deepcopy=False) if t.state.is_finished()}
     codes: list[int] = []
     try:
         if workers <= 1:
-            runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
+            runner.run(n_trials=budget["n_trials"], timeout=meta.remaining(budget))
         else:
             codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
     except BaseException as exc:
@@ -180,7 +154,7 @@ def _run_one(
         )
     }
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-    best = runner._best_text()
+    best = runner.best_text()
     if not quiet:
         typer.echo(
             f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed in this run; "
@@ -217,7 +191,7 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
     Ctrl-C reaches each worker exactly once (forwarded from here) and every one closes its trial.
     """
     from hpo.operations.schedule import worker_argv
-    from hpo.running.runner import default_workers_env
+    from hpo.running.workers import default_workers_env
 
     argv = worker_argv(path, study_name=study_name, quiet=quiet, program=(sys.executable, "-m", "hpo"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -270,17 +244,18 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running import meta
+    from hpo.running.runner import StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
     _check_study(study_file, config, settings)
     runner = StudyRunner(config, settings, study_name=study_name, source=str(study_file))
-    budget = _budget(config, n_trials, timeout)
-    stored = runner.study.user_attrs.get(BUDGET_ATTR) or {}
-    running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
-    if (stored.get("n_trials"), stored.get("timeout")) != (budget["n_trials"], budget["timeout"]) or not running:
-        runner.study.set_user_attr(BUDGET_ATTR, budget)
+    budget = meta.new_budget(config, n_trials=n_trials, timeout=timeout)
+    stored = runner.study.user_attrs.get(meta.BUDGET_ATTR) or {}
+    same = (stored.get("n_trials"), stored.get("timeout")) == (budget["n_trials"], budget["timeout"])
+    if not same or meta.deadline_passed(stored):
+        meta.set_budget(runner.study, budget)
     typer.echo(
         f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
         err=True,
@@ -302,8 +277,9 @@ def worker(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
+    from hpo.running import meta
     from hpo.running.progress import make_progress
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running.runner import StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -315,12 +291,9 @@ def worker(
         create=False,
         source=str(study_file),
     )
-    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {
-        "n_trials": runner.config.n_trials,
-        "timeout": runner.config.timeout,
-    }
+    budget = meta.stored_budget(runner.study, runner.config)
     try:
-        runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+        runner.run(n_trials=budget.get("n_trials"), timeout=meta.remaining(budget))
     except BaseException as exc:
         runner.close_study_run(stopped_by=exc)
         raise
@@ -399,8 +372,8 @@ def reconcile_command(
 ) -> None:
     """Repair leftovers of crashes on both sides and backfill MLflow runs missing for finished trials."""
     from hpo.running import results as results
+    from hpo.running.meta import stored_config
     from hpo.running.reconcile import reconcile
-    from hpo.running.runner import stored_config
     from hpo.running.tracking import Tracker
 
     ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)

@@ -12,7 +12,7 @@ from torch import nn
 
 from hpo.objectives import EvaluationHooks
 from hpo.objectives._checkpoint import MODEL_FILE, Checkpoint
-from hpo.running.runner import CHECKPOINT_TAG, RUN_ID_ATTR
+from hpo.running.meta import CHECKPOINT_TAG, RUN_ID_ATTR
 from hpo.running.tracking import Tracker
 
 CHECKPOINT_DIR = "checkpoint"

@@ -31,7 +31,7 @@ from hpo.report._curves import Curves, curve_keys, metric_units, read_curves, si
 from hpo.report._html import Page
 from hpo.report._report import check_writable, publish
 from hpo.running.results import StudyRef, best_trials, load
-from hpo.running.runner import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
+from hpo.running.meta import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
 from hpo.running.tracking import Tracker, TrackingUnavailable
 
 NOISE_FACTOR = 2.0
