@@ -60,8 +60,9 @@ class Member:
 
     @property
     def family(self) -> str:
-        """The value of the `model` hyperparameter (its model family), or "model" when there is none."""
-        return str(self.hyperparameters.get("model", "model"))
+        """Its model family, as the objective's optional `model_family` hook names it; "model" without one."""
+        family = getattr(self.hooks(), "model_family", None)
+        return str(family(self.hyperparameters)) if family is not None else "model"
 
     def hooks(self) -> EvaluationHooks:
         return self.checkpoint.hooks()
