@@ -35,24 +35,22 @@ from hpo.evaluation._logging import ModelRun, RunLog, save_estimator, save_model
 from hpo.evaluation._metrics import score
 from hpo.evaluation._prepare import Prepared, Say, prepare
 from hpo.evaluation._registry import log_pyfunc, register_best
-from hpo.evaluation._results import (
-    BASELINE_TAG,
-    DETAIL_TAG,
-    EVALUATED_AT_TAG,
-    RANK_TAG,
-    SUPERSEDED_TAG,
-    EvaluationResult,
-    ModelResult,
-    existing_results,
-    headline_metrics,
-    order,
-)
+from hpo.evaluation._results import EvaluationResult, ModelResult, existing_results, headline_metrics, order
 from hpo.objectives._checkpoint import predictions
 from hpo.running.meta import (
+    BASELINE_TAG,
+    DETAIL_TAG,
+    ENSEMBLE_METHOD_TAG,
+    EVALUATED_AT_TAG,
+    MEMBERS_TAG,
+    MODEL_FAMILY_TAG,
     OBJECTIVE_TAG,
     PARENT_RUN_ATTR,
+    RANK_TAG,
     STUDY_NAME_TAG,
+    SUPERSEDED_TAG,
     TRIAL_NUMBER_TAG,
+    TRIAL_RUN_TAG,
     check_data_unchanged,
     stored_config,
 )
@@ -267,8 +265,8 @@ def _log_members(
             **common_tags,
             TRIAL_NUMBER_TAG: str(member.trial_number),
             RANK_TAG: str(rank),
-            "hpo.trial_run_id": member.run_id,
-            "hpo.model_family": member.family,
+            TRIAL_RUN_TAG: member.run_id,
+            MODEL_FAMILY_TAG: member.family,
             DETAIL_TAG: detail,
         }
         params = {"trial_number": member.trial_number, "rank": rank, "retrain_seeds": prepared.seeds}
@@ -332,8 +330,8 @@ def _log_ensemble(
             run_name=f"ensemble-{ens.method}",
             tags={
                 **common_tags,
-                "hpo.ensemble_method": ens.method,
-                "hpo.members": json.dumps(list(weights)),
+                ENSEMBLE_METHOD_TAG: ens.method,
+                MEMBERS_TAG: json.dumps(list(weights)),
                 DETAIL_TAG: detail,
             },
             params={

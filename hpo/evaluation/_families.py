@@ -16,10 +16,10 @@ import torch
 from hpo.config import StudyConfig
 from hpo.evaluation._checkpoints import Member, has_checkpoint, load_member
 from hpo.evaluation._logging import ModelRun, RunLog, test_metrics
-from hpo.evaluation._results import BASELINE_TAG, DETAIL_TAG, FAMILY_PREFIX, ModelResult, family_label
+from hpo.evaluation._results import FAMILY_PREFIX, ModelResult, family_label
 from hpo.objectives import EvaluationHooks
 from hpo.objectives._checkpoint import predictions
-from hpo.running.meta import TRIAL_NUMBER_TAG
+from hpo.running.meta import BASELINE_TAG, DETAIL_TAG, MODEL_FAMILY_TAG, TRIAL_NUMBER_TAG, TRIAL_RUN_TAG
 from hpo.running.results import best_trials
 from hpo.running.tracking import Tracker
 
@@ -80,8 +80,8 @@ def log_family_best(
             **common_tags,
             BASELINE_TAG: tag,
             TRIAL_NUMBER_TAG: str(member.trial_number),
-            "hpo.trial_run_id": member.run_id,
-            "hpo.model_family": member.family,
+            TRIAL_RUN_TAG: member.run_id,
+            MODEL_FAMILY_TAG: member.family,
             DETAIL_TAG: "best-epoch checkpoint",
         }
         run = ModelRun(

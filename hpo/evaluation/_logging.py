@@ -15,9 +15,9 @@ from hpo.evaluation import _plots as plots
 from hpo.evaluation._bootstrap import bootstrap_intervals
 from hpo.evaluation._checkpoints import Member
 from hpo.evaluation._metrics import confusion_matrix, is_classification, score
-from hpo.evaluation._results import KIND_TAG, LABEL_TAG
 from hpo.objectives import Baseline
 from hpo.objectives._checkpoint import Checkpoint
+from hpo.running.meta import KIND_TAG, LABEL_TAG
 from hpo.running.tracking import Tracker
 
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.running.meta import ROLE_TAG, STUDY_NAME_TAG, TRIAL_NUMBER_TAG
+from hpo.running.meta import (
+    BASELINE_TAG,
+    DETAIL_TAG,
+    EVALUATED_AT_TAG,
+    EVALUATED_ROLES,
+    KIND_TAG,
+    LABEL_TAG,
+    RANK_TAG,
+    ROLE_TAG,
+    STUDY_NAME_TAG,
+    SUPERSEDED_TAG,
+    TRIAL_NUMBER_TAG,
+)
 from hpo.running.tracking import Tracker
 
-EVALUATED_ROLES = ("evaluation", "ensemble")
-SUPERSEDED_TAG = "hpo.superseded"
-KIND_TAG = "hpo.kind"  # trial | ensemble | baseline
-LABEL_TAG = "hpo.label"
-EVALUATED_AT_TAG = "hpo.evaluated_at"
-RANK_TAG = "hpo.rank"
-DETAIL_TAG = "hpo.detail"
-BASELINE_TAG = "hpo.baseline"
 FAMILY_PREFIX = "best_"
 HIGHER_IS_BETTER = ("test_acc", "test_macro_f1", "test_r2")
 

@@ -46,6 +46,21 @@ BACKFILLED_TAG = "hpo.backfilled"
 LOST_RUN_TAG = "hpo.lost_run_id"
 STUDY_NAME_TAG = "optuna.study_name"
 TRIAL_NUMBER_TAG = "optuna.trial_number"
+STATE_TAG = "optuna.state"
+
+# -- MLflow tags of `hpo evaluate`'s runs -----------------------------------------------------------
+EVALUATED_ROLES = ("evaluation", "ensemble")  # the ROLE_TAG values of evaluated models
+SUPERSEDED_TAG = "hpo.superseded"
+KIND_TAG = "hpo.kind"  # trial | ensemble | baseline
+LABEL_TAG = "hpo.label"
+EVALUATED_AT_TAG = "hpo.evaluated_at"
+RANK_TAG = "hpo.rank"
+DETAIL_TAG = "hpo.detail"
+BASELINE_TAG = "hpo.baseline"
+TRIAL_RUN_TAG = "hpo.trial_run_id"
+MODEL_FAMILY_TAG = "hpo.model_family"
+ENSEMBLE_METHOD_TAG = "hpo.ensemble_method"
+MEMBERS_TAG = "hpo.members"
 
 
 # -- seeds ------------------------------------------------------------------------------------------
@@ -140,28 +155,41 @@ def deadline_passed(budget: dict[str, Any]) -> bool:
 
 __all__ = [
     "BACKFILLED_TAG",
+    "BASELINE_TAG",
     "BUDGET_ATTR",
     "CHANGES_TAG",
     "CHECKPOINT_TAG",
     "CONFIG_ATTR",
     "DATA_ATTR",
+    "DETAIL_TAG",
     "DEVICE_ATTR",
+    "ENSEMBLE_METHOD_TAG",
+    "EVALUATED_AT_TAG",
+    "EVALUATED_ROLES",
+    "KIND_TAG",
+    "LABEL_TAG",
     "LOST_RUN_TAG",
+    "MEMBERS_TAG",
     "METRICS_ATTR",
+    "MODEL_FAMILY_TAG",
     "OBJECTIVE_DIR_ATTR",
     "OBJECTIVE_SOURCE_TAG",
     "OBJECTIVE_TAG",
     "PARENT_RUN_ATTR",
+    "RANK_TAG",
     "REASON_ATTR",
     "RETRIED_FROM_TAG",
     "RETRIED_SYSTEM_ATTR",
     "ROLE_TAG",
     "RUN_ID_ATTR",
     "SEED_ATTR",
+    "STATE_TAG",
     "STORAGE_TAG",
     "STUDY_NAME_TAG",
+    "SUPERSEDED_TAG",
     "SYNCED_ATTR",
     "TRIAL_NUMBER_TAG",
+    "TRIAL_RUN_TAG",
     "as_stored",
     "check_data_unchanged",
     "deadline_passed",

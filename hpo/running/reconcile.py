@@ -26,6 +26,7 @@ from hpo.running.meta import (
     ROLE_TAG,
     RUN_ID_ATTR,
     SEED_ATTR,
+    STATE_TAG,
     STUDY_NAME_TAG,
     TRIAL_NUMBER_TAG,
 )
@@ -78,7 +79,7 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
         if run is None:
             _backfill(tracker, _whole(study, listed), parent, study.study_name, config)
             report.backfilled.append(listed.number)
-        elif run.info.status == "RUNNING" or run.data.tags.get("optuna.state") == "RUNNING":
+        elif run.info.status == "RUNNING" or run.data.tags.get(STATE_TAG) == "RUNNING":
             trial = _whole(study, listed)
             if trial.number in stale:
                 reason = "the worker stopped sending heartbeats (killed or lost); failed by `hpo reconcile`"
