@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
+from hpo.cli._tables import print_table, records
 from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
@@ -57,7 +56,8 @@ def run(
         None,
         "--workers",
         min=1,
-        help="Worker processes on this machine sharing the study (default: execution.trials_per_device per GPU, else 1).",
+        help="Worker processes on this machine sharing the study "
+        "(default: execution.trials_per_device per GPU, else 1).",
     ),
     storage: str | None = StorageOption,
     tracking_uri: str | None = TrackingOption,
@@ -87,7 +87,7 @@ def run(
         )
         rows.append(summary)
     if len(rows) > 1 and not quiet:
-        _print_table(
+        print_table(
             "sweep summary",
             [
                 {
@@ -157,7 +157,8 @@ def _run_one(
     best = runner.best_text()
     if not quiet:
         typer.echo(
-            f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed in this run; "
+            f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+            f"{counts['failed']} failed in this run; "
             f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {_mlflow_where(runner, settings)}",
             err=True,
         )
@@ -165,7 +166,8 @@ def _run_one(
     runner.close_study_run(stopped_by=HpoError("workers failed") if bad else None)
     if bad:
         raise HpoError(
-            f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above"
+            f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error "
+            f"(exit codes {bad}); see their output above"
         )
     return {
         "study": runner.study_name,
@@ -257,7 +259,8 @@ def create(
     if not same or meta.deadline_passed(stored):
         meta.set_budget(runner.study, budget)
     typer.echo(
-        f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
+        f"study {runner.study_name} is ready in {redact(settings.storage)}; "
+        f"start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
         err=True,
     )
 
@@ -316,7 +319,7 @@ def validate(
     typer.echo(redact(resolved))
     typer.echo(f"# storage: {redact(settings.storage)}\n# tracking_uri: {redact(settings.tracking_uri)}")
     typer.echo(f"# objective: {config.load_objective().describe()}")
-    _print_table(f"search space of {config.name}", describe(config))
+    print_table(f"search space of {config.name}", describe(config))
     typer.echo(f"{study_file}: valid", err=True)
 
 
@@ -336,11 +339,11 @@ def status(
         rows = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
         rows = results.trials_table(results.load(results.resolve_study_ref(study, storage=storage)))
-    records = _records(rows)
+    found = records(rows)
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(found, indent=2))
     else:
-        _print_table("studies" if study is None else f"trials of {study}", records)
+        print_table("studies" if study is None else f"trials of {study}", found)
 
 
 @command(app, "best")
@@ -361,7 +364,7 @@ def best(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     else:
-        _print_table(f"best {len(rows)} of {loaded.study_name}", rows)
+        print_table(f"best {len(rows)} of {loaded.study_name}", rows)
 
 
 @command(app, "reconcile")
@@ -393,48 +396,3 @@ def reconcile_command(
     report = reconcile(loaded, Tracker(ref.settings.tracking_uri, ref.name), config)
     for line in report.lines():
         typer.echo(line)
-
-
-def _records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as JSON values: NaN (a trial's value can be NaN) becomes null."""
-    import math
-
-    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
-    return "" if value is None else str(value)
-
-
-_RICH_ROWS_AT_MOST = 200  # rich lays a table out at about 10 ms a row: 10,000 trials took minutes
-
-
-def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    """A rich table on stdout; wide tables wrap rather than truncate when not on a terminal. Beyond
-    a few hundred rows, plain columns, one line a row (same cells; `--json` is the form for scripts)."""
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    if not rows:
-        console.print(f"{title}: nothing yet")
-        return
-    if len(rows) > _RICH_ROWS_AT_MOST:
-        _print_plain(title, rows)
-        return
-    table = Table(title=title, show_lines=False)
-    for key in rows[0]:
-        table.add_column(str(key), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(k)) for k in rows[0]))
-    console.print(table)
-
-
-def _print_plain(title: str, rows: list[dict[str, Any]]) -> None:
-    keys = list(rows[0])
-    cells = [[_cell(row.get(k)) for k in keys] for row in rows]
-    widths = [max(len(str(k)), *(len(line[i]) for line in cells)) for i, k in enumerate(keys)]
-    lines = [title, "  ".join(str(k).ljust(w) for k, w in zip(keys, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
-    sys.stdout.write("\n".join(lines) + "\n")

@@ -221,7 +221,9 @@ def _test_and_log(
         headline=headline_metrics(logged[0].metrics),
     )
     tracker.set_tags(parent, {EVALUATED_AT_TAG: stamp})
-    tracker.log_dict(parent, _summary(result, prepared), "evaluation/summary.json")
+    tracker.log_dict(
+        parent, result.summary(retrain_seeds=prepared.seeds, selection=prepared.selection), "evaluation/summary.json"
+    )
     return result
 
 
@@ -395,25 +397,3 @@ def _log_baselines(
         logged.append(ModelResult(baseline.label, "baseline", run_id, metrics, None, None, detail, baseline.name))
         say(f"{baseline.label}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)))
     return logged
-
-
-def _summary(result: EvaluationResult, prepared: Prepared) -> dict[str, Any]:
-    return {
-        "study": result.study_name,
-        "evaluated_at": result.evaluated_at,
-        "retrain_seeds": prepared.seeds,
-        "selection_metric": prepared.selection,
-        "models": [
-            {
-                "label": r.label,
-                "kind": r.kind,
-                "run_id": r.run_id,
-                "trial_number": r.trial_number,
-                "rank": r.rank,
-                "detail": r.detail,
-                "metrics": r.metrics,
-            }
-            for r in result.results
-        ],
-        "registered": result.registered,
-    }

@@ -53,6 +53,28 @@ class EvaluationResult:
         ranked = [r for r in self.results if r.kind == kind]
         return min(ranked, key=lambda r: r.rank if r.rank is not None else 1_000_000) if ranked else None
 
+    def summary(self, *, retrain_seeds: int, selection: str) -> dict[str, Any]:
+        """The evaluation as `evaluation/summary.json` on the study's parent run."""
+        return {
+            "study": self.study_name,
+            "evaluated_at": self.evaluated_at,
+            "retrain_seeds": retrain_seeds,
+            "selection_metric": selection,
+            "models": [
+                {
+                    "label": r.label,
+                    "kind": r.kind,
+                    "run_id": r.run_id,
+                    "trial_number": r.trial_number,
+                    "rank": r.rank,
+                    "detail": r.detail,
+                    "metrics": r.metrics,
+                }
+                for r in self.results
+            ],
+            "registered": self.registered,
+        }
+
     def family_comparison(self) -> str | None:
         """The best model of each model family (value of `model`) on the headline test metric, when the
         study tried several families: e.g. its best MLP against its best CNN."""
