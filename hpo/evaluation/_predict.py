@@ -92,7 +92,8 @@ class Predictor:
         """Read the files through each part's hooks, predict, blend the parts by weight."""
         if not paths:
             raise UsageError("input: give at least one file to predict for")
-        outputs, labels = [], []
+        outputs: list[np.ndarray] = []
+        labels: list[str] = []
         read: dict[tuple[int, str], tuple[Any, list[str]]] = {}  # members that read alike read the files once
         for part in self.parts:
             key = (id(part.hooks), json.dumps(part.meta, sort_keys=True, default=str))

@@ -65,7 +65,7 @@ def prepare(
     ranked = best_trials(study, len(study.trials))
     if not ranked:
         raise HpoError(f"study {study.study_name!r} has no complete trial to evaluate")
-    chosen = []
+    chosen: list[optuna.trial.FrozenTrial] = []
     for trial in ranked:
         if len(chosen) == top_k:
             break
@@ -116,7 +116,7 @@ def prepare(
     if method != "none" and len(candidates) < 2:
         notes.append("one member only: no ensemble")
     elif method == "greedy":
-        chosen_ensemble = greedy_ensemble(candidates, val_targets, score_fn, maximize=maximize)  # type: ignore[arg-type]
+        chosen_ensemble = greedy_ensemble(candidates, val_targets, score_fn, maximize=maximize)
     elif method == "mean":
         chosen_ensemble = mean_ensemble(
             [m.val_predictions for m in members], val_targets, score_fn if val_targets is not None else None

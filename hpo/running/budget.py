@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.config.settings import Settings
-from hpo.running.grpc_storage import budget_refused
+from hpo.running.grpc_storage import GrpcStorage, budget_refused
 from hpo.running.meta import sampler_seed
 from hpo.running.samplers import build_sampler
 from hpo.running.signals import StopSignals
@@ -37,7 +37,7 @@ class BudgetedAsk:
     settings: Settings
     study_name: str
     study: optuna.Study
-    storage: optuna.storages.BaseStorage
+    storage: RDBStorage | GrpcStorage
     _stop: StopSignals
     _asked_after: list[FrozenTrial]
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -70,7 +71,7 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
         report.parent_created = True
     study.set_user_attr(PARENT_RUN_ATTR, parent)
 
-    runs = {}
+    runs: dict[int, Any] = {}
     # 50,000 is the most one MLflow search may ask for.
     for run in tracker.search_runs({ROLE_TAG: "trial", STUDY_NAME_TAG: study.study_name}, max_results=50_000):
         runs.setdefault(int(run.data.tags[TRIAL_NUMBER_TAG]), run)

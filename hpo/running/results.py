@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -15,6 +15,9 @@ from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import UsageError
 from hpo.running.meta import CONFIG_ATTR, DEVICE_ATTR, METRICS_ATTR, REASON_ATTR, RETRIED_SYSTEM_ATTR, RUN_ID_ATTR
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
+
+if TYPE_CHECKING:
+    from hpo.running.grpc_storage import GrpcStorage
 
 
 @dataclass
@@ -46,7 +49,7 @@ def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: s
     return StudyRef(name=name, settings=settings, config=config)
 
 
-def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage:
+def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage | GrpcStorage:
     """The storage as it is, for read commands: a missing file or schema is a clear error and nothing is created."""
     try:
         return open_storage(url, create=False, field=field, **kwargs)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from hpo.config import StudyConfig, parse_study, study_to_yaml
@@ -16,6 +17,7 @@ from hpo.errors import UsageError
 from hpo.objectives import LoadedObjective
 from hpo.running import meta
 from hpo.running.checks import check_study
+from hpo.running.grpc_storage import GrpcStorage
 from hpo.running.progress import Progress
 from hpo.running.resume import Change, compare, describe_refusal
 from hpo.running.storage import MissingStorage, budget_lock, open_storage
@@ -31,7 +33,7 @@ class StudySetup:
     study_name: str
     source: str
     progress: Progress
-    storage: optuna.storages.BaseStorage
+    storage: RDBStorage | GrpcStorage
     study: optuna.Study
     tracker: Tracker
     objective: LoadedObjective
@@ -52,7 +54,7 @@ class StudySetup:
     def _close_stale_run(self, study: optuna.Study, trial: FrozenTrial) -> None:
         raise NotImplementedError  # the runner closes a dead worker's MLflow run
 
-    def _open_storage(self, *, create: bool) -> optuna.storages.BaseStorage:
+    def _open_storage(self, *, create: bool) -> RDBStorage | GrpcStorage:
         execution = self.config.execution
         try:
             return open_storage(
@@ -96,7 +98,7 @@ class StudySetup:
                     storage=self.storage,
                     sampler=self._sampler,
                     pruner=self._pruner,
-                    directions=self.config.directions,
+                    directions=cast("list[Literal['minimize', 'maximize']]", self.config.directions),
                 )
                 study.set_user_attr(meta.CONFIG_ATTR, meta.plain_config(self.config))
                 if self.config.base_dir:
