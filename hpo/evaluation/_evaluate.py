@@ -195,11 +195,11 @@ def _test_and_log(
         if prepared.ensemble is not None:
             pooled = [baseline_predictions[prepared.baselines.index(b)] for b in prepared.pooled]
             name = f"{study.study_name}-ensemble"
-            result, registered[name] = _log_ensemble(
+            ensemble_result, registered[name] = _log_ensemble(
                 log, prepared, member_predictions + pooled, member_files, inputs, name=name,
                 classes=classes, common_tags=common_tags, say=say,
             )  # fmt: skip
-            logged.append(result)
+            logged.append(ensemble_result)
         logged.extend(_log_baselines(log, prepared, config, baseline_predictions, common_tags=common_tags, say=say))
         if prepared.family_best:
             logged.extend(

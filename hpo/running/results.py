@@ -77,6 +77,8 @@ def study_summaries(storage_url: str, *, field: str = "storage") -> list[dict[st
     `optuna.get_all_study_summaries` does: `hpo status` stays a fraction of a second at 10,000 trials.
     """
     storage = open_existing(storage_url, field=field)
+    if not isinstance(storage, RDBStorage):  # the counting queries need the database itself
+        raise UsageError(f"{field}: {redact(storage_url)} is a gRPC proxy; name the study (`hpo status STUDY`)")
     counts = trial_counts(storage)
     rows = []
     for s in storage.get_all_studies():
