@@ -336,7 +336,7 @@ class StepTimer:
             (runner, "suggest", "sample the parameters (a storage write each)"),
             (optuna.Trial, "set_user_attr", "trial attributes (seed; the MLflow run id is set by the sender)"),
             (tracking.Tracker, "open_trial_run", "open the MLflow run (handed to the sender thread)"),
-            (runner._EpochRecorder, "__call__", "per-epoch callback (queue metrics, progress, report)"),
+            (runner.EpochRecorder, "__call__", "per-epoch callback (queue metrics, progress, report)"),
             (runner.StudyRunner, "_checkpoint", "checkpoint (only trials entering the top k)"),
             (
                 tracking.TrialRun,

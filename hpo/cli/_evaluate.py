@@ -44,12 +44,14 @@ def evaluate(
     tta: str | None = typer.Option(
         None,
         "--tta",
-        help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); validation predictions are recomputed with it.",
+        help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); "
+        "validation predictions are recomputed with it.",
     ),
     storage: str | None = StorageOption,
     tracking_uri: str | None = TrackingOption,
 ) -> None:
-    """Final test evaluation of the best model(s), ensembles and baselines, logged to MLflow. Reads the test split once."""
+    """Final test evaluation of the best model(s), ensembles and baselines, logged to MLflow.
+    Reads the test split once."""
     from hpo.evaluation import evaluate as run_evaluation
     from hpo.running.results import resolve_study_ref
 

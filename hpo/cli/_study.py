@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
+from hpo.cli._tables import print_table, records
 from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
-from hpo.config.settings import Settings, check_writable, redact, resolve_settings
+from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
@@ -37,19 +36,11 @@ def _settings(
 
 
 def _check_study(path: Path, config: StudyConfig, settings: Settings) -> None:
-    """Every check that needs more than the file (Optuna's constructors, the data, a writable store),
-    run before anything is created; errors about the file's fields name the file."""
-    from hpo.operations.databases import check_stores
-    from hpo.running.samplers import build_pruner, build_sampler
+    """The runner's own pre-run checks (:func:`hpo.running.checks.check_study`), for every file before any
+    runs; errors about the file's fields name the file."""
+    from hpo.running.checks import check_study
 
-    try:
-        build_sampler(config)
-        build_pruner(config.pruner)
-        config.preflight()
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    check_writable(settings)
-    check_stores(settings)
+    check_study(config, settings, source=str(path))
 
 
 @command(app, "run")
@@ -65,7 +56,8 @@ def run(
         None,
         "--workers",
         min=1,
-        help="Worker processes on this machine sharing the study (default: execution.trials_per_device per GPU, else 1).",
+        help="Worker processes on this machine sharing the study "
+        "(default: execution.trials_per_device per GPU, else 1).",
     ),
     storage: str | None = StorageOption,
     tracking_uri: str | None = TrackingOption,
@@ -95,7 +87,7 @@ def run(
         )
         rows.append(summary)
     if len(rows) > 1 and not quiet:
-        _print_table(
+        print_table(
             "sweep summary",
             [
                 {
@@ -114,25 +106,6 @@ def run(
         raise HpoError(f"no trial completed in study {failed}; see the failure reasons with `hpo status {failed}`")
 
 
-def _budget(config: StudyConfig, n_trials: int | None, timeout: float | None) -> dict[str, Any]:
-    """The sweep's global budget as kept in the study: every worker reads it, so `timeout` becomes a
-    wall-clock deadline shared by all of them rather than a clock of their own."""
-    n_trials = n_trials if n_trials is not None else config.n_trials
-    timeout = timeout if timeout is not None else config.timeout
-    return {
-        "n_trials": n_trials,
-        "timeout": timeout,
-        "deadline": time.time() + timeout if timeout is not None else None,
-    }
-
-
-def _remaining(budget: dict[str, Any]) -> float | None:
-    """Seconds left of a stored budget's timeout (None: no timeout)."""
-    if budget.get("deadline") is not None:
-        return max(0.0, float(budget["deadline"]) - time.time())
-    return budget.get("timeout")
-
-
 def _run_one(
     path: Path,
     config: StudyConfig,
@@ -146,23 +119,24 @@ def _run_one(
 ) -> dict[str, Any]:
     from optuna.trial import TrialState
 
+    from hpo.running import meta
     from hpo.running.progress import make_progress
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner, default_workers
+    from hpo.running.runner import StudyRunner, default_workers
 
     if workers is None:
         workers = default_workers(config.execution.trials_per_device)
 
     started = time.monotonic()
-    budget = _budget(config, n_trials, timeout)
+    budget = meta.new_budget(config, n_trials=n_trials, timeout=timeout)
     progress = make_progress(quiet=quiet or workers > 1)
     runner = StudyRunner(config, settings, study_name=study_name, progress=progress, source=str(path))
-    runner.study.set_user_attr(BUDGET_ATTR, budget)
+    meta.set_budget(runner.study, budget)
     # Trials finished before this run; a re-queued trial waiting from an interrupted run is this run's to finish.
     before = {t.number for t in runner.study.get_trials(deepcopy=False) if t.state.is_finished()}
     codes: list[int] = []
     try:
         if workers <= 1:
-            runner.run(n_trials=budget["n_trials"], timeout=_remaining(budget))
+            runner.run(n_trials=budget["n_trials"], timeout=meta.remaining(budget))
         else:
             codes = _spawn_workers(path, runner.study_name, settings, workers, quiet=quiet)
     except BaseException as exc:
@@ -180,10 +154,11 @@ def _run_one(
         )
     }
     complete_total = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-    best = runner._best_text()
+    best = runner.best_text()
     if not quiet:
         typer.echo(
-            f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed in this run; "
+            f"study {runner.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+            f"{counts['failed']} failed in this run; "
             f"best {best or '-'}; {complete_total} complete trials stored; MLflow: {_mlflow_where(runner, settings)}",
             err=True,
         )
@@ -191,7 +166,8 @@ def _run_one(
     runner.close_study_run(stopped_by=HpoError("workers failed") if bad else None)
     if bad:
         raise HpoError(
-            f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error (exit codes {bad}); see their output above"
+            f"{len(bad)} of {workers} workers of study {runner.study_name} exited with an error "
+            f"(exit codes {bad}); see their output above"
         )
     return {
         "study": runner.study_name,
@@ -217,7 +193,7 @@ def _spawn_workers(path: Path, study_name: str, settings: Settings, workers: int
     Ctrl-C reaches each worker exactly once (forwarded from here) and every one closes its trial.
     """
     from hpo.operations.schedule import worker_argv
-    from hpo.running.runner import default_workers_env
+    from hpo.running.workers import default_workers_env
 
     argv = worker_argv(path, study_name=study_name, quiet=quiet, program=(sys.executable, "-m", "hpo"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -270,19 +246,21 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running import meta
+    from hpo.running.runner import StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
     _check_study(study_file, config, settings)
     runner = StudyRunner(config, settings, study_name=study_name, source=str(study_file))
-    budget = _budget(config, n_trials, timeout)
-    stored = runner.study.user_attrs.get(BUDGET_ATTR) or {}
-    running = stored.get("deadline") is None or float(stored["deadline"]) > time.time()
-    if (stored.get("n_trials"), stored.get("timeout")) != (budget["n_trials"], budget["timeout"]) or not running:
-        runner.study.set_user_attr(BUDGET_ATTR, budget)
+    budget = meta.new_budget(config, n_trials=n_trials, timeout=timeout)
+    stored = runner.study.user_attrs.get(meta.BUDGET_ATTR) or {}
+    same = (stored.get("n_trials"), stored.get("timeout")) == (budget["n_trials"], budget["timeout"])
+    if not same or meta.deadline_passed(stored):
+        meta.set_budget(runner.study, budget)
     typer.echo(
-        f"study {runner.study_name} is ready in {redact(settings.storage)}; start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
+        f"study {runner.study_name} is ready in {redact(settings.storage)}; "
+        f"start workers with: {shlex.join(_worker_hint(study_file, runner.study_name, config))}",
         err=True,
     )
 
@@ -302,8 +280,9 @@ def worker(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
+    from hpo.running import meta
     from hpo.running.progress import make_progress
-    from hpo.running.runner import BUDGET_ATTR, StudyRunner
+    from hpo.running.runner import StudyRunner
 
     config = load_study(study_file)
     settings = _settings(config, storage, tracking_uri, source=study_file)
@@ -315,12 +294,9 @@ def worker(
         create=False,
         source=str(study_file),
     )
-    budget = runner.study.user_attrs.get(BUDGET_ATTR) or {
-        "n_trials": runner.config.n_trials,
-        "timeout": runner.config.timeout,
-    }
+    budget = meta.stored_budget(runner.study, runner.config)
     try:
-        runner.run(n_trials=budget.get("n_trials"), timeout=_remaining(budget))
+        runner.run(n_trials=budget.get("n_trials"), timeout=meta.remaining(budget))
     except BaseException as exc:
         runner.close_study_run(stopped_by=exc)
         raise
@@ -343,7 +319,7 @@ def validate(
     typer.echo(redact(resolved))
     typer.echo(f"# storage: {redact(settings.storage)}\n# tracking_uri: {redact(settings.tracking_uri)}")
     typer.echo(f"# objective: {config.load_objective().describe()}")
-    _print_table(f"search space of {config.name}", describe(config))
+    print_table(f"search space of {config.name}", describe(config))
     typer.echo(f"{study_file}: valid", err=True)
 
 
@@ -363,11 +339,11 @@ def status(
         rows = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
         rows = results.trials_table(results.load(results.resolve_study_ref(study, storage=storage)))
-    records = _records(rows)
+    found = records(rows)
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(found, indent=2))
     else:
-        _print_table("studies" if study is None else f"trials of {study}", records)
+        print_table("studies" if study is None else f"trials of {study}", found)
 
 
 @command(app, "best")
@@ -388,7 +364,7 @@ def best(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     else:
-        _print_table(f"best {len(rows)} of {loaded.study_name}", rows)
+        print_table(f"best {len(rows)} of {loaded.study_name}", rows)
 
 
 @command(app, "reconcile")
@@ -399,8 +375,8 @@ def reconcile_command(
 ) -> None:
     """Repair leftovers of crashes on both sides and backfill MLflow runs missing for finished trials."""
     from hpo.running import results as results
+    from hpo.running.meta import stored_config
     from hpo.running.reconcile import reconcile
-    from hpo.running.runner import stored_config
     from hpo.running.tracking import Tracker
 
     ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
@@ -420,48 +396,3 @@ def reconcile_command(
     report = reconcile(loaded, Tracker(ref.settings.tracking_uri, ref.name), config)
     for line in report.lines():
         typer.echo(line)
-
-
-def _records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as JSON values: NaN (a trial's value can be NaN) becomes null."""
-    import math
-
-    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
-    return "" if value is None else str(value)
-
-
-_RICH_ROWS_AT_MOST = 200  # rich lays a table out at about 10 ms a row: 10,000 trials took minutes
-
-
-def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    """A rich table on stdout; wide tables wrap rather than truncate when not on a terminal. Beyond
-    a few hundred rows, plain columns, one line a row (same cells; `--json` is the form for scripts)."""
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    if not rows:
-        console.print(f"{title}: nothing yet")
-        return
-    if len(rows) > _RICH_ROWS_AT_MOST:
-        _print_plain(title, rows)
-        return
-    table = Table(title=title, show_lines=False)
-    for key in rows[0]:
-        table.add_column(str(key), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(k)) for k in rows[0]))
-    console.print(table)
-
-
-def _print_plain(title: str, rows: list[dict[str, Any]]) -> None:
-    keys = list(rows[0])
-    cells = [[_cell(row.get(k)) for k in keys] for row in rows]
-    widths = [max(len(str(k)), *(len(line[i]) for line in cells)) for i, k in enumerate(keys)]
-    lines = [title, "  ".join(str(k).ljust(w) for k, w in zip(keys, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
-    sys.stdout.write("\n".join(lines) + "\n")

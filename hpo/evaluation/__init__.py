@@ -2,16 +2,16 @@
 
 from hpo.evaluation._checkpoints import Member, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble
-from hpo.evaluation._evaluate import (
+from hpo.evaluation._evaluate import evaluate
+from hpo.evaluation._metrics import classification_metrics, confusion_matrix, regression_metrics, score, selection_score
+from hpo.evaluation._predict import Prediction, Predictor, load_predictor
+from hpo.evaluation._results import (
     EvaluationResult,
     ModelResult,
-    evaluate,
     existing_results,
     find_evaluations,
     headline_metrics,
 )
-from hpo.evaluation._metrics import classification_metrics, confusion_matrix, regression_metrics, score, selection_score
-from hpo.evaluation._predict import Prediction, Predictor, load_predictor
 
 __all__ = [
     "Ensemble",

@@ -12,7 +12,7 @@ from torch import nn
 
 from hpo.objectives import EvaluationHooks
 from hpo.objectives._checkpoint import MODEL_FILE, Checkpoint
-from hpo.running.runner import CHECKPOINT_TAG, RUN_ID_ATTR
+from hpo.running.meta import CHECKPOINT_TAG, RUN_ID_ATTR
 from hpo.running.tracking import Tracker
 
 CHECKPOINT_DIR = "checkpoint"
@@ -60,8 +60,9 @@ class Member:
 
     @property
     def family(self) -> str:
-        """The value of the `model` hyperparameter (its model family), or "model" when there is none."""
-        return str(self.hyperparameters.get("model", "model"))
+        """Its model family, as the objective's optional `model_family` hook names it; "model" without one."""
+        family = getattr(self.hooks(), "model_family", None)
+        return str(family(self.hyperparameters)) if family is not None else "model"
 
     def hooks(self) -> EvaluationHooks:
         return self.checkpoint.hooks()

@@ -34,19 +34,23 @@ from hpo.evaluation._ensemble import blend
 from hpo.evaluation._metrics import is_classification
 from hpo.objectives import EvaluationHooks, FieldError
 from hpo.objectives._checkpoint import Checkpoint, predictions
+from hpo.running.meta import stored_config
 from hpo.running.results import best_trials, load, resolve_study_ref
-from hpo.running.runner import stored_config
 from hpo.running.tracking import Tracker, load_registered_model, read_run_json
 
 REGISTRY_PREFIX = "models:/"
-MODEL_FORMS = "models:/<name>/<version> as `hpo evaluate` registers them (<study>-best, <study>-ensemble), or a study name or study file"
+MODEL_FORMS = (
+    "models:/<name>/<version> as `hpo evaluate` registers them (<study>-best, <study>-ensemble), "
+    "or a study name or study file"
+)
 META_FILE = "model_meta/hpo_meta.json"  # beside the registered <study>-best model (hpo.evaluation._evaluate)
 HOOK = "read_inputs"
 
 
 @dataclass
 class Part:
-    """One member of what predicts: its model(s) (one per fold, averaged), their meta, the objective's hooks, a weight."""
+    """One member of what predicts: its model(s) (one per fold, averaged), their meta, the objective's hooks,
+    a weight."""
 
     models: list[Any]
     meta: dict[str, Any]
@@ -88,7 +92,8 @@ class Predictor:
         """Read the files through each part's hooks, predict, blend the parts by weight."""
         if not paths:
             raise UsageError("input: give at least one file to predict for")
-        outputs, labels = [], []
+        outputs: list[np.ndarray] = []
+        labels: list[str] = []
         read: dict[tuple[int, str], tuple[Any, list[str]]] = {}  # members that read alike read the files once
         for part in self.parts:
             key = (id(part.hooks), json.dumps(part.meta, sort_keys=True, default=str))
@@ -145,10 +150,12 @@ def _registered(uri: str, tracking_uri: str) -> Predictor:
         stored = read_run_json(tracking_uri, loaded.run_id, META_FILE) if loaded.run_id else None
         if stored is None:
             raise UsageError(f"model: {uri} is a PyTorch model without hpo's {META_FILE}; accepted: {MODEL_FORMS}")
-        spec = str(stored["objective"])
-        hooks = Checkpoint(spec, dict(stored["hyperparameters"]), dict(stored["meta"]), []).hooks()
-        _check_hook(hooks, spec)
-        return Predictor(f"{uri} (best model, objective {spec})", [Part([loaded.model], dict(stored["meta"]), hooks)])
+        described = Checkpoint.from_description(stored)
+        hooks = described.hooks()
+        _check_hook(hooks, described.objective)
+        return Predictor(
+            f"{uri} (best model, objective {described.objective})", [Part([loaded.model], described.meta, hooks)]
+        )
     ensemble = loaded.model
     if not isinstance(ensemble, EnsembleModel):
         raise UsageError(
@@ -170,7 +177,8 @@ def _study_best(name: str, *, storage: str | None, tracking_uri: str | None) -> 
     objective = config.load_objective()
     if objective.objective.hooks is None:
         raise UsageError(
-            f"model: study {study.study_name} ran the minimal objective {config.objective}, which keeps no model to predict with "
+            f"model: study {study.study_name} ran the minimal objective {config.objective}, "
+            "which keeps no model to predict with "
             "(a full objective's evaluation hooks do: README, Your own model)"
         )
     _check_hook(objective.objective.hooks, objective.resolved)
@@ -178,7 +186,8 @@ def _study_best(name: str, *, storage: str | None, tracking_uri: str | None) -> 
     best = next((t for t in best_trials(study, len(study.trials)) if has_checkpoint(tracker, t)), None)
     if best is None:
         raise UsageError(
-            f"model: study {study.study_name} has no complete trial with a checkpoint (evaluation.checkpoints: {config.evaluation.checkpoints}); accepted: {MODEL_FORMS}"
+            f"model: study {study.study_name} has no complete trial with a checkpoint "
+            f"(evaluation.checkpoints: {config.evaluation.checkpoints}); accepted: {MODEL_FORMS}"
         )
     with tempfile.TemporaryDirectory(prefix="hpo-predict-") as tmp:
         member = load_member(tracker, best, Path(tmp))

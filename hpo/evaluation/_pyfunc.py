@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.pyfunc import PythonModel
 
 ENSEMBLE_FILE = "ensemble"
 
@@ -23,7 +23,7 @@ def member_key(index: int) -> str:
     return f"member_{index:03d}"
 
 
-class EnsembleModel(mlflow.pyfunc.PythonModel):
+class EnsembleModel(PythonModel):
     """Weighted mean of the members' predictions; a single member with weight 1 is a plain model."""
 
     def load_context(self, context: Any) -> None:

@@ -33,7 +33,8 @@ def retrain(
     retrain_task = getattr(hooks, "retrain_task", None)
     if retrain_task is None:
         raise UsageError(
-            f"--retrain-seeds: objective {member.objective} cannot train on train+validation (its evaluation hooks have no retrain_task); use --retrain-seeds 0"
+            f"--retrain-seeds: objective {member.objective} cannot train on train+validation "
+            "(its evaluation hooks have no retrain_task); use --retrain-seeds 0"
         )
     task, meta = retrain_task(data, member.meta, device)
     meta = dict(meta)

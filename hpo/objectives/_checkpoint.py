@@ -63,7 +63,7 @@ class Checkpoint:
         """The model file alone (what the ensemble's pyfunc model carries per member)."""
         import torch
 
-        data: dict[str, Any] = {"objective": self.objective, "hyperparameters": self.hyperparameters, "meta": self.meta}
+        data = self.description()
         if len(self.state_dicts) == 1:
             data["state_dict"] = self.state_dicts[0]
         else:
@@ -85,8 +85,19 @@ class Checkpoint:
         import torch
 
         data = torch.load(path, map_location="cpu", weights_only=True)
-        states = data["state_dicts"] if "state_dicts" in data else [data["state_dict"]]
-        return cls(str(data["objective"]), dict(data["hyperparameters"]), dict(data["meta"]), list(states))
+        checkpoint = cls.from_description(data)
+        checkpoint.state_dicts = list(data["state_dicts"] if "state_dicts" in data else [data["state_dict"]])
+        return checkpoint
+
+    def description(self) -> dict[str, Any]:
+        """What rebuilds the models besides their weights: the model file's keys other than the weights, and
+        the `hpo_meta.json` kept beside a registered model (one shape, so either is read back the same way)."""
+        return {"objective": self.objective, "hyperparameters": self.hyperparameters, "meta": self.meta}
+
+    @classmethod
+    def from_description(cls, data: Mapping[str, Any]) -> Checkpoint:
+        """A checkpoint without weights from :meth:`description`'s data (enough for its hooks)."""
+        return cls(str(data["objective"]), dict(data["hyperparameters"]), dict(data["meta"]), [])
 
     # -- models -----------------------------------------------------------------------------------
     def hooks(self) -> EvaluationHooks:

@@ -136,7 +136,7 @@ class ProxiedStorage(RDBStorage):
         # The one door to a new trial: RDBStorage.create_new_trial and Optuna's cache in front both call it.
         if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
             return super()._create_new_trial(study_id, template_trial)
-        from hpo.running.runner import BUDGET_ATTR
+        from hpo.running.meta import BUDGET_ATTR
         from hpo.running.storage import budget_lock
 
         name = self.get_study_name_from_id(study_id)

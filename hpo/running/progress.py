@@ -44,7 +44,7 @@ def _values_text(values: list[float] | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
@@ -121,7 +121,8 @@ class PlainProgress:
         elapsed = _duration(time.monotonic() - self.started)
         self._print(
             f"trial {number} {state} value={_values_text(values)}{why} | {self.done}{of} done, "
-            f"pruned {self.counts.get('PRUNED', 0)}, failed {self.counts.get('FAIL', 0)}, best {best or '-'}, {elapsed}{self._eta()}"
+            f"pruned {self.counts.get('PRUNED', 0)}, failed {self.counts.get('FAIL', 0)}, "
+            f"best {best or '-'}, {elapsed}{self._eta()}"
         )
 
     def warn(self, message: str) -> None:

@@ -9,13 +9,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, study_to_yaml
+from hpo.running.budget import budget_count
+from hpo.running.meta import (
+    BACKFILLED_TAG,
+    BUDGET_ATTR,
+    LOST_RUN_TAG,
+    OBJECTIVE_TAG,
+    PARENT_RUN_ATTR,
+    REASON_ATTR,
+    RETRIED_SYSTEM_ATTR,
+    ROLE_TAG,
+    RUN_ID_ATTR,
+    SEED_ATTR,
+    STATE_TAG,
+    STUDY_NAME_TAG,
+    TRIAL_NUMBER_TAG,
+)
 from hpo.running.results import listed_trials
-from hpo.running.runner import BUDGET_ATTR, PARENT_RUN_ATTR, REASON_ATTR, RUN_ID_ATTR, SEED_ATTR, budget_count
 from hpo.running.tracking import Tracker
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -50,21 +66,21 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
     parent = study.user_attrs.get(PARENT_RUN_ATTR) or tracker.find_study_run(study.study_name)
     if not parent:
         parent = tracker.create_study_run(
-            study.study_name, config_yaml=study_to_yaml(config), tags={"hpo.objective": config.objective}
+            study.study_name, config_yaml=study_to_yaml(config), tags={OBJECTIVE_TAG: config.objective}
         )
         report.parent_created = True
     study.set_user_attr(PARENT_RUN_ATTR, parent)
 
-    runs = {}
+    runs: dict[int, Any] = {}
     # 50,000 is the most one MLflow search may ask for.
-    for run in tracker.search_runs({"hpo.role": "trial", "optuna.study_name": study.study_name}, max_results=50_000):
-        runs.setdefault(int(run.data.tags["optuna.trial_number"]), run)
+    for run in tracker.search_runs({ROLE_TAG: "trial", STUDY_NAME_TAG: study.study_name}, max_results=50_000):
+        runs.setdefault(int(run.data.tags[TRIAL_NUMBER_TAG]), run)
     for listed in (t for t in trials if t.state in _FINISHED):
         run = runs.get(listed.number)
         if run is None:
             _backfill(tracker, _whole(study, listed), parent, study.study_name, config)
             report.backfilled.append(listed.number)
-        elif run.info.status == "RUNNING" or run.data.tags.get("optuna.state") == "RUNNING":
+        elif run.info.status == "RUNNING" or run.data.tags.get(STATE_TAG) == "RUNNING":
             trial = _whole(study, listed)
             if trial.number in stale:
                 reason = "the worker stopped sending heartbeats (killed or lost); failed by `hpo reconcile`"
@@ -91,7 +107,7 @@ def _listed(study: optuna.Study) -> list[FrozenTrial]:
     """The study's trials without their curves (Optuna's own load reads every curve: minutes at 10,000
     trials), with what reconcile looks at: run id, reason, seed, and the retry bookkeeping."""
     return listed_trials(
-        study, user_attrs=(RUN_ID_ATTR, REASON_ATTR, SEED_ATTR), system_attrs=("failed_trial", "retry_history")
+        study, user_attrs=(RUN_ID_ATTR, REASON_ATTR, SEED_ATTR), system_attrs=(RETRIED_SYSTEM_ATTR, "retry_history")
     )
 
 
@@ -130,7 +146,7 @@ def _backfill(tracker: Tracker, trial: FrozenTrial, parent: str, study_name: str
         trial_number=trial.number,
         seed=int(trial.user_attrs.get(SEED_ATTR, -1)),
         params=params,
-        extra_tags={"hpo.backfilled": "true", "hpo.lost_run_id": str(trial.user_attrs.get(RUN_ID_ATTR, ""))},
+        extra_tags={BACKFILLED_TAG: "true", LOST_RUN_TAG: str(trial.user_attrs.get(RUN_ID_ATTR, ""))},
     )
     metric = config.metrics[0]
     for step, value in sorted(trial.intermediate_values.items()):

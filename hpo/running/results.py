@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -13,7 +13,11 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import UsageError
+from hpo.running.meta import CONFIG_ATTR, DEVICE_ATTR, METRICS_ATTR, REASON_ATTR, RETRIED_SYSTEM_ATTR, RUN_ID_ATTR
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
+
+if TYPE_CHECKING:
+    from hpo.running.grpc_storage import GrpcStorage
 
 
 @dataclass
@@ -45,7 +49,7 @@ def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: s
     return StudyRef(name=name, settings=settings, config=config)
 
 
-def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage:
+def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage | GrpcStorage:
     """The storage as it is, for read commands: a missing file or schema is a clear error and nothing is created."""
     try:
         return open_storage(url, create=False, field=field, **kwargs)
@@ -73,6 +77,8 @@ def study_summaries(storage_url: str, *, field: str = "storage") -> list[dict[st
     `optuna.get_all_study_summaries` does: `hpo status` stays a fraction of a second at 10,000 trials.
     """
     storage = open_existing(storage_url, field=field)
+    if not isinstance(storage, RDBStorage):  # the counting queries need the database itself
+        raise UsageError(f"{field}: {redact(storage_url)} is a gRPC proxy; name the study (`hpo status STUDY`)")
     counts = trial_counts(storage)
     rows = []
     for s in storage.get_all_studies():
@@ -85,7 +91,7 @@ def study_summaries(storage_url: str, *, field: str = "storage") -> list[dict[st
         rows.append(
             {
                 "study": s.study_name,
-                "objective": (s.user_attrs.get("hpo.config") or {}).get("objective", ""),
+                "objective": (s.user_attrs.get(CONFIG_ATTR) or {}).get("objective", ""),
                 "direction": ",".join(d.name.lower() for d in s.directions),
                 "trials": sum(states.values()),
                 "complete": states.get("COMPLETE", 0),
@@ -108,16 +114,16 @@ def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
     row.update(
         duration_s=round(duration, 3) if duration is not None else None,
         params=dict(trial.params),
-        mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
+        mlflow_run_id=trial.user_attrs.get(RUN_ID_ATTR),
         retried_from=RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
-        reason=trial.user_attrs.get("hpo.failure_reason"),
-        device=trial.user_attrs.get("hpo.device"),  # where it trained: several trials may share one GPU
+        reason=trial.user_attrs.get(REASON_ATTR),
+        device=trial.user_attrs.get(DEVICE_ATTR),  # where it trained: several trials may share one GPU
     )
     return row
 
 
 def study_metrics(study: optuna.Study) -> list[str]:
-    metrics = study.user_attrs.get("hpo.metrics")
+    metrics = study.user_attrs.get(METRICS_ATTR)
     if metrics:
         return list(metrics)
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
@@ -126,8 +132,8 @@ def study_metrics(study: optuna.Study) -> list[str]:
 def listed_trials(
     study: optuna.Study,
     *,
-    user_attrs: tuple[str, ...] = ("mlflow_run_id", "hpo.failure_reason", "hpo.device"),
-    system_attrs: tuple[str, ...] = ("failed_trial",),
+    user_attrs: tuple[str, ...] = (RUN_ID_ATTR, REASON_ATTR, DEVICE_ATTR),
+    system_attrs: tuple[str, ...] = (RETRIED_SYSTEM_ATTR,),
 ) -> list[FrozenTrial]:
     """Every trial with its params, values and the attributes named, in number order, without curves on a
     database storage (:func:`trials_for_listing`); elsewhere Optuna's own trials, whole."""

@@ -147,7 +147,7 @@ def grid_size(config: StudyConfig) -> tuple[int, dict[str, int]]:
 
 def _float_steps(low: float, high: float, step: float) -> int:
     """Whole steps from low that stay within high (a float tolerance keeps 0.1 * 3 within 0.3)."""
-    return int(math.floor((high - low) / step + 1e-9))
+    return math.floor((high - low) / step + 1e-9)
 
 
 def grid_search_space(config: StudyConfig) -> dict[str, list[Any]]:
@@ -159,7 +159,8 @@ def grid_search_space(config: StudyConfig) -> dict[str, list[Any]]:
             f"{name}: {count:,}" for name, count in sorted(counts.items(), key=lambda item: -item[1])[:3]
         )
         raise UsageError(
-            f"sampler.type: the grid has {total:,} points ({biggest}), more than the {MAX_GRID_POINTS:,} a grid search may have; "
+            f"sampler.type: the grid has {total:,} points ({biggest}), "
+            f"more than the {MAX_GRID_POINTS:,} a grid search may have; "
             "use a coarser step, fewer choices, or another sampler (tpe, random)"
         )
     space: dict[str, list[Any]] = {}

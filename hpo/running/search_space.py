@@ -17,7 +17,7 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> dict[str, Any]:
         if not _condition_holds(param.when, sampled):
             continue
         if isinstance(param, CategoricalParam):
-            sampled[name] = trial.suggest_categorical(name, param.choices)  # type: ignore[arg-type]
+            sampled[name] = trial.suggest_categorical(name, param.choices)
         elif isinstance(param, IntParam):
             sampled[name] = trial.suggest_int(name, param.low, param.high, step=param.step or 1, log=param.log)
         elif isinstance(param, FloatParam):

@@ -155,6 +155,11 @@ def retrain_task(data: DataConfig, meta: Mapping[str, Any], device: torch.device
     return make_task(both, loaded.val, meta["task_hyperparameters"], meta, device), meta
 
 
+def model_family(hp: Mapping[str, Any]) -> str:
+    """The evaluation hook that names a trial's model family (`hpo evaluate` compares the best MLP and CNN)."""
+    return str(hp.get("model", "model"))
+
+
 def to_predictions(outputs: torch.Tensor, meta: Mapping[str, Any]) -> np.ndarray:
     """Raw outputs (logits) -> class probabilities, N x 10: what is saved, ensembled and scored."""
     return torch.softmax(outputs.detach().float(), dim=1).cpu().numpy()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-ROLE = "hpo.role"
+from hpo.running.meta import ROLE_TAG
+
+ROLE = ROLE_TAG  # study | trial | evaluation | ensemble: the tag every search of hpo's runs filters on
+
 # MLflow 3's UI opens an experiment on its GenAI pages unless told it holds model training: the
 # experiment tag says so, and every link hpo prints asks for the training (runs) view explicitly.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

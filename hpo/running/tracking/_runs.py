@@ -11,6 +11,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 
 from hpo.config.settings import redact
+from hpo.running.meta import REASON_ATTR, SEED_ATTR
 from hpo.running.tracking._connection import Connection
 from hpo.running.tracking._layout import (
     MAX_VIEW_PARAMS,
@@ -211,7 +212,7 @@ class RunWriter(Connection):
         metrics = metrics + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
         run_tags = [RunTag("optuna.state", state), *(RunTag(k, redact(str(v))) for k, v in (tags or {}).items())]
         if reason:
-            run_tags.append(RunTag("hpo.failure_reason", redact(reason)[:4000]))
+            run_tags.append(RunTag(REASON_ATTR, redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
         for batch_metrics, batch_params, batch_tags in batches(metrics, params, run_tags):
             log = functools.partial(self.client.log_batch, run_id, synchronous=True)
@@ -256,6 +257,6 @@ def _trial_run_tags(
         "optuna.study_name": study_name,
         "optuna.trial_number": str(trial_number),
         "optuna.state": "RUNNING",
-        "hpo.seed": str(seed),
+        SEED_ATTR: str(seed),
         **(extra_tags or {}),
     }

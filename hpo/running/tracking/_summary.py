@@ -9,6 +9,7 @@ from typing import Any
 from mlflow.entities import Param
 
 from hpo.config.settings import redact
+from hpo.running.meta import BEST_PARAMS_TAG, BEST_TRIAL_TAG, PARETO_FRONT_TAG, TRIALS_TAG
 
 _NOTE_LIMIT = 8000  # MLflow's longest tag value; a longer study file is cut (the study.yaml artifact is whole)
 PARAM_VALUE_LIMIT = 6000
@@ -46,13 +47,13 @@ class StudySummary:
         return out
 
     def tags(self) -> dict[str, str]:
-        out = {"hpo.trials": self._counts_text()}
+        out = {TRIALS_TAG: self._counts_text()}
         if self.best_trial is not None:
             out.update(
-                {"hpo.best_trial": str(self.best_trial), "hpo.best_params": json.dumps(self.best_params, default=str)}
+                {BEST_TRIAL_TAG: str(self.best_trial), BEST_PARAMS_TAG: json.dumps(self.best_params, default=str)}
             )
         if self.pareto_size is not None:
-            out["hpo.pareto_front"] = str(self.pareto_size)
+            out[PARETO_FRONT_TAG] = str(self.pareto_size)
         return out
 
     def _counts_text(self) -> str:

@@ -1,0 +1,77 @@
+"""Where a study stands: counts by state and its best trial, for the progress display, the parent run and `hpo run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.config import StudyConfig
+from hpo.running.meta import REASON_ATTR
+from hpo.running.tracking import StudySummary
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_value: Any = None
+    best_trial: int | None = None
+    seconds: float = 0.0
+
+
+def study_summary(study: optuna.Study, config: StudyConfig) -> StudySummary:
+    """Counts by state and the best trial (single-objective) or the Pareto front's size, from Optuna."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    result = StudySummary(study.study_name, counts)
+    if config.is_multi_objective:
+        result.pareto_size = len(study.best_trials) if counts.get("COMPLETE") else 0
+        return result
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if complete:
+        sign = -1 if config.directions[0] == "maximize" else 1
+        best = min(complete, key=lambda t: (sign * t.values[0], t.number))
+        result.best_values, result.best_trial, result.best_params = (
+            {config.metrics[0]: float(best.values[0])},
+            best.number,
+            dict(best.params),
+        )
+    return result
+
+
+def summary_reason(study: optuna.Study, number: int) -> str:
+    trial = study.trials[number]
+    return str(trial.user_attrs.get(REASON_ATTR, "no reason recorded"))
+
+
+def best_text(study: optuna.Study, config: StudyConfig) -> str | None:
+    """The best trial in a few words (`val_rmse=2.95 (trial 4)`), or the Pareto front's size; None before any."""
+    try:
+        if config.is_multi_objective:
+            return f"{len(study.best_trials)} on the Pareto front"
+        best = study.best_trial
+        return f"{config.metrics[0]}={best.value:.4g} (trial {best.number})"
+    except ValueError:
+        return None
+
+
+def fill_best(summary: RunSummary, study: optuna.Study, config: StudyConfig) -> None:
+    """The study's best value(s) and trial, on a run's summary."""
+    try:
+        if config.is_multi_objective:
+            summary.best_value = [t.values for t in study.best_trials]
+        else:
+            summary.best_value = study.best_value
+            summary.best_trial = study.best_trial.number
+    except ValueError:
+        pass
+
+
+__all__ = ["RunSummary", "best_text", "fill_best", "study_summary", "summary_reason"]
