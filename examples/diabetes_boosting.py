@@ -34,9 +34,14 @@ def boosting(ctx: TrialContext) -> dict[str, float]:
         x, y, test_size=ctx.data.val_fraction, random_state=ctx.data.split_seed
     )
     model = GradientBoostingRegressor(
-        learning_rate=hp["learning_rate"], max_depth=hp["max_depth"], subsample=hp["subsample"],
-        min_samples_leaf=hp["min_samples_leaf"], random_state=ctx.seed, warm_start=True, n_estimators=0,
-    )  # fmt: skip
+        learning_rate=hp["learning_rate"],
+        max_depth=hp["max_depth"],
+        subsample=hp["subsample"],
+        min_samples_leaf=hp["min_samples_leaf"],
+        random_state=ctx.seed,
+        warm_start=True,
+        n_estimators=0,
+    )
     best = {"val_rmse": math.inf, "val_r2": -math.inf}
     for stages in range(hp["stages_per_report"], hp["n_estimators"] + 1, hp["stages_per_report"]):
         model.set_params(n_estimators=stages).fit(x_train, y_train)  # warm start: only the new trees are fitted

@@ -65,9 +65,13 @@ class DigitsEvaluation:
     def build_model(self, hyperparameters: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
         channels = int(hyperparameters["channels"])
         return nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Dropout(float(hyperparameters["dropout"])), nn.Linear(channels * 16, 10),
-        )  # fmt: skip
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(float(hyperparameters["dropout"])),
+            nn.Linear(channels * 16, 10),
+        )
 
     def val_split(self, data: DigitsData, meta: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
         x, y = _splits(data)["val"]
@@ -95,9 +99,13 @@ def digits(ctx: TrialContext) -> TrialResult:
     splits = _splits(ctx.data)  # type: ignore[arg-type]
     (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
     task = Task(
-        x_train=x_train.to(ctx.device), y_train=y_train.to(ctx.device), x_val=x_val.to(ctx.device), y_val=y_val.to(ctx.device),
-        loss_fn=F.cross_entropy, score=lambda outputs, targets: {"val_acc": float((outputs.argmax(1) == targets).float().mean())},
-    )  # fmt: skip
+        x_train=x_train.to(ctx.device),
+        y_train=y_train.to(ctx.device),
+        x_val=x_val.to(ctx.device),
+        y_val=y_val.to(ctx.device),
+        loss_fn=F.cross_entropy,
+        score=lambda outputs, targets: {"val_acc": float((outputs.argmax(1) == targets).float().mean())},
+    )
     torch.manual_seed(ctx.seed)
     model = EVALUATION.build_model(ctx.hyperparameters, {}).to(ctx.device)
     monitor, maximize = ctx.monitor

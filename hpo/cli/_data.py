@@ -31,7 +31,8 @@ def _dataset(name: str, method: str) -> Any:
     verb = method.split("_")[0]
     if name in known and name not in able:
         raise UsageError(
-            f"dataset: {name} has nothing to {verb} ({known[name].describe().get('summary', 'managed by its objective')})"
+            f"dataset: {name} has nothing to {verb} "
+            f"({known[name].describe().get('summary', 'managed by its objective')})"
         )
     if name not in able:
         raise UsageError(f"dataset: unknown dataset {name!r}; accepted: {', '.join(able) or 'none'}")
@@ -76,7 +77,8 @@ def import_(
     dataset: str = typer.Argument(..., help="A dataset that can be imported, e.g. cifar10."),
     path: Path = typer.Argument(
         ...,
-        help="cifar10: cifar-10-python.tar.gz or its folder, or an image-folder tree/tarball train/<class>/*, test/<class>/*.",
+        help="cifar10: cifar-10-python.tar.gz or its folder, "
+        "or an image-folder tree/tarball train/<class>/*, test/<class>/*.",
     ),
 ) -> None:
     """Decode a local copy once into the checksummed cache that studies read."""

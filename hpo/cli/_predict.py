@@ -14,7 +14,8 @@ from hpo.cli._app import StorageOption, TrackingOption, app, command
 def predict(
     model: str = typer.Argument(
         ...,
-        help="models:/<name>/<version> (<study>-best or <study>-ensemble, as `hpo evaluate` registers them), or a study name or file: its best trial's checkpoint.",
+        help="models:/<name>/<version> (<study>-best or <study>-ensemble, as `hpo evaluate` registers them), "
+        "or a study name or file: its best trial's checkpoint.",
     ),
     inputs: list[Path] = typer.Argument(
         ...,

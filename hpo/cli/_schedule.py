@@ -40,17 +40,20 @@ def schedule(
     storage: str | None = typer.Option(
         None,
         "--storage",
-        help="Study storage URL without a password (default: the study file's, else HPO_STORAGE / a Secret at run time).",
+        help="Study storage URL without a password "
+        "(default: the study file's, else HPO_STORAGE / a Secret at run time).",
     ),
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
-        help="MLflow tracking URI without a password (default: the study file's, else MLFLOW_TRACKING_URI / a Secret at run time).",
+        help="MLflow tracking URI without a password "
+        "(default: the study file's, else MLFLOW_TRACKING_URI / a Secret at run time).",
     ),
     study_name: str | None = typer.Option(
         None,
         "--study-name",
-        help="Study name (default: the file's name). Nightly sweeps start a new study each night: NAME-YYYYMMDD (cron), the Job's name (k8s).",
+        help="Study name (default: the file's name). "
+        "Nightly sweeps start a new study each night: NAME-YYYYMMDD (cron), the Job's name (k8s).",
     ),
     at: str = typer.Option(
         "02:00", "--at", help="Time of day of the nightly sweep (k8s CronJob, cron, systemd timer)."

@@ -37,7 +37,8 @@ def server(
         "--backend-store-uri",
         envvar=BACKEND_STORE_ENV,
         show_envvar=True,
-        help="Database for runs and metrics: sqlite:///FILE or any SQLAlchemy URL (postgresql+psycopg2://user@host/db). "
+        help="Database for runs and metrics: "
+        "sqlite:///FILE or any SQLAlchemy URL (postgresql+psycopg2://user@host/db). "
         "A password may come from PGPASSWORD or ~/.pgpass instead of the URL.",
     ),
     host: str = typer.Option(
@@ -57,7 +58,8 @@ def server(
         "--grpc-port",
         min=1,
         max=65535,
-        help="Also serve the Optuna storage (--storage) to workers through Optuna's gRPC proxy on this port; workers then use --storage grpc://HOST:PORT.",
+        help="Also serve the Optuna storage (--storage) to workers through Optuna's gRPC proxy on this port; "
+        "workers then use --storage grpc://HOST:PORT.",
     ),
     storage: str | None = typer.Option(
         None,
@@ -83,7 +85,8 @@ def server(
     tracking = TrackingServer(config)
     tracking.prepare()
     typer.echo(
-        f"starting MLflow server: backend {describe_backend(config.backend_store_uri)}, artifacts {config.artifacts_uri()}",
+        f"starting MLflow server: backend {describe_backend(config.backend_store_uri)}, "
+        f"artifacts {config.artifacts_uri()}",
         err=True,
     )
 
@@ -122,7 +125,8 @@ def _proxy(storage: str | None, host: str, grpc_port: int | None, port: int) -> 
     if grpc_port is None:
         if storage is not None and os.environ.get(STORAGE_ENV) != storage:
             raise UsageError(
-                "--storage: only used with --grpc-port (the database the gRPC storage proxy serves); add --grpc-port PORT"
+                "--storage: only used with --grpc-port (the database the gRPC storage proxy serves); "
+                "add --grpc-port PORT"
             )
         return None
     if grpc_port == port:

@@ -9,6 +9,17 @@ from hpo.models.resnet import ResNet
 from hpo.models.tta import TestTimeAugment, with_tta
 
 __all__ = [
-    "BACKBONES", "CNN", "MLP", "POOLINGS", "Airbench", "ResNet", "TestTimeAugment",
-    "activation", "build_backbone", "init_weights", "load_backbone_weights", "pooling", "with_tta",
-]  # fmt: skip
+    "BACKBONES",
+    "CNN",
+    "MLP",
+    "POOLINGS",
+    "Airbench",
+    "ResNet",
+    "TestTimeAugment",
+    "activation",
+    "build_backbone",
+    "init_weights",
+    "load_backbone_weights",
+    "pooling",
+    "with_tta",
+]

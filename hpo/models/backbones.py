@@ -96,7 +96,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, name: str) -> t
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
         raise UsageError(
-            f"backbone_weights: {path} is not a PyTorch state dict ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"backbone_weights: {path} is not a PyTorch state dict "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -29,9 +29,12 @@ class DataConfig(BaseModel):
         default=0, ge=0, le=MAX_SEED, description="seed of the test/validation split, the same for every study"
     )
     cv_folds: StrictInt = Field(
-        default=1, ge=1, le=MAX_FOLDS,
-        description="K >= 2 scores a trial by K-fold cross-validation of the non-test rows (folds seeded by split_seed); 1 = one validation split",
-    )  # fmt: skip
+        default=1,
+        ge=1,
+        le=MAX_FOLDS,
+        description="K >= 2 scores a trial by K-fold cross-validation of the non-test rows "
+        "(folds seeded by split_seed); 1 = one validation split",
+    )
 
     @property
     def cross_validated(self) -> bool:

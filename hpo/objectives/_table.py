@@ -78,7 +78,10 @@ class Rule:
         else:
             text = "an integer" if self.kind == "int" else "a number"
             if self.low is not None and self.high is not None:
-                text += f" in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+                text += (
+                    f" in {'(' if self.low_open else '['}{_number(self.low)}, "
+                    f"{_number(self.high)}{')' if self.high_open else ']'}"
+                )
             elif self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {_number(self.low)}"
             elif self.high is not None:

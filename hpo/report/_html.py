@@ -10,14 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# A trailing backslash continues a rule on the next source line without adding a newline to the CSS.
 _STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px; \
+color: #222; padding: 0 1rem; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1rem 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.88rem; } .note { color: #555; } pre { white-space: pre-wrap; background: #f7f7f7; padding: 0.8rem; }
+figcaption { color: #555; font-size: 0.88rem; } .note { color: #555; } \
+pre { white-space: pre-wrap; background: #f7f7f7; padding: 0.8rem; }
 """
 
 
@@ -63,7 +66,8 @@ class Page:
         self.images.append(file)
         alt = html.escape(caption, quote=True)
         self.parts.append(
-            f'<figure><img src="{html.escape(file, quote=True)}" alt="{alt}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+            f'<figure><img src="{html.escape(file, quote=True)}" alt="{alt}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 
     def render(self) -> str:

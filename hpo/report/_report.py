@@ -199,8 +199,10 @@ def _learning_curves(
     unit_note = f" Losses are in {units['val_loss']}." if units.get("val_loss") else ""
     page.image(
         "learning_curves.png",
-        f"{metric} per epoch of the best trials (best in red) and of pruned trials (grey, dashed: stopped early by the pruner); "
-        f"then the training and validation loss of trial {top[0].number} and, where logged, its training vs validation metric "
+        f"{metric} per epoch of the best trials (best in red) and of pruned trials "
+        "(grey, dashed: stopped early by the pruner); "
+        f"then the training and validation loss of trial {top[0].number} and, where logged, "
+        "its training vs validation metric "
         f"and the MSE beside the RMSE.{unit_note}",
     )
     squared = squared_counterpart(metric)
@@ -212,7 +214,8 @@ def _learning_curves(
     if value is not None:
         unit = f" {units[squared]}" if squared in units else ""
         page.paragraph(
-            f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} ({metric} {fmt(value**0.5)})."
+            f"At its best epoch ({best_epoch}), trial {top[0].number} has {squared} {fmt(value)}{unit} "
+            f"({metric} {fmt(value**0.5)})."
         )
 
 
@@ -288,7 +291,8 @@ def _optuna_plots(page: Page, study: optuna.Study, config: StudyConfig, folder: 
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as exc:
             plt.close("all")
             notes.append(
-                f"{file[:-4].replace('_', ' ')} not drawn: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}"
+                f"{file[:-4].replace('_', ' ')} not drawn: "
+                f"{str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}"
             )
             continue
         page.image(file, caption)
@@ -314,9 +318,16 @@ def _top_table(page: Page, config: StudyConfig, tracker: Tracker, top: list[Froz
         summary = tracker.get_run(str(run_id)).data.metrics if run_id else {}
         n_params = summary.get("n_params")
         rows.append(
-            [rank, t.number, *(t.values or []), int(n_params) if n_params is not None else None, _int(summary.get("best_epoch")),
-             *(t.params.get(n) for n in names), run_id or ""]
-        )  # fmt: skip
+            [
+                rank,
+                t.number,
+                *(t.values or []),
+                int(n_params) if n_params is not None else None,
+                _int(summary.get("best_epoch")),
+                *(t.params.get(n) for n in names),
+                run_id or "",
+            ]
+        )
     page.table(["rank", "trial", *config.metrics, "n_params", "best epoch", *names, "MLflow run"], rows)
 
 
@@ -343,7 +354,8 @@ def _evaluation_section(page: Page, evaluation: EvaluationResult | None, tracker
         ],
     )
     page.paragraph(
-        f"Intervals: {LEVEL:.0%} bootstrap confidence intervals over the test rows ({RESAMPLES:,} seeded resamples, the same for every model).",
+        f"Intervals: {LEVEL:.0%} bootstrap confidence intervals over the test rows "
+        f"({RESAMPLES:,} seeded resamples, the same for every model).",
         note=True,
     )
     ensemble = evaluation.best("ensemble")
@@ -389,7 +401,8 @@ def _conv_section(
                     for entry in entries:
                         shutil.copyfile(local / entry["file"], folder / f"conv_{entry['file']}")
                 page.paragraph(
-                    f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; wide layers show their first channels."
+                    f"From `hpo evaluate`: {result.label} on test image 0, layer by layer; "
+                    "wide layers show their first channels."
                 )
                 for entry in entries:
                     page.image(f"conv_{entry['file']}", f"{entry['caption']} (from `hpo evaluate`)")
@@ -416,7 +429,8 @@ def _conv_section(
     for picture in pictures:
         eval_plots.save(picture.figure, folder / f"conv_{picture.file}")
     page.paragraph(
-        f"{member.name} on validation image 0, layer by layer (the study is not evaluated yet, so no test image is shown); "
+        f"{member.name} on validation image 0, layer by layer "
+        "(the study is not evaluated yet, so no test image is shown); "
         "wide layers show their first channels."
     )
     for picture in pictures:

@@ -81,13 +81,15 @@ def select_precision(
     if requested == "fp16":
         if not cuda:
             raise UsageError(
-                f"execution.precision: fp16 (with a gradient scaler) needs a CUDA device, not {device}; use bf16, fp32 or auto"
+                f"execution.precision: fp16 (with a gradient scaler) needs a CUDA device, not {device}; "
+                "use bf16, fp32 or auto"
             )
         return Precision(torch.float16, scaled=True)
     if cuda and not bf16_supported(device):
         if requested == "bf16":
             raise UsageError(
-                f"execution.precision: {device} does not support bf16; use fp16 or auto (fp16 with a gradient scaler there)"
+                f"execution.precision: {device} does not support bf16; "
+                "use fp16 or auto (fp16 with a gradient scaler there)"
             )
         return Precision(torch.float16, scaled=True)
     if not cuda and not bf16_supported(device):

@@ -1,7 +1,8 @@
 """CIFAR-10 image classification: the declaration (no torch; the training code is in ``._model``).
 
 Models (`model`): an MLP on the flattened pixels, a configurable CNN, a small ResNet, an airbench-style
-net (patch-whitening stem, three BN conv blocks) or a torchvision backbone adapted to 32x32. The data comes from the checksummed cache `hpo data import cifar10` fills.
+net (patch-whitening stem, three BN conv blocks) or a torchvision backbone adapted to 32x32. The data comes
+from the checksummed cache `hpo data import cifar10` fills.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ HYPERPARAMETERS = (
             "padding_mode",
             choice(*PADDING_MODES),
             "zeros",
-            "what the padding holds: zeros, the mirrored border (reflect), the edge pixel repeated (replicate) or the opposite side (circular)",
+            "what the padding holds: zeros, the mirrored border (reflect), the edge pixel repeated (replicate) "
+            "or the opposite side (circular)",
             applies_to=("cnn",),
         ),
         Hyperparameter("dilation", integer(ge=1, le=8), 1, "dilation of the convolutions", applies_to=("cnn",)),
@@ -133,14 +135,16 @@ HYPERPARAMETERS = (
             "whiten",
             flag(),
             True,
-            "a frozen first convolution that whitens 2x2 patches (from the trial's training images); false: a learned one",
+            "a frozen first convolution that whitens 2x2 patches (from the trial's training images); "
+            "false: a learned one",
             applies_to=("airbench",),
         ),
         Hyperparameter(
             "tta",
             choice(*TTA_MODES),
             "none",
-            "test-time augmentation of validation and test predictions: none, flip (mirror average) or flip_translate (also 1-pixel shifts)",
+            "test-time augmentation of validation and test predictions: none, flip (mirror average) "
+            "or flip_translate (also 1-pixel shifts)",
         ),
         Hyperparameter("augment_flip", flag(), False, "random horizontal flips"),
         Hyperparameter(
@@ -213,7 +217,8 @@ class Cifar10DataOptions(DataConfig):
                 if data[key] != default:
                     raise FieldError(
                         key,
-                        f"not used by objective cifar10 ({why}); remove it. cifar10 accepts: {', '.join(DataConfig.model_fields)}",
+                        f"not used by objective cifar10 ({why}); remove it. "
+                        f"cifar10 accepts: {', '.join(DataConfig.model_fields)}",
                     )
                 del data[key]
         return data

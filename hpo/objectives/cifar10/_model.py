@@ -28,9 +28,18 @@ from hpo.training.pixels import scale_pixels
 NUM_CLASSES = len(cifar10_data.CLASSES)
 # What the training task (not the model) depends on; kept in the checkpoint meta for `retrain_task`.
 TASK_HYPERPARAMETERS = (
-    "loss", "label_smoothing", "augment_flip", "augment_vflip", "augment_crop", "augment_cutout", "augment_jitter",
-    "augment_rotation", "augment_zoom", "augment_shear", "augment_noise",
-)  # fmt: skip
+    "loss",
+    "label_smoothing",
+    "augment_flip",
+    "augment_vflip",
+    "augment_crop",
+    "augment_cutout",
+    "augment_jitter",
+    "augment_rotation",
+    "augment_zoom",
+    "augment_shear",
+    "augment_noise",
+)
 # Checkpoints written before pixel_scaling and loss existed were trained with these.
 DEFAULT_PIXEL_SCALING = "standardize"
 DEFAULT_LOSS = "cross_entropy"
@@ -141,7 +150,8 @@ def val_split(data: DataConfig, meta: Mapping[str, Any]) -> tuple[torch.Tensor, 
 
 
 def read_inputs(paths: Sequence[Path], meta: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
-    """PNG or JPEG files of any size, resized to 32x32 RGB and normalised as the model's inputs were, for `hpo predict`."""
+    """PNG or JPEG files of any size, resized to 32x32 RGB and normalised as the model's inputs were, for
+    `hpo predict`."""
     images = torch.stack([cifar10_data.read_image(Path(path)) for path in paths])
     return normalize(images, meta), [str(path) for path in paths]
 
@@ -184,9 +194,17 @@ def train(ctx: TrialContext) -> TrialResult:
     model = model.to(ctx.device).to(memory_format=torch.channels_last)
     monitor, maximize = ctx.monitor
     result = fit(
-        model, task, dict(hp), monitor=monitor, maximize=maximize, device=ctx.device, seed=ctx.seed, on_epoch=ctx.report,
-        precision=precision, compile=ctx.compile,
-    )  # fmt: skip
+        model,
+        task,
+        dict(hp),
+        monitor=monitor,
+        maximize=maximize,
+        device=ctx.device,
+        seed=ctx.seed,
+        on_epoch=ctx.report,
+        precision=precision,
+        compile=ctx.compile,
+    )
     n_params = count_parameters(model)
     predictions = (
         to_predictions(result.val_outputs, meta) if result.val_outputs is not None else np.empty((0, NUM_CLASSES))

@@ -104,7 +104,8 @@ def check_search_space(
         except ArchitectureError as exc:
             return (
                 _blame(exc.field, params, fixed),
-                f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, or use more padding, padding_mode: zeros or pooling: none",
+                f"{exc.message}; lower conv_blocks, convs_per_block, stride, kernel_size, dilation or pool_size, "
+                "or use more padding, padding_mode: zeros or pooling: none",
             )
         blocks = int(hp["conv_blocks"])
         largest[blocks] = max(largest.get(blocks, 0), shape.sizes[-1])
@@ -118,8 +119,9 @@ def check_search_space(
             if channels * side * side > MAX_FLAT_FEATURES:
                 return (
                     _blame("global_pool", params, fixed),
-                    f"with global_pool=false, conv_blocks={blocks} can flatten {channels} channels of {side}x{side} into "
-                    f"{channels * side * side:,} head inputs (at most {MAX_FLAT_FEATURES:,}); use global_pool: true, more pooling or fewer filters",
+                    f"with global_pool=false, conv_blocks={blocks} can flatten {channels} channels of {side}x{side} "
+                    f"into {channels * side * side:,} head inputs (at most {MAX_FLAT_FEATURES:,}); "
+                    "use global_pool: true, more pooling or fewer filters",
                 )
     return None
 
