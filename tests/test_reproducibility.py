@@ -9,11 +9,11 @@ from typing import Any
 import optuna
 
 from hpo.running.runner import sampler_seed, trial_seed
-from tests.conftest import tiny_boston
+from tests.conftest import MlflowServers, tiny_boston
 
 
 def test_a_sequential_rerun_with_the_same_seed_reproduces_params_and_values(
-    cli: Callable[..., Any], shared_mlflow_server: str, write_study: Callable[..., Path]
+    cli: Callable[..., Any], mlflow_server: MlflowServers, write_study: Callable[..., Path]
 ) -> None:
     # TPE's later proposals depend on the earlier trials' values, so equal params after the startup
     # trials also show that training itself is deterministic for a trial's seed.
@@ -21,7 +21,7 @@ def test_a_sequential_rerun_with_the_same_seed_reproduces_params_and_values(
     study_file = write_study(study)
     other_seed = write_study({**study, "seed": 8}, "other.yaml")
     for path, name in ((study_file, "repro-a"), (study_file, "repro-b"), (other_seed, "repro-c")):
-        result = cli("run", path, "--study-name", name, "--tracking-uri", shared_mlflow_server, "--quiet")
+        result = cli("run", path, "--study-name", name, "--tracking-uri", mlflow_server.shared, "--quiet")
         assert result.exit_code == 0, result.output
 
     def trials(name: str) -> list[optuna.trial.FrozenTrial]:

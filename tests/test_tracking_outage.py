@@ -17,7 +17,7 @@ import yaml
 from mlflow import MlflowClient
 
 from hpo.running.tracking import STATE_TO_STATUS
-from tests.conftest import run_hpo, tiny_boston
+from tests.conftest import MlflowServers, run_hpo, tiny_boston
 
 N_TRIALS = 6
 
@@ -32,11 +32,11 @@ def _finished(storage: str) -> int:
 
 @pytest.mark.slow
 def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
-    tmp_path: Path, stoppable_mlflow_server: Any
+    tmp_path: Path, mlflow_server: MlflowServers
 ) -> None:
     backend = f"sqlite:///{tmp_path / 'mlflow-backend.db'}"
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
-    server = stoppable_mlflow_server(backend)
+    server = mlflow_server.start(backend)
     study_file = tmp_path / "study.yaml"
     study_file.write_text(
         yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64}))
@@ -78,7 +78,7 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
     assert unsynced, "trials after the outage are marked for reconcile"
 
     # A new server on the same backend store; reconcile closes and backfills.
-    restarted = stoppable_mlflow_server(backend)
+    restarted = mlflow_server.start(backend)
     result = run_hpo(
         "reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url, env={"HPO_PROGRESS": "plain"}
     )
