@@ -113,7 +113,8 @@ def _postgres_reachable() -> str | None:
         psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3).close()
         return None
     except Exception as exc:
-        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc.__class__.__name__}: {first_line})"
 
 
 @pytest.fixture(scope="session")
@@ -562,7 +563,10 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
             timeout=120,
         )
         pwfile.unlink()
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        options = (
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        )
         subprocess.run(
             [
                 *as_user,
@@ -586,7 +590,8 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
         shutil.rmtree(base, ignore_errors=True)
         output = getattr(exc, "stderr", b"") or b""
         unavailable(
-            f"a password-checking PostgreSQL cluster could not be started: {output.decode(errors='replace').strip()[-300:]}"
+            "a password-checking PostgreSQL cluster could not be started: "
+            f"{output.decode(errors='replace').strip()[-300:]}"
         )
     try:
         yield PasswordPostgres(port, password)

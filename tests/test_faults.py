@@ -35,7 +35,10 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list[Any]:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_params(
-    cli: Callable[..., Any], pg_url: Callable[[str], str], mlflow_server: MlflowServers, write_study: Callable[..., Path]
+    cli: Callable[..., Any],
+    pg_url: Callable[[str], str],
+    mlflow_server: MlflowServers,
+    write_study: Callable[..., Path],
 ) -> None:
     # SIGKILL leaves no chance to clean up: the heartbeat goes stale, another worker fails the trial,
     # closes its MLflow run FAILED with the reason and re-runs it with the same params and seed;

@@ -20,8 +20,18 @@ from mlflow import MlflowClient
 from hpo.running.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, RUNS_VIEW_TAG, Tracker, ui_base
 from tests.conftest import MlflowServers, tiny_boston
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1800,1000", "--virtual-time-budget=25000")  # fmt: skip
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1800,1000",
+    "--virtual-time-budget=25000",
+)
 
 
 def _parent(client: MlflowClient, name: str) -> Any:

@@ -1,4 +1,5 @@
-"""`hpo schedule slurm|k8s|cron`: valid scripts and manifests that run the same worker command as `hpo run --workers`."""
+"""`hpo schedule slurm|k8s|cron`: valid scripts and manifests that run the same worker command as
+`hpo run --workers`."""
 
 from __future__ import annotations
 

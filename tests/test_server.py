@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hpo.operations.server import ServerConfig, server_argv, server_command
+from hpo.operations.server import ServerConfig, server_command
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, HpoServer, drop_database, free_port
 
 

@@ -57,8 +57,11 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
     env = {**os.environ, "HPO_PROGRESS": "plain"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpo", "run", str(study_file), "--tracking-uri", mlflow_server.shared],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         [trial] = wait_for_training_trials(storage, name, proc)
         proc.send_signal(signal.SIGINT)
@@ -69,8 +72,8 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
     assert proc.returncode == 130, stderr[-3000:]
     # The last line tells the user what became of the trial under way and how to go on.
     assert (
-        f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued with the same params"
-        in stderr
+        f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued "
+        "with the same params" in stderr
     )
     assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
@@ -105,8 +108,11 @@ def test_sigterm_to_hpo_run_with_workers_reaches_every_worker_once(
     env = {**os.environ, "HPO_PROGRESS": "plain"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpo", "run", str(study_file), "--workers", "2", "--tracking-uri", mlflow_server.shared],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         training = [t.number for t in wait_for_training_trials(storage, name, proc, count=2)]
         proc.send_signal(signal.SIGTERM)

@@ -26,8 +26,16 @@ def _scripted_run(values: list[float], **hp: Any) -> tuple[int, list[int], bool]
     )
     seen: list[int] = []
     settings = HYPERPARAMETERS.resolve({"epochs": len(values), "batch_size": 8, **hp})
-    fit = train(nn.Linear(1, 1), task, settings, monitor="val_score", maximize=False, device=torch.device("cpu"), seed=0,
-                on_epoch=lambda epoch, metrics: seen.append(epoch))  # fmt: skip
+    fit = train(
+        nn.Linear(1, 1),
+        task,
+        settings,
+        monitor="val_score",
+        maximize=False,
+        device=torch.device("cpu"),
+        seed=0,
+        on_epoch=lambda epoch, metrics: seen.append(epoch),
+    )
     return fit.best_epoch, seen, fit.stopped_early
 
 
@@ -149,7 +157,8 @@ def test_compile_for_real() -> None:
 
     if os.environ.get("HPO_TEST_COMPILE") != "1":
         pytest.skip(
-            "torch.compile builds C++ kernels: minutes on a 2-core CPU (over 5 on the shared machine); set HPO_TEST_COMPILE=1 to run it"
+            "torch.compile builds C++ kernels: minutes on a 2-core CPU (over 5 on the shared machine); set "
+            "HPO_TEST_COMPILE=1 to run it"
         )
     settings = HYPERPARAMETERS.resolve(
         {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.05, "early_stopping_patience": 0}
