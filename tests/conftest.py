@@ -195,22 +195,18 @@ class MlflowServers:
     keep apart by experiment = study name), started on first use and stopped when the session ends;
     `.start(backend_store_uri, port=None)` starts a server of the test's own, killed when the test ends."""
 
-    _shared: MlflowServer | None = None  # per process: each xdist worker has its own
-
-    def __init__(self, config: pytest.Config, folder: Path, factory: pytest.TempPathFactory) -> None:
-        self._config, self._folder, self._factory = config, folder, factory
+    def __init__(self, session: dict[str, MlflowServer], folder: Path, factory: pytest.TempPathFactory) -> None:
+        self._session, self._folder, self._factory = session, folder, factory
         self._own: list[MlflowServer] = []
 
     @property
     def shared(self) -> str:
-        if MlflowServers._shared is None:
+        if "shared" not in self._session:
             folder = self._factory.mktemp("shared-mlflow")
-            server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder)
             # registered before the wait, so it is stopped at the session's end even if it never answers
-            self._config.add_cleanup(lambda: server.kill(signal.SIGTERM))
-            MlflowServers._shared = server
+            server = self._session["shared"] = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder)
             wait_http(f"{server.url}/health", timeout=120)
-        return MlflowServers._shared.url
+        return self._session["shared"].url
 
     def start(self, backend_store_uri: str, *, port: int | None = None) -> MlflowServer:
         server = MlflowServer(backend_store_uri, self._folder, port=port)
@@ -223,12 +219,21 @@ class MlflowServers:
             server.kill()
 
 
+@pytest.fixture(scope="session")
+def _mlflow_session() -> Iterator[dict[str, MlflowServer]]:
+    """Where `mlflow_server` keeps the session's shared server, stopped (SIGTERM) when the session ends."""
+    servers: dict[str, MlflowServer] = {}
+    yield servers
+    for server in servers.values():
+        server.kill(signal.SIGTERM)
+
+
 @pytest.fixture
 def mlflow_server(
-    request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    _mlflow_session: dict[str, MlflowServer], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServers]:
     """Real MLflow servers: the session's shared one (`.shared`, a URL) or a test's own (`.start(...)`)."""
-    servers = MlflowServers(request.config, tmp_path, tmp_path_factory)
+    servers = MlflowServers(_mlflow_session, tmp_path, tmp_path_factory)
     yield servers
     servers._close()
 
