@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import pytest
 import tomllib
 import typer
@@ -38,8 +37,7 @@ def compose() -> dict[str, Any]:
 def _hpo_options(argv: list[str]) -> dict[str, Any]:
     """The options `hpo` itself parses from a compose command (a typo or a removed option fails here)."""
     assert argv[0] == "hpo", argv
-    group = typer.main.get_command(app)
-    command = group.get_command(click.Context(group), argv[1])
+    command = getattr(typer.main.get_command(app), "commands", {}).get(argv[1])  # hpo's subcommands
     assert command is not None, argv
     return dict(command.make_context(argv[1], list(argv[2:])).params)
 

@@ -245,12 +245,13 @@ def test_the_values_reach_the_model_loss_augmentation_and_pixel_scaling() -> Non
     meta = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "pixel_scaling": "unit"}
     task = cifar10_model.make_task(split, split, hp, meta, torch.device("cpu"))
     assert task.loss_fn is multiclass_hinge
-    assert task.augment is not None and (
-        task.augment.vflip,
-        task.augment.zoom,
-        task.augment.shear,
-        task.augment.noise,
-    ) == (True, 0.2, 10.0, 0.05)
+    augment: Any = task.augment  # typed as the callable the loop needs; it is the CIFAR-10 augmentation
+    assert augment is not None and (augment.vflip, augment.zoom, augment.shear, augment.noise) == (
+        True,
+        0.2,
+        10.0,
+        0.05,
+    )
     assert task.prepare is not None
     torch.testing.assert_close(task.prepare(images), images.float() / 255)
     # A checkpoint from before pixel_scaling existed was standardized, and still is.
