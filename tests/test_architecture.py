@@ -43,7 +43,7 @@ def test_architecture_and_config_import_no_torch() -> None:
     # Validation must stay instant: hpo.config, the architecture arithmetic and the built-in objectives'
     # declarations (with the CNN check) import no torch/optuna, even when a CIFAR-10 study is checked.
     code = (
-        "import sys, hpo.config, hpo.architecture; "
+        "import sys, hpo.config, hpo.config.cnn_shapes; "
         "hpo.config.parse_study({'name': 'c', 'objective': 'cifar10', 'fixed': {'conv_blocks': 4}}); "
         "hpo.config.parse_study({'name': 'b', 'objective': 'boston'}); "
         "assert not {'torch', 'optuna'} & set(sys.modules), sorted(m for m in sys.modules if m in ('torch', 'optuna'))"
