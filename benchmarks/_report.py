@@ -86,8 +86,10 @@ def header(title: str, argv: Sequence[str] | None, info: dict[str, Any]) -> str:
             "",
             f"- command: `{command_line(argv)}`",
             f"- date: {dt.datetime.now().astimezone().isoformat(timespec='minutes')}",
-            f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, {gpu}; load average at the end {load}",
-            f"- software: Python {info['python']}, torch {info['torch']}, optuna {info['optuna']}, mlflow {info['mlflow']}, hpo at {info['commit']}",
+            f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, {gpu}; load average at the "
+            f"end {load}",
+            f"- software: Python {info['python']}, torch {info['torch']}, optuna {info['optuna']}, mlflow "
+            f"{info['mlflow']}, hpo at {info['commit']}",
             "",
         ]
     )

@@ -15,7 +15,7 @@ Each round runs one epoch of every way, in turn, so a busy shared machine slows 
 is hpo's images/second over the best DataLoader variant's, taken per round, and its median is reported.
 
     python benchmarks/cifar10_pipeline.py --quick          # tiny generated data, a minute on 2 cores
-    python benchmarks/cifar10_pipeline.py                  # real CIFAR-10 (the cache, or ../shared/datasets imported into it)
+    python benchmarks/cifar10_pipeline.py          # real CIFAR-10 (the cache, or ../shared/datasets imported into it)
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def load_images(*, quick: bool, images: int, seed: int) -> tuple[np.ndarray, np.
     if cifar10.read_manifest() is None:
         if not SHARED_JPEG.exists():
             raise SystemExit(
-                f"CIFAR-10 is not cached in {cifar10.cache_dir()}; import it (`hpo data import cifar10 PATH`) or use --quick"
+                f"CIFAR-10 is not cached in {cifar10.cache_dir()}; import it (`hpo data import cifar10 PATH`) or "
+                "use --quick"
             )
         print(f"importing {SHARED_JPEG} into {cifar10.cache_dir()} (once)", file=sys.stderr)
         cifar10.import_dataset(SHARED_JPEG)
@@ -148,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--model",
         default="mlp,quick-cnn",
-        help="comma list: quick-cnn (studies/cifar10-quick.yaml's CNN) or any `model` value (mlp, cnn, resnet, resnet18, ...)",
+        help="comma list: quick-cnn (studies/cifar10-quick.yaml's CNN) "
+        "or any `model` value (mlp, cnn, resnet, resnet18, ...)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the training process")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -207,8 +209,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     for model_name in models:
         model_hp = QUICK_MODEL if model_name == "quick-cnn" else {"model": model_name}
-        hp = HYPERPARAMETERS.resolve({**model_hp, "batch_size": args.batch_size, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
-                                 "augment_crop": 4, "augment_flip": True, "label_smoothing": 0.1})  # fmt: skip
+        hp = HYPERPARAMETERS.resolve(
+            {
+                **model_hp,
+                "batch_size": args.batch_size,
+                "optimizer": "sgd",
+                "lr": 0.05,
+                "momentum": 0.9,
+                "nesterov": True,
+                "augment_crop": 4,
+                "augment_flip": True,
+                "label_smoothing": 0.1,
+            }
+        )
         n_params = sum(p.numel() for p in objective.build_model(hp, {}).parameters())
         # A warm-up epoch of each way on a few batches, not recorded: the first optimizer step of a
         # process imports parts of torch (seconds), and DataLoader workers start.
@@ -250,22 +263,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         for way in ["hpo", *loaders]:
             mine = [r for r in records if r["model"] == model_name and r["way"] == way]
-            rows.append({
-                "model": f"{model_name} ({n_params:,} params)",
-                "way": way,
-                "images/s (median)": statistics.median(r["images_per_second"] for r in mine),
-                "images/s (best)": max(r["images_per_second"] for r in mine),
-                "train_acc (last round)": mine[-1]["train_acc"],
-                "hpo / best DataLoader": statistics.median(ratios[model_name]) if way == "hpo" else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": f"{model_name} ({n_params:,} params)",
+                    "way": way,
+                    "images/s (median)": statistics.median(r["images_per_second"] for r in mine),
+                    "images/s (best)": max(r["images_per_second"] for r in mine),
+                    "train_acc (last round)": mine[-1]["train_acc"],
+                    "hpo / best DataLoader": statistics.median(ratios[model_name]) if way == "hpo" else None,
+                }
+            )
     info = _report.machine()
     print(_report.header("CIFAR-10 input pipeline: hpo vs DataLoader", argv, info))
-    print(f"{source}, {n:,} images per epoch, batch size {args.batch_size}, crop (4 px reflect) + flip, SGD, device {device}, "
-          f"{torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds per model.\n")  # fmt: skip
+    print(
+        f"{source}, {n:,} images per epoch, batch size {args.batch_size}, crop (4 px reflect) + flip, SGD, device "
+        f"{device}, "
+        f"{torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds per model.\n"
+    )
     print(_report.table(rows))
     for model_name, values in ratios.items():
         print(
-            f"**{model_name}: hpo / best DataLoader loop = {statistics.median(values):.2f}x** (per round: {', '.join(f'{r:.2f}' for r in values)})"
+            f"**{model_name}: hpo / best DataLoader loop = {statistics.median(values):.2f}x** (per round: "
+            f"{', '.join(f'{r:.2f}' for r in values)})"
         )
     payload = {
         "machine": info,

@@ -181,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = "\n".join(
         [
             _report.header("End to end: `hpo run` of a Boston study vs the same training in a bare loop", argv, info),
-            f"{args.trials} trials of {args.epochs} epochs, one validation split, torch on {args.threads} thread(s); each way a fresh process (fixed costs included).",
+            f"{args.trials} trials of {args.epochs} epochs, one validation split, torch on {args.threads} "
+            "thread(s); each way a fresh process (fixed costs included).",
             "",
             _report.table([summary]),
             _report.table(rows),

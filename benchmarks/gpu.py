@@ -11,12 +11,12 @@ Sections (each prints a Markdown table; the header names the device):
 2. the airbench-style configuration of the issue (cifar10-hour.yaml's warm start: 32/128/128,
    8 epochs) trained on the full training split over 3 seeds: seconds and test accuracy (with the flip
    test-time augmentation it is validated with);
-3. 1, 2 and 4 (smoke: 1 and 2) trials training at once on the device (separate processes, as `execution.trials_per_device`
-   runs them): images/s summed over the trials;
+3. 1, 2 and 4 (smoke: 1 and 2) trials training at once on the device (separate processes, as
+   `execution.trials_per_device` runs them): images/s summed over the trials;
 4. a 5-minute study (cifar10-hour.yaml with timeout 300, one worker per trial slot): best validation
    accuracy, then `hpo evaluate` (top 3, greedy ensemble) with its test accuracies and time.
 
-    python benchmarks/gpu.py                 # needs CIFAR-10 in HPO_DATA_DIR (`hpo data import cifar10 PATH`), or --cifar-source
+    python benchmarks/gpu.py  # needs CIFAR-10 in HPO_DATA_DIR (`hpo data import cifar10 PATH`), or --cifar-source
     python benchmarks/gpu.py --smoke         # seconds on a CPU: generated tiny data, tiny widths, 1-2 epochs
 """
 
@@ -77,7 +77,7 @@ def median_configuration(study: Path = CNN_STUDY) -> dict[str, Any]:
             if param.get("step"):
                 value = low + round((value - low) / float(param["step"])) * float(param["step"])
             if param["type"] == "int":
-                value = int(round(value))
+                value = round(value)
         chosen[name] = value
     for name, param in spec.get("params", {}).items():
         for parent, allowed in (param.get("when") or {}).items():
@@ -465,10 +465,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         else {}
     )
     payload = {
-        "machine": info, "device": device_name, "smoke": args.smoke, "throughput": throughput, "airbench_seeds": seeds, "airbench_summary": summary_seeds,
-        "airbench_hyperparameters": airbench_hp, "cnn_median": cnn_chosen, "concurrent": concurrent,
-        "study": {k: v for k, v in study.items() if k != "evaluate output"}, "timings": timings,
-    }  # fmt: skip
+        "machine": info,
+        "device": device_name,
+        "smoke": args.smoke,
+        "throughput": throughput,
+        "airbench_seeds": seeds,
+        "airbench_summary": summary_seeds,
+        "airbench_hyperparameters": airbench_hp,
+        "cnn_median": cnn_chosen,
+        "concurrent": concurrent,
+        "study": {k: v for k, v in study.items() if k != "evaluate output"},
+        "timings": timings,
+    }
     lines = [
         _report.header(f"CIFAR-10 on one GPU ({device_name})", argv, info),
         f"Data: {source}.{' SMOKE RUN: tiny generated data and models, figures meaningless.' if args.smoke else ''}",
@@ -476,14 +484,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "### Training images/s (second of two epochs, hpo's loop)",
         "",
         _report.table(throughput, ["model", "variant", "precision", "images/s"]),
-        f"### Airbench-style configuration ({airbench_hp['epochs']} epochs, width_scale {airbench_hp['width_scale']}, tta {airbench_hp['tta']}), {len(seeds)} seeds",
+        f"### Airbench-style configuration ({airbench_hp['epochs']} epochs, width_scale "
+        f"{airbench_hp['width_scale']}, tta {airbench_hp['tta']}), {len(seeds)} seeds",
         "",
         _report.table(seeds, ["seed", "seconds", "val_acc", "test_acc"]),
         _report.table([summary_seeds] if summary_seeds else []),
         "### Trials training at once on the device",
         "",
         _report.table(concurrent),
-        f"### A {'one-trial' if args.smoke else f'{study_seconds:.0f}-second'} study (studies/cifar10-hour.yaml, timeout {study_seconds:.0f}), then `hpo evaluate --top-k 3`",
+        f"### A {'one-trial' if args.smoke else f'{study_seconds:.0f}-second'} study (studies/cifar10-hour.yaml, "
+        f"timeout {study_seconds:.0f}), then `hpo evaluate --top-k 3`",
         "",
         _report.table([payload["study"]] if payload["study"] else []),
         "### Time per section (s)",

@@ -8,7 +8,8 @@ cross-validation so that curves stay 30 points long. It is then filled up to eac
 
 - the trials are written as `Study.add_trials` stores them, a thousand per transaction into the tables
   of Optuna's RDB schema (its SQLAlchemy models; `add_trials` itself takes 100 ms a trial): params
-  drawn at random from the search space (Optuna's RandomSampler through hpo's own `suggest`), about 55% PRUNED at a Hyperband rung, 40% COMPLETE, 5% FAIL, a decreasing
+  drawn at random from the search space (Optuna's RandomSampler through hpo's own `suggest`), about
+  55% PRUNED at a Hyperband rung, 40% COMPLETE, 5% FAIL, a decreasing
   `val_rmse` curve as intermediate values, the `mlflow_run_id` and `hpo.seed` user attributes;
 - each trial's closed MLflow child run, with the tags, params, per-epoch `train_loss`/`val_loss`/
   `val_rmse` and summary metrics hpo's `Tracker` logs, is written a thousand runs per transaction
@@ -24,7 +25,7 @@ The Optuna storage and the MLflow store are two fresh PostgreSQL databases (crea
 the end; `--postgres`), or SQLite files in a temporary folder with `--sqlite` or when PostgreSQL does not
 answer (a note says so).
 
-    python benchmarks/large_study.py                       # 100, 1,000, 10,000 trials on PostgreSQL (~15 min on 2 cores)
+    python benchmarks/large_study.py               # 100, 1,000, 10,000 trials on PostgreSQL (~15 min on 2 cores)
     python benchmarks/large_study.py --quick               # 100 trials, seconds
     python benchmarks/large_study.py --sizes 100,1000 --json out.json
 """
@@ -173,7 +174,7 @@ def _run_rows(
                 "artifact_uri": f"{artifact_root}/{run_id}/artifacts",
                 "experiment_id": int(experiment_id),
             }
-        ],  # fmt: skip
+        ],
         "tags": [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()],
         "params": [
             {"key": k, "value": str(v), "run_uuid": run_id} for k, v in {**config.fixed, **drawn["params"]}.items()
@@ -318,7 +319,8 @@ def fill(runner: Any, config: Any, target: int, *, seed: int) -> float:
         add_trials(runner.storage, runner.study._study_id, drawn, run_ids)
         have += len(drawn)
         print(
-            f"  filled {have} trials ({time.perf_counter() - started:.0f} s; last batch: Optuna {time.perf_counter() - logged:.0f} s)",
+            f"  filled {have} trials ({time.perf_counter() - started:.0f} s; last batch: Optuna "
+            f"{time.perf_counter() - logged:.0f} s)",
             file=sys.stderr,
         )
     return time.perf_counter() - started
@@ -440,7 +442,8 @@ def section(payload: dict[str, Any], argv: Sequence[str] | None) -> str:
     verdicts = [f"`hpo {c}` {last[f'{c} s']:.2f} s (goal < {goal:g} s at 10,000)" for c, goal in GOALS.items()]
     lines = [
         _report.header("Large studies", argv, payload["machine"]),
-        f"Backend: {payload['backend']}. Each command is a fresh `python -m hpo` process (start-up and imports included); "
+        f"Backend: {payload['backend']}. Each command is a fresh `python -m hpo` process (start-up and imports "
+        "included); "
         f"`ask s` is the median of the runner's ask (TPE multivariate, the study file's sampler) in one process.",
         "",
         _report.table(rows, columns),

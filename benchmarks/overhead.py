@@ -591,7 +591,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--hpo-tracking-uri",
-        help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) instead of an SQLite file of its own",
+        help="the hpo way logs to this MLflow tracking server (e.g. a running `hpo server`) "
+        "instead of an SQLite file of its own",
     )
     parser.add_argument("--workdir", help="folder for the SQLite files (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -697,7 +698,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     record["round"] = round_
                     records.append(record)
                     print(
-                        f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training {record['overhead_ms_per_trial']:8.1f} ms/trial ({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)",
+                        f"round {round_} {group.name:13s} {way:16s} wall {record['wall_s']:8.2f}s  non-training "
+                        f"{record['overhead_ms_per_trial']:8.1f} ms/trial "
+                        f"({record['overhead_cpu_ms_per_trial']:.1f} CPU ms)",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -709,11 +712,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     info = _report.machine()
     lines = [
         _report.header("Overhead: bare loop vs Optuna + MLflowCallback vs hpo", argv, info),
-        f"Torch threads: {torch.get_num_threads()}; device: {device}. All ways train with the same objective function and seeds "
+        f"Torch threads: {torch.get_num_threads()}; device: {device}. All ways train with the same objective "
+        "function and seeds "
         f"(largest difference in the final metric between ways: {check_same_training(records):.2g}).",
         "",
         _report.table(rows, [c for c in rows[0] if c != "rounds"]),
-        f"One-off costs per `hpo run`: interpreter + imports {'not measured' if startup is None else f'{startup:.2f} s'}; StudyRunner setup (storage, study, MLflow parent run) "
+        "One-off costs per `hpo run`: interpreter + imports "
+        f"{'not measured' if startup is None else f'{startup:.2f} s'}; StudyRunner setup (storage, study, MLflow "
+        "parent run) "
         f"median {statistics.median(setup):.3f} s per study. Database sizes after the run: "
         + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())),
         "",

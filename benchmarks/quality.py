@@ -231,7 +231,8 @@ def summary_section(summary: dict[str, Any]) -> str:
         for name, s in summary["test_rmse"].items()
     ]
     checks = [
-        f"split {seed}: ensemble {c['ensemble_rmse']:.2f} vs best member {c['best_member']} {c['best_member_rmse']:.2f} "
+        f"split {seed}: ensemble {c['ensemble_rmse']:.2f} vs best member {c['best_member']} "
+        f"{c['best_member_rmse']:.2f} "
         f"(CI upper half-width {c['ensemble_ci_upper_half']:.2f}; {'within' if c['within_ci'] else 'OUTSIDE'} its CI)"
         for seed, c in zip(summary["split_seeds"], summary["ensemble_vs_best_member"])
         if c
@@ -256,7 +257,8 @@ def section(title: str, result: dict[str, Any], budget: str) -> str:
         [
             f"### {title}",
             "",
-            f"Budget: {budget}. Study `{result['study']}`: {result['complete']} complete, {result['pruned']} pruned, {result['failed']} failed trials "
+            f"Budget: {budget}. Study `{result['study']}`: {result['complete']} complete, {result['pruned']} "
+            f"pruned, {result['failed']} failed trials "
             f"in {result['search_seconds']:.0f} s; evaluation {result['evaluate_seconds']:.0f} s.",
             "",
             _report.table(result["rows"]),
@@ -279,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--split-seeds",
-        help="comma-separated data.split_seed values: one Boston study per test split (study seed = split seed), summarized by median and spread",
+        help="comma-separated data.split_seed values: one Boston study per test split "
+        "(study seed = split seed), summarized by median and spread",
     )
     parser.add_argument("--boston-epochs", type=int, help="override the study file's epochs (for smoke tests)")
     parser.add_argument("--skip-cifar", action="store_true", help="Boston only")

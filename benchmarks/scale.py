@@ -20,7 +20,7 @@ workers' peak RSS, CPU per trial of the workers (with their start-up) and of the
 trial or MLflow run, nothing left RUNNING or WAITING in Optuna or MLflow. The `kill` runs SIGKILL 3
 workers mid-trial and let the others finish: the killed trials must end FAIL, re-queued and re-run.
 
-    python benchmarks/scale.py --quick                                   # N=4, short trials: direct, and grpc with 3 killed
+    python benchmarks/scale.py --quick                           # N=4, short trials: direct, and grpc with 3 killed
     python benchmarks/scale.py --workers 1,8,16,32 --trial-seconds 2     # the BENCHMARKS.md figures
 """
 
@@ -146,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row = run.execute((optuna_db, mlflow_db), server)
                 rows.append(row)
                 print(
-                    f"{path} N={n}{' kill' if kill else ''}: {row['trials/s']:.2f} trials/s = {row['% of ideal']:.0f}% of ideal; invariants {'ok' if row['invariants ok'] else 'BROKEN: ' + row['problems']}",
+                    f"{path} N={n}{' kill' if kill else ''}: {row['trials/s']:.2f} trials/s = "
+                    f"{row['% of ideal']:.0f}% of ideal; invariants "
+                    f"{'ok' if row['invariants ok'] else 'BROKEN: ' + row['problems']}",
                     file=sys.stderr,
                 )
     finally:
@@ -159,7 +161,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 class HpoServer:
-    """`hpo server --grpc-port` as a subprocess in its own process group: MLflow, and the proxy in front of Optuna's database."""
+    """`hpo server --grpc-port` as a subprocess in its own process group: MLflow, and the proxy in front of
+    Optuna's database."""
 
     def __init__(self, work: Path, backend: str, storage: str, *, workers: int = 1) -> None:
         self.port, self.grpc_port = _free_port(), _free_port()
@@ -300,7 +303,8 @@ class Run:
                 while any(p.poll() is None for p in procs):
                     if time.time() - started > self.args.run_timeout:
                         raise SystemExit(
-                            f"{self.name}: workers still running after {self.args.run_timeout:.0f} s; stopped (see {self.dir})"
+                            f"{self.name}: workers still running after {self.args.run_timeout:.0f} s; stopped (see "
+                            f"{self.dir})"
                         )
                     for key, value in connections.count().items():
                         peaks[key] = max(peaks[key], value)
@@ -316,7 +320,8 @@ class Run:
         return self._row(wall, peaks, killed, codes, server_cpu)
 
     def _kill_three(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
-        """SIGKILL three workers that are inside a trial (started, its last epoch not yet reported), once N trials have started."""
+        """SIGKILL three workers that are inside a trial (started, its last epoch not yet reported), once N
+        trials have started."""
         progress = _objective_log(self.dir)
         if len({(r["pid"], r["trial"]) for r in progress}) < self.n:
             return []
@@ -521,17 +526,22 @@ def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return 1000 * ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
     info = _report.machine()
     print(_report.header("Many workers: direct PostgreSQL vs gRPC storage proxy", argv, info))
     print(
-        f"Each run: N real `hpo worker` processes on one study of N x {args.trials_per_worker} trials; the objective sleeps "
-        f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), TPE + median pruning, "
-        f"heartbeats every 1 s; one `hpo server` with {args.server_workers} MLflow worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective time of a finished trial). "
-        "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, start-up requests included); "
+        f"Each run: N real `hpo worker` processes on one study of N x {args.trials_per_worker} trials; the "
+        "objective sleeps "
+        f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), "
+        "TPE + median pruning, "
+        f"heartbeats every 1 s; one `hpo server` with {args.server_workers} MLflow worker process(es) and the gRPC "
+        "proxy (8 threads). `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective "
+        "time of a finished trial). "
+        "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, "
+        "start-up requests included); "
         "connections are the peak seen in pg_stat_activity; CPU per trial includes the workers' start-up.\n"
     )
     columns = [c for c in rows[0] if c not in ("kill", "problems")] if rows else None

@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 runs[variant].append(result)
                 best = best_so_far(result["trials"], budget)
                 print(
-                    f"seed {seed} {variant:10s} {result['complete']:3d} complete {result['pruned']:3d} pruned {result['failed']:2d} failed; best val_rmse {best:.4f}",
+                    f"seed {seed} {variant:10s} {result['complete']:3d} complete {result['pruned']:3d} pruned "
+                    f"{result['failed']:2d} failed; best val_rmse {best:.4f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -197,13 +198,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ),
             f"Search space and settings: `{STUDY_FILE.relative_to(_report.REPO)}`"
             + (f" with epochs {args.epochs}" if args.epochs else "")
-            + f"; {seeds} seeds; torch threads {threads or 'default'}. Best validation RMSE (k$) so far, median over seeds:",
+            + f"; {seeds} seeds; torch threads {threads or 'default'}. "
+            + "Best validation RMSE (k$) so far, median over seeds:",
             "",
             _report.table(curve_rows),
             "Per seed: how long the challenger needs to match random search's final best:",
             "",
             _report.table(seed_rows),
-            f"Median fraction of random search's budget {challenger} needs: **{shown}** (target at most {TARGET:.2f}: {verdict}).",
+            f"Median fraction of random search's budget {challenger} needs: **{shown}** (target at most "
+            f"{TARGET:.2f}: {verdict}).",
             "",
         ]
     )

@@ -47,8 +47,11 @@ def run_study(study_file: Path, name: str, env: dict[str, str], cwd: Path, n_tri
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "hpo", "run", str(study_file), "--study-name", name, "--quiet", *cap],
-        env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True,
-    )  # fmt: skip
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"hpo run failed ({result.returncode}): {result.stderr[-2000:]}")
@@ -171,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if len(rows) == len(BACKENDS):
         extra = rows[1]["non-training s/trial"] - rows[0]["non-training s/trial"]
         print(
-            f"PostgreSQL + server costs {extra:+.2f} s per trial of non-training time compared with SQLite (medians over {rounds} runs each)."
+            f"PostgreSQL + server costs {extra:+.2f} s per trial of non-training time compared with SQLite (medians "
+            f"over {rounds} runs each)."
         )
     else:
         print(f"SQLite only (medians over {rounds} runs): no comparison with PostgreSQL + server in this run.")

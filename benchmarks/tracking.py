@@ -337,10 +337,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = "\n".join(
         [
             _report.header("Tracking: metric throughput and best-k queries, SQLite and PostgreSQL", argv, info),
-            f"Metric points logged per second ({epochs} epochs x {len(EPOCH_METRICS)} metrics per run; the per-value way stops after {args.per_value_seconds:g} s; medians of {repeats} interleaved repeats):",
+            f"Metric points logged per second ({epochs} epochs x {len(EPOCH_METRICS)} metrics per run; the "
+            f"per-value way stops after {args.per_value_seconds:g} s; medians of {repeats} interleaved repeats):",
             "",
             _report.table(rate_rows),
-            f"Time to pick the best {args.top_k} of {args.runs} runs (cold: a new storage object each time; medians of {repeats}):",
+            f"Time to pick the best {args.top_k} of {args.runs} runs (cold: a new storage object each time; medians "
+            f"of {repeats}):",
             "",
             _report.table(best_rows),
             *(f"- {n}" for n in notes),

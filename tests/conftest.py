@@ -4,6 +4,7 @@ a fresh PostgreSQL database and a real `mlflow server` subprocess. Nothing here 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def _postgres_reachable() -> str | None:
         psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3).close()
         return None
     except Exception as exc:
-        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc.__class__.__name__}: {first_line})"
 
 
 @pytest.fixture(scope="session")
@@ -160,50 +162,80 @@ def wait_http(url: str, *, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start a real MLflow server (`hpo server`) on a free port with the given backend store; returns its URL."""
-    servers: list[HpoServer] = []
+class MlflowServer:
+    """A real `mlflow server` (SQLite or any backend store) in its own process group, so a test can kill
+    it (and its uvicorn child) mid-study like a crashed machine and start another on the same store. Its
+    background job runners are switched off."""
 
-    def start(backend_store_uri: str) -> str:
-        server = HpoServer(backend_store_uri, tmp_path / f"mlflow-server-{len(servers)}")
-        servers.append(server)  # registered first, so it is stopped even if it never answers
-        return server.wait_ready()
+    def __init__(self, backend_store_uri: str, folder: Path, *, port: int | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port or free_port()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            *(sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri),
+            *("--artifacts-destination", str(folder / "artifacts"), "--workers", "1"),
+            *("--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]),
+        ]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(folder / f"mlflow-server-{self.url.rsplit(':', 1)[1]}.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
-    yield start
-    for server in servers:
-        server.stop()
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole server at once (SIGKILL by default: no graceful shutdown, requests are cut)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class MlflowServers:
+    """The `mlflow_server` fixture: `.shared` is one server for the whole session (SQLite backend; tests
+    keep apart by experiment = study name), started on first use and stopped when the session ends;
+    `.start(backend_store_uri, port=None)` starts a server of the test's own, killed when the test ends."""
+
+    def __init__(self, session: dict[str, MlflowServer], folder: Path, factory: pytest.TempPathFactory) -> None:
+        self._session, self._folder, self._factory = session, folder, factory
+        self._own: list[MlflowServer] = []
+
+    @property
+    def shared(self) -> str:
+        if "shared" not in self._session:
+            folder = self._factory.mktemp("shared-mlflow")
+            # registered before the wait, so it is stopped at the session's end even if it never answers
+            server = self._session["shared"] = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder)
+            wait_http(f"{server.url}/health", timeout=120)
+        return self._session["shared"].url
+
+    def start(self, backend_store_uri: str, *, port: int | None = None) -> MlflowServer:
+        server = MlflowServer(backend_store_uri, self._folder, port=port)
+        self._own.append(server)  # registered first, so it is killed even if it never answers
+        wait_http(f"{server.url}/health", timeout=120)
+        return server
+
+    def _close(self) -> None:
+        for server in self._own:
+            server.kill()
 
 
 @pytest.fixture(scope="session")
-def shared_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real `mlflow server` (SQLite backend) for the whole session; tests keep apart by experiment
-    (= study) name. Its background job runners are switched off, and the whole process group is
-    stopped at the end, so no server process outlives the session."""
-    import signal
+def _mlflow_session() -> Iterator[dict[str, MlflowServer]]:
+    """Where `mlflow_server` keeps the session's shared server, stopped (SIGTERM) when the session ends."""
+    servers: dict[str, MlflowServer] = {}
+    yield servers
+    for server in servers.values():
+        server.kill(signal.SIGTERM)
 
-    folder = tmp_path_factory.mktemp("shared-mlflow")
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(folder / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", timeout=120)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+
+@pytest.fixture
+def mlflow_server(
+    _mlflow_session: dict[str, MlflowServer], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServers]:
+    """Real MLflow servers: the session's shared one (`.shared`, a URL) or a test's own (`.start(...)`)."""
+    servers = MlflowServers(_mlflow_session, tmp_path, tmp_path_factory)
+    yield servers
+    servers._close()
 
 
 # -- tiny CIFAR-10 data, built in the test (never ../shared) ---------------------------------------
@@ -292,47 +324,6 @@ def tiny_cifar10(tmp_path: Path) -> Callable[..., dict[str, tuple[Any, Any]]]:
         return arrays
 
     return make
-
-
-class StoppableMlflowServer:
-    """A real `mlflow server` in its own process group, so a test can kill it (and its uvicorn child)
-    mid-study like a crashed machine, and start another on the same backend store."""
-
-    def __init__(self, backend_store_uri: str, folder: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(folder / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ]  # fmt: skip
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        with open(folder / f"mlflow-server-{port}.log", "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL the whole server at once: no graceful shutdown, in-flight requests are cut."""
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def stoppable_mlflow_server(tmp_path: Path) -> Iterator[Callable[..., StoppableMlflowServer]]:
-    """Factory: stoppable_mlflow_server(backend_store_uri, port=None) -> a server with .url and .kill()."""
-    servers: list[StoppableMlflowServer] = []
-
-    def start(backend_store_uri: str, port: int | None = None) -> StoppableMlflowServer:
-        server = StoppableMlflowServer(backend_store_uri, tmp_path, port or free_port())
-        servers.append(server)  # registered first, so it is killed even if it never answers
-        wait_http(f"{server.url}/health", timeout=120)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
 
 
 def wait_for_training_trials(
@@ -577,7 +568,10 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
             timeout=120,
         )
         pwfile.unlink()
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        options = (
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        )
         subprocess.run(
             [
                 *as_user,
@@ -601,7 +595,8 @@ def pg_password_server() -> Iterator[PasswordPostgres]:
         shutil.rmtree(base, ignore_errors=True)
         output = getattr(exc, "stderr", b"") or b""
         unavailable(
-            f"a password-checking PostgreSQL cluster could not be started: {output.decode(errors='replace').strip()[-300:]}"
+            "a password-checking PostgreSQL cluster could not be started: "
+            f"{output.decode(errors='replace').strip()[-300:]}"
         )
     try:
         yield PasswordPostgres(port, password)

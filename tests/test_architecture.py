@@ -14,6 +14,7 @@ from hpo.config import cnn_shapes as architecture
 from hpo.config import parse_study
 from hpo.errors import UsageError
 from hpo.objectives.cifar10 import HYPERPARAMETERS as CIFAR10
+from hpo.objectives.cifar10 import _space as cifar10_space
 
 
 @pytest.mark.parametrize(
@@ -124,8 +125,21 @@ def test_possible_search_spaces_pass(changes: dict[str, Any]) -> None:
     assert parse_study(_study(**changes)).objective == "cifar10"
 
 
-def test_boston_studies_are_not_checked_for_convolutions() -> None:
+def test_boston_studies_are_not_checked_for_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shape check that refuses everything: it must stop the CIFAR-10 study (so it is the check validation
+    # runs) and never be reached for a Boston study, whose models have no convolutions to check.
+    calls: list[str] = []
+
+    def refuse_all(params: Any, fixed: Any, defaults: Any) -> tuple[str, str]:
+        calls.append(str(defaults.get("model")))
+        return "fixed.conv_blocks", "checked for convolutions"
+
+    monkeypatch.setattr(cifar10_space, "check_search_space", refuse_all)
+    with pytest.raises(UsageError, match="checked for convolutions"):
+        parse_study(_study())
+    calls.clear()
     assert parse_study({"name": "b", "objective": "boston", "fixed": {"epochs": 2}}).objective == "boston"
+    assert calls == []
 
 
 @pytest.mark.parametrize(("size", "window", "stride"), [(32, 2, None), (32, 3, 2), (15, 3, 1), (7, 4, 3), (5, 5, None)])

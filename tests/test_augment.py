@@ -146,7 +146,7 @@ def test_out_of_range_settings_name_the_hyperparameter(call: object, message: st
 def _sample(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """Direct bilinear resampling of one C x H x W image: output pixel centre p (in [-1, 1] coordinates)
     takes the input at matrix @ p, with coordinates outside the image reflected back in."""
-    c, h, w = image.shape
+    _c, h, w = image.shape
     out = torch.empty_like(image)
     for i in range(h):
         for j in range(w):
@@ -162,8 +162,12 @@ def _sample(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
             x0, y0 = int(px), int(py)
             x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
             fx, fy = px - x0, py - y0
-            out[:, i, j] = (image[:, y0, x0] * (1 - fx) * (1 - fy) + image[:, y0, x1] * fx * (1 - fy)
-                            + image[:, y1, x0] * (1 - fx) * fy + image[:, y1, x1] * fx * fy)  # fmt: skip
+            out[:, i, j] = (
+                image[:, y0, x0] * (1 - fx) * (1 - fy)
+                + image[:, y0, x1] * fx * (1 - fy)
+                + image[:, y1, x0] * (1 - fx) * fy
+                + image[:, y1, x1] * fx * fy
+            )
     return out
 
 

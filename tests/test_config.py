@@ -146,13 +146,13 @@ def test_settings_name_the_source_of_a_bad_url(monkeypatch: pytest.MonkeyPatch) 
     assert (
         resolve_settings(storage_flag="sqlite:///flag.db", file_storage="sqlite:///f.db").storage == "sqlite:///flag.db"
     )
-    with pytest.raises(UsageError, match="^HPO_STORAGE: malformed URL"):
+    with pytest.raises(UsageError, match=r"^HPO_STORAGE: malformed URL"):
         monkeypatch.setenv("HPO_STORAGE", "hpo.db")
         resolve_settings()
     monkeypatch.delenv("HPO_STORAGE")
-    with pytest.raises(UsageError, match="^s.yaml: tracking_uri: malformed URI 'localhost:5000'"):
+    with pytest.raises(UsageError, match=r"^s\.yaml: tracking_uri: malformed URI 'localhost:5000'"):
         resolve_settings(file_tracking_uri="localhost:5000", source="s.yaml")
-    with pytest.raises(UsageError, match="^--storage: malformed URL"):
+    with pytest.raises(UsageError, match=r"^--storage: malformed URL"):
         resolve_settings(storage_flag=" sqlite:///hpo.db")
 
 

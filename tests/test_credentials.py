@@ -157,7 +157,8 @@ def test_password_from_pgpass_or_pgpassword_when_the_url_has_none(
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT e.name, count(r.run_uuid) FROM experiments e JOIN runs r ON r.experiment_id = e.experiment_id GROUP BY e.name"
+                "SELECT e.name, count(r.run_uuid) FROM experiments e JOIN runs r ON r.experiment_id = "
+                "e.experiment_id GROUP BY e.name"
             )
             assert cur.fetchall() == [("tiny-boston", 2)]  # the parent run and the trial's run
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def test_step_and_whole_numbers_for_float_parameters() -> None:
     assert parse_study({**study, "enqueue": [{"width": 8, "lr": 2}]}).warm_start() == [{"width": 8, "lr": 2.0}]
     with pytest.raises(
         UsageError,
-        match="enqueue.0.width: 6 is outside the search space; accepted: an integer from 4 to 16 on steps of 4",
+        match=re.escape(
+            "enqueue.0.width: 6 is outside the search space; accepted: an integer from 4 to 16 on steps of 4"
+        ),
     ):
         parse_study({**study, "enqueue": [{"width": 6}]})
 

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from hpo.operations.schedule import worker_argv
 from hpo.running.tracking import Tracker
-from tests.conftest import tiny_boston, wait_for_training_trials
+from tests.conftest import MlflowServers, tiny_boston, wait_for_training_trials
 
 FAST_HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 3}
 
@@ -35,7 +35,10 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list[Any]:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_params(
-    cli: Callable[..., Any], pg_url: Callable[[str], str], shared_mlflow_server: str, write_study: Callable[..., Path]
+    cli: Callable[..., Any],
+    pg_url: Callable[[str], str],
+    mlflow_server: MlflowServers,
+    write_study: Callable[..., Path],
 ) -> None:
     # SIGKILL leaves no chance to clean up: the heartbeat goes stale, another worker fails the trial,
     # closes its MLflow run FAILED with the reason and re-runs it with the same params and seed;
@@ -50,9 +53,9 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_p
             fixed={"epochs": 250, "hidden_layers": 1, "batch_size": 64, "early_stopping_patience": 0},
         )
     )
-    assert cli("create", study_file, "--storage", storage, "--tracking-uri", shared_mlflow_server).exit_code == 0
+    assert cli("create", study_file, "--storage", storage, "--tracking-uri", mlflow_server.shared).exit_code == 0
 
-    env = {**os.environ, "HPO_STORAGE": storage, "MLFLOW_TRACKING_URI": shared_mlflow_server, "HPO_PROGRESS": "plain"}
+    env = {**os.environ, "HPO_STORAGE": storage, "MLFLOW_TRACKING_URI": mlflow_server.shared, "HPO_PROGRESS": "plain"}
     argv = worker_argv(study_file, quiet=True, program=(sys.executable, "-m", "hpo"))
     victim = subprocess.Popen(argv, env=env)
     try:
@@ -74,7 +77,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_p
     assert retry.params == killed.params
     assert retry.user_attrs["hpo.seed"] == killed.user_attrs["hpo.seed"]
 
-    runs = {r.info.run_id: r for r in experiment_runs(shared_mlflow_server, name)}
+    runs = {r.info.run_id: r for r in experiment_runs(mlflow_server.shared, name)}
     dead_run = runs[killed.user_attrs["mlflow_run_id"]]
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags["optuna.state"] == "FAIL"
@@ -85,7 +88,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_p
     assert [r.info.status for r in runs.values()].count("RUNNING") == 0
     assert len(runs) == len(trials)
     # The last worker out closes the study's parent run.
-    parent = MlflowClient(shared_mlflow_server).get_run(retry_run.data.tags["mlflow.parentRunId"])
+    parent = MlflowClient(mlflow_server.shared).get_run(retry_run.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
 
     # `hpo status` shows which trial re-ran which.
@@ -96,25 +99,25 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_trial_rerun_with_the_same_p
 
 
 def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
-    cli: Callable[..., Any], shared_mlflow_server: str, write_study: Callable[..., Path]
+    cli: Callable[..., Any], mlflow_server: MlflowServers, write_study: Callable[..., Path]
 ) -> None:
     # What an older crash leaves behind: a trial RUNNING in Optuna whose heartbeat stopped, with its
     # MLflow run RUNNING; and a finished trial whose MLflow run is missing (the server was down).
     # `hpo reconcile` fails and re-queues the first, closes its run FAILED, and backfills the second.
     name = "reconcile-me"
     study_file = write_study(tiny_boston(name=name, n_trials=3, execution=FAST_HEARTBEAT))
-    assert cli("run", study_file, "--n-trials", "2", "--tracking-uri", shared_mlflow_server, "--quiet").exit_code == 0
+    assert cli("run", study_file, "--n-trials", "2", "--tracking-uri", mlflow_server.shared, "--quiet").exit_code == 0
 
     study = optuna.load_study(study_name=name, storage="sqlite:///hpo.db")
     finished = study.trials[0]
-    client = MlflowClient(shared_mlflow_server)
+    client = MlflowClient(mlflow_server.shared)
     client.delete_run(finished.user_attrs["mlflow_run_id"])
 
     # A worker that died mid-trial: asked, beating, its run open, then gone.
     crashed = study.ask()
     crashed.suggest_int("width", 4, 16)
     study._storage.record_heartbeat(crashed._trial_id)  # the heartbeat API takes Optuna's private trial id
-    tracker = Tracker(shared_mlflow_server, name)
+    tracker = Tracker(mlflow_server.shared, name)
     parent = study.user_attrs["hpo.mlflow_parent_run_id"]
     crashed_run = tracker.start_trial_run(
         parent_run_id=parent, study_name=name, trial_number=crashed.number, seed=1, params=crashed.params
@@ -122,7 +125,7 @@ def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
     crashed.set_user_attr("mlflow_run_id", crashed_run)
     time.sleep(FAST_HEARTBEAT["grace_period"] + 1.5)
 
-    result = cli("reconcile", study_file, "--tracking-uri", shared_mlflow_server)
+    result = cli("reconcile", study_file, "--tracking-uri", mlflow_server.shared)
     assert result.exit_code == 0, result.output
     assert "stale trials failed and re-queued: 1" in result.stdout
     assert "MLflow runs backfilled: 1 [0]" in result.stdout
@@ -136,7 +139,7 @@ def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
     closed = client.get_run(crashed_run)
     assert closed.info.status == "FAILED"
     assert "heartbeats" in closed.data.tags["hpo.failure_reason"]
-    runs = experiment_runs(shared_mlflow_server, name)
+    runs = experiment_runs(mlflow_server.shared, name)
     backfilled = [r for r in runs if r.data.tags["optuna.trial_number"] == "0"]
     assert len(backfilled) == 1
     assert backfilled[0].data.tags["hpo.backfilled"] == "true"
@@ -146,6 +149,6 @@ def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
     assert all(r.info.status != "RUNNING" for r in runs)
 
     # Reconciling again finds nothing left to repair.
-    again = cli("reconcile", study_file, "--tracking-uri", shared_mlflow_server)
+    again = cli("reconcile", study_file, "--tracking-uri", mlflow_server.shared)
     assert "stale trials failed and re-queued: 0" in again.stdout
     assert "MLflow runs closed: 0" in again.stdout and "MLflow runs backfilled: 0" in again.stdout

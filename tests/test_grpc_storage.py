@@ -79,9 +79,9 @@ def test_grpc_urls_are_storage_urls_only(tmp_path: Path) -> None:
         UsageError, match=r"^--storage: malformed URL 'grpc://host:port:9'; a gRPC storage proxy is grpc://host:port"
     ):
         check_storage_url("grpc://host:port:9", field="--storage")
-    with pytest.raises(UsageError, match="^tracking_uri: malformed URI"):
+    with pytest.raises(UsageError, match=r"^tracking_uri: malformed URI"):
         check_tracking_uri("grpc://127.0.0.1:13000")
-    with pytest.raises(UsageError, match="^--backend-store-uri: malformed URL"):
+    with pytest.raises(UsageError, match=r"^--backend-store-uri: malformed URL"):
         check_storage_url("grpc://127.0.0.1:13000", field="--backend-store-uri", allow_grpc=False)
 
 

@@ -281,9 +281,17 @@ def test_compare_marks_only_budget_sampler_and_widened_ranges_safe() -> None:
     # space, fixed values or data settings is unsafe; budget, sampler, pruner, seed and execution are not.
     from hpo.running.resume import compare
 
-    base = {"name": "t", "objective": "boston", "metric": "val_rmse", "n_trials": 1, "seed": 0, "sampler": {"type": "tpe"},
-            "params": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True, "step": None, "when": None}},
-            "execution": {"max_retry": 1}, "storage": "sqlite:///a.db"}  # fmt: skip
+    base = {
+        "name": "t",
+        "objective": "boston",
+        "metric": "val_rmse",
+        "n_trials": 1,
+        "seed": 0,
+        "sampler": {"type": "tpe"},
+        "params": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True, "step": None, "when": None}},
+        "execution": {"max_retry": 1},
+        "storage": "sqlite:///a.db",
+    }
     safe = {
         **base,
         "n_trials": 9,

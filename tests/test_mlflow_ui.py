@@ -18,10 +18,20 @@ import pytest
 from mlflow import MlflowClient
 
 from hpo.running.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, RUNS_VIEW_TAG, Tracker, ui_base
-from tests.conftest import tiny_boston
+from tests.conftest import MlflowServers, tiny_boston
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1800,1000", "--virtual-time-budget=25000")  # fmt: skip
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1800,1000",
+    "--virtual-time-budget=25000",
+)
 
 
 def _parent(client: MlflowClient, name: str) -> Any:
@@ -90,7 +100,7 @@ def test_links_open_the_runs_view_and_never_carry_credentials() -> None:
 
 
 def test_runs_page_in_headless_chromium(
-    cli: Any, write_study: Callable[..., Path], shared_mlflow_server: str, tmp_path: Path
+    cli: Any, write_study: Callable[..., Path], mlflow_server: MlflowServers, tmp_path: Path
 ) -> None:
     # The link `hpo run` prints opens, in a real browser on a real server, the model-training runs view
     # of the study: the study run and every trial run, with metric columns holding their values.
@@ -98,12 +108,12 @@ def test_runs_page_in_headless_chromium(
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
     path = write_study(tiny_boston(name="ui-boston", n_trials=3))
-    result = cli("run", path, "--tracking-uri", shared_mlflow_server)
+    result = cli("run", path, "--tracking-uri", mlflow_server.shared)
     assert result.exit_code == 0, result.output
     link = re.search(r"MLflow: (http\S+)", result.stderr)
     assert link, result.stderr
     url = link.group(1)
-    assert url.startswith(f"{shared_mlflow_server}/#/experiments/") and url.endswith(
+    assert url.startswith(f"{mlflow_server.shared}/#/experiments/") and url.endswith(
         "/runs?viewStateShareKey=hpo&workflowType=machine_learning"
     )
     common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]

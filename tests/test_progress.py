@@ -37,7 +37,8 @@ def test_run_prints_plain_lines_off_a_terminal_and_nothing_when_quiet(write_stud
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert len(trial_lines) == 2
     assert re.fullmatch(
-        r"trial 0 COMPLETE value=[\d.]+ \| 1/2 done, pruned 0, failed 0, best val_rmse=[\d.]+ \(trial 0\), \d+s, ETA \d+s",
+        r"trial 0 COMPLETE value=[\d.]+ \| 1/2 done, pruned 0, failed 0, best val_rmse=[\d.]+ \(trial 0\), \d+s, "
+        r"ETA \d+s",
         trial_lines[0],
     ), trial_lines[0]
     assert trial_lines[1].startswith("trial 1 COMPLETE") and "2/2 done" in trial_lines[1]

@@ -1,4 +1,5 @@
-"""`hpo schedule slurm|k8s|cron`: valid scripts and manifests that run the same worker command as `hpo run --workers`."""
+"""`hpo schedule slurm|k8s|cron`: valid scripts and manifests that run the same worker command as
+`hpo run --workers`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hpo.operations.schedule import CONTAINER_STUDY_FILE, create_argv, parse_duration, worker_argv
-from tests.conftest import tiny_boston
+from tests.conftest import MlflowServers, tiny_boston
 
 PG = "postgresql://hpo@db.example:5432/hpo"
 
@@ -57,13 +58,13 @@ def test_slurm_script_is_a_job_array_of_workers_with_one_gpu_each(
 
 
 def test_slurm_task_runs_a_real_worker_that_joins_the_study(
-    cli: Callable[..., Any], shared_mlflow_server: str, write_study: Callable[..., Path], tmp_path: Path
+    cli: Callable[..., Any], mlflow_server: MlflowServers, write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     # Run the generated script as Slurm would run one array task: it must join the study `hpo create`
     # made and use up the budget.
     study_file = write_study(tiny_boston(name="slurm-task", n_trials=1))
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
-    assert cli("create", study_file, "--storage", storage, "--tracking-uri", shared_mlflow_server).exit_code == 0
+    assert cli("create", study_file, "--storage", storage, "--tracking-uri", mlflow_server.shared).exit_code == 0
     script = cli("schedule", "slurm", study_file, "--storage", storage, "--gpus", "0").stdout
     assert "--gres" not in script
     bin_dir = str(Path(sys.executable).parent)
@@ -71,7 +72,7 @@ def test_slurm_task_runs_a_real_worker_that_joins_the_study(
         **os.environ,
         "SLURM_JOB_ID": "42",
         "SLURM_CPUS_PER_TASK": "1",
-        "MLFLOW_TRACKING_URI": shared_mlflow_server,
+        "MLFLOW_TRACKING_URI": mlflow_server.shared,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
     task = subprocess.run(["bash", "-c", script, "sweep.sbatch"], env=env, capture_output=True, text=True, timeout=240)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hpo.operations.server import ServerConfig, server_argv, server_command
+from hpo.operations.server import ServerConfig, server_command
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, HpoServer, drop_database, free_port
 
 
@@ -28,7 +29,24 @@ def test_backend_store_uri_stays_out_of_the_command_line() -> None:
     assert env["MLFLOW_BACKEND_STORE_URI"] == config.backend_store_uri
     assert argv[argv.index("--artifacts-destination") + 1] == "/srv/artifacts"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert "s3cret" not in " ".join(server_argv(port=5000))
+
+
+def test_the_composed_command_takes_the_backend_store_uri_from_the_environment(tmp_path: Path) -> None:
+    # docker-compose and the tests start `hpo server` with server_argv, which has no room for the URL: the
+    # server must find it in MLFLOW_BACKEND_STORE_URI. An unreachable database shows that it did (and that
+    # the password stays hidden); without the variable the server would start on its default store.
+    dead = free_port()
+    server = HpoServer(f"postgresql://hpo:s3cret@127.0.0.1:{dead}/mlflow", tmp_path / "server")
+    try:
+        code = server.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = None  # it started on another store
+    finally:
+        server.stop()
+    assert code == 1, server.stdout + server.stderr
+    assert f"cannot reach postgresql://hpo:***@127.0.0.1:{dead}/mlflow" in server.stderr
+    assert "s3cret" not in server.stdout + server.stderr
+    assert "--backend-store-uri" not in server.argv and "s3cret" not in " ".join(server.argv)
 
 
 def test_busy_port_is_refused_before_anything_is_created(cli: Callable[..., Any], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from tests.conftest import tiny_boston, wait_for_training_trials
+from tests.conftest import MlflowServers, tiny_boston, wait_for_training_trials
 
 # Early stopping off: a trial seen training is still training when the signal lands.
 LONG_TRIALS = {"epochs": 5000, "hidden_layers": 1, "batch_size": 64, "early_stopping_patience": 0}
@@ -47,7 +47,7 @@ def assert_closed_and_requeued(
 
 @pytest.mark.slow
 def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
-    shared_mlflow_server: str, write_study: Callable[..., Path], tmp_path: Path
+    mlflow_server: MlflowServers, write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     # Ctrl-C mid-trial: the trial's run is closed FAILED with the reason, the Optuna trial is FAIL and
     # re-queued with the same params for the next run, and `hpo run` exits with 130.
@@ -56,9 +56,12 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
     study_file = write_study(tiny_boston(name=name, n_trials=2, fixed=LONG_TRIALS))
     env = {**os.environ, "HPO_PROGRESS": "plain"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo", "run", str(study_file), "--tracking-uri", shared_mlflow_server],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "hpo", "run", str(study_file), "--tracking-uri", mlflow_server.shared],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         [trial] = wait_for_training_trials(storage, name, proc)
         proc.send_signal(signal.SIGINT)
@@ -69,20 +72,20 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
     assert proc.returncode == 130, stderr[-3000:]
     # The last line tells the user what became of the trial under way and how to go on.
     assert (
-        f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued with the same params"
-        in stderr
+        f"interrupted by SIGINT; finished trials are kept, trial {trial.number} was closed as FAIL and re-queued "
+        "with the same params" in stderr
     )
     assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    assert_closed_and_requeued(storage, shared_mlflow_server, name, trial.number, "SIGINT")
+    assert_closed_and_requeued(storage, mlflow_server.shared, name, trial.number, "SIGINT")
     # The study's parent run is not left RUNNING until the next run: it ends KILLED (issue 16, O).
-    client = MlflowClient(shared_mlflow_server)
+    client = MlflowClient(mlflow_server.shared)
     parent_id = optuna.load_study(study_name=name, storage=storage).user_attrs["hpo.mlflow_parent_run_id"]
     assert client.get_run(parent_id).info.status == "KILLED"
     # A parent left RUNNING by a killed worker is closed by `hpo reconcile` (KILLED: a trial still waits).
     client.update_run(parent_id, status="RUNNING")
     reconciled = subprocess.run(
-        [sys.executable, "-m", "hpo", "reconcile", name, "--storage", storage, "--tracking-uri", shared_mlflow_server],
+        [sys.executable, "-m", "hpo", "reconcile", name, "--storage", storage, "--tracking-uri", mlflow_server.shared],
         capture_output=True,
         text=True,
         env=env,
@@ -95,7 +98,7 @@ def test_sigint_during_a_trial_exits_130_and_leaves_nothing_running(
 
 @pytest.mark.slow
 def test_sigterm_to_hpo_run_with_workers_reaches_every_worker_once(
-    shared_mlflow_server: str, write_study: Callable[..., Path], tmp_path: Path
+    mlflow_server: MlflowServers, write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     # A scheduler's SIGTERM goes to `hpo run --workers 2`, which forwards it once to each worker:
     # every worker closes and re-queues its own trial (a second signal would abandon the cleanup).
@@ -104,9 +107,12 @@ def test_sigterm_to_hpo_run_with_workers_reaches_every_worker_once(
     study_file = write_study(tiny_boston(name=name, n_trials=4, fixed=LONG_TRIALS))
     env = {**os.environ, "HPO_PROGRESS": "plain"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo", "run", str(study_file), "--workers", "2", "--tracking-uri", shared_mlflow_server],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "hpo", "run", str(study_file), "--workers", "2", "--tracking-uri", mlflow_server.shared],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         training = [t.number for t in wait_for_training_trials(storage, name, proc, count=2)]
         proc.send_signal(signal.SIGTERM)
@@ -117,4 +123,4 @@ def test_sigterm_to_hpo_run_with_workers_reaches_every_worker_once(
     assert proc.returncode == 130, stderr[-3000:]
     assert len(training) == 2
     for number in training:
-        assert_closed_and_requeued(storage, shared_mlflow_server, name, number, "SIGTERM")
+        assert_closed_and_requeued(storage, mlflow_server.shared, name, number, "SIGTERM")

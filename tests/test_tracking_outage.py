@@ -16,10 +16,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from hpo.running.tracking import STATE_TO_STATUS
-from tests.conftest import run_hpo, tiny_boston
+from tests.conftest import MlflowServers, run_hpo, tiny_boston
 
 N_TRIALS = 6
+
+
+# The contract, written out here rather than read from hpo.running.tracking: a finished Optuna trial's
+# state as the MLflow run status a user filters on in the UI.
+MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 def _finished(storage: str) -> int:
@@ -32,11 +36,11 @@ def _finished(storage: str) -> int:
 
 @pytest.mark.slow
 def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
-    tmp_path: Path, stoppable_mlflow_server: Any
+    tmp_path: Path, mlflow_server: MlflowServers
 ) -> None:
     backend = f"sqlite:///{tmp_path / 'mlflow-backend.db'}"
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
-    server = stoppable_mlflow_server(backend)
+    server = mlflow_server.start(backend)
     study_file = tmp_path / "study.yaml"
     study_file.write_text(
         yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64}))
@@ -65,7 +69,7 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
             time.sleep(0.1)
         server.kill()  # mid-study: trials are still to run
         assert _finished(storage) < N_TRIALS
-        out, err = study.communicate(timeout=300)
+        _out, err = study.communicate(timeout=300)
     finally:
         if study.poll() is None:
             study.kill()
@@ -78,7 +82,7 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
     assert unsynced, "trials after the outage are marked for reconcile"
 
     # A new server on the same backend store; reconcile closes and backfills.
-    restarted = stoppable_mlflow_server(backend)
+    restarted = mlflow_server.start(backend)
     result = run_hpo(
         "reconcile", "tiny-boston", "--storage", storage, "--tracking-uri", restarted.url, env={"HPO_PROGRESS": "plain"}
     )
@@ -97,7 +101,7 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
     for trial in trials:
         assert len(by_trial[trial.number]) == 1, f"trial {trial.number} has {len(by_trial[trial.number])} runs"
         run = by_trial[trial.number][0]
-        assert run.info.status == STATE_TO_STATUS[trial.state.name], trial.number
+        assert run.info.status == MLFLOW_STATUS[trial.state.name], trial.number
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert {k: v for k, v in run.data.params.items() if k in trial.params} == {

@@ -4,6 +4,7 @@ the model, loss, augmentation, pixel scaling, schedule and early stopping a tria
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from hpo.config import parse_study
@@ -192,22 +194,36 @@ def test_a_search_over_every_shape_parameter_is_checked_in_well_under_a_second()
     import time
 
     params = {
-        "convs_per_block": {"type": "int", "low": 1, "high": 2}, "kernel_size": {"type": "int", "low": 1, "high": 16},
-        "dilation": {"type": "int", "low": 1, "high": 2}, "pool_size": {"type": "int", "low": 1, "high": 16},
+        "convs_per_block": {"type": "int", "low": 1, "high": 2},
+        "kernel_size": {"type": "int", "low": 1, "high": 16},
+        "dilation": {"type": "int", "low": 1, "high": 2},
+        "pool_size": {"type": "int", "low": 1, "high": 16},
         "pool_stride": {"type": "int", "low": 1, "high": 16, "when": {"pooling": ["max", "avg"]}},
         "pooling": {"type": "categorical", "choices": ["max", "avg", "sum", "min", "none"]},
         "padding_mode": {"type": "categorical", "choices": ["zeros", "replicate", "reflect", "circular"]},
-    }  # fmt: skip
+    }
     started = time.perf_counter()
     parse_study({"name": "c", "objective": "cifar10", "params": params, "fixed": {"conv_blocks": 1}})
     assert time.perf_counter() - started < 1.0
 
 
 COURSE = {
-    "model": "cnn", "pooling": "sum", "pool_size": 3, "pool_stride": 1, "padding_mode": "reflect", "activation": "sigmoid",
-    "loss": "hinge", "pixel_scaling": "unit", "augment_vflip": True, "augment_zoom": 0.2, "augment_shear": 10.0, "augment_noise": 0.05,
-    "lr_schedule": "exponential", "lr_gamma": 0.5, "early_stopping_min_delta": 0.001,
-}  # fmt: skip
+    "model": "cnn",
+    "pooling": "sum",
+    "pool_size": 3,
+    "pool_stride": 1,
+    "padding_mode": "reflect",
+    "activation": "sigmoid",
+    "loss": "hinge",
+    "pixel_scaling": "unit",
+    "augment_vflip": True,
+    "augment_zoom": 0.2,
+    "augment_shear": 10.0,
+    "augment_noise": 0.05,
+    "lr_schedule": "exponential",
+    "lr_gamma": 0.5,
+    "early_stopping_min_delta": 0.001,
+}
 
 
 def test_the_values_reach_the_model_loss_augmentation_and_pixel_scaling() -> None:
@@ -229,12 +245,13 @@ def test_the_values_reach_the_model_loss_augmentation_and_pixel_scaling() -> Non
     meta = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "pixel_scaling": "unit"}
     task = cifar10_model.make_task(split, split, hp, meta, torch.device("cpu"))
     assert task.loss_fn is multiclass_hinge
-    assert task.augment is not None and (
-        task.augment.vflip,
-        task.augment.zoom,
-        task.augment.shear,
-        task.augment.noise,
-    ) == (True, 0.2, 10.0, 0.05)
+    augment: Any = task.augment  # typed as the callable the loop needs; it is the CIFAR-10 augmentation
+    assert augment is not None and (augment.vflip, augment.zoom, augment.shear, augment.noise) == (
+        True,
+        0.2,
+        10.0,
+        0.05,
+    )
     assert task.prepare is not None
     torch.testing.assert_close(task.prepare(images), images.float() / 255)
     # A checkpoint from before pixel_scaling existed was standardized, and still is.
@@ -307,20 +324,100 @@ def test_hpo_run_accepts_the_vocabulary_searched_end_to_end(cli: Any, write_stud
     # Through the real CLI: a search over the new choices validates, passes preflight and completes.
     tiny_cifar10(train_per_class=6, test_per_class=1)
     study = {
-        "name": "course-vocabulary", "objective": "cifar10", "seed": 0, "n_trials": 2, "sampler": {"type": "random"},
+        "name": "course-vocabulary",
+        "objective": "cifar10",
+        "seed": 0,
+        "n_trials": 2,
+        "sampler": {"type": "random"},
         "params": {
             "pooling": {"type": "categorical", "choices": ["sum", "min"]},
             "padding_mode": {"type": "categorical", "choices": ["replicate", "circular"]},
             "pixel_scaling": {"type": "categorical", "choices": ["unit", "center"]},
         },
         "fixed": {
-            "epochs": 1, "batch_size": 32, "filters": 4, "conv_blocks": 2, "hidden_layers": 0, "pool_size": 3, "pool_stride": 2,
-            "loss": "hinge", "activation": "sigmoid", "augment_vflip": True, "augment_zoom": 0.1, "augment_shear": 5, "augment_noise": 0.02,
+            "epochs": 1,
+            "batch_size": 32,
+            "filters": 4,
+            "conv_blocks": 2,
+            "hidden_layers": 0,
+            "pool_size": 3,
+            "pool_stride": 2,
+            "loss": "hinge",
+            "activation": "sigmoid",
+            "augment_vflip": True,
+            "augment_zoom": 0.1,
+            "augment_shear": 5,
+            "augment_noise": 0.02,
         },
-    }  # fmt: skip
+    }
     path = write_study(study)
     assert cli("validate", path).exit_code == 0
     result = cli("run", path, "--quiet")
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="course-vocabulary", storage="sqlite:///hpo.db").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+
+
+# -- docs/course-coverage.md: every study-file term it marks "yes" is in hpo -------------------------------
+COVERAGE = Path(__file__).resolve().parents[1] / "docs" / "course-coverage.md"
+# Backticked words of the "where in hpo" column that are not hyperparameters: study-file keys, metrics, and
+# values named on their own. Everything else of the form `name` or `name: values` must be a table row.
+NOT_HYPERPARAMETERS = {
+    *("enqueue", "fixed", "params", "sampler", "log", "when"),
+    *("n_params", "train_acc", "train_loss", "val_acc", "val_loss", "val_mse", "val_rmse"),
+    *("gp", "qmc", "linear", "none", "step", "read_inputs"),
+}
+
+
+def _coverage_terms() -> list[tuple[str, str]]:
+    """(item, term) for each backticked term of a "yes" row's "where in hpo" column."""
+    terms = []
+    for line in COVERAGE.read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[2] == "yes":
+            terms += [(cells[0], term.replace("\\|", "|")) for term in re.findall(r"`([^`]+)`", cells[3])]
+    return terms
+
+
+def _hyperparameter_terms() -> list[tuple[str, list[Any]]]:
+    """(name, values) for the terms that name a hyperparameter, with the values the term lists."""
+    found = []
+    for _, term in _coverage_terms():
+        match = re.fullmatch(r"([a-z][a-z0-9_]*)(?:: (.+))?", term)
+        if match is None or match.group(1) in NOT_HYPERPARAMETERS:
+            continue
+        values = [yaml.safe_load(v) for v in (match.group(2) or "").split("|") if v.strip() and "<" not in v]
+        found.append((match.group(1), values))
+    return found
+
+
+def test_the_course_coverage_names_study_file_terms() -> None:
+    # The parsing below finds the table: dozens of yes-rows and hyperparameter terms.
+    assert len(_coverage_terms()) > 80 and len(_hyperparameter_terms()) > 60
+
+
+def test_every_course_term_marked_yes_is_a_row_that_accepts_its_values() -> None:
+    # The document's promise: every hyperparameter named in a "yes" row is a row of an objective's table,
+    # and each value it names is one `hpo validate` accepts. Dropping a row or a choice fails here.
+    tables = {"boston": BOSTON, "cifar10": CIFAR10}
+    missing, refused = [], []
+    for name, values in _hyperparameter_terms():
+        rows = [table[name] for table in tables.values() if name in table]
+        if not rows:
+            missing.append(name)
+        refused += [f"{name}: {value!r}" for value in values if not any(row.rule.accepts(value) for row in rows)]
+    assert missing == [] and refused == []
+
+
+def test_every_sampler_the_course_coverage_names_is_accepted() -> None:
+    named = [
+        kind.strip()
+        for _, term in _coverage_terms()
+        if (match := re.fullmatch(r"sampler: \{type: (.+)\}", term))
+        for kind in match.group(1).split("|")
+    ]
+    assert len(named) >= 5
+    params = {"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]}}
+    for kind in named:
+        study = {"name": "s", "objective": "boston", "sampler": {"type": kind}, "params": params}
+        assert parse_study(study).sampler.type == kind

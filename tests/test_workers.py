@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from hpo.running.runner import default_workers_env
-from tests.conftest import run_hpo, tiny_boston
+from tests.conftest import MlflowServers, run_hpo, tiny_boston
 
 
 def trial_runs(tracking_uri: str, experiment: str, *, role: str = "trial") -> list[Any]:
@@ -26,7 +26,7 @@ def trial_runs(tracking_uri: str, experiment: str, *, role: str = "trial") -> li
 
 @pytest.mark.slow
 def test_three_workers_complete_exactly_n_trials_on_postgresql(
-    pg_url: Callable[[str], str], shared_mlflow_server: str, write_study: Callable[..., Path]
+    pg_url: Callable[[str], str], mlflow_server: MlflowServers, write_study: Callable[..., Path]
 ) -> None:
     # Three worker processes share one study: together they run exactly n_trials trials, no trial
     # number twice, each with one MLflow child run, none left RUNNING; and the summary counts them.
@@ -35,7 +35,7 @@ def test_three_workers_complete_exactly_n_trials_on_postgresql(
     study_file = write_study(tiny_boston(name=name, n_trials=5, execution={"heartbeat_interval": 1, "grace_period": 3}))
 
     result = run_hpo(
-        "run", study_file, "--workers", "3", "--storage", storage, "--tracking-uri", shared_mlflow_server, timeout=240
+        "run", study_file, "--workers", "3", "--storage", storage, "--tracking-uri", mlflow_server.shared, timeout=240
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"study {name}: 5 complete, 0 pruned, 0 failed in this run" in result.stderr
@@ -46,14 +46,14 @@ def test_three_workers_complete_exactly_n_trials_on_postgresql(
     # Workers sharing the study seed still propose different params (the sampler is seeded per trial).
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 5
 
-    runs = trial_runs(shared_mlflow_server, name)
+    runs = trial_runs(mlflow_server.shared, name)
     by_number = Counter(int(r.data.tags["optuna.trial_number"]) for r in runs)
     assert by_number == {n: 1 for n in range(5)}
     for trial in trials:
         run = next(r for r in runs if r.info.run_id == trial.user_attrs["mlflow_run_id"])
         assert run.info.status == "FINISHED"
         assert run.data.tags["optuna.state"] == "COMPLETE"
-    assert [r.info.status for r in trial_runs(shared_mlflow_server, name, role="study")] == ["FINISHED"]
+    assert [r.info.status for r in trial_runs(mlflow_server.shared, name, role="study")] == ["FINISHED"]
 
 
 def test_local_workers_get_a_gpu_each_round_robin_and_share_the_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,13 +66,13 @@ def test_local_workers_get_a_gpu_each_round_robin_and_share_the_cpu_threads(monk
 
 
 def test_batch_sweep_runs_several_study_files_and_prints_a_summary_table(
-    cli: Callable[..., Any], shared_mlflow_server: str, write_study: Callable[..., Path]
+    cli: Callable[..., Any], mlflow_server: MlflowServers, write_study: Callable[..., Path]
 ) -> None:
     # `hpo run a.yaml b.yaml` runs both studies one after the other and ends with one table row per study.
     first = write_study(tiny_boston(name="sweep-a", n_trials=2), "a.yaml")
     second = write_study(tiny_boston(name="sweep-b", n_trials=1, seed=5), "b.yaml")
 
-    result = cli("run", first, second, "--tracking-uri", shared_mlflow_server)
+    result = cli("run", first, second, "--tracking-uri", mlflow_server.shared)
     assert result.exit_code == 0, result.output
 
     assert "sweep summary" in result.stdout
@@ -83,7 +83,7 @@ def test_batch_sweep_runs_several_study_files_and_prints_a_summary_table(
     for name, n in (("sweep-a", 2), ("sweep-b", 1)):
         trials = optuna.load_study(study_name=name, storage="sqlite:///hpo.db").get_trials()
         assert [t.state for t in trials] == [TrialState.COMPLETE] * n
-        assert len(trial_runs(shared_mlflow_server, name)) == n
+        assert len(trial_runs(mlflow_server.shared, name)) == n
 
 
 def test_a_bad_second_file_stops_the_sweep_before_anything_runs(

@@ -95,7 +95,7 @@ def test_corrupt_cache_is_named(cli: Any, tiny_cifar10: Any) -> None:
     data = bytearray(damaged.read_bytes())
     data[-1] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    with pytest.raises(UsageError, match="train_images.npy.*corrupt.*hpo data import cifar10"):
+    with pytest.raises(UsageError, match=r"train_images\.npy.*corrupt.*hpo data import cifar10"):
         cifar10.load(DataConfig())
     result = cli("data", "info", "--verify")
     assert result.exit_code == 2

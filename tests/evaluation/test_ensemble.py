@@ -30,7 +30,7 @@ def test_greedy_regression_never_worse_than_best_member(seed: int, n_models: int
     rng = np.random.default_rng(seed)
     targets = rng.normal(20, 8, n_rows)
     predictions = [targets + rng.normal(rng.normal(0, 3), rng.uniform(0.1, 10), n_rows) for _ in range(n_models)]
-    name, score, maximize = selection_score(metric, classification=False)
+    _name, score, maximize = selection_score(metric, classification=False)
     ensemble = greedy_ensemble(predictions, targets, score, maximize=maximize)
     chosen = score(blend(predictions, ensemble.weights), targets)
     singles = [score(blend([p], [1.0]), targets) for p in predictions]

@@ -173,12 +173,18 @@ def test_cifar10_evaluation_compares_mlp_and_cnn(
     monkeypatch.setitem(TEST_SPLIT_READS, "cifar10", 0)  # restored afterwards: other tests count from their own start
     tiny_cifar10(train_per_class=6, test_per_class=2)
     study = {
-        "name": "tiny-cifar", "objective": "cifar10", "metric": "val_acc", "direction": "maximize", "seed": 0, "n_trials": 2,
-        "sampler": {"type": "grid"}, "data": {"val_fraction": 0.2},
+        "name": "tiny-cifar",
+        "objective": "cifar10",
+        "metric": "val_acc",
+        "direction": "maximize",
+        "seed": 0,
+        "n_trials": 2,
+        "sampler": {"type": "grid"},
+        "data": {"val_fraction": 0.2},
         "params": {"model": {"type": "categorical", "choices": ["mlp", "cnn"]}},
         "fixed": {"epochs": 1, "batch_size": 16, "width": 8, "hidden_layers": 1, "conv_blocks": 2, "filters": 4},
         "evaluation": {"top_k": 2, "ensemble": "mean"},
-    }  # fmt: skip
+    }
     flags = evaluated_boston.flags
     assert cli("run", write_study(study), "-q", *flags).exit_code == 0
     assert TEST_SPLIT_READS["cifar10"] == 0

@@ -26,10 +26,13 @@ def test_every_convolutional_layer_gets_its_filters_and_feature_maps(tmp_path: P
     pictures = plots.conv_pictures(model, torch.randn(3, 8, 8), label="trial 1", image_name="validation image 0")
     assert [p.file for p in pictures] == [
         "input.png",
-        "layer01-0-filters.png", "layer01-0-feature-maps.png",
-        "layer02-2-filters.png", "layer02-2-feature-maps.png",
-        "layer03-4-filters.png", "layer03-4-feature-maps.png",
-    ]  # fmt: skip
+        "layer01-0-filters.png",
+        "layer01-0-feature-maps.png",
+        "layer02-2-filters.png",
+        "layer02-2-feature-maps.png",
+        "layer03-4-filters.png",
+        "layer03-4-feature-maps.png",
+    ]
     captions = [p.caption for p in pictures]
     assert "all 8 filters" in captions[1]
     assert "32 of 64 channels, 8x8" in captions[4]  # feature maps of the wide layer: its first 32

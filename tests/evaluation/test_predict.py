@@ -166,8 +166,20 @@ def test_images_of_any_size_through_a_tiny_cifar10_study_and_its_registered_mode
     from hpo.data import cifar10
 
     tiny_cifar10(train_per_class=8, test_per_class=1)
-    study = tiny_cifar10_study(n_trials=1, params={}, fixed={"model": "cnn", "epochs": 2, "batch_size": 16, "filters": 4, "conv_blocks": 2, "hidden_layers": 0, "lr": 0.01},
-                               evaluation={"top_k": 1, "ensemble": "none"})  # fmt: skip
+    study = tiny_cifar10_study(
+        n_trials=1,
+        params={},
+        fixed={
+            "model": "cnn",
+            "epochs": 2,
+            "batch_size": 16,
+            "filters": 4,
+            "conv_blocks": 2,
+            "hidden_layers": 0,
+            "lr": 0.01,
+        },
+        evaluation={"top_k": 1, "ensemble": "none"},
+    )
     assert cli("run", write_study(study), "-q").exit_code == 0
     val = cifar10.load(Cifar10DataOptions(subset=0.5)).val  # the study's validation split
     image = val.images[0].numpy()

@@ -15,7 +15,7 @@ from hpo.objectives.cifar10 import HYPERPARAMETERS
 
 def _patches_by_loops(images: np.ndarray) -> np.ndarray:
     """Every 2x2 patch of every image, flattened channel-major (as a 2x2 convolution sees it)."""
-    n, c, h, w = images.shape
+    n, _c, h, w = images.shape
     rows = [
         images[i, :, y : y + 2, x : x + 2].reshape(-1) for i in range(n) for y in range(h - 1) for x in range(w - 1)
     ]

@@ -70,5 +70,5 @@ def test_bad_weights_files_name_backbone_weights(tmp_path: Path, content: object
     elif content == "unrelated":
         torch.save({"something.else": torch.zeros(3)}, path)
     model = build_backbone("resnet18", HYPERPARAMETERS.resolve({"model": "resnet18"}))
-    with pytest.raises(UsageError, match="^backbone_weights: "):
+    with pytest.raises(UsageError, match=r"^backbone_weights: "):
         load_backbone_weights(model, path, name="resnet18")

@@ -32,7 +32,10 @@ def _mirror(x: torch.Tensor) -> torch.Tensor:
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """out[y, x] = in[reflect(y - dy), reflect(x - dx)]: the content moves by (dy, dx)."""
     h, w = x.shape[-2:]
-    reflect = lambda i, n: -i if i < 0 else 2 * (n - 1) - i if i > n - 1 else i  # noqa: E731
+
+    def reflect(i: int, n: int) -> int:
+        return -i if i < 0 else 2 * (n - 1) - i if i > n - 1 else i
+
     out = torch.empty_like(x)
     for y in range(h):
         for col in range(w):
@@ -57,7 +60,10 @@ def test_flip_translate_adds_one_pixel_shifts_both_ways(probe: nn.Module) -> Non
     # airbench's level 2: half the flip average of the image, a quarter each of the flip averages of the
     # image moved one pixel down-right and one pixel up-left (reflected edges).
     x = torch.randn(5, 2, 3, 3)
-    flip_mean = lambda v: (probe(v) + probe(_mirror(v))) / 2  # noqa: E731
+
+    def flip_mean(v: torch.Tensor) -> torch.Tensor:
+        return (probe(v) + probe(_mirror(v))) / 2
+
     expected = 0.5 * flip_mean(x) + 0.25 * flip_mean(_shift(x, 1, 1)) + 0.25 * flip_mean(_shift(x, -1, -1))
     with torch.no_grad():
         torch.testing.assert_close(TestTimeAugment(probe, "flip_translate").eval()(x), expected)

@@ -3,6 +3,7 @@ read, multi-objective with NSGA-II, the evaluation builders, and the missing-dat
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,19 @@ def tiny_cifar10_study(**overrides: Any) -> dict[str, Any]:
             "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
         },
         "fixed": {
-            "epochs": 2, "batch_size": 16, "filters": 4, "conv_blocks": 2, "hidden_layers": 1, "width": 8,
-            "batch_norm": True, "augment_flip": True, "augment_crop": 2, "augment_cutout": 4, "label_smoothing": 0.1,
+            "epochs": 2,
+            "batch_size": 16,
+            "filters": 4,
+            "conv_blocks": 2,
+            "hidden_layers": 1,
+            "width": 8,
+            "batch_norm": True,
+            "augment_flip": True,
+            "augment_crop": 2,
+            "augment_cutout": 4,
+            "label_smoothing": 0.1,
         },
-    }  # fmt: skip
+    }
     study.update(overrides)
     return study
 
@@ -200,5 +210,5 @@ def test_a_study_stored_by_an_earlier_hpo_loads_again() -> None:
         "split_seed": 0,
         "cv_folds": 1,
     }
-    with pytest.raises(UsageError, match="data.drop_features: not used by objective cifar10"):
+    with pytest.raises(UsageError, match=re.escape("data.drop_features: not used by objective cifar10")):
         parse_study({**stored, "data": {**stored["data"], "drop_features": ["B"]}})

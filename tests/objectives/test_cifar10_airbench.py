@@ -21,10 +21,24 @@ from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.objectives.cifar10 import _model as objective
 
 AIRBENCH = {
-    "model": "airbench", "width_scale": 0.0625, "whiten": True, "tta": "flip", "optimizer": "sgd", "nesterov": True, "momentum": 0.85,
-    "lr_schedule": "linear", "lr_warmup_epochs": 0.5, "ema_decay": 0.9, "label_smoothing": 0.2, "batch_size": 16,
-    "augment_flip": True, "augment_crop": 2, "epochs": 2, "early_stopping_patience": 0, "weight_decay": 1e-3,
-}  # fmt: skip
+    "model": "airbench",
+    "width_scale": 0.0625,
+    "whiten": True,
+    "tta": "flip",
+    "optimizer": "sgd",
+    "nesterov": True,
+    "momentum": 0.85,
+    "lr_schedule": "linear",
+    "lr_warmup_epochs": 0.5,
+    "ema_decay": 0.9,
+    "label_smoothing": 0.2,
+    "batch_size": 16,
+    "augment_flip": True,
+    "augment_crop": 2,
+    "epochs": 2,
+    "early_stopping_patience": 0,
+    "weight_decay": 1e-3,
+}
 
 
 def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
@@ -32,11 +46,18 @@ def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
 ) -> None:
     tiny_cifar10(train_per_class=12, test_per_class=2)
     study = {
-        "name": "tiny-airbench", "objective": "cifar10", "seed": 0, "n_trials": 2, "sampler": {"type": "random"}, "pruner": {"type": "none"},
-        "params": {"lr": {"type": "float", "low": 0.05, "high": 0.5, "log": True}}, "enqueue": [{"lr": 0.2}],
-        "fixed": {k: v for k, v in AIRBENCH.items() if k != "lr"}, "execution": {"precision": "bf16"},
+        "name": "tiny-airbench",
+        "objective": "cifar10",
+        "seed": 0,
+        "n_trials": 2,
+        "sampler": {"type": "random"},
+        "pruner": {"type": "none"},
+        "params": {"lr": {"type": "float", "low": 0.05, "high": 0.5, "log": True}},
+        "enqueue": [{"lr": 0.2}],
+        "fixed": {k: v for k, v in AIRBENCH.items() if k != "lr"},
+        "execution": {"precision": "bf16"},
         "evaluation": {"top_k": 2, "ensemble": "greedy"},
-    }  # fmt: skip
+    }
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="tiny-airbench", storage="sqlite:///hpo.db").get_trials()
@@ -54,9 +75,14 @@ def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
 def test_an_unknown_evaluate_tta_is_refused(cli: Any, write_study: Any, tiny_cifar10: Any) -> None:
     tiny_cifar10(train_per_class=12, test_per_class=2)
     study = {
-        "name": "tiny-cnn-tta", "objective": "cifar10", "seed": 0, "n_trials": 1, "sampler": {"type": "random"}, "pruner": {"type": "none"},
+        "name": "tiny-cnn-tta",
+        "objective": "cifar10",
+        "seed": 0,
+        "n_trials": 1,
+        "sampler": {"type": "random"},
+        "pruner": {"type": "none"},
         "fixed": {"model": "cnn", "filters": 4, "conv_blocks": 2, "hidden_layers": 0, "epochs": 1, "batch_size": 16},
-    }  # fmt: skip
+    }
     assert cli("run", write_study(study), "--quiet").exit_code == 0
     result = cli("evaluate", "tiny-cnn-tta", "--tta", "rotate")
     assert result.exit_code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_class_labels_give_stratified_folds() -> None:
 
 
 def test_too_few_rows_for_the_folds_is_named() -> None:
-    with pytest.raises(ValueError, match="data.cv_folds: 5 folds need at least 5 rows"):
+    with pytest.raises(ValueError, match=re.escape("data.cv_folds: 5 folds need at least 5 rows")):
         make_folds(DataConfig(cv_folds=5), 3)
 
 

@@ -18,8 +18,16 @@ MINIMAL = "def train(ctx):\n    return {'score': float(ctx.hyperparameters['x'])
 
 
 def _study(objective: str, **extra: Any) -> dict[str, Any]:
-    return {"name": "own", "objective": objective, "metric": "score", "direction": "maximize", "n_trials": 2,
-            "sampler": {"type": "random"}, "params": {"x": {"type": "float", "low": 0, "high": 1}}, **extra}  # fmt: skip
+    return {
+        "name": "own",
+        "objective": objective,
+        "metric": "score",
+        "direction": "maximize",
+        "n_trials": 2,
+        "sampler": {"type": "random"},
+        "params": {"x": {"type": "float", "low": 0, "high": 1}},
+        **extra,
+    }
 
 
 def _snapshot(folder: Path) -> list[str]:

@@ -50,8 +50,10 @@ def test_the_cpu_sized_pair_runs_evaluates_and_compares_end_to_end(cli: Any, tin
     text = " ".join(result.output.split())  # the console may wrap long lines
 
     assert (
-        "Setup: a controlled comparison — the study files differ only in regularization: cifar10-dropout-cpu uses dropout searched 0.1 to 0.5; "
-        "cifar10-l2-cpu uses weight_decay searched 0.0001 to 0.01 (log). Network, data, budget, optimizer search and every other setting are the same."
+        "Setup: a controlled comparison — the study files differ only in regularization: cifar10-dropout-cpu uses "
+        "dropout searched 0.1 to 0.5; "
+        "cifar10-l2-cpu uses weight_decay searched 0.0001 to 0.01 (log). Network, data, budget, optimizer search "
+        "and every other setting are the same."
     ) in text
     assert ("The regularizer is the only difference, so it decides the result" in text) != (
         "The evidence does not separate dropout searched 0.1 to 0.5 (cifar10-dropout-cpu) from weight_decay" in text

@@ -17,8 +17,21 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 def _facts(name: str, value: float, **overrides: Any) -> StudyFacts:
-    base: dict[str, Any] = dict(name=name, metric="val_acc", maximize=True, best_value=value, best_trial=0, spread=0.01, spread_of=5,
-                                n_params=1000, best_epoch=5, epochs_run=10, converged_epoch=3, train_loss=0.5, val_loss=0.6)  # fmt: skip
+    base: dict[str, Any] = dict(
+        name=name,
+        metric="val_acc",
+        maximize=True,
+        best_value=value,
+        best_trial=0,
+        spread=0.01,
+        spread_of=5,
+        n_params=1000,
+        best_epoch=5,
+        epochs_run=10,
+        converged_epoch=3,
+        train_loss=0.5,
+        val_loss=0.6,
+    )
     base.update(overrides)
     return StudyFacts(**base)
 
@@ -49,8 +62,12 @@ def test_compare_cli_on_a_constructed_case(
     evaluated_boston: EvaluatedStudy, write_study: Any, cli: Any, tmp_path: Path
 ) -> None:
     # A study given a wide net and enough epochs beats the tiny 4-epoch study; compare says so, saves and logs it.
-    strong = tiny_boston(name="strong-boston", n_trials=1, params={"lr": {"type": "float", "low": 5e-3, "high": 1e-2, "log": True}},
-                         fixed={"epochs": 25, "hidden_layers": 2, "width": 64, "batch_size": 32, "optimizer": "adam"})  # fmt: skip
+    strong = tiny_boston(
+        name="strong-boston",
+        n_trials=1,
+        params={"lr": {"type": "float", "low": 5e-3, "high": 1e-2, "log": True}},
+        fixed={"epochs": 25, "hidden_layers": 2, "width": 64, "batch_size": 32, "optimizer": "adam"},
+    )
     path = write_study(strong)
     assert cli("run", path, "-q", *evaluated_boston.flags).exit_code == 0
     out = tmp_path / "cmp"
@@ -130,12 +147,12 @@ DIFFERENCES = {"dropout": ("searched 0.1 to 0.5", "0.0"), "weight_decay": ("0.0"
 def test_a_controlled_pair_beyond_noise_is_put_down_to_the_regularizer() -> None:
     text = verdict(*_controlled(), differences=DIFFERENCES)
     assert (
-        "Setup: a controlled comparison — the study files differ only in regularization: drop uses dropout searched 0.1 to 0.5; l2 uses weight_decay searched 0.0001 to 0.01 (log)"
-        in text
+        "Setup: a controlled comparison — the study files differ only in regularization: drop uses dropout searched "
+        "0.1 to 0.5; l2 uses weight_decay searched 0.0001 to 0.01 (log)" in text
     )
     assert (
-        "The regularizer is the only difference, so it decides the result: dropout searched 0.1 to 0.5 (drop) beats weight_decay"
-        in text
+        "The regularizer is the only difference, so it decides the result: dropout searched 0.1 to 0.5 (drop) beats "
+        "weight_decay" in text
     )
 
 
@@ -146,8 +163,8 @@ def test_a_controlled_pair_within_noise_is_not_separated() -> None:
     text = verdict(a, b, differences=DIFFERENCES)
     assert "Setup: a controlled comparison" in text
     assert (
-        "The evidence does not separate dropout searched 0.1 to 0.5 (drop) from weight_decay searched 0.0001 to 0.01 (log) (l2): the validation gap is 1.4× the noise"
-        in text
+        "The evidence does not separate dropout searched 0.1 to 0.5 (drop) from weight_decay searched 0.0001 to "
+        "0.01 (log) (l2): the validation gap is 1.4× the noise" in text
     )
 
 
@@ -164,8 +181,8 @@ def test_studies_differing_in_more_than_regularization_are_not_a_controlled_comp
     differences = {**DIFFERENCES, "model": ("cnn", "mlp")}
     text = verdict(*_controlled(), differences=differences)
     assert (
-        "Setup: not a controlled comparison — the study files differ in 3 setting(s) (dropout: searched 0.1 to 0.5 vs 0.0;"
-        in text
+        "Setup: not a controlled comparison — the study files differ in 3 setting(s) (dropout: searched 0.1 to 0.5 "
+        "vs 0.0;" in text
     )
     assert "model: cnn vs mlp), so the result cannot be put down to any single one of them" in text
     assert "decides the result" not in text
@@ -175,8 +192,8 @@ def test_the_generalization_gap_at_the_best_epoch_is_stated() -> None:
     a = _facts("a", 0.80, train_loss=0.4, val_loss=0.7, train_score=0.93, val_score=0.80)
     text = verdict(a, _facts("b", 0.70))
     assert (
-        "Generalization gap at the best epoch: a: validation minus training loss 0.3, train_acc 0.93 vs val_acc 0.8 (0.13 better on training data)"
-        in text
+        "Generalization gap at the best epoch: a: validation minus training loss 0.3, train_acc 0.93 vs val_acc 0.8 "
+        "(0.13 better on training data)" in text
     )
 
 
@@ -202,8 +219,8 @@ def test_compare_cli_on_a_controlled_pair(
     result = cli("compare", "reg-dropout", "reg-l2", "--out", out, *evaluated_boston.flags)
     assert result.exit_code == 0, result.output
     assert (
-        "Setup: a controlled comparison — the study files differ only in regularization: reg-dropout uses dropout searched 0.1 to 0.3; reg-l2 uses weight_decay searched 0.0001 to 0.01 (log)."
-        in result.output
+        "Setup: a controlled comparison — the study files differ only in regularization: reg-dropout uses dropout "
+        "searched 0.1 to 0.3; reg-l2 uses weight_decay searched 0.0001 to 0.01 (log)." in result.output
     )
     page = (out / "index.html").read_text()
     assert (

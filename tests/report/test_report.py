@@ -20,11 +20,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Injected into a copy of the page: records load errors and console.error, then each image's decoded width.
 PROBE = """<script>
 window.__problems = [];
-window.addEventListener('error', function (e) { window.__problems.push('error: ' + ((e.target && e.target.src) || e.message)); }, true);
+window.addEventListener('error', function (e) {
+  window.__problems.push('error: ' + ((e.target && e.target.src) || e.message));
+}, true);
 var originalError = console.error;
-console.error = function () { window.__problems.push('console.error: ' + Array.prototype.join.call(arguments, ' ')); originalError.apply(console, arguments); };
+console.error = function () {
+  window.__problems.push('console.error: ' + Array.prototype.join.call(arguments, ' '));
+  originalError.apply(console, arguments);
+};
 window.addEventListener('load', function () {
-  var images = Array.prototype.map.call(document.images, function (img) { return {src: img.getAttribute('src'), width: img.naturalWidth}; });
+  var images = Array.prototype.map.call(document.images, function (img) {
+    return {src: img.getAttribute('src'), width: img.naturalWidth};
+  });
   var out = document.createElement('pre'); out.id = 'hpo-probe';
   out.textContent = JSON.stringify({images: images, problems: window.__problems});
   document.body.appendChild(out);
@@ -56,8 +63,16 @@ def test_report_writes_every_image_it_references(report: dict[str, Any]) -> None
     for name in referenced:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
     assert set(referenced) == {p.name for p in out.glob("*.png")}
-    expected = {"learning_curves.png", "optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png",
-                "test_trial_predicted_vs_actual.png", "test_trial_residuals.png", "test_ensemble_predicted_vs_actual.png"}  # fmt: skip
+    expected = {
+        "learning_curves.png",
+        "optimization_history.png",
+        "param_importances.png",
+        "parallel_coordinate.png",
+        "slice.png",
+        "test_trial_predicted_vs_actual.png",
+        "test_trial_residuals.png",
+        "test_ensemble_predicted_vs_actual.png",
+    }
     assert expected <= set(referenced)
     # The evaluation section shows the test results, the ensemble's members and the baselines.
     for text in (
@@ -111,10 +126,22 @@ def test_report_in_headless_chromium(report: dict[str, Any], tmp_path: Path) -> 
     page = (site / "index.html").read_text()
     (site / "probe.html").write_text(page.replace("<head>", "<head>" + PROBE, 1))
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=15000", "--dump-dom", (site / "probe.html").as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            (site / "probe.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r'<pre id="hpo-probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"the probe did not run; chromium said: {done.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
