@@ -28,8 +28,8 @@ from hpo.report._facts import gather_facts
 from hpo.report._html import Page
 from hpo.report._report import publish
 from hpo.report._verdict import _describe_regularization, verdict
-from hpo.running.results import StudyRef, load
 from hpo.running.meta import PARENT_RUN_ATTR, stored_config
+from hpo.running.results import StudyRef, load
 from hpo.running.tracking import Tracker, TrackingUnavailable
 
 

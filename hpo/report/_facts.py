@@ -12,8 +12,8 @@ from hpo.errors import HpoError
 from hpo.evaluation import existing_results
 from hpo.evaluation._bootstrap import interval
 from hpo.report._curves import Curves, curve_keys, read_curves, training_counterpart
-from hpo.running.results import best_trials
 from hpo.running.meta import RUN_ID_ATTR, stored_config
+from hpo.running.results import best_trials
 from hpo.running.tracking import Tracker
 
 NOISE_FACTOR = 2.0

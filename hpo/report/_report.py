@@ -43,8 +43,8 @@ from hpo.report._curves import (
     squared_counterpart,
 )
 from hpo.report._html import Page, fmt
-from hpo.running.results import StudyRef, best_trials, listed_trials, load
 from hpo.running.meta import PARENT_RUN_ATTR, RUN_ID_ATTR, stored_config
+from hpo.running.results import StudyRef, best_trials, listed_trials, load
 from hpo.running.tracking import Tracker, TrackingUnavailable
 
 MAX_PRUNED_CURVES = 15
