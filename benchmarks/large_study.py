@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from hpo.config import load_study
     from hpo.config.settings import resolve_settings
-    from hpo.operations.databases import ensure_database
+    from hpo.running.databases import ensure_database
     from hpo.running.runner import BUDGET_ATTR, StudyRunner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

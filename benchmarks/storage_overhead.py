@@ -95,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from hpo.operations.databases import ensure_database
     from hpo.operations.server import ServerConfig, TrackingServer
+    from hpo.running.databases import ensure_database
 
     rounds = args.rounds or (1 if args.quick else 2)
     tag = uuid.uuid4().hex[:8]  # fresh study and database names, so a reused --workdir resumes nothing

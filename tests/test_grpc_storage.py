@@ -15,10 +15,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config.settings import check_storage_url, check_tracking_uri
+from hpo.config.settings import check_storage_url, check_tracking_uri, grpc_address
 from hpo.errors import UsageError
 from hpo.operations.doctor import check_grpc_proxy, check_storage
-from hpo.running.grpc_storage import HEARTBEAT_ATTR, GrpcStorage, ProxyServer, budget_refused, grpc_address
+from hpo.running.grpc_storage import HEARTBEAT_ATTR, GrpcStorage, ProxyServer, budget_refused
 from hpo.running.runner import BUDGET_ATTR
 from hpo.running.storage import open_storage
 from tests.conftest import free_port, run_hpo

@@ -124,7 +124,7 @@ def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_buil
 
 def _half_migrate(path: Path) -> None:
     """What a start killed during MLflow's migrations left behind: an older revision and a batch table."""
-    from hpo.operations.databases import MLFLOW, alembic_heads
+    from hpo.running.databases import MLFLOW, alembic_heads
 
     head, known = alembic_heads(MLFLOW)
     older = sorted(known - {head})[0]
@@ -140,7 +140,7 @@ def test_a_half_migrated_mlflow_store_is_rebuilt_when_empty_and_refused_with_the
 ) -> None:
     # No runs in it: nothing to lose, it is rebuilt and the run works. With runs: exit 2, the file and
     # the fix are named, and the file is left as it was.
-    from hpo.operations.databases import MLFLOW, prepared_database
+    from hpo.running.databases import MLFLOW, prepared_database
     from hpo.running.tracking import build_mlflow_schema
 
     with prepared_database(f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW, build_mlflow_schema, field="tracking_uri"):

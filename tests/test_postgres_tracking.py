@@ -225,7 +225,7 @@ def test_database_init_lock_lets_one_process_at_a_time_initialize(pg_url: Callab
     import threading
     import time
 
-    from hpo.operations.databases import database_init_lock
+    from hpo.running.databases import database_init_lock
 
     url = pg_url("lock")
     events: list[str] = []

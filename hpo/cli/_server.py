@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from hpo.cli._app import app, command
+from hpo.config.settings import DEFAULT_PORT as DEFAULT_GRPC_PORT
 from hpo.config.settings import STORAGE_ENV, check_storage_url
 from hpo.errors import ServiceError, UsageError
 from hpo.operations.server import (
@@ -22,7 +23,6 @@ from hpo.operations.server import (
     check_port_free,
     describe_backend,
 )
-from hpo.running.grpc_storage import DEFAULT_PORT as DEFAULT_GRPC_PORT
 from hpo.running.grpc_storage import ProxyServer
 
 

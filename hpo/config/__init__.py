@@ -23,10 +23,19 @@ from hpo.config._schema import (
     StudyConfig,
 )
 from hpo.config._space import CategoricalParam, FloatParam, IntParam, Param, Scalar
-from hpo.config._vocabulary import PRUNER_CLASSES, PRUNERS, SAMPLER_CLASSES, SAMPLERS, PrunerName, SamplerName
+from hpo.config._vocabulary import (
+    MANAGED_ARGUMENTS,
+    PRUNER_CLASSES,
+    PRUNERS,
+    SAMPLER_CLASSES,
+    SAMPLERS,
+    PrunerName,
+    SamplerName,
+)
 from hpo.objectives._data import DataConfig
 
 __all__ = [
+    "MANAGED_ARGUMENTS",
     "PRECISIONS",
     "PRUNERS",
     "PRUNER_CLASSES",

@@ -104,7 +104,7 @@ def _check_table(config: StudyConfig, table: HyperparameterTable, objective: str
     for where, names in (("params", config.params), ("fixed", config.fixed)):
         for name in names:
             users = table[name].applies_to
-            if users is not None and models and not models & users:
+            if users is not None and models and not models.intersection(users):
                 raise FieldError(
                     f"{where}.{name}",
                     f"is used by model {', '.join(sorted(users))} only, "

@@ -30,6 +30,9 @@ PRUNER_CLASSES: dict[PrunerName, str] = {
     "wilcoxon": "WilcoxonPruner",
     "patient": "PatientPruner",
 }
+# Constructor arguments hpo sets itself (a study file may not): the seed per ask, the grid's search space,
+# the pruner a wrapping pruner wraps.
+MANAGED_ARGUMENTS = frozenset({"seed", "search_space", "wrapped_pruner"})
 # mypy checks that every key above is a name; tests/test_config.py that every name has a class.
 SAMPLERS: tuple[SamplerName, ...] = get_args(SamplerName)
 PRUNERS: tuple[PrunerName, ...] = get_args(PrunerName)

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from hpo.config import PRUNER_CLASSES, SAMPLER_CLASSES, DataConfig, StudyConfig
+from hpo.config import MANAGED_ARGUMENTS, PRUNER_CLASSES, SAMPLER_CLASSES, DataConfig, StudyConfig
 from hpo.config._space import PARAM_MODELS
 from hpo.objectives import Objective, load_objective
 from hpo.objectives._registry import is_builtin, registered
@@ -89,8 +89,6 @@ def _constructor_arguments(kind: str) -> list[tuple[str, str]]:
     """(name, default) of every keyword argument a study file may give to the sampler or pruner classes."""
     import optuna
 
-    from hpo.running.samplers import _MANAGED
-
     classes = SAMPLER_CLASSES if kind == "sampler" else PRUNER_CLASSES
     table: dict[str, str] = {name: class_name for name, class_name in classes.items()}
     module = optuna.samplers if kind == "sampler" else optuna.pruners
@@ -100,7 +98,7 @@ def _constructor_arguments(kind: str) -> list[tuple[str, str]]:
         args = [
             f"{p.name}={_default_repr(p.default)}" if p.default is not inspect.Parameter.empty else p.name
             for p in parameters
-            if p.name not in _MANAGED and p.name not in ("self", "args", "kwargs")
+            if p.name not in MANAGED_ARGUMENTS and p.name not in ("self", "args", "kwargs")
         ]
         out.append((f"`{name}` ({class_name})", ", ".join(args) or "-"))
     return out

@@ -223,8 +223,6 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
             f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db"
         )
     if _scheme(url) == "grpc" and allow_grpc:  # a gRPC storage proxy in front of the database (hpo.grpc_storage)
-        from hpo.running.grpc_storage import grpc_address
-
         grpc_address(url, field=field)
         return
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
@@ -370,3 +368,26 @@ def check_writable(settings: Settings) -> None:
         problem = write_problem(path)
         if problem:
             raise UsageError(f"{field}: cannot write {path}: {problem}; choose a file in a folder you can write to")
+
+
+# A gRPC storage proxy's address (`hpo server --grpc-port`): parsed here, with the other URL checks, so that
+# validating a study file needs neither grpc nor Optuna; hpo.running.grpc_storage connects to it.
+GRPC_SCHEME = "grpc"
+DEFAULT_PORT = 13000
+_URL = re.compile(r"^grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::(?P<port>\d+))?/?$")
+
+
+def is_grpc_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() == GRPC_SCHEME
+
+
+def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
+    """(host, port) of `grpc://host[:port]` (default port 13000); a one-line error naming `field` otherwise."""
+    match = _URL.match(url.strip())
+    port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
+    if match is None or not 0 < port < 65536:
+        raise UsageError(
+            f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port,"
+            f" e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)"
+        )
+    return match["host"].strip("[]"), port

@@ -155,7 +155,7 @@ class TrackingServer:
     def prepare(self) -> None:
         """Everything that can refuse bad settings, before any process starts: the backend URL, the
         port, the database (created if missing) and the artifacts folder."""
-        from hpo.operations.databases import (
+        from hpo.running.databases import (
             MLFLOW,
             check_database,
             prepared_database,

@@ -16,7 +16,7 @@ def check_study(config: StudyConfig, settings: Settings | None = None, *, source
 
     With `source` (the study file), errors about the file's fields name it.
     """
-    from hpo.operations.databases import check_stores
+    from hpo.running.databases import check_stores
     from hpo.running.samplers import build_pruner, build_sampler
 
     try:

@@ -18,7 +18,6 @@ hpo adds the two things its workers rely on that the plain proxy lacks:
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,31 +29,13 @@ from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import ServiceError, UsageError
+from hpo.config.settings import GRPC_SCHEME, grpc_address
+from hpo.errors import ServiceError
 
-SCHEME = "grpc"
-DEFAULT_PORT = 13000
 HEARTBEAT_ATTR = "hpo:heartbeat"
 BUDGET_REFUSED = "hpo: the study's trial budget is used up"
-_URL = re.compile(r"^grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::(?P<port>\d+))?/?$")
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-def is_grpc_url(url: str) -> bool:
-    return url.split(":", 1)[0].lower() == SCHEME
-
-
-def grpc_address(url: str, *, field: str = "storage") -> tuple[str, int]:
-    """(host, port) of `grpc://host[:port]` (default port 13000); a one-line error naming `field` otherwise."""
-    match = _URL.match(url.strip())
-    port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
-    if match is None or not 0 < port < 65536:
-        raise UsageError(
-            f"{field}: malformed URL {url!r}; a gRPC storage proxy is grpc://host:port,"
-            f" e.g. grpc://127.0.0.1:{DEFAULT_PORT} (`hpo server --grpc-port`)"
-        )
-    return match["host"].strip("[]"), port
 
 
 def budget_refused(exc: KeyError) -> bool:
@@ -202,7 +183,7 @@ class ProxyServer:
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"{SCHEME}://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return f"{GRPC_SCHEME}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def stop(self, *, grace: float = 5.0) -> None:
         if self._server is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 
 from hpo.config import (  # the sampler and pruner names are config's vocabulary
+    MANAGED_ARGUMENTS,
     PRUNER_CLASSES,
     SAMPLER_CLASSES,
     CategoricalParam,
@@ -22,13 +23,14 @@ from hpo.config import (  # the sampler and pruner names are config's vocabulary
 from hpo.errors import UsageError
 
 # Arguments hpo fills in itself, so a study file may not set them.
-_MANAGED = {"seed", "search_space", "wrapped_pruner"}
 
 
 def _construct(cls: type, kwargs: dict[str, Any], *, field: str, managed: dict[str, Any] | None = None) -> Any:
     """Instantiate `cls` with the study file's `kwargs` (checked by name and type) plus hpo's `managed` ones."""
     accepted = [
-        p for p in inspect.signature(cls).parameters if p not in _MANAGED and p not in ("self", "args", "kwargs")
+        p
+        for p in inspect.signature(cls).parameters
+        if p not in MANAGED_ARGUMENTS and p not in ("self", "args", "kwargs")
     ]
     for key in kwargs:
         if key not in accepted:
@@ -115,7 +117,7 @@ def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     sampler_config: SamplerConfig = config.sampler
     cls = getattr(optuna.samplers, SAMPLER_CLASSES[sampler_config.type])
     kwargs = sampler_config.kwargs
-    for key in _MANAGED & set(kwargs):
+    for key in MANAGED_ARGUMENTS & set(kwargs):
         raise UsageError(f"sampler.{key}: set by hpo (use the top-level `seed` and `params`), remove it")
     managed: dict[str, Any] = {}
     if sampler_config.type == "grid":

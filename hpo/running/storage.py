@@ -17,9 +17,9 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from hpo.config.settings import redact, sqlite_path
+from hpo.config.settings import is_grpc_url, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.operations.databases import (
+from hpo.running.databases import (
     OPTUNA,
     advisory_lock,
     check_database,
@@ -28,7 +28,7 @@ from hpo.operations.databases import (
     lock_key,
     prepared_database,
 )
-from hpo.running.grpc_storage import GrpcStorage, connect, is_grpc_url
+from hpo.running.grpc_storage import GrpcStorage, connect
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 

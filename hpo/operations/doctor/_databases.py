@@ -149,7 +149,7 @@ def _missing_database(name: str, url: str, target: Any, source: str) -> Finding:
 
 
 def _sqlite_tables(path: Path) -> tuple[set[str], Reader]:
-    from hpo.operations.databases import connect_readonly
+    from hpo.running.databases import connect_readonly
 
     conn = connect_readonly(path)
     try:
@@ -189,7 +189,7 @@ def _alembic_revision(read: Reader) -> str | None:
 
 def check_separate_databases(storage: str, tracking_uri: str) -> list[Finding]:
     """Optuna and MLflow in one database break each other: both keep an `alembic_version` table."""
-    from hpo.operations.databases import same_database
+    from hpo.running.databases import same_database
 
     if not same_database(storage, tracking_uri):
         return []

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from hpo.config.settings import redact, sqlite_path
+from hpo.config.settings import grpc_address, is_grpc_url, redact, sqlite_path
 from hpo.errors import UsageError
-from hpo.operations.databases import OPTUNA, alembic_heads
 from hpo.operations.doctor._databases import _alembic_revision, _connect_database, _missing_sqlite, _sqlite_tables
 from hpo.operations.doctor._findings import (
     _MLFLOW_TABLES,
@@ -17,7 +16,7 @@ from hpo.operations.doctor._findings import (
     _first_line,
 )
 from hpo.operations.doctor._host import _version
-from hpo.running.grpc_storage import grpc_address, is_grpc_url
+from hpo.running.databases import OPTUNA, alembic_heads
 
 
 def check_storage(url: str, *, source: str = "--storage", answered: threading.Event | None = None) -> list[Finding]:

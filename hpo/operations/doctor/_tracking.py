@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from hpo.config.settings import redact
 from hpo.config.writable import write_problem
-from hpo.operations.databases import MLFLOW, alembic_heads
 from hpo.operations.doctor._databases import _alembic_revision
 from hpo.operations.doctor._findings import (
     _MLFLOW_TABLES,
@@ -27,6 +26,7 @@ from hpo.operations.doctor._findings import (
 )
 from hpo.operations.doctor._host import _version
 from hpo.operations.doctor._storage import _open_database
+from hpo.running.databases import MLFLOW, alembic_heads
 
 
 def check_tracking(

@@ -122,7 +122,7 @@ def shared_storage_warning(target: str, plan: SweepPlan) -> str | None:
 
 def proxy_notes(plan: SweepPlan) -> list[str]:
     """Comment lines for a sweep whose storage is a gRPC storage proxy: what must run before its workers."""
-    from hpo.running.grpc_storage import grpc_address, is_grpc_url
+    from hpo.config.settings import grpc_address, is_grpc_url
 
     storage = plan.storage or plan.config.storage
     if storage is None or not is_grpc_url(storage):

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from hpo.config.settings import env_setting, redact, sqlite_path
 from hpo.errors import ServiceError
-from hpo.operations.databases import MLFLOW, first_line, prepared_database
+from hpo.running.databases import MLFLOW, first_line, prepared_database
 from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from hpo.running.tracking._sender import Sender
 
@@ -184,7 +184,7 @@ def brief(error: Exception) -> str:
 
 def open_client(tracking_uri: str) -> MlflowClient:
     """A client on a database opens it at once and creates MLflow's tables: once, one process at a time
-    and crash-safe (:mod:`hpo.operations.databases`). On PostgreSQL the database is created if missing, and an
+    and crash-safe (:mod:`hpo.running.databases`). On PostgreSQL the database is created if missing, and an
     unreachable server fails fast (MLflow itself retries for ~100 s)."""
     import sqlalchemy
 

@@ -13,12 +13,12 @@ import sqlalchemy
 
 from hpo.config.settings import redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
-from hpo.operations.databases._inspect import check_database, judge, read_database, read_sqlite
-from hpo.operations.databases._locks import database_init_lock
-from hpo.operations.databases._schemas import Schema
-from hpo.operations.databases._sqlite import _OPEN_IN_PROCESS, _SQLITE_COMPANIONS
+from hpo.running.databases._inspect import check_database, judge, read_database, read_sqlite
+from hpo.running.databases._locks import database_init_lock
+from hpo.running.databases._schemas import Schema
+from hpo.running.databases._sqlite import _OPEN_IN_PROCESS, _SQLITE_COMPANIONS
 
-logger = logging.getLogger("hpo.operations.databases")
+logger = logging.getLogger("hpo.running.databases")
 
 
 Build = Callable[[str], None]  # creates `schema` in the (empty) database at the URL given

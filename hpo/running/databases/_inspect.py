@@ -12,8 +12,8 @@ import sqlalchemy
 
 from hpo.config.settings import Settings, redact, sqlite_path
 from hpo.errors import UsageError
-from hpo.operations.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
-from hpo.operations.databases._sqlite import SQLITE_HEADER, _header, connect_readonly, use_write_ahead_log
+from hpo.running.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
+from hpo.running.databases._sqlite import SQLITE_HEADER, _header, connect_readonly, use_write_ahead_log
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Modules: `_schemas` (Optuna's and MLflow's), `_sqlite` (how hpo opens SQLite fil
 judging a database without writing), `_prepare` (creating a schema once), `_locks`.
 """
 
-from hpo.operations.databases._inspect import (
+from hpo.running.databases._inspect import (
     Contents,
     Verdict,
     check_database,
@@ -25,10 +25,10 @@ from hpo.operations.databases._inspect import (
     read_sqlite,
     same_database,
 )
-from hpo.operations.databases._locks import advisory_lock, database_init_lock, file_lock, lock_key
-from hpo.operations.databases._prepare import Build, ensure_database, first_line, prepared_database
-from hpo.operations.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
-from hpo.operations.databases._sqlite import SQLITE_HEADER, connect_readonly, use_write_ahead_log
+from hpo.running.databases._locks import advisory_lock, database_init_lock, file_lock, lock_key
+from hpo.running.databases._prepare import Build, ensure_database, first_line, prepared_database
+from hpo.running.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
+from hpo.running.databases._sqlite import SQLITE_HEADER, connect_readonly, use_write_ahead_log
 
 __all__ = [
     "MLFLOW",
