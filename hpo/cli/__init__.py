@@ -1,4 +1,7 @@
-"""`hpo`: the command-line interface. Each group of commands lives in its own module."""
+"""`hpo`: the command-line interface. Each group of commands lives in its own module.
+
+The top layer: may import every package; nothing imports it.
+"""
 
 from __future__ import annotations
 

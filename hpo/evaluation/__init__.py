@@ -1,4 +1,7 @@
-"""Final evaluation: the best models tested once, their ensembles, and baselines on the same split."""
+"""Final evaluation: the best models tested once, their ensembles, and baselines on the same split.
+
+May import config, objectives, data (the counted test reader), training and running; imported by report and the CLI.
+"""
 
 from hpo.evaluation._checkpoints import Member, load_member
 from hpo.evaluation._ensemble import Ensemble, blend, greedy_ensemble, mean_ensemble

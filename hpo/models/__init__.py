@@ -1,4 +1,8 @@
-"""Network builders, one family per module, chosen by the `model` hyperparameter."""
+"""Network builders, one family per module, chosen by the `model` hyperparameter.
+
+May import config (CNN shape rules) and the torch-free names of :mod:`hpo.objectives._fragments`; used by
+the objectives' training code and by evaluation through them.
+"""
 
 from hpo.models._layers import POOLINGS, activation, init_weights, pooling
 from hpo.models.airbench import Airbench

@@ -1,4 +1,7 @@
-"""Reports people would rather look at: an HTML page per study, and a written comparison of two."""
+"""Reports people would rather look at: an HTML page per study, and a written comparison of two.
+
+May import config, running and evaluation; only the CLI imports it.
+"""
 
 from hpo.report._compare import CompareResult, compare_studies
 from hpo.report._differences import setting_differences
