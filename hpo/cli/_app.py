@@ -66,7 +66,7 @@ def handles_errors(fn: F) -> F:
                 detail if detail.startswith("interrupted") else "interrupted; finished work is kept", 130
             ) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the command's signature for typer
 
 
 def command(group: typer.Typer = app, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
@@ -111,7 +111,7 @@ def _redact_logs_and_tracebacks() -> None:
             record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
         return record
 
-    factory.hpo_redacts = True  # type: ignore[attr-defined]
+    factory.hpo_redacts = True  # type: ignore[attr-defined]  # a marker: the factory is installed once
     logging.setLogRecordFactory(factory)
 
     def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:

@@ -16,9 +16,17 @@ IN_CHANNELS = 3
 NUM_CLASSES = 10
 # Every hyperparameter the spatial size depends on: a study's check tries each combination of their values.
 SHAPE_PARAMETERS = (
-    "conv_blocks", "convs_per_block", "kernel_size", "stride", "padding", "dilation",
-    "pooling", "pool_size", "pool_stride", "padding_mode",
-)  # fmt: skip
+    "conv_blocks",
+    "convs_per_block",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "pooling",
+    "pool_size",
+    "pool_stride",
+    "padding_mode",
+)
 POOLINGS: tuple[str, ...] = ("max", "avg", "sum", "min", "none")
 # torch.nn.Conv2d's padding modes: what fills the border when a convolution pads its input.
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
@@ -159,7 +167,7 @@ def resnet_parameter_count(
 ) -> int:
     """Parameters of hpo.models.ResNet: a conv stem, stages of basic blocks, a linear head."""
     kernel, bn = int(hp["kernel_size"]), bool(hp["batch_norm"])
-    norm = lambda c: 2 * c if bn else c  # noqa: E731 - batch norm's affine pair, or the conv's own bias
+    norm = lambda c: 2 * c if bn else c  # batch norm's affine pair, or the conv's own bias
     channels = block_channels(int(hp["filters"]), float(hp["filters_growth"]), int(hp["conv_blocks"]))
     total = in_channels * channels[0] * kernel * kernel + norm(channels[0])
     previous = channels[0]

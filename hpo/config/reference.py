@@ -51,7 +51,7 @@ def _type_text(annotation: Any) -> str:
 
 def _default_text(info: FieldInfo) -> str:
     if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
+        value = info.default_factory()  # type: ignore[call-arg]  # the schema's factories take no data argument
         if isinstance(value, BaseModel):
             return "see below"
         return "`[]`" if value == [] else "`{}`" if value == {} else f"`{value!r}`"

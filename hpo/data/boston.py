@@ -208,7 +208,7 @@ def load(config: DataConfig) -> BostonData:
     mean = x[train_idx].astype(np.float64).mean(axis=0).astype(np.float32)
     std = x[train_idx].astype(np.float64).std(axis=0).astype(np.float32)
     std[~(std > 0) | ~np.isfinite(std)] = 1.0
-    scale = lambda rows: Split(((x[rows] - mean) / std).astype(np.float32), y[rows])  # noqa: E731
+    scale = lambda rows: Split(((x[rows] - mean) / std).astype(np.float32), y[rows])
     return BostonData(train=scale(train_idx), val=scale(val_idx), features=features, x_mean=mean, x_std=std)
 
 

@@ -196,18 +196,31 @@ def _test_and_log(
             pooled = [baseline_predictions[prepared.baselines.index(b)] for b in prepared.pooled]
             name = f"{study.study_name}-ensemble"
             ensemble_result, registered[name] = _log_ensemble(
-                log, prepared, member_predictions + pooled, member_files, inputs, name=name,
-                classes=classes, common_tags=common_tags, say=say,
-            )  # fmt: skip
+                log,
+                prepared,
+                member_predictions + pooled,
+                member_files,
+                inputs,
+                name=name,
+                classes=classes,
+                common_tags=common_tags,
+                say=say,
+            )
             logged.append(ensemble_result)
         logged.extend(_log_baselines(log, prepared, config, baseline_predictions, common_tags=common_tags, say=say))
         if prepared.family_best:
             logged.extend(
                 log_family_best(
-                    log, prepared.family_best, hooks, logged,
-                    inputs=inputs, inputs_device=inputs_device, classes=classes, common_tags=common_tags,
+                    log,
+                    prepared.family_best,
+                    hooks,
+                    logged,
+                    inputs=inputs,
+                    inputs_device=inputs_device,
+                    classes=classes,
+                    common_tags=common_tags,
                 )
-            )  # fmt: skip
+            )
         log.finish()
     except BaseException:
         log.finish("FAILED")

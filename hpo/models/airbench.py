@@ -30,7 +30,8 @@ WHITENING_IMAGES = 5000  # images the patch covariance is estimated from (airben
 
 def block_widths(width_scale: float) -> tuple[int, int, int]:
     """The three blocks' channels for `width_scale` (at least 1 each)."""
-    return tuple(max(1, round(base * width_scale)) for base in BASE_WIDTHS)  # type: ignore[return-value]
+    first, second, third = (max(1, round(base * width_scale)) for base in BASE_WIDTHS)
+    return first, second, third
 
 
 def whitening_filters(images: torch.Tensor, *, eps: float = WHITENING_EPS) -> tuple[torch.Tensor, torch.Tensor]:

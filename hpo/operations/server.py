@@ -99,12 +99,19 @@ def server_command(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
     adds half a dozen processes and a slow start.
     """
     argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", config.host,
-        "--port", str(config.port),
-        "--workers", str(config.workers),
-        "--artifacts-destination", config.artifacts_uri(),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--workers",
+        str(config.workers),
+        "--artifacts-destination",
+        config.artifacts_uri(),
+    ]
     env = {
         BACKEND_STORE_ENV: config.backend_store_uri,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),

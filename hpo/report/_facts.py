@@ -26,10 +26,21 @@ OVERFIT_RATIO = 1.1  # validation loss more than 10% above training loss at the 
 
 
 REGULARIZERS = (
-    "dropout", "weight_decay", "l1", "batch_norm", "label_smoothing",
-    "augment_flip", "augment_vflip", "augment_crop", "augment_cutout", "augment_jitter", "augment_rotation",
-    "augment_zoom", "augment_shear", "augment_noise",
-)  # fmt: skip
+    "dropout",
+    "weight_decay",
+    "l1",
+    "batch_norm",
+    "label_smoothing",
+    "augment_flip",
+    "augment_vflip",
+    "augment_crop",
+    "augment_cutout",
+    "augment_jitter",
+    "augment_rotation",
+    "augment_zoom",
+    "augment_shear",
+    "augment_noise",
+)
 
 
 # Settings that only regularize: a pair of studies differing in nothing else is a controlled comparison.

@@ -33,7 +33,7 @@ def describe(config: StudyConfig) -> list[dict[str, Any]]:
     """One row per hyperparameter a trial trains with, for `hpo validate`'s table: the searched ones, the
     fixed ones, then the defaults of the objective's table; `accepted` is the table's rule."""
     table = config.load_objective().objective.hyperparameters
-    rule = lambda name: table[name].rule.describe() if table is not None and name in table else ""  # noqa: E731
+    rule = lambda name: table[name].rule.describe() if table is not None and name in table else ""
     rows = []
     for name in config.parameter_order():
         p = config.params[name]

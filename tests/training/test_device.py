@@ -12,8 +12,8 @@ from hpo.errors import UsageError
 from hpo.training.device import select_precision
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
-HAS_BF16 = lambda device: True  # noqa: E731 - an Ampere or newer GPU
-NO_BF16 = lambda device: False  # noqa: E731 - a Volta/Turing GPU
+HAS_BF16 = lambda device: True
+NO_BF16 = lambda device: False
 
 
 @pytest.mark.parametrize(

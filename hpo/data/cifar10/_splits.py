@@ -107,12 +107,19 @@ def load(config: DataConfig, *, device: torch.device | str | None = None) -> Cif
 
     manifest = require_cached()
     images_name, labels_name = _file_names("train")
-    key = (str(cache_dir()), manifest["files"][images_name]["sha256"], manifest["files"][labels_name]["sha256"],
-           config.val_fraction, config.subset, config.split_seed, str(torch.device(device)))  # fmt: skip
+    key = (
+        str(cache_dir()),
+        manifest["files"][images_name]["sha256"],
+        manifest["files"][labels_name]["sha256"],
+        config.val_fraction,
+        config.subset,
+        config.split_seed,
+        str(torch.device(device)),
+    )
     if key not in _ON_DEVICE:
         _ON_DEVICE.clear()
         data = _host_split(config)
-        move = lambda split: Split(split.images.to(device), split.labels.to(device))  # noqa: E731
+        move = lambda split: Split(split.images.to(device), split.labels.to(device))
         _ON_DEVICE[key] = Cifar10Data(train=move(data.train), val=move(data.val))
     return _ON_DEVICE[key]
 

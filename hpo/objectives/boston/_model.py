@@ -30,7 +30,7 @@ def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
 def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task, float, float]:
     """Targets are standardized for training with the training rows' mean and std; scores are computed back in k$."""
     y_mean, y_std = float(data.train.y.mean()), float(data.train.y.std() or 1.0)
-    to = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    to = lambda a: torch.as_tensor(a, device=device)
     y_train = to((data.train.y - y_mean) / y_std).unsqueeze(1)
     y_val = to((data.val.y - y_mean) / y_std).unsqueeze(1)
 
@@ -39,9 +39,13 @@ def make_task(data: boston_data.BostonData, device: torch.device) -> tuple[Task,
         return regression_metrics(predicted, data.val.y, prefix="val")
 
     task = Task(
-        x_train=to(data.train.x), y_train=y_train, x_val=to(data.val.x), y_val=y_val,
-        loss_fn=nn.functional.mse_loss, score=score,
-    )  # fmt: skip
+        x_train=to(data.train.x),
+        y_train=y_train,
+        x_val=to(data.val.x),
+        y_val=y_val,
+        loss_fn=nn.functional.mse_loss,
+        score=score,
+    )
     return task, y_mean, y_std
 
 
@@ -171,7 +175,7 @@ def train(ctx: TrialContext) -> TrialResult:
         raise ValueError(
             f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1"
         )
-    data = boston_data.load(ctx.data)  # type: ignore[arg-type]
+    data = boston_data.load(ctx.data)  # type: ignore[arg-type]  # data: is BostonDataOptions, declared by this objective
     meta = {
         "in_features": len(data.features),
         "features": data.features,
@@ -186,7 +190,7 @@ def train(ctx: TrialContext) -> TrialResult:
         fold_x, fold_y = rows.x[ctx.fold.train], rows.y[ctx.fold.train]
         fold_scale = (fold_x.astype(np.float64).mean(axis=0), fold_x.astype(np.float64).std(axis=0))
         fold_scale[1][~(fold_scale[1] > 0)] = 1.0
-        rescale = lambda x: ((x - fold_scale[0]) / fold_scale[1]).astype(np.float32)  # noqa: E731
+        rescale = lambda x: ((x - fold_scale[0]) / fold_scale[1]).astype(np.float32)
         data = replace(
             data,
             train=boston_data.Split(rescale(fold_x), fold_y),
@@ -241,7 +245,7 @@ def rescale_linear_ends(
     """
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     first, last = linears[0], linears[-1]
-    as_tensor = lambda a: torch.as_tensor(a, dtype=first.weight.dtype, device=first.weight.device)  # noqa: E731
+    as_tensor = lambda a: torch.as_tensor(a, dtype=first.weight.dtype, device=first.weight.device)
     first.weight.mul_(as_tensor(1.0 / x_scale))  # W' = W / s
     offset = first.weight @ as_tensor(x_shift)  # W' @ shift: W((x - shift) / s) = W'x - offset
     after_first = _follower(model, first)

@@ -39,18 +39,28 @@ class Schema:
 
 
 OPTUNA = Schema(
-    "optuna", "Optuna", frozenset({"studies", "trials", "version_info"}), "SELECT COUNT(*) FROM studies",
-    "optuna", ("storages", "_rdb", "alembic"), "optuna storage upgrade --storage '{url}'",
+    "optuna",
+    "Optuna",
+    frozenset({"studies", "trials", "version_info"}),
+    "SELECT COUNT(*) FROM studies",
+    "optuna",
+    ("storages", "_rdb", "alembic"),
+    "optuna storage upgrade --storage '{url}'",
     "optuna.storages._rdb.models:BaseModel",
-)  # fmt: skip
+)
 
 
 MLFLOW = Schema(
-    "mlflow", "MLflow", frozenset({"experiments", "runs", "metrics"}),
+    "mlflow",
+    "MLflow",
+    frozenset({"experiments", "runs", "metrics"}),
     # The Default experiment is always there.
     "SELECT (SELECT COUNT(*) FROM runs) + (SELECT COUNT(*) FROM experiments) - 1",
-    "mlflow", ("store", "db_migrations"), "mlflow db upgrade '{url}'", "mlflow.store.db.utils:Base",
-)  # fmt: skip
+    "mlflow",
+    ("store", "db_migrations"),
+    "mlflow db upgrade '{url}'",
+    "mlflow.store.db.utils:Base",
+)
 
 
 SCHEMAS = (OPTUNA, MLFLOW)
