@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hpo.objectives._scores import regression_metrics
+from hpo.objectives._scores import as_float64, regression_metrics
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -66,7 +66,7 @@ def score(
     """Every metric of the predictions' kind, named `<prefix>_<metric>`."""
     if is_classification(predictions):
         return classification_metrics(predictions, targets, prefix=prefix, classes=classes)
-    return regression_metrics(predictions, targets, prefix=prefix)
+    return regression_metrics(as_float64(predictions), as_float64(targets), prefix=prefix)
 
 
 def _rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -95,5 +95,5 @@ def selection_score(metric: str, *, classification: bool) -> tuple[str, ScoreFn,
     if metric == "val_mae":
         return "val_mae", _mae, False
     if metric == "val_r2":
-        return "val_r2", lambda p, a: regression_metrics(p, a, prefix="v")["v_r2"], True
+        return "val_r2", lambda p, a: regression_metrics(as_float64(p), as_float64(a), prefix="v")["v_r2"], True
     return "val_rmse", _rmse, False  # val_rmse, val_mse and val_loss (standardized MSE) rank alike

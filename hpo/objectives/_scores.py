@@ -10,9 +10,13 @@ import numpy as np
 
 
 def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str) -> dict[str, float]:
-    """MSE, RMSE, MAE and R² in the target's own unit, computed in float64 (R² is 0 for constant targets)."""
-    predicted = np.asarray(predicted, np.float64).reshape(-1)
-    actual = np.asarray(actual, np.float64).reshape(-1)
+    """MSE, RMSE, MAE and R² in the target's own unit (R² is 0 for constant targets).
+
+    Computed in the arrays' own precision: a trial scores its float32 predictions as it always has (the
+    values a study ranks on stay bit-for-bit the same), `hpo evaluate` passes float64 (see :func:`as_float64`).
+    """
+    predicted = np.asarray(predicted).reshape(-1)
+    actual = np.asarray(actual).reshape(-1)
     error = predicted - actual
     mse = float(np.mean(error**2))
     total = float(np.sum((actual - actual.mean()) ** 2))
@@ -22,3 +26,8 @@ def regression_metrics(predicted: np.ndarray, actual: np.ndarray, *, prefix: str
         f"{prefix}_mae": float(np.mean(np.abs(error))),
         f"{prefix}_r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else 0.0,
     }
+
+
+def as_float64(values: np.ndarray) -> np.ndarray:
+    """`values` in float64: test scores are summed in double precision."""
+    return np.asarray(values, np.float64)
