@@ -152,7 +152,8 @@ def test_make_progress_picks_by_terminal_quiet_and_environment(monkeypatch: pyte
     monkeypatch.setattr(sys, "stderr", Tty())
     monkeypatch.delenv(progress_module.PROGRESS_ENV, raising=False)
     assert isinstance(make_progress(), RichProgress)
-    assert type(make_progress(quiet=True)) is PlainProgress and make_progress(quiet=True).quiet  # type: ignore[attr-defined]
+    quiet = make_progress(quiet=True)
+    assert type(quiet) is PlainProgress and quiet.quiet  # type: ignore[attr-defined]
     monkeypatch.setenv(progress_module.PROGRESS_ENV, "plain")
     assert type(make_progress()) is PlainProgress
     monkeypatch.setattr(sys, "stderr", io.StringIO())

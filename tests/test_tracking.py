@@ -43,7 +43,8 @@ def test_close_returns_once_every_epoch_summary_and_status_are_stored(tmp_path: 
     run = _open(tracker, opened)
     for step in range(300):  # more than one batch's worth (MLflow caps a batch at 1000 values)
         run.log_epoch(step, _epoch(step))  # type: ignore[attr-defined]
-    run.close(state="COMPLETE", summary={"best_val_rmse": 2.5}, tags={"hpo.checkpoint": "kept"})  # type: ignore[attr-defined]
+    summary = {"best_val_rmse": 2.5}
+    run.close(state="COMPLETE", summary=summary, tags={"hpo.checkpoint": "kept"})  # type: ignore[attr-defined]
 
     # Read back through a client of its own: what another process (`hpo best`, the UI) would see now.
     client = MlflowClient(uri)
@@ -54,7 +55,8 @@ def test_close_returns_once_every_epoch_summary_and_status_are_stored(tmp_path: 
     assert stored.data.params == {"width": "16", "layers": "[1, 2]"}
     assert stored.data.metrics["best_val_rmse"] == 2.5
     for name in METRICS:
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, name))  # type: ignore[attr-defined]
+        logged = client.get_metric_history(run.run_id, name)  # type: ignore[attr-defined]
+        history = sorted((m.step, m.value) for m in logged)
         assert history == [(step, _epoch(step)[name]) for step in range(300)], name
 
 

@@ -135,7 +135,8 @@ def _proxy(storage: str | None, host: str, grpc_port: int | None, port: int) -> 
         )
     if storage is None:
         raise UsageError(
-            f"--storage: --grpc-port needs the Optuna storage database to serve (--storage or {STORAGE_ENV}), e.g. postgresql+psycopg2://user@host/optuna"
+            f"--storage: --grpc-port needs the Optuna storage database to serve (--storage or {STORAGE_ENV}), "
+            "e.g. postgresql+psycopg2://user@host/optuna"
         )
     check_storage_url(storage, field="--storage", allow_grpc=False)
     check_port_free(host, grpc_port)

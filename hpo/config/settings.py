@@ -220,7 +220,8 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
     remember_secrets(url)
     if not url.strip() or url != url.strip():
         raise UsageError(
-            f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL such as sqlite:///hpo.db"
+            f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL "
+            "such as sqlite:///hpo.db"
         )
     if _scheme(url) == "grpc" and allow_grpc:  # a gRPC storage proxy in front of the database (hpo.grpc_storage)
         grpc_address(url, field=field)
@@ -228,7 +229,8 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:
         grpc = " (or a gRPC storage proxy, grpc://host:port)" if allow_grpc else ""
         raise UsageError(
-            f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or postgresql://user@host/db{grpc}"
+            f"{field}: malformed URL {redact(url)!r}; expected a database URL such as sqlite:///hpo.db or "
+            f"postgresql://user@host/db{grpc}"
         )
     try:
         parsed = make_url(url)
@@ -275,7 +277,8 @@ def check_tracking_uri(uri: str, *, field: str = "tracking_uri") -> None:
         )
     if scheme not in _TRACKING_SCHEMES or ("://" not in uri and scheme != "databricks"):
         raise UsageError(
-            f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db or postgresql://..."
+            f"{field}: malformed URI {redact(uri)!r}; expected http(s)://host:port, sqlite:///mlflow.db "
+            "or postgresql://..."
         )
     if scheme in ("http", "https"):
         parts = urlsplit(uri)

@@ -30,7 +30,9 @@ def _describe_spec(spec: dict[str, object]) -> str:
         text = "searched among " + ", ".join(str(c) for c in choices)
     else:
         scale = " (log)" if spec.get("log") else f" (step {spec['step']})" if spec.get("step") else ""
-        text = f"searched {_num(float(spec['low']))} to {_num(float(spec['high']))}{scale}"  # type: ignore[arg-type]  # a float/int spec: low/high are numbers
+        low, high = spec["low"], spec["high"]
+        assert isinstance(low, (int, float)) and isinstance(high, (int, float))  # a float/int spec's bounds
+        text = f"searched {_num(float(low))} to {_num(float(high))}{scale}"
     when = spec.get("when")
     return text + (
         f" when {', '.join(f'{k} in {v}' for k, v in when.items())}" if isinstance(when, dict) and when else ""

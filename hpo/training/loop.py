@@ -95,7 +95,8 @@ def train(
     steps_per_epoch = _batches_per_epoch(n, batch_size)  # OneCycleLR must know the exact count
     schedule = Schedule(hp, optimizer, steps_per_epoch=steps_per_epoch, maximize=maximize)
     scaler = precision.scaler(device)
-    forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]  # compile returns a callable Module
+    # torch.compile is typed as returning a callable; what it returns is the model, wrapped.
+    forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
     ema_decay = float(hp.get("ema_decay") or 0.0)
     averaged = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None

@@ -112,21 +112,21 @@ def preflight(config: StudyConfig) -> None:
     """Fail before anything is written if the CSV is missing, unreadable or too small to split."""
     from hpo.data import boston as boston_data
 
-    boston_data.check(config.data)  # type: ignore[arg-type]  # data: is BostonDataOptions, declared by this objective
+    boston_data.check(config.data)  # type: ignore[arg-type]  # data: is BostonDataOptions
 
 
 def data_fingerprint(config: StudyConfig) -> str:
     """What the study's trials were scored on, stored with the study: `hpo evaluate` refuses other data."""
     from hpo.data import boston as boston_data
 
-    return boston_data.fingerprint(config.data)  # type: ignore[arg-type]  # data: is BostonDataOptions, declared by this objective
+    return boston_data.fingerprint(config.data)  # type: ignore[arg-type]  # data: is BostonDataOptions
 
 
 def cv_rows(data: DataConfig) -> int:
     """The non-test rows cross-validation splits (a count: regression folds are not stratified)."""
     from hpo.data import boston as boston_data
 
-    return boston_data.cv_rows(data)  # type: ignore[arg-type]  # data: is BostonDataOptions, declared by this objective
+    return boston_data.cv_rows(data)  # type: ignore[arg-type]  # data: is BostonDataOptions
 
 
 class _ShippedData:

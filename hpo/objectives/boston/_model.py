@@ -175,7 +175,7 @@ def train(ctx: TrialContext) -> TrialResult:
         raise ValueError(
             f"data.cv_folds is {ctx.data.cv_folds} but this call has no fold: run it through hpo, or set cv_folds: 1"
         )
-    data = boston_data.load(ctx.data)  # type: ignore[arg-type]  # data: is BostonDataOptions, declared by this objective
+    data = boston_data.load(ctx.data)  # type: ignore[arg-type]  # data: is BostonDataOptions
     meta = {
         "in_features": len(data.features),
         "features": data.features,
