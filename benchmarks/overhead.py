@@ -11,7 +11,7 @@ a round.
   rollback journal, as outside hpo), trials enqueued,
   `optuna_integration.MLflowCallback` with `track_in_mlflow()`, `mlflow.log_metrics(..., step=epoch)`
   and `trial.report` every epoch.
-- C `hpo`: `hpo.runner.StudyRunner` (what `hpo run` calls) on SQLite storage and an SQLite MLflow
+- C `hpo`: `hpo.running.runner.StudyRunner` (what `hpo run` calls) on SQLite storage and an SQLite MLflow
   store, with the configurations enqueued into the study, default settings otherwise (heartbeats,
   top-k checkpoints, buffered metrics, SQLite in WAL mode).
 - With `--journal-variant`, D `hpo (rollback journal)`: hpo with HPO_SQLITE_WAL=0 on boston-short, to
@@ -395,7 +395,7 @@ def measure(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Run the group one way; wall and CPU seconds, and how much of them the objective spent training."""
-    # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.storage switches every
+    # The hand-written setup gets SQLite's defaults, as it would outside hpo: hpo.running.storage switches every
     # SQLite connection of this process to WAL unless HPO_SQLITE_WAL=0, read whenever a connection opens.
     with _sqlite_wal(way not in ("optuna+mlflow", JOURNAL_WAY)):
         return _measure(
@@ -475,7 +475,7 @@ def _measure(
 def import_seconds() -> float | None:
     """A fresh interpreter importing what `hpo run` imports: paid once per `hpo run` command."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", "import hpo.cli, hpo.runner"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", "import hpo.cli, hpo.running.runner"], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"could not time the imports of hpo.cli: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -760,7 +760,7 @@ def profile_text(profile: cProfile.Profile, limit: int = 30) -> str:
     """hpo's own functions by cumulative time: which step of a trial the non-training time is in."""
     stream = io.StringIO()
     stats = pstats.Stats(profile, stream=stream)
-    stats.sort_stats("cumulative").print_stats(r"/hpo/(runner|tracking|storage|search_space)\.py", limit)
+    stats.sort_stats("cumulative").print_stats(r"/hpo/running/", limit)
     lines = [ln for ln in stream.getvalue().splitlines() if ln.strip()]
     start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
     return "\n".join(ln.replace(str(_report.REPO) + "/", "") for ln in lines[start:])

@@ -1,6 +1,6 @@
 """Search efficiency on Boston: hpo's sampler and pruner against random search without pruning, same wall budget.
 
-Each variant runs the search space of `studies/boston-mlp.yaml` through `hpo.runner.StudyRunner` (what
+Each variant runs the search space of `studies/boston-mlp.yaml` through `hpo.running.runner.StudyRunner` (what
 `hpo run` calls) with `timeout` = the budget, for several seeds, interleaved (seed 0: hpo, random;
 seed 1: hpo, random; ...) so that a busy shared machine slows both alike. From the stored trials it
 reports the best validation RMSE so far against wall time, and how much of random search's budget hpo

@@ -1,11 +1,11 @@
 """Tracking throughput and queries on SQLite and PostgreSQL: hpo's tracking layer against plain MLflow calls.
 
-1. Metric points logged per second: `hpo.tracking.Tracker.log_epoch` (buffered, sent with `log_batch`
+1. Metric points logged per second: `hpo.running.tracking.Tracker.log_epoch` (buffered, sent with `log_batch`
    every few seconds and at `flush`) and the same with a flush after every epoch, against one
    `mlflow.log_metric` call per value (the common hand-written pattern), each into a fresh run.
    Ways and backends are interleaved, repeated, and reported as medians.
 2. Picking the best 5 of N runs (N = 2,000 by default): hpo's path (`hpo best`: open the Optuna
-   storage, load the study, `hpo.results.best_trials`) on a study of N finished trials, against MLflow
+   storage, load the study, `hpo.running.results.best_trials`) on a study of N finished trials, against MLflow
    `search_runs(order_by=["metrics.val_rmse ASC"], max_results=5)` over N runs in one experiment.
 
 PostgreSQL: scratch databases on 127.0.0.1:5432 (user postgres, trust auth), created and dropped here.

@@ -393,7 +393,7 @@ def evaluated_boston(tmp_path_factory: pytest.TempPathFactory) -> EvaluatedStudy
 
 # -- `hpo server` as a subprocess, a PostgreSQL-backed one for the session, and a password-checking PostgreSQL
 class HpoServer:
-    """`hpo server` run exactly as docker-compose runs it (hpo.server.server_argv, the backend store in
+    """`hpo server` run exactly as docker-compose runs it (hpo.operations.server.server_argv, the backend store in
     MLFLOW_BACKEND_STORE_URI), with its stdout and stderr kept in files for the test to read."""
 
     def __init__(

@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfile: they parse, and the commands inside are the ones hpo's native
-tests run (the same builders: hpo.server.server_argv, hpo.schedule.create_argv / worker_argv), so the
-file cannot drift from what is tested. There is no Docker engine here; `docker compose config` is run
-when the Docker CLI has the compose plugin."""
+tests run (the same builders: hpo.operations.server.server_argv, hpo.operations.schedule.create_argv /
+worker_argv), so the file cannot drift from what is tested. There is no Docker engine here; `docker compose
+config` is run when the Docker CLI has the compose plugin."""
 
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ def test_validate_prints_the_resolved_config_and_search_space_and_writes_nothing
 
 
 def test_readme_study_reference_is_generated_from_the_model() -> None:
-    # The README's reference section is exactly what hpo.study_reference renders from the model;
+    # The README's reference section is exactly what hpo.config.reference renders from the model;
     # after changing a field run `python -m hpo.config.reference README.md`.
     assert study_reference.section(README.read_text(encoding="utf-8")) == study_reference.markdown()
 

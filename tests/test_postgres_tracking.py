@@ -1,7 +1,7 @@
 """A study on PostgreSQL end to end: Optuna storage and MLflow backend in separate databases of one
 server, tracking over HTTP through a real `hpo server`, read back through the server's REST API.
 
-The commands are the ones docker-compose.yml runs (hpo.schedule.create_argv / worker_argv), started
+The commands are the ones docker-compose.yml runs (hpo.operations.schedule.create_argv / worker_argv), started
 as separate processes like the containers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A trial's MLflow run is fed in the background (hpo.tracking.TrialRun): opening it and logging epochs
+"""A trial's MLflow run is fed in the background (hpo.running.tracking.TrialRun): opening it and logging epochs
 never wait on the store, and `close` returns only once the store holds every epoch, the summary and
 the final status, which is what lets hpo tell Optuna right after. Real MLflow stores throughout."""
 

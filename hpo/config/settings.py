@@ -223,7 +223,9 @@ def check_storage_url(url: str, *, field: str = "storage", allow_grpc: bool = Tr
             f"{field}: malformed URL {redact(url)!r}; remove the surrounding spaces or give a database URL "
             "such as sqlite:///hpo.db"
         )
-    if _scheme(url) == "grpc" and allow_grpc:  # a gRPC storage proxy in front of the database (hpo.grpc_storage)
+    if (
+        _scheme(url) == "grpc" and allow_grpc
+    ):  # a gRPC storage proxy in front of the database (hpo.running.grpc_storage)
         grpc_address(url, field=field)
         return
     if _scheme(url) not in _DB_SCHEMES or "://" not in url:

@@ -5,7 +5,7 @@ Block ``i`` has ``round(filters * filters_growth**i)`` channels and ``convs_per_
 reflect, replicate or circular); then max/avg/sum/min pooling (or none) over ``pool_size`` windows moved
 by ``pool_stride`` (2 and 2 unless set), and dropout. The head takes global average pooling
 (``global_pool: true``) or the flattened maps into :class:`hpo.models.MLP` (``hidden_layers`` x ``width``,
-0 = a linear classifier). Shapes follow :mod:`hpo.architecture`, which checks a study's whole search
+0 = a linear classifier). Shapes follow :mod:`hpo.config.cnn_shapes`, which checks a study's whole search
 space before anything trains.
 """
 

@@ -130,7 +130,7 @@ class ProxiedStorage(RDBStorage):
             return super()._create_new_trial(study_id)
 
     def _budget_used(self, study_id: int) -> int:
-        """`hpo.runner.budget_count` in two SQL counts instead of loading every trial.
+        """`hpo.running.runner.budget_count` in two SQL counts instead of loading every trial.
 
         Every trial counts except a failed one that was re-queued; each re-queue makes exactly one new
         trial carrying a ``retry_history`` system attribute, so those are subtracted.

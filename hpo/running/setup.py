@@ -77,7 +77,7 @@ class StudySetup:
 
     # -- study and parent run ---------------------------------------------------------------------
     def _open_study(self, *, create: bool) -> optuna.Study:
-        """Load the study, or create it; a resumed study must still mean what it meant (:mod:`hpo.resume`)."""
+        """Load the study, or create it; a resumed study must still mean what it meant (:mod:`hpo.running.resume`)."""
         if not create:
             try:
                 study = optuna.load_study(

@@ -60,10 +60,10 @@ def open_storage(
 ) -> RDBStorage | GrpcStorage:
     """An RDBStorage with heartbeats; a trial whose worker died is failed, then re-queued with its params.
 
-    With `create`, an empty database gets Optuna's schema (once, crash-safe: :mod:`hpo.databases`);
+    With `create`, an empty database gets Optuna's schema (once, crash-safe: :mod:`hpo.running.databases`);
     without it (read commands, `hpo worker`) nothing is ever written and a missing schema raises
     :class:`MissingStorage`. A `grpc://host:port` URL is a client of a gRPC storage proxy
-    (:mod:`hpo.grpc_storage`), whose server owns the database and its schema.
+    (:mod:`hpo.running.grpc_storage`), whose server owns the database and its schema.
     """
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
 

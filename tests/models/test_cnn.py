@@ -45,7 +45,7 @@ def _hp(**overrides: Any) -> dict[str, Any]:
     ],
 )
 def test_cnn_forward_shape_and_parameter_count(overrides: dict[str, Any]) -> None:
-    # Ten logits per image, and exactly the parameters (and spatial sizes) hpo.architecture predicts
+    # Ten logits per image, and exactly the parameters (and spatial sizes) hpo.config.cnn_shapes predicts
     # without torch, which is what study validation relies on.
     hp = _hp(**overrides)
     model = CNN(hp)
@@ -86,7 +86,7 @@ def test_mlp_on_flattened_pixels() -> None:
 )
 def test_cnn_pooling_kinds_sizes_and_strides_match_the_shape_arithmetic(overrides: dict[str, Any]) -> None:
     # Every pooling kind, window and stride builds, and the spatial sizes and flattened head inputs are
-    # what hpo.architecture computes without torch (which is what `hpo validate` checks).
+    # what hpo.config.cnn_shapes computes without torch (which is what `hpo validate` checks).
     hp = _hp(**overrides)
     model = CNN(hp)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

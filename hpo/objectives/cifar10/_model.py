@@ -1,7 +1,7 @@
 """CIFAR-10 image classification: training a trial on an in-memory uint8 dataset, and the evaluation hooks.
 
 The images stay uint8 on the training device (the GPU when there is one); each batch is augmented
-there as a whole (:mod:`hpo.augment`), then normalised to float. Nothing per image runs in Python.
+there as a whole (:mod:`hpo.objectives.cifar10.augment`), then normalised to float. Nothing per image runs in Python.
 """
 
 from __future__ import annotations

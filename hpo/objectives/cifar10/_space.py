@@ -3,7 +3,7 @@
 The worst case of the space (most pooling and stride stages, largest kernels and pooling windows, least
 padding, a padding mode that cannot pad a small map) must
 still leave at least 1x1; a flattened head must stay a sane size; a residual network needs odd
-kernels. Plain arithmetic of :mod:`hpo.architecture` (what the CNN builder uses), no torch.
+kernels. Plain arithmetic of :mod:`hpo.config.cnn_shapes` (what the CNN builder uses), no torch.
 """
 
 from __future__ import annotations
