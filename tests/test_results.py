@@ -70,3 +70,38 @@ def test_best_trials_in_memory_rank_every_trial() -> None:
     for value in VALUES:
         study.add_trial(create_trial(params={"x": 0.1}, distributions={"x": FloatDistribution(0, 1)}, value=value))
     assert _numbers(best_trials(study, 4)) == _ranked_in_python(study, 4)
+
+
+def test_a_read_command_reads_what_optunas_own_storage_reads(tmp_path: Path) -> None:
+    # A SQLite store at Optuna's head revision is opened without Optuna's version manager (no alembic
+    # import): the study, its trials and the best ones must read back exactly as through RDBStorage.
+    from optuna.storages import RDBStorage
+
+    from hpo.running.results import open_existing
+    from hpo.running.storage import _ReadingStorage
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    _fill(url, "minimize")
+    fast, full = open_existing(url), RDBStorage(url, skip_table_creation=True)
+    assert isinstance(fast, _ReadingStorage)
+    ours = optuna.load_study(study_name="ranked-minimize", storage=fast)
+    theirs = optuna.load_study(study_name="ranked-minimize", storage=full)
+    assert ours.get_trials() == theirs.get_trials() and ours.directions == theirs.directions
+    assert [t.number for t in best_trials(ours, 5)] == [t.number for t in best_trials(theirs, 5)]
+    assert fast.get_current_version() == full.get_head_version()  # the manager is built when asked
+
+
+def test_a_store_without_optunas_revision_stamp_is_opened_by_optuna(tmp_path: Path) -> None:
+    # Optuna stamps an unstamped schema when it opens it; that store keeps going through RDBStorage.
+    import sqlite3
+
+    from hpo.running.results import open_existing
+    from hpo.running.storage import _ReadingStorage
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    _fill(url, "minimize")
+    with sqlite3.connect(tmp_path / "hpo.db") as conn:
+        conn.execute("DELETE FROM alembic_version")
+    storage = open_existing(url)
+    assert not isinstance(storage, _ReadingStorage)
+    assert len(optuna.load_study(study_name="ranked-minimize", storage=storage).get_trials()) == 16

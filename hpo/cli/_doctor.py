@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
-from hpo.config import load_study
 from hpo.config.settings import STORAGE_ENV, TRACKING_ENV, resolve_settings
 from hpo.errors import HpoError
 
@@ -27,6 +26,7 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of lines."),
 ) -> None:
     """Check storage, tracking server, data cache and devices; say plainly what is wrong and how to fix it."""
+    from hpo.config import load_study
     from hpo.operations.doctor import Sources, diagnose
 
     config = load_study(study_file) if study_file is not None else None

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from hpo.cli._app import app, command
-from hpo.config import load_study
 
 
 class Target(str, Enum):
@@ -63,6 +62,7 @@ def schedule(
     ),
 ) -> None:
     """Print a ready batch-sweep script/manifest whose workers share the study storage."""
+    from hpo.config import load_study
     from hpo.operations.schedule import objective_warning, plan_sweep, render, shared_storage_warning
 
     config = load_study(study_file)

@@ -10,15 +10,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from hpo.cli._app import StorageOption, TrackingOption, app, command
 from hpo.cli._tables import print_table, records
-from hpo.config import StudyConfig, check_study_name, load_study, study_to_yaml
+from hpo.config import check_study_name
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
+
+if TYPE_CHECKING:  # the schema (pydantic, 0.2 s) is imported by the commands that read a study file
+    from hpo.config import StudyConfig
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
@@ -65,6 +68,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Create or resume the study and run trials until the global budget is met."""
+    from hpo.config import load_study
+
     if study_name is not None and len(study_files) > 1:
         raise UsageError("--study-name: can only be used with a single study file")
     if study_name is not None:
@@ -246,6 +251,7 @@ def create(
     Safe to run from every worker at once (a Kubernetes init step): an unchanged, still running
     sweep is left as it is, so its timeout keeps counting from when it started.
     """
+    from hpo.config import load_study
     from hpo.running import meta
     from hpo.running.runner import StudyRunner
 
@@ -280,6 +286,7 @@ def worker(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Join an existing study from another process or machine; never changes its config."""
+    from hpo.config import load_study
     from hpo.running import meta
     from hpo.running.progress import make_progress
     from hpo.running.runner import StudyRunner
@@ -310,6 +317,7 @@ def validate(
     tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Check the file, print the resolved config and the search space; nothing is written anywhere."""
+    from hpo.config import load_study, study_to_yaml
     from hpo.running.search_space import describe
 
     config = load_study(study_file)

@@ -11,28 +11,70 @@ errors in a YAML author's words (:mod:`._errors`), the safe YAML reader (:mod:`.
 loader (:mod:`._file`).
 """
 
-from hpo.config._file import load_study, parse_study, study_to_yaml
+from typing import TYPE_CHECKING, Any
+
 from hpo.config._names import STUDY_NAME_RULE, check_study_name, study_name_problem
-from hpo.config._schema import (
-    PRECISIONS,
-    EvaluationConfig,
-    ExecutionConfig,
-    PrecisionName,
-    PrunerConfig,
-    SamplerConfig,
-    StudyConfig,
-)
-from hpo.config._space import CategoricalParam, FloatParam, IntParam, Param, Scalar
-from hpo.config._vocabulary import (
-    MANAGED_ARGUMENTS,
-    PRUNER_CLASSES,
-    PRUNERS,
-    SAMPLER_CLASSES,
-    SAMPLERS,
-    PrunerName,
-    SamplerName,
-)
-from hpo.objectives._data import DataConfig
+
+if TYPE_CHECKING:
+    from hpo.config._file import load_study, parse_study, study_to_yaml
+    from hpo.config._schema import (
+        PRECISIONS,
+        EvaluationConfig,
+        ExecutionConfig,
+        PrecisionName,
+        PrunerConfig,
+        SamplerConfig,
+        StudyConfig,
+    )
+    from hpo.config._space import CategoricalParam, FloatParam, IntParam, Param, Scalar
+    from hpo.config._vocabulary import (
+        MANAGED_ARGUMENTS,
+        PRUNER_CLASSES,
+        PRUNERS,
+        SAMPLER_CLASSES,
+        SAMPLERS,
+        PrunerName,
+        SamplerName,
+    )
+    from hpo.objectives._data import DataConfig
+
+# The schema and its loader are imported on first use: pydantic, the search space and the objectives'
+# declarations cost 0.2 s, which the commands that only read settings or list studies (`hpo status`) skip.
+_LAZY = {
+    **dict.fromkeys(("load_study", "parse_study", "study_to_yaml"), "hpo.config._file"),
+    **dict.fromkeys(
+        (
+            "PRECISIONS",
+            "EvaluationConfig",
+            "ExecutionConfig",
+            "PrecisionName",
+            "PrunerConfig",
+            "SamplerConfig",
+            "StudyConfig",
+        ),
+        "hpo.config._schema",
+    ),
+    **dict.fromkeys(("CategoricalParam", "FloatParam", "IntParam", "Param", "Scalar"), "hpo.config._space"),
+    **dict.fromkeys(
+        ("MANAGED_ARGUMENTS", "PRUNER_CLASSES", "PRUNERS", "SAMPLER_CLASSES", "SAMPLERS", "PrunerName", "SamplerName"),
+        "hpo.config._vocabulary",
+    ),
+    "DataConfig": "hpo.objectives._data",
+}
+
+
+if not TYPE_CHECKING:  # mypy reads the imports above, so that a misspelt name stays an error
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # looked up once
+        return value
+
 
 __all__ = [
     "MANAGED_ARGUMENTS",

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 
-from hpo.config import StudyConfig, parse_study
 from hpo.config.settings import redact
 from hpo.errors import UsageError
+
+if TYPE_CHECKING:  # the schema (pydantic) is imported when a stored file is read: `hpo status` never does
+    from hpo.config import StudyConfig
 
 # -- Optuna study user attributes -------------------------------------------------------------------
 CONFIG_ATTR = "hpo.config"  # the resolved study file, plain JSON
@@ -97,6 +99,8 @@ def plain_config(config: StudyConfig) -> dict[str, Any]:
 
 def stored_config(study: optuna.Study) -> StudyConfig:
     """The study file a study was started with, as kept in its user attributes."""
+    from hpo.config import parse_study
+
     data = study.user_attrs.get(CONFIG_ATTR)
     if data is None:
         raise UsageError(f"study {study.study_name!r} was not created by hpo (no stored study file)")

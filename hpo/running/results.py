@@ -10,13 +10,14 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import STUDY_NAME_RULE, StudyConfig, load_study, study_name_problem
+from hpo.config import STUDY_NAME_RULE, study_name_problem
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import UsageError
 from hpo.running.meta import CONFIG_ATTR, DEVICE_ATTR, METRICS_ATTR, REASON_ATTR, RETRIED_SYSTEM_ATTR, RUN_ID_ATTR
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 
 if TYPE_CHECKING:
+    from hpo.config import StudyConfig
     from hpo.running.grpc_storage import GrpcStorage
 
 
@@ -33,6 +34,8 @@ def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: s
     """`study` may be a study file (its name and storage are used) or a study name (which must follow the rule)."""
     config = None
     if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        from hpo.config import load_study  # the schema's import (0.2 s) only for a file
+
         config = load_study(study)
         name = config.name
     else:

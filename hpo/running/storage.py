@@ -22,11 +22,13 @@ from hpo.errors import ServiceError, UsageError
 from hpo.running.databases import (
     OPTUNA,
     advisory_lock,
+    alembic_heads,
     check_database,
     file_lock,
     first_line,
     lock_key,
     prepared_database,
+    read_sqlite,
 )
 from hpo.running.grpc_storage import GrpcStorage, connect
 
@@ -92,6 +94,8 @@ def open_storage(
         if not create:
             if check_database(url, OPTUNA, field=field, must_exist=True).kind == "missing":
                 raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet")
+            if not kwargs and _at_head_revision(url, field=field):
+                return _ReadingStorage(url, engine_kwargs=_engine_kwargs(url))
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
         with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
@@ -108,6 +112,48 @@ def open_storage(
         raise UsageError(f"{field}: no database driver for {redact(url)} ({exc})") from None
     except RuntimeError as exc:  # Optuna's "schema not compatible with this version; run `optuna storage upgrade`"
         raise UsageError(f"{field}: {redact(url)}: {first_line(exc)}") from None
+
+
+def _at_head_revision(url: str, *, field: str) -> bool:
+    """True for a SQLite file stamped with the Optuna schema revision this install writes (read, not written)."""
+    path = sqlite_path(url)
+    if path is None:
+        return False
+    contents = read_sqlite(path, field=field)
+    return contents is not None and contents.revision == alembic_heads(OPTUNA)[0]
+
+
+class _ReadingStorage(RDBStorage):
+    """Optuna's RDBStorage for a read command on a SQLite file found at Optuna's head revision.
+
+    RDBStorage's constructor imports alembic, and with it every SQL dialect alembic knows (0.3 s of
+    the 1.5 s `hpo status` may take), to check the schema revision and, on a file without one, to
+    stamp it. :func:`hpo.running.databases.check_database` has just read that revision without
+    writing, so this skips Optuna's version manager and builds the same engine and sessions. Its
+    schema-upgrade methods, which a read command never calls, build the manager when asked.
+    """
+
+    def __init__(self, url: str, *, engine_kwargs: dict[str, Any]) -> None:  # RDBStorage.__init__ minus versions
+        import sqlalchemy.orm
+
+        self.engine_kwargs = engine_kwargs
+        self.url = self._fill_storage_url_template(url)
+        self.skip_compatibility_check = True
+        self.heartbeat_interval = None
+        self.grace_period = None
+        self.heartbeat_stale_trial_callback = None
+        self.failed_trial_callback = None
+        self.engine = sqlalchemy.create_engine(url, **engine_kwargs)
+        self.scoped_session = sqlalchemy.orm.scoped_session(sqlalchemy.orm.sessionmaker(bind=self.engine))
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_version_manager":
+            raise AttributeError(name)
+        from optuna.storages._rdb.storage import _VersionManager
+
+        manager = _VersionManager(self.url, self.engine, self.scoped_session)
+        self._version_manager = manager
+        return manager
 
 
 def _build_optuna_schema(url: str) -> None:
