@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import optuna
@@ -41,6 +42,8 @@ class StudySetup:
     _pruner: Any
     _device: WorkerDevice
     _accepted_changes: list[Change]
+    # StudyRunner's method: closes a dead worker's MLflow run when the heartbeat fails its trial.
+    _close_stale_run: Callable[[optuna.Study, FrozenTrial], None]
 
     def _check_config(self, config: StudyConfig, settings: Settings | None = None) -> None:
         """The checks a config must pass (:func:`check_study`), then its objective and, when a GPU is asked
@@ -50,9 +53,6 @@ class StudySetup:
         self._device = WorkerDevice(config.execution)
         if config.execution.device not in ("auto", "cpu"):
             self._device.resolve()
-
-    def _close_stale_run(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        raise NotImplementedError  # the runner closes a dead worker's MLflow run
 
     def _open_storage(self, *, create: bool) -> RDBStorage | GrpcStorage:
         execution = self.config.execution

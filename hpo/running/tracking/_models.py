@@ -141,7 +141,7 @@ class ModelLogger(Connection):
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             # The source is the model's artifact location: given `models:/<model_id>`, MLflow's registry looks
-            # the model up through the process-wide tracking URI (a TODO of its own), not this client's.
+            # the model up through the process-wide tracking URI (an open limitation of MLflow's), not this client's.
             version = client.create_model_version(
                 registered_model_name, logged.artifact_location, run_id=run_id, model_id=model_id
             )
