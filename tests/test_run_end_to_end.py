@@ -185,3 +185,18 @@ def test_top_k_checkpoints_keep_exactly_the_k_best_trials_on_disk(cli: Any, writ
     assert any(r.data.tags.get("hpo.checkpoint") == "deleted" for r in runs), (
         "with 7 random trials some checkpoint must have been dropped"
     )
+
+
+def test_status_shows_where_every_trial_trained_from_a_fresh_process(write_study: Any) -> None:
+    # A fresh worker imports torch inside its first trial: that trial must still record its device,
+    # as the later ones do (before, trial 0 of every `hpo run` showed an empty device column).
+    import json
+
+    from tests.conftest import run_hpo
+
+    done = run_hpo("run", write_study(tiny_boston(n_trials=2)), "--quiet", env={"HPO_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    status = run_hpo("status", "tiny-boston", "--json")
+    assert status.returncode == 0, status.stderr
+    devices = [row["device"] for row in json.loads(status.stdout)]
+    assert len(devices) == 2 and all(d and d.startswith("cpu (") and ", pid " in d for d in devices), devices

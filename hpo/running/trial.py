@@ -25,6 +25,8 @@ from hpo.running.tracking import TrackingUnavailable, TrialRun
 from hpo.running.workers import WorkerDevice
 
 if TYPE_CHECKING:
+    import torch
+
     from hpo.running.runner import StudyRunner
 
 
@@ -98,6 +100,21 @@ class TrialTraining:
     ) -> Any:
         """One call of the objective (one fold, or the whole trial), with a context of its own."""
         execution = self.config.execution
+        recorded = False
+
+        def record_device() -> None:
+            """Once per trial (fold 0): where it trains, for `hpo status` (torch is imported by then)."""
+            nonlocal recorded
+            if not recorded and (fold is None or fold.index == 0):
+                trial.set_user_attr(DEVICE_ATTR, self._device.describe())
+            recorded = True
+
+        def resolve_device() -> torch.device:
+            # The first trial of a worker imports torch inside the objective: its ctx.device is where we learn it.
+            device = self._device.resolve()
+            record_device()
+            return device
+
         ctx = TrialContext(
             hp,
             data=self.config.data,
@@ -108,15 +125,14 @@ class TrialTraining:
             device=execution.device,
             threads=execution.threads,
             report=report,
-            resolve_device=self._device.resolve,
+            resolve_device=resolve_device,
             fold=fold,
             precision=execution.precision,
             compile=execution.compile,
         )
         if "torch" in sys.modules:
             self._device.resolve()  # an objective that imports torch gets the worker's CPU thread budget
-            if fold is None or fold.index == 0:
-                trial.set_user_attr(DEVICE_ATTR, self._device.describe())
+            record_device()
         seed_everything(seed)
         try:
             return self.objective.objective(ctx)
