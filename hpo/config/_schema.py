@@ -33,13 +33,10 @@ if TYPE_CHECKING:
     from hpo.objectives._loader import LoadedObjective
 
 
-class SamplerConfig(BaseModel):
-    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
+class _OptunaChoice(BaseModel):
+    """A `type` naming an Optuna class plus the plain keyword arguments for its constructor."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: SamplerName = Field(
-        default="tpe", description="the Optuna sampler; every other key is passed to its constructor"
-    )
 
     @model_validator(mode="after")
     def _plain_kwargs(self) -> Any:
@@ -51,25 +48,23 @@ class SamplerConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class PrunerConfig(BaseModel):
+class SamplerConfig(_OptunaChoice):
+    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
+
+    type: SamplerName = Field(
+        default="tpe", description="the Optuna sampler; every other key is passed to its constructor"
+    )
+
+
+class PrunerConfig(_OptunaChoice):
     """`type` picks the Optuna pruner; every other key is passed to its constructor.
 
     `patient` wraps another pruner given as `wrapped: {type: ...}`.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     type: PrunerName = Field(
         default="none", description="the Optuna pruner; every other key is passed to its constructor"
     )
-
-    @model_validator(mode="after")
-    def _plain_kwargs(self) -> Any:
-        check_plain_kwargs(self.model_extra or {})
-        return self
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class EvaluationConfig(StrictModel):
