@@ -109,8 +109,8 @@ class ExecutionConfig(StrictModel):
     )
     precision: PrecisionName = Field(
         default="auto",
-        description="auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; "
-        "fp32 on the CPU (bf16 there on request)",
+        description="auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; on the CPU "
+        "bf16 where it has bf16 kernels and the objective allows it (CIFAR-10), else fp32",
     )
     compile: bool = Field(
         default=False,

@@ -2,10 +2,11 @@
 
 Precision (`execution.precision`): ``auto`` trains in bf16 autocast on a GPU that supports bf16 (the
 exponent range of fp32, so no loss scaling), in fp16 autocast with a gradient scaler on an older GPU,
-and in fp32 on the CPU (exact numerics for regression, and bf16 is emulated on many CPUs); ``bf16`` asks
-for bf16 autocast anywhere: on a CPU with oneDNN's bf16 kernels (AVX-512 or AMX) it can be twice as fast
-for convolutional nets, on one without them (AVX2 only) about ten times slower, which is warned about.
-``fp16`` asks for fp16 with a scaler (CUDA only), ``fp32`` for none.
+and on the CPU in bf16 only where both hold: the CPU has oneDNN's bf16 kernels (AVX-512 BF16 or AMX), and
+the objective says its models tolerate bf16 (``cpu_bf16=True``: CIFAR-10's classifiers, about twice as fast
+there; Boston's regression stays fp32 for exact numerics); otherwise fp32. ``bf16`` asks for bf16 autocast
+anywhere: on a CPU without those kernels (AVX2 only) it is emulated and several times slower than fp32,
+which is warned about. ``fp16`` asks for fp16 with a scaler (CUDA only), ``fp32`` for none.
 """
 
 from __future__ import annotations
@@ -69,15 +70,22 @@ def _native_bf16(device: torch.device) -> bool:
 
 
 def select_precision(
-    requested: str, device: torch.device, *, bf16_supported: Callable[[torch.device], bool] = _native_bf16
+    requested: str,
+    device: torch.device,
+    *,
+    cpu_bf16: bool = False,
+    bf16_supported: Callable[[torch.device], bool] = _native_bf16,
 ) -> Precision:
-    """The precision `requested` (one of PRECISIONS) means on `device`; `bf16_supported(device)` says
-    whether the device computes bf16 natively (tests pass a fake)."""
+    """The precision `requested` (one of PRECISIONS) means on `device`; `cpu_bf16` lets ``auto`` take bf16 on
+    a CPU with native bf16 kernels (the objective's models tolerate it); `bf16_supported(device)` says whether
+    the device computes bf16 natively (tests pass a fake)."""
     if requested not in PRECISIONS:
         raise UsageError(f"execution.precision: unknown precision {requested!r}; accepted: {', '.join(PRECISIONS)}")
     cuda = device.type == "cuda"
-    if requested == "fp32" or (requested == "auto" and not cuda):
+    if requested == "fp32":
         return FP32
+    if requested == "auto" and not cuda:
+        return Precision(torch.bfloat16) if cpu_bf16 and bf16_supported(device) else FP32
     if requested == "fp16":
         if not cuda:
             raise UsageError(

@@ -21,7 +21,7 @@ NO_BF16 = lambda device: False
     [
         ("auto", CUDA, HAS_BF16, torch.bfloat16, False),  # bf16 keeps fp32's exponent range: no scaler
         ("auto", CUDA, NO_BF16, torch.float16, True),
-        ("auto", CPU, HAS_BF16, None, False),  # the CPU stays fp32 unless asked
+        ("auto", CPU, HAS_BF16, None, False),  # the CPU stays fp32 unless the objective allows bf16
         ("bf16", CPU, HAS_BF16, torch.bfloat16, False),  # asked for on a CPU with oneDNN bf16 kernels
         ("bf16", CUDA, HAS_BF16, torch.bfloat16, False),
         ("fp16", CUDA, HAS_BF16, torch.float16, True),
@@ -34,6 +34,19 @@ def test_precision_follows_the_request_and_the_device(
     precision = select_precision(requested, device, bf16_supported=capable)  # type: ignore[arg-type]
     assert (precision.dtype, precision.scaled) == (dtype, scaled)
     assert precision.name == {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+@pytest.mark.parametrize(("capable", "dtype"), [(HAS_BF16, torch.bfloat16), (NO_BF16, None)])
+def test_auto_takes_bf16_on_a_cpu_only_with_its_kernels_and_the_objectives_consent(
+    capable: object, dtype: torch.dtype | None
+) -> None:
+    # cpu_bf16=True (CIFAR-10's classifiers): bf16 where oneDNN has bf16 kernels, never emulated bf16 on AVX2.
+    precision = select_precision("auto", CPU, cpu_bf16=True, bf16_supported=capable)  # type: ignore[arg-type]
+    assert precision.dtype == dtype
+    # The consent does not change a GPU's choice or an explicit request.
+    assert select_precision("fp32", CPU, cpu_bf16=True, bf16_supported=HAS_BF16).dtype is None
+    cuda = select_precision("auto", CUDA, cpu_bf16=True, bf16_supported=NO_BF16)
+    assert (cuda.dtype, cuda.scaled) == (torch.float16, True)
 
 
 @pytest.mark.parametrize(
