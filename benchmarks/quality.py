@@ -143,8 +143,10 @@ BOSTON_MODELS = {
     "ensemble": None,
     "gradient boosting": "gradient_boosting",
     "random forest": "random_forest",
-    "extra trees": "extra_trees",
-    "support-vector regression": "support_vectors",
+    "gradient boosting, 800 trees": "gradient_boosting_slow",
+    "extra trees (log prices)": "extra_trees",
+    "support-vector regression (log prices, log features)": "support_vectors",
+    "Gaussian process (log prices, log features)": "gaussian_process",
     "linear regression": "linear_regression",
 }
 

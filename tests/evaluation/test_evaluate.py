@@ -50,8 +50,10 @@ def test_evaluate_logs_the_contract_runs_and_artifacts(evaluated_boston: Evaluat
         "linear_regression",
         "random_forest",
         "gradient_boosting",
+        "gradient_boosting_slow",
         "extra_trees",
         "support_vectors",
+        "gaussian_process",
     }
     for run in [*evaluations, *ensembles]:
         assert run.data.tags["mlflow.parentRunId"] == parent
@@ -152,7 +154,7 @@ def test_retrain_and_force_read_again_and_supersede(
     runs = client.search_runs([experiment.experiment_id], "tags.`hpo.role` = 'evaluation'")
     current = [r for r in runs if r.data.tags.get("hpo.superseded") != "true"]
     superseded = [r for r in runs if r.data.tags.get("hpo.superseded") == "true"]
-    assert len(superseded) == 1 + 5  # the first evaluation: 1 trial and 5 baselines
+    assert len(superseded) == 1 + 7  # the first evaluation: 1 trial and 7 baselines
     trial_runs = [r for r in current if r.data.tags["hpo.kind"] == "trial"]
     assert len(trial_runs) == 1
     assert "test_rmse_seed_std" in trial_runs[0].data.metrics

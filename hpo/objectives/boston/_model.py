@@ -16,9 +16,10 @@ from torch import nn
 
 from hpo.data import boston as boston_data
 from hpo.models import MLP
-from hpo.objectives import Baseline, TrialContext, TrialResult, make_folds
+from hpo.objectives import TrialContext, TrialResult
 from hpo.objectives._scores import regression_metrics
 from hpo.objectives.boston import BostonDataOptions
+from hpo.objectives.boston._baselines import baselines as baselines  # an evaluation hook of this module
 from hpo.training.loop import Task, count_parameters
 from hpo.training.loop import train as fit
 
@@ -105,61 +106,6 @@ def retrain_task(data: BostonDataOptions, meta: Mapping[str, Any], device: torch
         device,
     )
     return task, {**meta, "y_mean": y_mean, "y_std": y_std}
-
-
-def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baseline]:
-    """Linear regression, a random forest, gradient boosting, extra trees and an RBF support-vector
-    regressor on the standardized training rows (train+validation when the networks were retrained on both).
-
-    The last two are there for the ensemble: on a few hundred rows they err differently from boosted
-    trees and from the networks, which is what a greedy blend gains from. With cross-validation each is
-    fitted on every non-test row, and its validation predictions are out of fold on the trials' own
-    folds, so ensemble selection can weigh it beside the networks.
-    """
-    from sklearn.base import clone
-    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
-    from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
-    loaded = boston_data.load(data)
-    x, y = loaded.train.x, loaded.train.y
-    if with_validation and not data.cross_validated:
-        x, y = np.concatenate([x, loaded.val.x]), np.concatenate([y, loaded.val.y])
-    candidates = [
-        ("linear_regression", "linear regression", LinearRegression()),
-        ("random_forest", "random forest", RandomForestRegressor(n_estimators=100, random_state=0)),
-        ("gradient_boosting", "gradient boosting", GradientBoostingRegressor(random_state=0)),
-        ("extra_trees", "extra trees", ExtraTreesRegressor(n_estimators=200, random_state=0)),
-        # prices are skewed: the kernel machine fits log prices; rescaled per fit, so folds see only their rows
-        (
-            "support_vectors",
-            "support-vector regression",
-            _log_target(make_pipeline(StandardScaler(), SVR(C=3.0, epsilon=0.02)), y),
-        ),
-    ]
-    fitted = []
-    folds = [(f.train, f.val) for f in make_folds(data, len(y))] if data.cross_validated else None
-    for name, label, estimator in candidates:
-        val = cross_val_predict(clone(estimator), x, y, cv=folds).astype(np.float64) if folds is not None else None
-        estimator.fit(x, y)
-        if folds is None and not with_validation:
-            val = estimator.predict(loaded.val.x).astype(np.float64)
-        fitted.append(Baseline(name, label, estimator, val))
-    return fitted
-
-
-def _log_target(estimator: Any, y: np.ndarray) -> Any:
-    """`estimator` fitted to log targets (predictions back in k$), when every target is positive."""
-    from sklearn.compose import TransformedTargetRegressor
-
-    if not np.all(y > 0):
-        return estimator
-    return TransformedTargetRegressor(
-        regressor=estimator, func=np.log, inverse_func=np.exp, check_inverse=False
-    )  # exact inverses
 
 
 def train(ctx: TrialContext) -> TrialResult:
