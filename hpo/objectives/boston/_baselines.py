@@ -27,7 +27,7 @@ from hpo.objectives.boston import BostonDataOptions
 SKEW_THRESHOLD = 0.75  # a non-negative feature with a sample skewness above this is modelled on a log scale
 
 
-class LogSkewed(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
+class LogSkewed(TransformerMixin, BaseEstimator):
     """``log1p`` of the skewed non-negative features, in raw units; the other features pass through.
 
     The inputs arrive standardized (``x = (raw - shift) / scale``, hpo's scaling of the networks'
