@@ -121,6 +121,7 @@ def test_evaluation_builders_rebuild_score_and_read_test_once(tiny_cifar10: Any)
         seed=3,
         device="cpu",
         report=lambda epoch, metrics: epochs.append(metrics),
+        precision="fp32",  # the rebuilt model infers in fp32; `auto` may train in bf16 on a CPU with its kernels
     )
     result = declared.train(ctx)
     assert result.val_predictions.shape == (10, 10)  # a tenth of each class validates
