@@ -115,3 +115,11 @@ def test_other_light_commands_import_no_torch(tmp_path: Path, command: list[str]
     proc, names = _imported(*command, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch" not in names and "mlflow" not in names
+
+
+def test_boston_training_code_does_not_import_scikit_learn() -> None:
+    # A Boston trial's worker loads the training module; scikit-learn (~1 s) is for `hpo evaluate`'s
+    # baselines only, so the module hands that hook out on first use, not at import.
+    code = "import sys, hpo.objectives.boston._model as m; assert 'sklearn' not in sys.modules; m.baselines"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,6 @@ from hpo.models import MLP
 from hpo.objectives import TrialContext, TrialResult
 from hpo.objectives._scores import regression_metrics
 from hpo.objectives.boston import BostonDataOptions
-from hpo.objectives.boston._baselines import baselines as baselines  # an evaluation hook of this module
 from hpo.training.loop import Task, count_parameters
 from hpo.training.loop import train as fit
 
@@ -215,3 +214,13 @@ def _follower(model: nn.Module, layer: nn.Module) -> nn.Module | None:
     leaves = [m for m in model.modules() if not list(m.children())]
     at = next(i for i, m in enumerate(leaves) if m is layer)
     return leaves[at + 1] if at + 1 < len(leaves) else None
+
+
+def __getattr__(name: str) -> Any:
+    """The ``baselines`` evaluation hook, loaded on first use: it imports scikit-learn (~1 s), which a
+    trial's worker never needs."""
+    if name == "baselines":
+        from hpo.objectives.boston._baselines import baselines
+
+        return baselines
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
