@@ -119,7 +119,7 @@ def test_other_light_commands_import_no_torch(tmp_path: Path, command: list[str]
 
 def test_boston_training_code_does_not_import_scikit_learn() -> None:
     # A Boston trial's worker loads the training module; scikit-learn (~1 s) is for `hpo evaluate`'s
-    # baselines only, so the module hands that hook out on first use, not at import.
+    # baselines only, so the module's hook imports it when called, not at import.
     code = "import sys, hpo.objectives.boston._model as m; assert 'sklearn' not in sys.modules; m.baselines"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr

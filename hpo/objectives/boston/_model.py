@@ -16,7 +16,7 @@ from torch import nn
 
 from hpo.data import boston as boston_data
 from hpo.models import MLP
-from hpo.objectives import TrialContext, TrialResult
+from hpo.objectives import Baseline, TrialContext, TrialResult
 from hpo.objectives._scores import regression_metrics
 from hpo.objectives.boston import BostonDataOptions
 from hpo.training.loop import Task, count_parameters
@@ -105,6 +105,14 @@ def retrain_task(data: BostonDataOptions, meta: Mapping[str, Any], device: torch
         device,
     )
     return task, {**meta, "y_mean": y_mean, "y_std": y_std}
+
+
+def baselines(data: BostonDataOptions, *, with_validation: bool) -> list[Baseline]:
+    """The evaluation hook fitting the classical models (:func:`hpo.objectives.boston._baselines.baselines`),
+    imported on call: scikit-learn takes about a second to import, which a trial's worker never needs."""
+    from hpo.objectives.boston._baselines import baselines as fit_baselines
+
+    return fit_baselines(data, with_validation=with_validation)
 
 
 def train(ctx: TrialContext) -> TrialResult:
@@ -214,13 +222,3 @@ def _follower(model: nn.Module, layer: nn.Module) -> nn.Module | None:
     leaves = [m for m in model.modules() if not list(m.children())]
     at = next(i for i, m in enumerate(leaves) if m is layer)
     return leaves[at + 1] if at + 1 < len(leaves) else None
-
-
-def __getattr__(name: str) -> Any:
-    """The ``baselines`` evaluation hook, loaded on first use: it imports scikit-learn (~1 s), which a
-    trial's worker never needs."""
-    if name == "baselines":
-        from hpo.objectives.boston._baselines import baselines
-
-        return baselines
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
