@@ -10,6 +10,11 @@ convolution. Block ``i``: conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN
 the first convolution, as in airbench: the second convolution runs at half resolution, a quarter of the
 work. Then a 3x3 max-pool to 1x1, a linear classifier without bias and airbench's 1/9 output scale
 (which keeps logits small at the large learning rates Nesterov SGD wants here).
+
+With ``identity_init: true`` each block convolution starts as airbench's partial identity: its first
+``in_channels`` filters are Dirac kernels (filter ``i`` passes input channel ``i`` through unchanged), the
+rest keep PyTorch's random init. The net then starts close to "stem features, pooled", and a short
+schedule spends its first epochs refining useful features rather than undoing random ones.
 """
 
 from __future__ import annotations
@@ -48,10 +53,18 @@ def whitening_filters(images: torch.Tensor, *, eps: float = WHITENING_EPS) -> tu
     return torch.cat([filters, -filters]).float(), eigenvalues.float()
 
 
+@torch.no_grad()
+def identity_init_(conv: nn.Conv2d) -> None:
+    """Make the first ``min(out, in)`` filters of `conv` Dirac kernels: output channel i copies input channel i."""
+    shared = min(conv.out_channels, conv.in_channels)
+    nn.init.dirac_(conv.weight[:shared, :shared])
+    conv.weight[:shared, shared:].zero_()
+
+
 class ConvBlock(nn.Sequential):
     """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, identity_init: bool = False) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.MaxPool2d(2),
@@ -61,6 +74,10 @@ class ConvBlock(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.GELU(),
         )
+        if identity_init:
+            for layer in self:
+                if isinstance(layer, nn.Conv2d):
+                    identity_init_(layer)
 
 
 class Airbench(nn.Module):
@@ -75,8 +92,9 @@ class Airbench(nn.Module):
         widths = block_widths(float(hp["width_scale"]))
         blocks: list[nn.Module] = []
         previous = STEM_CHANNELS
+        identity_init = bool(hp.get("identity_init", False))
         for width in widths:
-            blocks.append(ConvBlock(previous, width))
+            blocks.append(ConvBlock(previous, width, identity_init=identity_init))
             previous = width
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.MaxPool2d(3)  # 31 -> 15 -> 7 -> 3 after the blocks, then 1
@@ -99,4 +117,12 @@ class Airbench(nn.Module):
         return self.head(x) * OUTPUT_SCALE
 
 
-__all__ = ["BASE_WIDTHS", "OUTPUT_SCALE", "WHITENING_EPS", "Airbench", "block_widths", "whitening_filters"]
+__all__ = [
+    "BASE_WIDTHS",
+    "OUTPUT_SCALE",
+    "WHITENING_EPS",
+    "Airbench",
+    "block_widths",
+    "identity_init_",
+    "whitening_filters",
+]

@@ -1,5 +1,6 @@
-"""The airbench-style net: block widths, shapes, and the frozen 2x2 patch-whitening stem checked against a
-direct computation (NumPy's eigendecomposition of the patch covariance, patches gathered by loops)."""
+"""The airbench-style net: block widths, shapes, the frozen 2x2 patch-whitening stem checked against a
+direct computation (NumPy's eigendecomposition of the patch covariance, patches gathered by loops), and the
+partial identity init of the block convolutions checked on a feature map."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from hpo.models import Airbench
-from hpo.models.airbench import STEM_CHANNELS, WHITENING_EPS, block_widths, whitening_filters
+from hpo.models.airbench import STEM_CHANNELS, WHITENING_EPS, block_widths, identity_init_, whitening_filters
 from hpo.objectives.cifar10 import HYPERPARAMETERS
 
 
@@ -78,3 +79,36 @@ def test_whitened_stem_is_set_from_the_given_images_and_stays_frozen_while_train
     before = learned.stem.weight.clone()
     learned.init_whitening(images)
     assert learned.stem.weight.requires_grad and torch.equal(learned.stem.weight, before)
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels"), [(3, 5), (4, 4), (6, 2)])
+def test_identity_init_passes_the_first_channels_through_and_keeps_the_rest_random(
+    in_channels: int, out_channels: int
+) -> None:
+    # The first min(in, out) output channels of an identity-initialised 3x3 convolution (padding 1)
+    # equal the matching input channels exactly; any further output channels are still random filters.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    random_filters = conv.weight.detach().clone()
+    identity_init_(conv)
+    x = torch.randn(2, in_channels, 7, 7)
+    shared = min(in_channels, out_channels)
+    torch.testing.assert_close(conv(x)[:, :shared], x[:, :shared])
+    torch.testing.assert_close(conv.weight[shared:], random_filters[shared:])
+
+
+def test_identity_init_is_a_hyperparameter_of_the_blocks_and_off_by_default() -> None:
+    # identity_init: true sets every block convolution (both per block) to the partial identity;
+    # the default keeps PyTorch's random init, so studies written before the flag train as they did.
+    torch.manual_seed(0)
+    on = Airbench(HYPERPARAMETERS.resolve({"model": "airbench", "width_scale": 0.0625, "identity_init": True}))
+    off = Airbench(HYPERPARAMETERS.resolve({"model": "airbench", "width_scale": 0.0625}))
+    convs_on = [m for m in on.blocks.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs_off = [m for m in off.blocks.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs_on) == 6
+    for conv_on, conv_off in zip(convs_on, convs_off, strict=True):
+        shared = min(conv_on.in_channels, conv_on.out_channels)
+        dirac = torch.zeros(shared, shared, 3, 3)
+        dirac[range(shared), range(shared), 1, 1] = 1
+        assert torch.equal(conv_on.weight[:shared, :shared], dirac)
+        assert not torch.equal(conv_off.weight[:shared, :shared], dirac)

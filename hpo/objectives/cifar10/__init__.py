@@ -140,6 +140,13 @@ HYPERPARAMETERS = (
             applies_to=("airbench",),
         ),
         Hyperparameter(
+            "identity_init",
+            flag(),
+            False,
+            "start each block convolution as a partial identity (Dirac filters for its first input channels)",
+            applies_to=("airbench",),
+        ),
+        Hyperparameter(
             "tta",
             choice(*TTA_MODES),
             "none",
