@@ -20,10 +20,12 @@ from optuna.trial import FrozenTrial
 from hpo.config.settings import is_grpc_url, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
 from hpo.running.databases import (
+    CONNECT_PATIENCE,
     OPTUNA,
     advisory_lock,
     alembic_heads,
     check_database,
+    connect_patiently,
     file_lock,
     first_line,
     lock_key,
@@ -297,13 +299,14 @@ def trials_for_listing(
 
 
 @contextlib.contextmanager
-def budget_lock(url: str, study_name: str) -> Iterator[None]:
+def budget_lock(url: str, study_name: str, *, patience: float = CONNECT_PATIENCE) -> Iterator[None]:
     """Serialize 'count trials, then ask for one' across workers so the global cap is exact.
 
     SQLite: a file lock beside the database (all its workers are on one machine). PostgreSQL: a
-    session advisory lock keyed by the study name. Other databases: no lock (the cap may overshoot
-    by at most one trial per concurrent worker, as with Optuna's MaxTrialsCallback). A gRPC proxy: no
-    lock here; hpo's proxy takes the database's lock itself when it creates a trial.
+    session advisory lock keyed by the study name, its connection waited for up to `patience` seconds
+    while the server refuses one (see `refused_connections`). Other databases: no lock (the cap may
+    overshoot by at most one trial per concurrent worker, as with Optuna's MaxTrialsCallback). A gRPC
+    proxy: no lock here; hpo's proxy takes the database's lock itself when it creates a trial.
     """
     path = sqlite_path(url)
     if path is not None:
@@ -312,10 +315,27 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
         return
     if url.startswith(("postgresql", "postgres")):
         key = lock_key(study_name)
-        with advisory_lock(_lock_engine(url), key):
+        with refused_connections(url), advisory_lock(_lock_engine(url), key, patience=patience):
             yield
         return
     yield
+
+
+@contextlib.contextmanager
+def refused_connections(url: str) -> Iterator[None]:
+    """Turn the database's refusal of a connection (after the lock's patience) into one line naming the
+    store, with what to do when the cause is more workers than the server's `max_connections`."""
+    try:
+        yield
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = first_line(exc)
+        hint = (
+            "; more workers than the server's max_connections: run them through the gRPC proxy "
+            "(`hpo server --grpc-port`, storage grpc://HOST:PORT) or raise max_connections"
+            if "too many" in reason.lower()
+            else ""
+        )
+        raise ServiceError(f"storage: {redact(url)} refused a connection: {reason}{hint}") from None
 
 
 @contextlib.contextmanager
@@ -333,7 +353,7 @@ def try_lock(url: str, name: str) -> Iterator[bool]:
         return
     if url.startswith(("postgresql", "postgres")):
         key = lock_key(name)
-        with _lock_engine(url).connect() as conn:
+        with refused_connections(url), connect_patiently(_lock_engine(url)) as conn:
             taken = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             try:
                 yield taken

@@ -25,12 +25,20 @@ from hpo.running.databases._inspect import (
     read_sqlite,
     same_database,
 )
-from hpo.running.databases._locks import advisory_lock, database_init_lock, file_lock, lock_key
+from hpo.running.databases._locks import (
+    CONNECT_PATIENCE,
+    advisory_lock,
+    connect_patiently,
+    database_init_lock,
+    file_lock,
+    lock_key,
+)
 from hpo.running.databases._prepare import Build, ensure_database, first_line, prepared_database
 from hpo.running.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
 from hpo.running.databases._sqlite import SQLITE_HEADER, connect_readonly, use_write_ahead_log
 
 __all__ = [
+    "CONNECT_PATIENCE",
     "MLFLOW",
     "OPTUNA",
     "SCHEMAS",
@@ -43,6 +51,7 @@ __all__ = [
     "alembic_heads",
     "check_database",
     "check_stores",
+    "connect_patiently",
     "connect_readonly",
     "database_init_lock",
     "ensure_database",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +36,32 @@ def database_init_lock(url: str, schema: str) -> Iterator[None]:
         engine.dispose()
 
 
+CONNECT_PATIENCE = 60.0  # seconds a lock waits for a connection the server refuses before giving up
+
+
+def connect_patiently(engine: sqlalchemy.Engine, *, patience: float = CONNECT_PATIENCE) -> sqlalchemy.Connection:
+    """`engine.connect()`, retried with backoff (0.25 s doubling to 5 s) for up to `patience` seconds.
+
+    Many workers starting at once can exceed the server's `max_connections` ("too many clients"), or
+    meet a server restarting; both pass as other workers' connections close or the server returns, so a
+    worker waits for its lock rather than dying. The last refusal is raised once the patience is spent.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.25
+    while True:
+        try:
+            return engine.connect()
+        except sqlalchemy.exc.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
 @contextlib.contextmanager
-def advisory_lock(engine: sqlalchemy.Engine, key: int) -> Iterator[None]:
+def advisory_lock(engine: sqlalchemy.Engine, key: int, *, patience: float = CONNECT_PATIENCE) -> Iterator[None]:
     """A PostgreSQL session advisory lock held on one connection (freed by the server if we die)."""
-    with engine.connect() as conn:
+    with connect_patiently(engine, patience=patience) as conn:
         conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:
             yield

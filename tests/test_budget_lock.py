@@ -1,0 +1,83 @@
+"""The budget lock on PostgreSQL when the server refuses connections ("too many clients" when many
+workers start at once): a worker waits for a connection to free up, and after its patience ends with one
+line naming the storage and the way out, not a traceback. Real PostgreSQL, a role limited to one connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg2
+import pytest
+
+from hpo.errors import ServiceError
+from hpo.running.storage import budget_lock
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+
+@pytest.fixture
+def one_connection_role(postgres_available: None) -> Iterator[str]:
+    """A login role PostgreSQL lets hold a single connection (superusers are exempt from such limits)."""
+    role = f"hpo_test_limited_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+    try:
+        yield role
+    finally:
+        admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        admin.cursor().execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
+
+
+def _url(role: str, database: str) -> str:
+    return f"postgresql+psycopg2://{role}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def test_a_worker_waits_for_a_connection_while_the_server_refuses_one(
+    pg_url: Callable[[str], str], one_connection_role: str
+) -> None:
+    # The role's only connection is taken; budget_lock keeps retrying instead of failing, and enters the
+    # lock once that connection closes (1.5 s later).
+    database = pg_url("lock").rsplit("/", 1)[1]
+    held = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=one_connection_role, dbname=database)
+    entered: list[float] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        started = time.monotonic()
+        try:
+            with budget_lock(_url(one_connection_role, database), f"study-{uuid.uuid4().hex}", patience=30):
+                entered.append(time.monotonic() - started)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    time.sleep(1.5)
+    assert not entered and not errors  # still waiting, not failed
+    held.close()
+    worker.join(timeout=30)
+    assert not errors, errors
+    assert entered and entered[0] >= 1.0
+
+
+def test_a_worker_refused_past_its_patience_fails_with_one_line_naming_the_storage(
+    pg_url: Callable[[str], str], one_connection_role: str
+) -> None:
+    # After the patience, a ServiceError (exit code 1): one line with the field, the refusal and what to do.
+    database = pg_url("lock").rsplit("/", 1)[1]
+    held = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=one_connection_role, dbname=database)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceError) as raised, budget_lock(_url(one_connection_role, database), "s", patience=1):
+            pytest.fail("the lock was entered with no connection to hold it")
+        assert time.monotonic() - started < 15
+    finally:
+        held.close()
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.exit_code == 1
+    assert message.startswith("storage: ") and "too many connections" in message
+    assert "hpo server --grpc-port" in message and "max_connections" in message
