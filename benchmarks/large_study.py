@@ -371,6 +371,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432", help="server URL without a database"
     )
     parser.add_argument("--asks", type=int, default=5, help="asks timed per size (median reported)")
+    parser.add_argument(
+        "--history-window",
+        type=int,
+        default=1000,
+        help="also time the ask with sampler.history_window set to this (0: skip)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="folder for SQLite files and reports (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the figures here")
@@ -419,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 extra = ["--out", str(work / f"report-{size}")] if command == "report" else []
                 row[f"{command} s"] = time_command([command, name, *extra], env, work)
             row["ask s"] = ask_seconds(runner, config, args.asks)
+            if args.history_window:
+                windowed = config.sampler.model_copy(update={"history_window": args.history_window})
+                row["ask window s"] = ask_seconds(runner, config.model_copy(update={"sampler": windowed}), args.asks)
             rows.append(row)
             print(
                 f"{size} trials: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "trials"), file=sys.stderr
@@ -428,7 +437,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for row in rows:
         for key in [k for k in row if k.endswith(" s") and k != "fill s"]:
             row[key.replace(" s", f" x{base['trials']}")] = row[key] / base[key]
-    payload = {"command": _report.command_line(argv), "backend": backend, "machine": info, "rows": rows, "notes": notes}
+    payload = {
+        "command": _report.command_line(argv),
+        "backend": backend,
+        "machine": info,
+        "rows": rows,
+        "notes": notes,
+        "history_window": args.history_window or None,
+    }
     print(section(payload, argv))
     _report.save(args.json, payload)
     return payload
@@ -436,7 +452,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def section(payload: dict[str, Any], argv: Sequence[str] | None) -> str:
     rows = payload["rows"]
-    columns = ["trials", *(f"{c} s" for c in COMMANDS), "ask s"]
+    columns = [
+        "trials",
+        *(f"{c} s" for c in COMMANDS),
+        "ask s",
+        *(["ask window s"] if "ask window s" in rows[0] else []),
+    ]
     ratios = ["trials", *(k for k in rows[0] if " x" in k)]
     last = rows[-1]
     verdicts = [f"`hpo {c}` {last[f'{c} s']:.2f} s (goal < {goal:g} s at 10,000)" for c, goal in GOALS.items()]
@@ -444,13 +465,17 @@ def section(payload: dict[str, Any], argv: Sequence[str] | None) -> str:
         _report.header("Large studies", argv, payload["machine"]),
         f"Backend: {payload['backend']}. Each command is a fresh `python -m hpo` process (start-up and imports "
         "included); "
-        f"`ask s` is the median of the runner's ask (TPE multivariate, the study file's sampler) in one process.",
+        f"`ask s` is the median of the runner's ask (TPE multivariate, the study file's sampler) in one process; "
+        f"`ask window s` the same with `sampler.history_window: {payload.get('history_window')}`.",
         "",
         _report.table(rows, columns),
         f"Growth relative to the first size (x1 = {rows[0]['trials']} trials):",
         "",
         _report.table(rows, ratios),
-        f"At {last['trials']:,} trials: " + "; ".join(verdicts) + f"; ask {last['ask s'] * 1000:.0f} ms.",
+        f"At {last['trials']:,} trials: "
+        + "; ".join(verdicts)
+        + f"; ask {last['ask s'] * 1000:.0f} ms"
+        + (f", {last['ask window s'] * 1000:.0f} ms with the history window." if "ask window s" in last else "."),
         *(f"\nNote: {n}" for n in payload["notes"]),
     ]
     return "\n".join(lines)

@@ -687,6 +687,21 @@ CASES = [
         tiny_boston(sampler={"type": "tpe", "gamma": 0.25}),
         ("sampler.gamma:", "a Python function"),
     ),
+    BadInput(
+        "sampler-history-window-on-random",
+        tiny_boston(sampler={"type": "random", "history_window": 100}),
+        ("sampler.history_window:", "tpe, gp", "not random"),
+    ),
+    BadInput(
+        "sampler-history-window-below-startup",
+        tiny_boston(sampler={"type": "tpe", "n_startup_trials": 20, "history_window": 5}),
+        ("sampler.history_window:", "5", "n_startup_trials (20)"),
+    ),
+    BadInput(
+        "sampler-history-window-zero",
+        tiny_boston(sampler={"type": "tpe", "history_window": 0}),
+        ("sampler.history_window:", "0"),
+    ),
     # J: grids are counted before they are built
     BadInput(
         "J-float-grid-step",

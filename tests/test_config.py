@@ -30,7 +30,7 @@ def test_minimal_study_resolves_every_default() -> None:
     config = parse_study({"name": "m", "objective": "boston"})
     resolved = config.resolved()
     assert resolved["metric"] == "val_rmse" and resolved["direction"] == "minimize"
-    assert resolved["sampler"] == {"type": "tpe"} and resolved["pruner"] == {"type": "none"}
+    assert resolved["sampler"] == {"type": "tpe", "history_window": None} and resolved["pruner"] == {"type": "none"}
     # Boston scores trials by 5-fold cross-validation unless the study says otherwise
     assert resolved["data"] == {
         "val_fraction": 0.1,

@@ -24,7 +24,7 @@ from hpo.config._errors import explain_first
 from hpo.config._names import study_name_problem
 from hpo.config._rules import check_against_objective, check_plain_kwargs
 from hpo.config._space import FloatParam, Param, Scalar, StrictModel, in_space
-from hpo.config._vocabulary import PrunerName, SamplerName
+from hpo.config._vocabulary import WINDOWED_SAMPLERS, PrunerName, SamplerName
 from hpo.errors import UsageError
 from hpo.objectives._data import MAX_SEED, DataConfig
 from hpo.objectives._table import FieldError
@@ -49,11 +49,27 @@ class _OptunaChoice(BaseModel):
 
 
 class SamplerConfig(_OptunaChoice):
-    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
+    """`type` picks the Optuna sampler; every other key but `history_window` is passed to its constructor."""
 
     type: SamplerName = Field(
         default="tpe", description="the Optuna sampler; every other key is passed to its constructor"
     )
+    history_window: int | None = Field(
+        default=None,
+        ge=1,
+        description="tpe, gp: fit the sampler to the most recent this many finished trials only, so an ask "
+        "stays as fast at 10,000 trials as at this many (null: every trial)",
+    )
+
+    @model_validator(mode="after")
+    def _window_for_model_based(self) -> Any:
+        if self.history_window is not None and self.type not in WINDOWED_SAMPLERS:
+            raise FieldError(
+                "sampler.history_window",
+                f"applies to the samplers that model the trials so far ({', '.join(WINDOWED_SAMPLERS)}), "
+                f"not {self.type}; remove it",
+            )
+        return self
 
 
 class PrunerConfig(_OptunaChoice):

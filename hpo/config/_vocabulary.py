@@ -21,6 +21,9 @@ SAMPLER_CLASSES: dict[SamplerName, str] = {
     "qmc": "QMCSampler",
     "nsga2": "NSGAIISampler",
 }
+# Samplers that fit a model to the trials so far, whose ask grows with them and which a history window
+# bounds; the others enumerate (grid), evolve a population (nsga2, cmaes) or ignore the past (random, qmc).
+WINDOWED_SAMPLERS: tuple[SamplerName, ...] = ("tpe", "gp")
 PRUNER_CLASSES: dict[PrunerName, str] = {
     "none": "NopPruner",
     "median": "MedianPruner",

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from hpo.config import MANAGED_ARGUMENTS, PRUNER_CLASSES, SAMPLER_CLASSES, DataConfig, StudyConfig
+from hpo.config import MANAGED_ARGUMENTS, PRUNER_CLASSES, SAMPLER_CLASSES, DataConfig, SamplerConfig, StudyConfig
 from hpo.config._space import PARAM_MODELS
 from hpo.objectives import Objective, load_objective
 from hpo.objectives._registry import is_builtin, registered
@@ -175,6 +175,9 @@ def markdown() -> str:
             "| --- | --- |",
         ]
         lines += [f"| {name} | {args} |" for name, args in _constructor_arguments(kind)] + [""]
+        if kind == "sampler":
+            window = SamplerConfig.model_fields["history_window"]
+            lines += [f"hpo's own key, not passed to the sampler: `history_window` ({window.description}).", ""]
     lines += [
         "#### Hyperparameters of the built-in objectives (`params:` and `fixed:`)",
         "",

@@ -21,6 +21,7 @@ from hpo.config import (  # the sampler and pruner names are config's vocabulary
     StudyConfig,
 )
 from hpo.errors import UsageError
+from hpo.running.history_window import HistoryWindowSampler
 
 # Arguments hpo fills in itself, so a study file may not set them.
 
@@ -124,7 +125,17 @@ def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
         managed["search_space"] = grid_search_space(config)
     if "seed" in inspect.signature(cls).parameters:
         managed["seed"] = config.seed
-    return _construct(cls, kwargs, field="sampler", managed=managed)
+    sampler = _construct(cls, kwargs, field="sampler", managed=managed)
+    window = sampler_config.history_window
+    if window is None:
+        return sampler
+    startup = kwargs.get("n_startup_trials", inspect.signature(cls).parameters["n_startup_trials"].default)
+    if window < startup:
+        raise UsageError(
+            f"sampler.history_window: {window} is below n_startup_trials ({startup}), so the sampler would "
+            "never leave its random start; use at least that many"
+        )
+    return HistoryWindowSampler(sampler, window=window)
 
 
 MAX_GRID_POINTS = 100_000  # GridSampler holds every point in memory, and a study rarely runs more trials
