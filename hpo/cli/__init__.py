@@ -5,6 +5,11 @@ The top layer: may import every package; nothing imports it.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import sys
+import threading
 import warnings
 
 from hpo.cli import (  # noqa: F401  (registers doctor, server)
@@ -31,7 +36,38 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*experimental.*")
     warnings.filterwarnings("ignore", message=r"Heartbeat of storage is supposed to be used with Study.optimize")
     configure_logging()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _exit_without_teardown(exc.code)
+    _exit_without_teardown(0)
+
+
+def _exit_without_teardown(code: object) -> None:
+    """End the process as Python would, minus the interpreter's teardown of its modules.
+
+    Once torch, MLflow and SQLAlchemy are loaded, Python spends 1-2 s after the last line of a command
+    freeing their objects one by one (measured: `hpo run` of a one-epoch trial 8.1 s, 6.8 s without it),
+    work the operating system does at once when the process ends. Everything Python's own exit does
+    that matters still happens, in its order: other non-daemon threads are joined, atexit handlers run
+    (logging's flush among them), the standard streams are flushed. Files hpo writes are closed by
+    `with` blocks and database transactions are committed before a command returns.
+    """
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    if not isinstance(code, int | None):
+        print(code, file=sys.stderr)  # what SystemExit("message") prints
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`hpo status | head`), a closed stream
+            pass
+    os._exit(status)
 
 
 __all__ = ["app", "main"]
