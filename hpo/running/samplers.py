@@ -123,13 +123,14 @@ def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     managed: dict[str, Any] = {}
     if sampler_config.type == "grid":
         managed["search_space"] = grid_search_space(config)
-    if "seed" in inspect.signature(cls).parameters:
+    parameters = inspect.signature(cls).parameters
+    if "seed" in parameters:
         managed["seed"] = config.seed
     sampler = _construct(cls, kwargs, field="sampler", managed=managed)
     window = sampler_config.history_window
     if window is None:
         return sampler
-    startup = kwargs.get("n_startup_trials", inspect.signature(cls).parameters["n_startup_trials"].default)
+    startup = kwargs.get("n_startup_trials", parameters["n_startup_trials"].default)
     if window < startup:
         raise UsageError(
             f"sampler.history_window: {window} is below n_startup_trials ({startup}), so the sampler would "
