@@ -27,6 +27,11 @@ def _hpo_with_exit_hooks(tmp_path: Path, *args: str) -> subprocess.CompletedProc
             time.sleep(1.0)
             (out / "thread").write_text("finished")
         threading.Thread(target=late, daemon=False).start()
+        # An idle pool left open, as MLflow's artifact repository leaves its uploader: its worker stops
+        # only when threading's exit hooks tell it to (a bare join of every thread waited forever).
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(max_workers=1)  # kept referenced, as MLflow keeps its own
+        pool.submit(lambda: None).result()
         sys.argv = ["hpo", *{list(args)!r}]
         from hpo.cli import main
         main()
