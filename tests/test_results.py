@@ -58,9 +58,13 @@ def test_best_trials_on_sqlite_match_a_full_ranking(tmp_path: Path, direction: s
     assert top.value == (math.inf if direction == "maximize" else -math.inf)
 
 
-def test_best_trials_on_postgresql_match_a_full_ranking(pg_url: Callable[[str], str]) -> None:
-    # The same query on PostgreSQL, where the enum columns and NULL values of infinities are the server's.
-    study = _fill(pg_url("ranked"), "minimize")
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_best_trials_on_postgresql_match_a_full_ranking(pg_url: Callable[[str], str], driver: str) -> None:
+    # The same query on PostgreSQL, where the enum columns and NULL values of infinities are the server's;
+    # with psycopg 3 (what a plain postgresql:// URL uses) too, whose typed parameters an enum column
+    # refused when the query named the columns without their types.
+    url = pg_url("ranked").replace("postgresql+psycopg2://", f"postgresql+{driver}://")
+    study = _fill(url, "minimize")
     assert _numbers(best_trials(study, 5)) == _ranked_in_python(study, 5)
 
 
@@ -89,6 +93,28 @@ def test_a_read_command_reads_what_optunas_own_storage_reads(tmp_path: Path) -> 
     assert ours.get_trials() == theirs.get_trials() and ours.directions == theirs.directions
     assert [t.number for t in best_trials(ours, 5)] == [t.number for t in best_trials(theirs, 5)]
     assert fast.get_current_version() == full.get_head_version()  # the manager is built when asked
+
+
+def test_a_read_command_on_postgresql_reads_what_optunas_own_storage_reads(pg_url: Callable[[str], str]) -> None:
+    # On a database server the revision is asked on the reading storage's own engine: at Optuna's head
+    # the study reads back exactly as through RDBStorage; a database without Optuna's schema is still
+    # refused as holding no study (the same error as before the fast path).
+    from optuna.storages import RDBStorage
+
+    from hpo.errors import UsageError
+    from hpo.running.results import open_existing
+    from hpo.running.storage import _ReadingStorage
+
+    url = pg_url("reading")
+    _fill(url, "maximize")
+    fast, full = open_existing(url), RDBStorage(url, skip_table_creation=True)
+    assert isinstance(fast, _ReadingStorage)
+    ours = optuna.load_study(study_name="ranked-maximize", storage=fast)
+    theirs = optuna.load_study(study_name="ranked-maximize", storage=full)
+    assert ours.get_trials() == theirs.get_trials()
+    assert [t.number for t in best_trials(ours, 5)] == [t.number for t in best_trials(theirs, 5)]
+    with pytest.raises(UsageError, match="holds no hpo study"):
+        open_existing(pg_url("empty"))
 
 
 def test_a_store_without_optunas_revision_stamp_is_opened_by_optuna(tmp_path: Path) -> None:

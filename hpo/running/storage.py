@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import is_grpc_url, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
@@ -96,8 +96,9 @@ def open_storage(
         if not create:
             if check_database(url, OPTUNA, field=field, must_exist=True).kind == "missing":
                 raise MissingStorage(f"{field}: {redact(url)} holds no Optuna schema yet")
-            if not kwargs and _at_head_revision(url, field=field):
-                return _ReadingStorage(url, engine_kwargs=_engine_kwargs(url))
+            reading = None if kwargs else _reading_storage(url, field=field)
+            if reading is not None:
+                return reading
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
         with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
             return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
@@ -116,22 +117,34 @@ def open_storage(
         raise UsageError(f"{field}: {redact(url)}: {first_line(exc)}") from None
 
 
-def _at_head_revision(url: str, *, field: str) -> bool:
-    """True for a SQLite file stamped with the Optuna schema revision this install writes (read, not written)."""
+def _reading_storage(url: str, *, field: str) -> _ReadingStorage | None:
+    """A read command's storage when the database is stamped with the Optuna schema revision this
+    install writes (read, not written), else None: Optuna's RDBStorage then checks, stamps or refuses."""
+    head = alembic_heads(OPTUNA)[0]
     path = sqlite_path(url)
-    if path is None:
-        return False
-    contents = read_sqlite(path, field=field)
-    return contents is not None and contents.revision == alembic_heads(OPTUNA)[0]
+    if path is not None:
+        contents = read_sqlite(path, field=field)
+        at_head = contents is not None and contents.revision == head
+        return _ReadingStorage(url, engine_kwargs=_engine_kwargs(url)) if at_head else None
+    storage = _ReadingStorage(url, engine_kwargs=_engine_kwargs(url))  # a server: ask it on the same engine
+    try:
+        with storage.engine.connect() as conn:
+            found = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).fetchall()
+    except sqlalchemy.exc.ProgrammingError:  # no alembic_version table: no schema, or not Optuna's
+        found = []
+    if [str(row[0]) for row in found] == [head]:
+        return storage
+    storage.engine.dispose()
+    return None
 
 
 class _ReadingStorage(RDBStorage):
-    """Optuna's RDBStorage for a read command on a SQLite file found at Optuna's head revision.
+    """Optuna's RDBStorage for a read command on a database found at Optuna's head revision.
 
     RDBStorage's constructor imports alembic, and with it every SQL dialect alembic knows (0.3 s of
-    the 1.5 s `hpo status` may take), to check the schema revision and, on a file without one, to
-    stamp it. :func:`hpo.running.databases.check_database` has just read that revision without
-    writing, so this skips Optuna's version manager and builds the same engine and sessions. Its
+    the 1.5 s `hpo status` may take), to check the schema revision and, on a database without one, to
+    stamp it. :func:`_reading_storage` has just read that revision without writing, so this skips
+    Optuna's version manager and builds the same engine and sessions. Its
     schema-upgrade methods, which a read command never calls, build the manager when asked.
     """
 
@@ -171,22 +184,19 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
     for 2,000 trials); `hpo best` needs five. The query orders as Optuna's own best-trial query does
     (-inf < finite < +inf, then the value), with the trial number breaking ties.
     """
-    trials = sqlalchemy.table(
-        "trials",
-        sqlalchemy.column("trial_id"),
-        sqlalchemy.column("study_id"),
-        sqlalchemy.column("number"),
-        sqlalchemy.column("state"),
+    from optuna.storages._rdb import models
+
+    # Optuna's own tables, not bare column names: `state` and `value_type` are enum columns, and psycopg 3
+    # (the driver of a plain postgresql:// URL) sends the compared values as typed VARCHAR parameters,
+    # which PostgreSQL refuses to compare with an enum unless the column's type is known.
+    trials = models.TrialModel.__table__
+    values = models.TrialValueModel.__table__
+    studies = models.StudyModel.__table__
+    kind = sqlalchemy.case(
+        (values.c.value_type == models.TrialValueModel.TrialValueType.INF_NEG, -1),
+        (values.c.value_type == models.TrialValueModel.TrialValueType.FINITE, 0),
+        else_=1,
     )
-    values = sqlalchemy.table(
-        "trial_values",
-        sqlalchemy.column("trial_id"),
-        sqlalchemy.column("objective"),
-        sqlalchemy.column("value"),
-        sqlalchemy.column("value_type"),
-    )
-    studies = sqlalchemy.table("studies", sqlalchemy.column("study_id"), sqlalchemy.column("study_name"))
-    kind = sqlalchemy.case((values.c.value_type == "INF_NEG", -1), (values.c.value_type == "FINITE", 0), else_=1)
     order = (kind.desc(), values.c.value.desc()) if maximize else (kind.asc(), values.c.value.asc())
     query = (
         sqlalchemy.select(trials.c.trial_id)
@@ -195,7 +205,7 @@ def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bo
                 studies, studies.c.study_id == trials.c.study_id
             )
         )
-        .where(studies.c.study_name == study_name, trials.c.state == "COMPLETE", values.c.objective == 0)
+        .where(studies.c.study_name == study_name, trials.c.state == TrialState.COMPLETE, values.c.objective == 0)
         .order_by(*order, trials.c.number.asc())
         .limit(k)
     )
