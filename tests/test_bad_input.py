@@ -634,6 +634,16 @@ CASES = [
         ("fixed.tta:", "'rotate'", "accepted: none, flip, flip_translate"),
     ),
     BadInput(
+        "N-evaluation-tta-unknown",
+        {**CIFAR, "evaluation": {"tta": "rotate"}},
+        ("evaluation.tta:", "'rotate'", "accepted: none, flip, flip_translate"),
+    ),
+    BadInput(
+        "N-evaluation-tta-for-an-objective-without-it",
+        tiny_boston(evaluation={"tta": "flip"}),
+        ("evaluation.tta:", "objective boston offers no test-time augmentation; accepted: none"),
+    ),
+    BadInput(
         "N-whiten-not-a-flag",
         {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "whiten": "yes"}},
         ("fixed.whiten:", "'yes'", "true or false"),

@@ -45,7 +45,7 @@ def evaluate(
         None,
         "--tta",
         help="Test-time augmentation for every model, e.g. flip or flip_translate (CIFAR-10); "
-        "validation predictions are recomputed with it.",
+        "validation predictions are recomputed with it (default: evaluation.tta).",
     ),
     storage: str | None = StorageOption,
     tracking_uri: str | None = TrackingOption,

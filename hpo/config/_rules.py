@@ -60,8 +60,30 @@ def check_against_objective(config: StudyConfig, objective: Objective) -> None:
         _check_table(config, objective.hyperparameters, objective.name)
     _check_conditions(config)
     _check_enqueue(config)
+    if config.evaluation.tta is not None:
+        refusal = tta_refusal(config, objective, config.evaluation.tta)
+        if refusal is not None:
+            raise FieldError("evaluation.tta", refusal)
     if objective.validate is not None:
         objective.validate(config)
+
+
+def tta_refusal(config: StudyConfig, objective: Objective, mode: str) -> str | None:
+    """Why `hpo evaluate` cannot predict with test-time augmentation `mode` (`evaluation.tta`, `--tta`),
+    or None; ``none`` always can (each model as it was validated)."""
+    if mode == "none":
+        return None
+    offered = tuple(objective.test_time_augmentations)
+    if not offered:
+        return f"objective {objective.name} offers no test-time augmentation; accepted: none"
+    if mode not in offered:
+        return f"unknown test-time augmentation {short(mode)}; accepted: {', '.join(('none', *offered))}"
+    if config.data.cross_validated:
+        return (
+            "the study is cross-validated (data.cv_folds): its out-of-fold validation predictions cannot be "
+            "recomputed with test-time augmentation; accepted: none"
+        )
+    return None
 
 
 def _check_directions(config: StudyConfig, objective: Objective) -> None:

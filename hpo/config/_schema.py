@@ -92,6 +92,12 @@ class EvaluationConfig(StrictModel):
     checkpoints: Literal["all", "top_k", "none"] = Field(
         default="top_k", description="which trials keep their weights as MLflow artifacts"
     )
+    tta: str | None = Field(
+        default=None,
+        min_length=1,
+        description="test-time augmentation every tested model predicts with, validation predictions recomputed "
+        "with it (the objective's modes: CIFAR-10 flip, flip_translate); null: each model as it was validated",
+    )
 
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]

@@ -49,6 +49,7 @@ from hpo.running.meta import (
     RANK_TAG,
     STUDY_NAME_TAG,
     SUPERSEDED_TAG,
+    TEST_READ_AT_TAG,
     TRIAL_NUMBER_TAG,
     TRIAL_RUN_TAG,
     check_data_unchanged,
@@ -71,9 +72,9 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate the study's best models on the test split once; see the module docstring for the order.
 
-    `tta` (e.g. ``flip``) makes every model predict with that test-time augmentation, through the
-    objective's `test_time_augmentation(model, mode)` hook; their validation predictions are recomputed
-    with it first, so the ensemble is chosen on what the test will see.
+    `tta` (e.g. ``flip``; default: the study's ``evaluation.tta``) makes every model predict with that
+    test-time augmentation, through the objective's `test_time_augmentation(model, mode)` hook; their
+    validation predictions are recomputed with it first, so the ensemble is chosen on what the test will see.
     """
     study = load(ref)
     config = stored_config(study)
@@ -123,10 +124,13 @@ def _evaluate(
     previous = existing_results(tracker, study.study_name)  # before any data is read
     if previous is not None and not force:
         return previous
+    if previous is None and not force:
+        _refuse_a_second_read(tracker, parent, study.study_name)
 
     top_k = top_k if top_k is not None else config.evaluation.top_k
     method = ensemble if ensemble is not None else config.evaluation.ensemble
     seeds = seeds if seeds is not None else config.evaluation.retrain_seeds
+    tta = tta if tta is not None else config.evaluation.tta
     if config.evaluation.checkpoints == "none":
         raise UsageError(
             f"evaluation.checkpoints: study {study.study_name!r} kept no weights (checkpoints: none); "
@@ -157,6 +161,17 @@ def _evaluate(
     return result
 
 
+def _refuse_a_second_read(tracker: Tracker, parent: str, study_name: str) -> None:
+    """An evaluation that read the test split and then failed (interrupted, a registry error) left no
+    finished results, only its mark on the parent run: reading the test split again must be asked for."""
+    read_at = tracker.get_run(parent).data.tags.get(TEST_READ_AT_TAG)
+    if read_at:
+        raise UsageError(
+            f"study {study_name!r}: an evaluation read the test split at {read_at} and did not finish; "
+            "evaluating again reads it a second time: pass --force to do so knowingly"
+        )
+
+
 def _test_and_log(
     study: optuna.Study,
     config: StudyConfig,
@@ -172,6 +187,7 @@ def _test_and_log(
     hooks = prepared.hooks
     members = prepared.members
     say("reading the test split (the first and only time for this evaluation)")
+    tracker.set_tags(parent, {TEST_READ_AT_TAG: time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # before, not after
     with reading_test_split(members[0].checkpoint.objective):
         inputs, targets = hooks.test_split(config.data, members[0].meta)
     inputs_device = inputs.to(device)
@@ -272,7 +288,8 @@ def _log_members(
         if prepared.val_scores:
             metrics[f"{prepared.selection}_selection"] = prepared.val_scores[rank - 1]
         folder = log.folder / f"models-{member.trial_number:04d}"
-        member_files.append(save_models(member, variants, folder) if prepared.seeds else [member.path])
+        rewritten = prepared.seeds or prepared.tta is not None  # the checkpoint file no longer says what was tested
+        member_files.append(save_models(member, variants, folder) if rewritten else [member.path])
         detail = (
             f"retrained on train+validation over {prepared.seeds} seeds" if prepared.seeds else "best-epoch checkpoint"
         )

@@ -13,13 +13,14 @@ import optuna
 import torch
 
 from hpo.config import StudyConfig
+from hpo.config._rules import tta_refusal
 from hpo.errors import HpoError, UsageError
 from hpo.evaluation._checkpoints import Member, has_checkpoint, load_member
 from hpo.evaluation._ensemble import Ensemble, greedy_ensemble, mean_ensemble
 from hpo.evaluation._families import best_per_family
 from hpo.evaluation._metrics import is_classification, selection_score
 from hpo.evaluation._retrain import retrain, retrain_seeds
-from hpo.objectives import Baseline, EvaluationHooks
+from hpo.objectives import TTA_META_KEY, Baseline, EvaluationHooks
 from hpo.objectives._checkpoint import predictions
 from hpo.running.meta import stored_seed
 from hpo.running.results import best_trials
@@ -45,6 +46,7 @@ class Prepared:
     pooled: list[Baseline]  # baselines that were ensemble candidates too (after the members, in the weights)
     family_best: dict[str, Member]
     seeds: int
+    tta: str | None = None  # the test-time augmentation every model was tested with, when evaluate applied one
 
 
 def prepare(
@@ -133,6 +135,8 @@ def prepare(
             )
         else:
             variants.append([([model.to(device) for model in member.models], member.meta)])
+        if augment is not None:  # the files the registered models rebuild from say how they were tested
+            variants[-1] = [(models, {**meta, TTA_META_KEY: tta}) for models, meta in variants[-1]]
 
     family_best = best_per_family(study, config, tracker, members, folder)
     return Prepared(
@@ -148,22 +152,25 @@ def prepare(
         pooled,
         family_best,
         seeds,
+        tta if augment is not None else None,
     )
 
 
 def _tta_hook(config: StudyConfig, tta: str | None) -> Any:
     """The objective's `test_time_augmentation` hook when `tta` asks for one, else None; a UsageError
-    when the objective has none or the study's validation predictions are out of fold."""
+    naming `--tta` for a mode the objective does not offer (a study file's `evaluation.tta` was checked
+    when the file was loaded)."""
     if tta is None or tta == "none":
         return None
-    hooks = config.load_objective().objective.hooks
-    hook = getattr(hooks, "test_time_augmentation", None)
+    objective = config.load_objective().objective
+    refusal = tta_refusal(config, objective, tta)
+    if refusal is not None:
+        raise UsageError(f"--tta: {refusal}")
+    hook = getattr(objective.hooks, "test_time_augmentation", None)
     if hook is None:
-        raise UsageError(f"--tta: objective {config.objective} has no test_time_augmentation hook; accepted: none")
-    if config.data.cross_validated:
-        raise UsageError(
-            "--tta: the study is cross-validated (data.cv_folds); its out-of-fold validation predictions "
-            "cannot be recomputed; accepted: none"
+        raise HpoError(
+            f"objective {config.objective} offers test-time augmentation but its evaluation hooks have no "
+            "test_time_augmentation(model, mode)"
         )
     return hook
 

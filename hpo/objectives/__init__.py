@@ -56,7 +56,15 @@ from hpo.objectives._folds import Fold, make_folds
 from hpo.objectives._fragments import MLP, TRAINING, check_batch_statistics, check_schedule
 from hpo.objectives._inputs import read_input_file
 from hpo.objectives._loader import LoadedObjective, load_objective
-from hpo.objectives._protocol import Baseline, Dataset, EvaluationHooks, ModuleDataset, Objective, objective
+from hpo.objectives._protocol import (
+    TTA_META_KEY,
+    Baseline,
+    Dataset,
+    EvaluationHooks,
+    ModuleDataset,
+    Objective,
+    objective,
+)
 from hpo.objectives._registry import registered
 from hpo.objectives._table import (
     FieldError,
@@ -73,6 +81,7 @@ from hpo.objectives._table import (
 __all__ = [
     "MLP",
     "TRAINING",
+    "TTA_META_KEY",
     "Baseline",
     "DataConfig",
     "Dataset",

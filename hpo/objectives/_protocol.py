@@ -40,6 +40,11 @@ class Baseline:
     val_predictions: np.ndarray | None  # None when validation rows were among its training rows
 
 
+# A model's meta key: the test-time augmentation `hpo evaluate` tested it with (`--tta`, `evaluation.tta`), so
+# that `build_model(hyperparameters, meta)` rebuilds it that way for the registered ensemble and `hpo predict`.
+TTA_META_KEY = "test_time_augmentation"
+
+
 @runtime_checkable
 class EvaluationHooks(Protocol):
     """What a *full* objective adds, for ``hpo evaluate`` (a module of functions fits as well as an object).
@@ -50,8 +55,10 @@ class EvaluationHooks(Protocol):
     user's own files (images of any size, CSV rows, ...) as model-ready inputs like ``test_split``'s,
     with one label per input (a file, or a file's row); it raises ``FieldError(<file>, <what is wrong;
     what is accepted>)`` for a file it cannot use; ``test_time_augmentation(model, mode) -> model``
-    for ``hpo evaluate --tta MODE``. Outputs become predictions through ``to_predictions``;
-    class names come from ``meta["classes"]`` when the objective keeps them there.
+    for ``hpo evaluate --tta MODE`` and ``evaluation.tta``, the modes declared in the objective's
+    ``test_time_augmentations`` (``build_model`` then honours ``meta[TTA_META_KEY]``). Outputs become
+    predictions through ``to_predictions``; class names come from ``meta["classes"]`` when the objective
+    keeps them there.
     """
 
     def build_model(self, hyperparameters: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
@@ -154,6 +161,8 @@ class Objective:
     # Cross-validation support (`data.cv_folds`): the non-test rows the folds split, as their count or as
     # one class label per row (folds are then stratified), in the order `ctx.fold` positions refer to.
     cv_rows: Callable[[DataConfig], int | np.ndarray] | None = None
+    # The modes the evaluation hooks' `test_time_augmentation(model, mode)` takes (`evaluation.tta`, `--tta`).
+    test_time_augmentations: Sequence[str] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -212,6 +221,7 @@ def objective(
     datasets: Sequence[Dataset] = (),
     data_fingerprint: Callable[[StudyConfig], str] | None = None,
     cv_rows: Callable[[DataConfig], Any] | None = None,
+    test_time_augmentations: Sequence[str] = (),
 ) -> Any:
     """Declare a function as an objective: ``@objective(metrics={"val_acc": "maximize"})``.
 
@@ -234,6 +244,7 @@ def objective(
             datasets=tuple(datasets),
             data_fingerprint=data_fingerprint,
             cv_rows=cv_rows,
+            test_time_augmentations=tuple(test_time_augmentations),
             description=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0],
         )
 
@@ -242,6 +253,7 @@ def objective(
 
 __all__ = [
     "DIRECTIONS",
+    "TTA_META_KEY",
     "Baseline",
     "Dataset",
     "Direction",

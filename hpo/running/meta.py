@@ -27,6 +27,9 @@ OBJECTIVE_DIR_ATTR = "hpo.objective_dir"  # the study file's folder: a relative 
 PARENT_RUN_ATTR = "hpo.mlflow_parent_run_id"
 METRICS_ATTR = "hpo.metrics"
 DATA_ATTR = "hpo.data_fingerprint"
+# {trial number: run id} of the MLflow runs `hpo reconcile` backfilled: Optuna keeps a finished trial's
+# attributes read-only, so a trial whose run was lost is linked to its new run here.
+BACKFILLED_RUNS_ATTR = "hpo.backfilled_runs"
 
 # -- Optuna trial user attributes -------------------------------------------------------------------
 RUN_ID_ATTR = "mlflow_run_id"
@@ -56,6 +59,8 @@ SUPERSEDED_TAG = "hpo.superseded"
 KIND_TAG = "hpo.kind"  # trial | ensemble | baseline
 LABEL_TAG = "hpo.label"
 EVALUATED_AT_TAG = "hpo.evaluated_at"
+# On the study's parent run: when `hpo evaluate` last began reading the test split, set before it reads.
+TEST_READ_AT_TAG = "hpo.test_read_at"
 RANK_TAG = "hpo.rank"
 DETAIL_TAG = "hpo.detail"
 BASELINE_TAG = "hpo.baseline"
@@ -163,6 +168,7 @@ def deadline_passed(budget: dict[str, Any]) -> bool:
 
 
 __all__ = [
+    "BACKFILLED_RUNS_ATTR",
     "BACKFILLED_TAG",
     "BASELINE_TAG",
     "BUDGET_ATTR",

@@ -129,6 +129,34 @@ def test_second_evaluate_shows_results_without_reading_the_test_split(
     assert len(_runs(evaluated_boston, "evaluation")) == runs_before
 
 
+def test_an_evaluation_that_failed_after_reading_the_test_split_is_not_repeated_without_force(
+    write_study: Any, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry fails after the test split was read: no finished results exist, but a plain second
+    # evaluate must not read the test split again (exit 2, asks for --force); --force reads it once more.
+    from hpo.evaluation import _evaluate
+
+    assert cli("run", write_study(tiny_boston(name="broken-boston", n_trials=2)), "-q").exit_code == 0
+    before = TEST_SPLIT_READS["boston"]
+
+    def registry_down(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("model registry unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_evaluate, "register_best", registry_down)
+        with pytest.raises(RuntimeError, match="model registry unavailable"):
+            cli("evaluate", "broken-boston")
+    assert TEST_SPLIT_READS["boston"] == before + 1
+
+    again = cli("evaluate", "broken-boston")
+    assert again.exit_code == 2
+    assert "read the test split at" in again.output and "--force" in again.output
+    assert TEST_SPLIT_READS["boston"] == before + 1
+    forced = cli("evaluate", "broken-boston", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert TEST_SPLIT_READS["boston"] == before + 2
+
+
 def test_evaluate_names_a_missing_study(evaluated_boston: EvaluatedStudy, cli: Any) -> None:
     result = cli("evaluate", "no-such-study", *evaluated_boston.flags)
     assert result.exit_code == 2

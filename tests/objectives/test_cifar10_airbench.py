@@ -6,6 +6,7 @@ completes; its validation score is the TTA score of the kept model; `hpo status`
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from hpo.config import DataConfig
 from hpo.data import cifar10 as cifar10_data
-from hpo.objectives import TrialContext
+from hpo.objectives import TTA_META_KEY, TrialContext
 from hpo.objectives._checkpoint import predictions
 from hpo.objectives.cifar10 import HYPERPARAMETERS
 from hpo.objectives.cifar10 import _model as objective
@@ -42,7 +43,7 @@ AIRBENCH = {
 
 
 def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
-    cli: Any, write_study: Any, tiny_cifar10: Any
+    cli: Any, write_study: Any, tiny_cifar10: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tiny_cifar10(train_per_class=12, test_per_class=2)
     study = {
@@ -56,7 +57,7 @@ def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
         "enqueue": [{"lr": 0.2}],
         "fixed": {k: v for k, v in AIRBENCH.items() if k != "lr"},
         "execution": {"precision": "bf16"},
-        "evaluation": {"top_k": 2, "ensemble": "greedy"},
+        "evaluation": {"top_k": 2, "ensemble": "greedy", "tta": "flip_translate"},
     }
     result = cli("run", write_study(study), "--quiet")
     assert result.exit_code == 0, result.output
@@ -67,9 +68,45 @@ def test_an_airbench_trial_runs_through_the_cli_and_evaluate_applies_tta(
     rows = json.loads(status.stdout)
     assert all(row["device"].startswith("cpu (") and ", pid " in row["device"] for row in rows)
 
-    evaluated = cli("evaluate", "tiny-airbench", "--tta", "flip_translate")
+    # The study file's evaluation.tta replaces the flip the trials were validated with; --tta overrides the file.
+    evaluated = cli("evaluate", "tiny-airbench")
     assert evaluated.exit_code == 0, evaluated.output
     assert "test-time augmentation flip_translate: recomputing the validation predictions" in evaluated.output
+    # The registered ensemble's member files rebuild with the augmentation they were tested with.
+    import mlflow
+
+    from hpo.objectives._checkpoint import Checkpoint
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")  # undone after the test
+    registered = Path(
+        mlflow.artifacts.download_artifacts("models:/tiny-airbench-ensemble/1", dst_path=str(tmp_path / "registered"))
+    )
+    members = [model for path in sorted(registered.rglob("*.pt")) for model in Checkpoint.load_model(path).models()]
+    assert members and all(getattr(model, "mode", None) == "flip_translate" for model in members)
+    again = cli("evaluate", "tiny-airbench", "--force", "--tta", "flip")
+    assert again.exit_code == 0, again.output
+    assert "test-time augmentation flip: recomputing the validation predictions" in again.output
+
+
+def test_the_tta_hook_replaces_the_mode_a_model_was_validated_with() -> None:
+    # A model trained with flip TTA predicts, after the hook, exactly what the same network does with
+    # flip_translate computed directly; a model trained without TTA gains it; the weights are the same objects.
+    from hpo.models import Airbench
+    from hpo.models.tta import TestTimeAugment, tta_logits
+
+    torch.manual_seed(0)
+    net = Airbench(HYPERPARAMETERS.resolve({**AIRBENCH, "lr": 0.2}), num_classes=10).eval()
+    images = torch.randn(3, 3, 32, 32)
+    for trained in (TestTimeAugment(net, "flip"), net):
+        augmented = objective.test_time_augmentation(trained, "flip_translate").eval()
+        assert isinstance(augmented, TestTimeAugment) and augmented.mode == "flip_translate"
+        assert augmented.net is net
+        with torch.no_grad():
+            torch.testing.assert_close(augmented(images), tta_logits(net, images, "flip_translate"))
+    # A model file whose meta names the tested augmentation rebuilds with it; without it, the trial's own.
+    hp = HYPERPARAMETERS.resolve({**AIRBENCH, "lr": 0.2})
+    assert objective.build_model(hp, {TTA_META_KEY: "flip_translate"}).mode == "flip_translate"
+    assert objective.build_model(hp, {}).mode == "flip"
 
 
 def test_an_unknown_evaluate_tta_is_refused(cli: Any, write_study: Any, tiny_cifar10: Any) -> None:

@@ -309,6 +309,7 @@ objective = Objective(
     preflight=preflight,
     data_fingerprint=data_fingerprint,
     datasets=(ModuleDataset("cifar10", "hpo.data.cifar10"),),
+    test_time_augmentations=tuple(mode for mode in TTA_MODES if mode != "none"),
     description="CIFAR-10 image classification: MLP, CNN, ResNet, airbench-style net or a torchvision backbone",
 )
 

@@ -17,7 +17,7 @@ from torch import nn
 from hpo.data import cifar10 as cifar10_data
 from hpo.models import BACKBONES, CNN, MLP, Airbench, ResNet, build_backbone, load_backbone_weights, with_tta
 from hpo.models.airbench import WHITENING_IMAGES
-from hpo.objectives import DataConfig, TrialContext, TrialResult
+from hpo.objectives import TTA_META_KEY, DataConfig, TrialContext, TrialResult
 from hpo.objectives.cifar10.augment import BatchAugment
 from hpo.training.device import select_precision
 from hpo.training.loop import Task, count_parameters
@@ -47,8 +47,9 @@ DEFAULT_LOSS = "cross_entropy"
 
 def build_model(hp: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
     """The network `hp["model"]` names, randomly initialised (backbone weights are loaded and the
-    airbench stem whitened by the objective), wrapped for the trial's test-time augmentation."""
-    return with_tta(_network(hp), str(hp.get("tta") or "none"))
+    airbench stem whitened by the objective), wrapped for the trial's test-time augmentation, or for the
+    one `hpo evaluate` tested it with (`meta[TTA_META_KEY]`)."""
+    return with_tta(_network(hp), str(meta.get(TTA_META_KEY) or hp.get("tta") or "none"))
 
 
 def _network(hp: Mapping[str, Any]) -> nn.Module:
@@ -69,15 +70,12 @@ def _network(hp: Mapping[str, Any]) -> nn.Module:
 
 
 def test_time_augmentation(model: nn.Module, mode: str) -> nn.Module:
-    """`hpo evaluate --tta MODE`: the trained `model` predicting with test-time augmentation `mode`
-    (a model trained with a tta of its own keeps the one it was validated with)."""
-    from hpo.errors import UsageError
+    """`hpo evaluate --tta MODE` (or `evaluation.tta`): the trained `model` predicting with test-time
+    augmentation `mode` in place of the one it was validated with, if any (evaluate recomputes its
+    validation predictions with it, so the ensemble is chosen on what the test will see)."""
     from hpo.models import TestTimeAugment
-    from hpo.models.tta import TTA_MODES
 
-    if mode not in TTA_MODES:
-        raise UsageError(f"--tta: unknown test-time augmentation {mode!r}; accepted: {', '.join(TTA_MODES)}")
-    return model if isinstance(model, TestTimeAugment) else with_tta(model, mode)
+    return with_tta(model.net if isinstance(model, TestTimeAugment) else model, mode)
 
 
 def normalize(images: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
