@@ -73,3 +73,22 @@ def test_run_tries_the_enqueued_configurations_first_and_once(
     trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials()
     assert len(trials) == 3 and trials[2].params != KNOWN_GOOD
     assert sum(t.params == KNOWN_GOOD for t in trials) == 1
+
+
+def test_the_budget_caps_enqueued_configurations_too(cli: Callable[..., Any], write_study: Callable[..., Path]) -> None:
+    # `--n-trials 1` below the file's two `enqueue:` entries runs exactly one trial (the first entry); the
+    # other waits for a bigger budget and does not keep the study's parent run open.
+    from mlflow import MlflowClient
+
+    path = write_study(tiny_boston(n_trials=2, enqueue=[KNOWN_GOOD, {"width": 5}]))
+    assert cli("run", path, "--n-trials", "1").exit_code == 0
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials()
+    assert [(t.state.name, t.params.get("width")) for t in trials] == [("COMPLETE", 12), ("WAITING", None)]
+    client = MlflowClient("sqlite:///mlflow.db")
+    experiment = client.get_experiment_by_name("tiny-boston")
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.role` = 'study'")[0]
+    assert parent.info.status == "FINISHED"
+
+    assert cli("run", path, "--n-trials", "2").exit_code == 0
+    trials = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").get_trials()
+    assert [(t.state.name, t.params["width"]) for t in trials] == [("COMPLETE", 12), ("COMPLETE", 5)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,34 @@ def test_a_study_whose_trials_all_fail_stops_after_max_consecutive_failures(cli:
     runs = _runs_by_trial("tiny-boston")
     assert sorted(runs) == [0, 1, 2]
     assert {r.info.status for r in runs.values()} == {"FAILED"}
+
+
+def _fails_when_told(ctx: TrialContext) -> TrialResult | Any:
+    if os.environ.get("HPO_TEST_TRIALS_FAIL"):
+        raise RuntimeError("simulated failure: the disk filled up")
+    return boston.train(ctx)
+
+
+fails_when_told = dataclasses.replace(boston, train=_fails_when_told, name="fails_when_told")
+
+
+def test_a_run_or_worker_whose_every_trial_failed_exits_1_even_when_earlier_trials_completed(
+    cli: Any, write_study: Any, monkeypatch: Any
+) -> None:
+    # The contract's exit 1 ("no trial completed") is about the work asked for: a resumed run, or a
+    # worker, whose trials all failed must tell the scheduler so, although the study holds a result.
+    path = write_study(tiny_boston(objective="tests.test_failures:fails_when_told", n_trials=1))
+    assert cli("run", path, "--quiet").exit_code == 0
+    monkeypatch.setenv("HPO_TEST_TRIALS_FAIL", "1")
+    resumed = cli("run", path, "--quiet", "--n-trials", "3")
+    assert resumed.exit_code == 1
+    assert "every trial of this run failed in study tiny-boston" in resumed.stderr
+
+    assert cli("create", path, "--n-trials", "5").exit_code == 0
+    worker = cli("worker", path, "--quiet")
+    assert worker.exit_code == 1
+    assert "every trial this worker ran failed (2)" in worker.stderr
+    assert [t.state.name for t in _trials("tiny-boston")] == ["COMPLETE"] + ["FAIL"] * 4
+
+    monkeypatch.delenv("HPO_TEST_TRIALS_FAIL")
+    assert cli("worker", path, "--quiet").exit_code == 0  # the budget is used up: nothing to do is no failure

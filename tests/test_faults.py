@@ -147,6 +147,13 @@ def test_reconcile_repairs_crash_leftovers_and_backfills_missing_runs(
     assert backfilled[0].data.metrics["best_val_rmse"] == pytest.approx(finished.value)
     assert backfilled[0].data.params["width"] == str(finished.params["width"])
     assert all(r.info.status != "RUNNING" for r in runs)
+    # ... and the trial leads to its new run: `hpo status` and `hpo best` show the backfilled run's id.
+    import json
+
+    shown = {row["number"]: row["mlflow_run_id"] for row in json.loads(cli("status", name, "--json").stdout)}
+    assert shown[0] == backfilled[0].info.run_id
+    best = json.loads(cli("best", name, "--top-k", "5", "--json").stdout)
+    assert {row["number"]: row["mlflow_run_id"] for row in best}[0] == backfilled[0].info.run_id
 
     # Reconciling again finds nothing left to repair.
     again = cli("reconcile", study_file, "--tracking-uri", mlflow_server.shared)

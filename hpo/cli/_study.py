@@ -109,6 +109,17 @@ def run(
     if any(r["complete_total"] == 0 for r in rows):
         failed = ", ".join(r["study"] for r in rows if r["complete_total"] == 0)
         raise HpoError(f"no trial completed in study {failed}; see the failure reasons with `hpo status {failed}`")
+    all_failed = [r for r in rows if _only_failures(r["complete"], r["pruned"], r["failed"])]
+    if all_failed:  # a resumed study has earlier results, but this run's work failed
+        names = ", ".join(r["study"] for r in all_failed)
+        raise HpoError(
+            f"every trial of this run failed in study {names}; see the failure reasons with `hpo status {names}`"
+        )
+
+
+def _only_failures(complete: int, pruned: int, failed: int) -> bool:
+    """Trials ran and every one failed: the work failed (exit 1), whatever earlier runs stored."""
+    return failed > 0 and complete == 0 and pruned == 0
 
 
 def _run_one(
@@ -303,11 +314,16 @@ def worker(
     )
     budget = meta.stored_budget(runner.study, runner.config)
     try:
-        runner.run(n_trials=budget.get("n_trials"), timeout=meta.remaining(budget))
+        summary = runner.run(n_trials=budget.get("n_trials"), timeout=meta.remaining(budget))
     except BaseException as exc:
         runner.close_study_run(stopped_by=exc)
         raise
     runner.close_study_run()
+    if _only_failures(summary.completed, summary.pruned, summary.failed):  # a scheduler must see it as failed
+        raise HpoError(
+            f"every trial this worker ran failed ({summary.failed}) in study {runner.study_name}; "
+            f"see the failure reasons with `hpo status {runner.study_name}`"
+        )
 
 
 @command(app, "validate")
@@ -366,7 +382,8 @@ def best(
 
     loaded = results.load(results.resolve_study_ref(study, storage=storage))
     metrics = results.study_metrics(loaded)
-    rows = [results.trial_row(t, metrics) for t in results.best_trials(loaded, top_k)]
+    backfilled = results.backfilled_runs(loaded)
+    rows = [results.trial_row(t, metrics, backfilled=backfilled) for t in results.best_trials(loaded, top_k)]
     if not rows:
         raise HpoError(f"study {loaded.study_name!r} has no complete trial yet")
     if as_json:

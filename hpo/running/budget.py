@@ -22,12 +22,21 @@ from hpo.running.signals import StopSignals
 from hpo.running.storage import budget_lock, try_lock
 
 
-def budget_count(trials: list[FrozenTrial], *, finished: bool = False) -> int:
-    """Trials that use up the budget: finished or under way, except failures already re-queued
-    (with `finished`, only the finished ones)."""
+def budget_count(trials: list[FrozenTrial], *, finished: bool = False, waiting: bool = True) -> int:
+    """Trials that use up the budget: finished, under way or queued, except failures already re-queued
+    (with `finished`, only the finished ones; without `waiting`, not the queued ones)."""
     retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    counted = (TrialState.COMPLETE, TrialState.PRUNED) + (() if finished else (TrialState.RUNNING, TrialState.WAITING))
+    counted: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+    if not finished:
+        counted += (TrialState.RUNNING, TrialState.WAITING) if waiting else (TrialState.RUNNING,)
     return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+def budget_met(trials: list[FrozenTrial], n_trials: int | None) -> bool:
+    """No trial may start: the trials started (queued ones not yet) fill `n_trials`. A queued trial
+    starts only within the budget, so `--n-trials 1` runs one of two `enqueue:` entries; a failure's
+    re-queued copy still runs, since the failure it replaces no longer counts."""
+    return n_trials is not None and budget_count(trials, waiting=False) >= n_trials
 
 
 class BudgetedAsk:
@@ -52,9 +61,9 @@ class BudgetedAsk:
         with budget_lock(self.settings.storage, self.study_name):
             trials = self.study.get_trials(deepcopy=False)
             self._asked_after = trials
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            if n_trials is not None and budget_count(trials) >= n_trials and not waiting:
+            if budget_met(trials, n_trials):
                 return None
+            waiting = any(t.state == TrialState.WAITING for t in trials)
             trial_id = self.study._pop_waiting_trial_id() if waiting else None
             if trial_id is None:
                 try:
@@ -101,4 +110,4 @@ class BudgetedAsk:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-__all__ = ["BudgetedAsk", "budget_count"]
+__all__ = ["BudgetedAsk", "budget_count", "budget_met"]

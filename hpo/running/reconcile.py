@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import StudyConfig, study_to_yaml
 from hpo.running.budget import budget_count
 from hpo.running.meta import (
+    BACKFILLED_RUNS_ATTR,
     BACKFILLED_TAG,
     BUDGET_ATTR,
     LOST_RUN_TAG,
@@ -71,6 +72,7 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
         report.parent_created = True
     study.set_user_attr(PARENT_RUN_ATTR, parent)
 
+    backfilled = dict(study.user_attrs.get(BACKFILLED_RUNS_ATTR) or {})
     runs: dict[int, Any] = {}
     # 50,000 is the most one MLflow search may ask for.
     for run in tracker.search_runs({ROLE_TAG: "trial", STUDY_NAME_TAG: study.study_name}, max_results=50_000):
@@ -78,7 +80,8 @@ def reconcile(study: optuna.Study, tracker: Tracker, config: StudyConfig) -> Rec
     for listed in (t for t in trials if t.state in _FINISHED):
         run = runs.get(listed.number)
         if run is None:
-            _backfill(tracker, _whole(study, listed), parent, study.study_name, config)
+            backfilled[str(listed.number)] = _backfill(tracker, _whole(study, listed), parent, study.study_name, config)
+            study.set_user_attr(BACKFILLED_RUNS_ATTR, backfilled)  # at once: a crash later keeps the links made
             report.backfilled.append(listed.number)
         elif run.info.status == "RUNNING" or run.data.tags.get(STATE_TAG) == "RUNNING":
             trial = _whole(study, listed)
@@ -118,16 +121,12 @@ def _whole(study: optuna.Study, listed: FrozenTrial) -> FrozenTrial:
 
 def _close_parent(study: optuna.Study, tracker: Tracker, parent: str, trials: list[FrozenTrial]) -> str | None:
     """A parent run left RUNNING (its last worker was killed) while no trial runs: FINISHED if the budget
-    was used up and nothing waits, else KILLED (a later `hpo run` marks it RUNNING again)."""
+    was used up by finished trials, else KILLED (a later `hpo run` marks it RUNNING again)."""
     if tracker.get_run(parent).info.status != "RUNNING" or any(t.state == TrialState.RUNNING for t in trials):
         return None
     n_trials = (study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")
-    waiting = any(t.state == TrialState.WAITING for t in trials)
-    status = (
-        "FINISHED"
-        if not waiting and n_trials is not None and budget_count(trials, finished=True) >= n_trials
-        else "KILLED"
-    )
+    # A re-queued copy waiting to run leaves the budget unfilled (the failure it replaces does not count).
+    status = "FINISHED" if n_trials is not None and budget_count(trials, finished=True) >= n_trials else "KILLED"
     tracker.set_study_status(parent, status)
     return status
 
@@ -138,7 +137,8 @@ def _summary(trial: FrozenTrial, config: StudyConfig) -> dict[str, float]:
     return {f"best_{m}": v for m, v in zip(config.metrics, trial.values)}
 
 
-def _backfill(tracker: Tracker, trial: FrozenTrial, parent: str, study_name: str, config: StudyConfig) -> None:
+def _backfill(tracker: Tracker, trial: FrozenTrial, parent: str, study_name: str, config: StudyConfig) -> str:
+    """A new MLflow run for a finished trial whose run was lost (its curve from Optuna); returns its id."""
     params = {**config.fixed, **trial.params}
     run_id = tracker.start_trial_run(
         parent_run_id=parent,
@@ -153,3 +153,4 @@ def _backfill(tracker: Tracker, trial: FrozenTrial, parent: str, study_name: str
         tracker.log_epoch(run_id, step, {metric: value})
     reason = trial.user_attrs.get(REASON_ATTR)
     tracker.end_trial_run(run_id, state=trial.state.name, summary=_summary(trial, config), reason=reason)
+    return run_id

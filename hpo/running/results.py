@@ -13,7 +13,15 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import STUDY_NAME_RULE, study_name_problem
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import UsageError
-from hpo.running.meta import CONFIG_ATTR, DEVICE_ATTR, METRICS_ATTR, REASON_ATTR, RETRIED_SYSTEM_ATTR, RUN_ID_ATTR
+from hpo.running.meta import (
+    BACKFILLED_RUNS_ATTR,
+    CONFIG_ATTR,
+    DEVICE_ATTR,
+    METRICS_ATTR,
+    REASON_ATTR,
+    RETRIED_SYSTEM_ATTR,
+    RUN_ID_ATTR,
+)
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 
 if TYPE_CHECKING:
@@ -108,7 +116,12 @@ def study_summaries(storage_url: str, *, field: str = "storage") -> list[dict[st
     return rows
 
 
-def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
+def backfilled_runs(study: optuna.Study) -> dict[str, str]:
+    """Trial number (as text) -> the MLflow run `hpo reconcile` backfilled for it (its first run was lost)."""
+    return dict(study.user_attrs.get(BACKFILLED_RUNS_ATTR) or {})
+
+
+def trial_row(trial: FrozenTrial, metrics: list[str], *, backfilled: dict[str, str] | None = None) -> dict[str, Any]:
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     values = trial.values or []
@@ -117,7 +130,7 @@ def trial_row(trial: FrozenTrial, metrics: list[str]) -> dict[str, Any]:
     row.update(
         duration_s=round(duration, 3) if duration is not None else None,
         params=dict(trial.params),
-        mlflow_run_id=trial.user_attrs.get(RUN_ID_ATTR),
+        mlflow_run_id=(backfilled or {}).get(str(trial.number)) or trial.user_attrs.get(RUN_ID_ATTR),
         retried_from=RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
         reason=trial.user_attrs.get(REASON_ATTR),
         device=trial.user_attrs.get(DEVICE_ATTR),  # where it trained: several trials may share one GPU
@@ -154,7 +167,8 @@ def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
     keeps `hpo status` linear and light at 10,000 trials; elsewhere Optuna loads them whole.
     """
     metrics = study_metrics(study)
-    return [trial_row(t, metrics) for t in listed_trials(study)]
+    backfilled = backfilled_runs(study)
+    return [trial_row(t, metrics, backfilled=backfilled) for t in listed_trials(study)]
 
 
 def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:

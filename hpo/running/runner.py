@@ -25,7 +25,7 @@ from hpo.config import StudyConfig, check_study_name, study_to_yaml
 from hpo.config.settings import Settings
 from hpo.errors import HpoError, UsageError
 from hpo.objectives import NonFiniteLoss, TrialResult
-from hpo.running.budget import BudgetedAsk, budget_count
+from hpo.running.budget import BudgetedAsk, budget_count, budget_met
 from hpo.running.checkpoints import CheckpointKeeping
 from hpo.running.meta import (
     BUDGET_ATTR,
@@ -157,14 +157,19 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
     def close_study_run(self, *, stopped_by: BaseException | None = None) -> None:
         """Close the study's parent run when this worker is the last one out.
 
-        FINISHED once no trial runs or waits; after a signal KILLED, after an error FAILED, once no
-        other worker's trial runs (the interrupted trial's re-queued copy waits for the next run).
+        FINISHED once no trial runs and none waits that the budget would still start (an `enqueue:` entry
+        beyond `--n-trials` never will); after a signal KILLED, after an error FAILED, once no other
+        worker's trial runs (the interrupted trial's re-queued copy waits for the next run).
         `hpo run` marks the run RUNNING again when the study is resumed.
         """
         if self.parent_run_id is None:
             return
-        busy = (TrialState.RUNNING,) if stopped_by is not None else (TrialState.RUNNING, TrialState.WAITING)
-        if self.study.get_trials(deepcopy=False, states=busy):
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.RUNNING for t in trials):
+            return
+        n_trials = (self.study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if stopped_by is None and waiting and not budget_met(trials, n_trials):  # a queued trial still to run
             return
         status = (
             "FINISHED" if stopped_by is None else "KILLED" if isinstance(stopped_by, KeyboardInterrupt) else "FAILED"
