@@ -187,6 +187,28 @@ def test_top_k_checkpoints_keep_exactly_the_k_best_trials_on_disk(cli: Any, writ
     )
 
 
+def test_a_multi_objective_study_keeps_the_checkpoints_of_its_pareto_front(cli: Any, write_study: Any) -> None:
+    # `hpo evaluate` ranks the Pareto front first: with top_k 1, every trial on the final front (a small
+    # net with a worse RMSE included) must still hold its checkpoint, not only the best RMSE.
+    study = tiny_boston(
+        metric=["val_rmse", "n_params"],
+        direction=["minimize", "minimize"],
+        n_trials=6,
+        evaluation={"top_k": 1, "checkpoints": "top_k"},
+        # the smallest net, slowly trained (alone on the front's n_params end), then a wide, fast-learning one
+        enqueue=[{"width": 4, "optimizer": "adam", "lr": 0.001}, {"width": 16, "optimizer": "adam", "lr": 0.01}],
+    )
+    assert cli("run", write_study(study), "--quiet").exit_code == 0
+    front = optuna.load_study(study_name="tiny-boston", storage="sqlite:///hpo.db").best_trials
+    assert len(front) >= 2 and 0 in {t.number for t in front}, "the smallest net is on the front"
+    client = _client()
+    for trial in front:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags.get("hpo.checkpoint") == "kept", f"trial {trial.number} on the front lost its checkpoint"
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert "checkpoint/model.pt" in files
+
+
 def test_status_shows_where_every_trial_trained_from_a_fresh_process(write_study: Any) -> None:
     # A fresh worker imports torch inside its first trial: that trial must still record its device,
     # as the later ones do (before, trial 0 of every `hpo run` showed an empty device column).

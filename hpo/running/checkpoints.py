@@ -52,7 +52,11 @@ class CheckpointKeeping:
         # The trials seen when this one was asked for: a later finish elsewhere only makes this trial look
         # better than it is, so at worst one checkpoint too many is kept until the next top-k entry.
         done = [t for t in self._asked_after if t.state == TrialState.COMPLETE]
-        if policy == "top_k" and self._better_count(done, values[0]) >= self.config.evaluation.top_k:
+        if (
+            policy == "top_k"
+            and self._better_count(done, values[0]) >= self.config.evaluation.top_k
+            and not self._on_pareto_front(values, done)
+        ):
             return {}
         checkpoint = Checkpoint.of(
             result.models,
@@ -77,6 +81,20 @@ class CheckpointKeeping:
         maximize = self.config.directions[0] == "maximize"
         return sum(1 for t in trials if (t.values[0] > value if maximize else t.values[0] < value))
 
+    def _on_pareto_front(self, values: list[float], trials: list[FrozenTrial]) -> bool:
+        """With several objectives, whether no trial dominates `values`: `hpo evaluate` ranks the Pareto
+        front first, so its trials keep their checkpoints however they rank on the first metric."""
+        if len(self.config.directions) < 2:
+            return False
+        signs = [1.0 if d == "minimize" else -1.0 for d in self.config.directions]
+        mine = [s * v for s, v in zip(signs, values)]
+
+        def dominates(other: list[float]) -> bool:
+            theirs = [s * v for s, v in zip(signs, other)]
+            return all(a <= b for a, b in zip(theirs, mine)) and theirs != mine
+
+        return not any(dominates(t.values) for t in trials if t.values)
+
     def _drop_checkpoints_outside_top_k(self, done: list[FrozenTrial], value: float) -> None:
         """Delete kept checkpoints that have fallen out of the top k, bounding disk use.
 
@@ -89,11 +107,13 @@ class CheckpointKeeping:
             return  # fewer than k finished trials: nothing has fallen out yet
         ranked = sorted(done, key=lambda t: -t.values[0] if self.config.directions[0] == "maximize" else t.values[0])
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
-        worse = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
+        below = {t.user_attrs.get(RUN_ID_ATTR): t for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
         try:
             for run in self.tracker.search_runs({CHECKPOINT_TAG: "kept"}):
                 run_id = run.info.run_id
-                if run_id in worse and run_id not in keep:
+                trial = below.get(run_id)
+                # the front is checked for the ~k runs still holding a checkpoint only, not for every trial
+                if trial is not None and run_id not in keep and not self._on_pareto_front(trial.values, done):
                     self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=run.info.artifact_uri)
                     self.tracker.set_tags(run_id, {CHECKPOINT_TAG: "deleted"})
         except TrackingUnavailable:
