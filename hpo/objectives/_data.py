@@ -20,7 +20,11 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     val_fraction: float = Field(
-        default=0.1, gt=0, lt=1, description="share of the training rows (or images) used for validation"
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="share of the data held out for validation (Boston: of all rows, a 70/10/20 split with "
+        "test_fraction 0.2; CIFAR-10: of the 50,000 training images)",
     )
     subset: float = Field(
         default=1.0, gt=0, le=1, description="share of the training rows a trial trains on (quick studies)"
