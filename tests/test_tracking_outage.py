@@ -43,8 +43,8 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
     server = mlflow_server.start(backend)
     study_file = tmp_path / "study.yaml"
     study_file.write_text(
-        yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 10, "hidden_layers": 1, "batch_size": 64}))
-    )
+        yaml.safe_dump(tiny_boston(n_trials=N_TRIALS, fixed={"epochs": 30, "hidden_layers": 1, "batch_size": 64}))
+    )  # 30 epochs: a trial lasts long enough that the server dies mid-study even on a loaded machine
     # Short waits for the test; the defaults wait seconds (tracking.py) and MLflow's own HTTP retries are off.
     env = {
         **os.environ,
