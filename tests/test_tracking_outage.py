@@ -116,3 +116,23 @@ def test_dead_tracking_server_loses_no_trial_and_reconcile_backfills(
         and "MLflow runs backfilled: 0" in again.stdout
         and "MLflow runs closed: 0" in again.stdout
     )
+
+
+def test_commands_that_need_mlflow_say_in_one_line_that_it_is_down(write_study: Any, tmp_path: Path) -> None:
+    # reconcile, and predict of a study's best or of a registered model, cannot go on without MLflow: each
+    # ends with exit 1 and one line naming the server, not a traceback or the HTTP client's retry warnings.
+    from tests.conftest import free_port
+
+    assert run_hpo("run", write_study(tiny_boston(n_trials=1)), "--quiet").returncode == 0
+    (tmp_path / "rows.csv").write_text("CRIM,ZN\n0.1,0\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"HPO_TRACKING_RETRIES": "0", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    for args in (
+        ("reconcile", "tiny-boston"),
+        ("predict", "tiny-boston", "rows.csv"),
+        ("predict", "models:/tiny-boston-best/1", "rows.csv"),
+    ):
+        done = run_hpo(*args, "--tracking-uri", dead, env=env, cwd=tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hpo: ") and dead in lines[0], (args, done.stderr)

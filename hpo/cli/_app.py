@@ -92,6 +92,8 @@ def configure_logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow's HTTP client retries a dead server with a warning per attempt; hpo says once what failed.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _redact_logs_and_tracebacks() -> None:

@@ -39,8 +39,11 @@ _MLFLOW_DEFAULTS = {
 }
 
 
-class TrackingUnavailable(RuntimeError):
-    """MLflow could not be reached after retries; the caller records the trial for `hpo reconcile`."""
+class TrackingUnavailable(ServiceError):
+    """MLflow could not be reached after retries; the caller records the trial for `hpo reconcile`.
+
+    A ServiceError, so a command that cannot go on without MLflow (reconcile, predict, evaluate) ends
+    with its one line and exit 1, not a traceback."""
 
 
 def configure_mlflow() -> None:

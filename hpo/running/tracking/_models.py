@@ -21,7 +21,7 @@ from mlflow.models import Model
 from mlflow.models.model import ModelInfo
 
 from hpo.config.settings import redact, sqlite_path
-from hpo.errors import UsageError
+from hpo.errors import ServiceError, UsageError
 from hpo.running.tracking._connection import Connection, absolute_sqlite_uri, brief, open_client
 
 logger = logging.getLogger("hpo.running.tracking")
@@ -201,7 +201,12 @@ def load_registered_model(tracking_uri: str, uri: str) -> RegisteredModel:
             local = download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
             info = Model.load(local)
         except (MlflowException, OSError) as exc:
-            names = sorted(m.name for m in client.search_registered_models(max_results=1000))
+            try:
+                names = sorted(m.name for m in client.search_registered_models(max_results=1000))
+            except (MlflowException, OSError):  # the registry cannot be read either: the server is down
+                raise ServiceError(
+                    f"model: {uri}: the MLflow registry at {redact(tracking_uri)} did not answer ({brief(exc)[:120]})"
+                ) from None
             known = f"registered models there: {', '.join(names)}" if names else _REGISTRY_HINT
             raise UsageError(
                 f"model: {uri} not found in {redact(tracking_uri)} ({brief(exc)[:120]}); {known}"
