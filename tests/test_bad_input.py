@@ -633,6 +633,15 @@ CASES = [
         {**CIFAR, "fixed": {"model": "airbench", "epochs": 1, "tta": "rotate"}},
         ("fixed.tta:", "'rotate'", "accepted: none, flip, flip_translate"),
     ),
+    # YAML's true/false where a number belongs (pydantic alone would read them as 1 and 0)
+    BadInput("N-n-trials-a-flag", tiny_boston(n_trials=True), ("n_trials:", "not true or false")),
+    BadInput("N-timeout-a-flag", tiny_boston(timeout=True), ("timeout:", "not true or false")),
+    BadInput("N-seed-a-flag", tiny_boston(seed=False), ("seed:", "not true or false")),
+    BadInput(
+        "N-int-low-a-flag",
+        _params(width={"type": "int", "low": True, "high": 16}),
+        ("params.width.low:", "not true or false"),
+    ),
     BadInput(
         "N-evaluation-tta-unknown",
         {**CIFAR, "evaluation": {"tta": "rotate"}},

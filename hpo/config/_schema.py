@@ -23,7 +23,7 @@ from pydantic import (
 from hpo.config._errors import explain_first
 from hpo.config._names import study_name_problem
 from hpo.config._rules import check_against_objective, check_plain_kwargs
-from hpo.config._space import FloatParam, Param, Scalar, StrictModel, in_space
+from hpo.config._space import FloatParam, Param, Scalar, StrictModel, in_space, refuse_flags
 from hpo.config._vocabulary import WINDOWED_SAMPLERS, PrunerName, SamplerName
 from hpo.errors import UsageError
 from hpo.objectives._data import MAX_SEED, DataConfig
@@ -213,6 +213,11 @@ class StudyConfig(StrictModel):
 
     # The study file's folder: a file-path objective is relative to it. Not part of the stored study.
     _base_dir: str | None = PrivateAttr(default=None)
+
+    @field_validator("seed", "n_trials", "timeout", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        return refuse_flags(value)
 
     @field_validator("name")
     @classmethod

@@ -32,7 +32,21 @@ class _Conditional(StrictModel):
         return value
 
 
-class FloatParam(_Conditional):
+def refuse_flags(value: Any) -> Any:
+    """YAML's true and false are not numbers, though pydantic would read them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+class _Numeric(_Conditional):
+    @field_validator("low", "high", "step", mode="before", check_fields=False)
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        return refuse_flags(value)
+
+
+class FloatParam(_Numeric):
     type: Literal["float"]
     low: float = Field(description="smallest value")
     high: float = Field(description="largest value")
@@ -45,7 +59,7 @@ class FloatParam(_Conditional):
         return self
 
 
-class IntParam(_Conditional):
+class IntParam(_Numeric):
     type: Literal["int"]
     low: int = Field(description="smallest value")
     high: int = Field(description="largest value (included)")
