@@ -207,7 +207,13 @@ def test_time_limits_are_read_in_common_forms(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [(["--time-limit", "soon"], "--time-limit"), (["--at", "25:00"], "--at"), (["--time-limit", "0m"], "--time-limit")],
+    [
+        (["--time-limit", "soon"], "--time-limit"),
+        (["--at", "25:00"], "--at"),
+        (["--time-limit", "0m"], "--time-limit"),
+        (["--image", ""], "--image"),  # kubectl would reject the manifest
+        (["--secret", "Bad_Name"], "--secret"),
+    ],
 )
 def test_bad_options_are_refused_with_the_option_named(
     cli: Callable[..., Any], write_study: Callable[..., Path], args: list[str], named: str

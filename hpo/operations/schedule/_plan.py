@@ -61,6 +61,15 @@ def plan_sweep(
         check_tracking_uri(tracking_uri, field="--tracking-uri")
     if workers < 1:
         raise UsageError(f"--workers: must be at least 1, got {workers}")
+    if not image.strip() or any(c.isspace() for c in image):
+        raise UsageError(
+            f"--image: {image!r} is not a container image reference; e.g. hpo:latest or ghcr.io/org/hpo:1.0"
+        )
+    if not _K8S_NAME.fullmatch(secret):
+        raise UsageError(
+            f"--secret: {secret!r} is not a Kubernetes object name; accepted: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 253 characters"
+        )
     if study_name is not None:
         check_study_name(study_name, field="--study-name")
     return SweepPlan(
@@ -77,6 +86,10 @@ def plan_sweep(
         at=_parse_at(at),
         secret=secret,
     )
+
+
+# A Kubernetes object name (RFC 1123 subdomain): what `kubectl` accepts for a Secret.
+_K8S_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _objective_file_beside(plan: SweepPlan) -> Path | None:
