@@ -346,11 +346,12 @@ def test_a_changed_data_file_is_refused_by_evaluate_and_by_a_resumed_run(
 
 
 # -- A: study names, wherever they enter ----------------------------------------------------------
-BAD_NAMES = ["../x", "/tmp/h16-abs", "it's", "", "a b", "x" * 201]
+# "b.yaml": read commands would take it for a study file's path, so the study could never be named again
+BAD_NAMES = ["../x", "/tmp/h16-abs", "it's", "", "a b", "x" * 201, "b.yaml"]
 
 
 @pytest.mark.parametrize(
-    "name", BAD_NAMES, ids=["parent-folder", "absolute", "apostrophe", "empty", "space", "too-long"]
+    "name", BAD_NAMES, ids=["parent-folder", "absolute", "apostrophe", "empty", "space", "too-long", "file-like"]
 )
 @pytest.mark.parametrize("command", ["run", "create", "worker"])
 def test_study_name_flag_follows_the_file_rule(
