@@ -45,6 +45,7 @@ from hpo.running.meta import (
     as_stored,
     check_data_unchanged,
     sampler_seed,
+    stored_budget,
     stored_config,
     trial_seed,
 )
@@ -167,7 +168,7 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
         trials = self.study.get_trials(deepcopy=False)
         if any(t.state == TrialState.RUNNING for t in trials):
             return
-        n_trials = (self.study.user_attrs.get(BUDGET_ATTR) or {}).get("n_trials")
+        n_trials = stored_budget(self.study, self.config).get("n_trials")  # the budget every worker runs to
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if stopped_by is None and waiting and not budget_met(trials, n_trials):  # a queued trial still to run
             return
