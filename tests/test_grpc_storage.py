@@ -153,6 +153,29 @@ def test_a_trial_without_heartbeats_is_failed_and_requeued_through_the_proxy(pro
     client.close()
 
 
+def test_a_requeued_copy_is_not_failed_for_its_dead_predecessors_heartbeat(proxy: ProxyServer) -> None:
+    # The copy of a dead worker's trial must not inherit its last beat: claimed by another worker, it is
+    # alive until its own beats stop (found by benchmarks/scale.py: a copy failed before its first beat,
+    # sharing the dead trial's MLflow run, and the worker that claimed it crashed). A claimed trial that
+    # never beats still goes stale after the grace period.
+    client = open_storage(proxy.url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="copies", storage=client)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    client.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)
+    copy = study.get_trials()[1]
+    assert copy.state == TrialState.WAITING and HEARTBEAT_ATTR not in copy.system_attrs
+    claimed = study.ask()
+    assert claimed.number == copy.number and claimed.params == dead.params
+    optuna.storages.fail_stale_trials(study)  # another worker's check, before the claimant's first beat
+    assert study.get_trials()[1].state == TrialState.RUNNING
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)  # the claimant died without a beat of its own
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+    client.close()
+
+
 def test_doctor_checks_the_proxy(proxy: ProxyServer) -> None:
     # ok with the number of studies when the proxy answers; a problem that says how to start one when nothing listens.
     optuna.create_study(study_name="seen", storage=GrpcStorage("127.0.0.1", proxy.port))

@@ -113,6 +113,18 @@ class ProxiedStorage(RDBStorage):
             value = time.time()  # the proxy's clock: one clock for every worker's beats
         super().set_trial_system_attr(trial_id, key, value)
 
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:  # a queued trial claimed by a worker
+            self._first_beat(trial_id)
+        return changed
+
+    def _first_beat(self, trial_id: int) -> None:
+        """A trial that starts running is alive now: a worker killed before its first own beat leaves a
+        trial that goes stale like any other, instead of one never failed (no stamp) or failed at once
+        (a stamp older than the trial)."""
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, None)
+
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # The one door to a new trial: RDBStorage.create_new_trial and Optuna's cache in front both call it.
         if template_trial is not None:  # enqueued or re-queued trials: counted already, or replacing a failure
@@ -127,7 +139,9 @@ class ProxiedStorage(RDBStorage):
                 raise KeyError(
                     BUDGET_REFUSED
                 )  # Optuna's servicer sends a KeyError as NOT_FOUND; the client raises KeyError
-            return super()._create_new_trial(study_id)
+            created = super()._create_new_trial(study_id)
+        self._first_beat(created._trial_id)
+        return created
 
     def _budget_used(self, study_id: int) -> int:
         """`hpo.running.runner.budget_count` in two SQL counts instead of loading every trial.

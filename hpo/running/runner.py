@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, check_study_name, study_to_yaml
@@ -54,6 +53,7 @@ from hpo.running.resume import Change
 from hpo.running.search_space import suggest
 from hpo.running.setup import StudySetup
 from hpo.running.signals import Interrupted, StopSignals, heartbeat, will_retry
+from hpo.running.storage import requeue
 from hpo.running.summary import RunSummary, best_text, fill_best, study_summary, summary_reason
 from hpo.running.tracking import Tracker, TrackingUnavailable, TrialRun
 from hpo.running.trial import BadResult, EpochRecorder, TrialTraining, describe_failure, epoch_budget, summary_metrics
@@ -213,19 +213,21 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
                 state = TrialState.PRUNED if self.config.execution.nan_policy == "prune" else TrialState.FAIL
                 return self._finish(trial, recorder, state, summary, reason=str(exc))
             except KeyboardInterrupt as exc:
-                requeue = will_retry(system_attrs, self.config.execution.max_retry)
-                if requeue:  # before the failure reason is set: the copy inherits the user attributes
-                    RetryHeartbeatStaleTrialCallback(max_retry=self.config.execution.max_retry)(
-                        self.study, self.storage.get_trial(trial._trial_id)
+                again = will_retry(system_attrs, self.config.execution.max_retry)
+                if again:  # before the failure reason is set: the copy inherits the user attributes
+                    requeue(
+                        self.study,
+                        self.storage.get_trial(trial._trial_id),
+                        max_retry=self.config.execution.max_retry,
                     )
-                what = "re-queued with the same params" if requeue else "not re-queued (execution.max_retry reached)"
+                what = "re-queued with the same params" if again else "not re-queued (execution.max_retry reached)"
                 self._finish(
                     trial,
                     recorder,
                     TrialState.FAIL,
                     summary,
                     reason=f"interrupted by {exc or 'SIGINT'} before the trial finished; {what}",
-                    requeued=requeue,
+                    requeued=again,
                 )
                 raise Interrupted(
                     f"interrupted by {exc or 'SIGINT'}; finished trials are kept, "

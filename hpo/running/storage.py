@@ -7,6 +7,7 @@ database. The lock here makes the global `n_trials` cap exact when many workers 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import json
 from collections.abc import Callable, Iterator
@@ -32,9 +33,22 @@ from hpo.running.databases import (
     prepared_database,
     read_sqlite,
 )
-from hpo.running.grpc_storage import GrpcStorage, connect
+from hpo.running.grpc_storage import HEARTBEAT_ATTR, GrpcStorage, connect
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> None:
+    """Queue a copy of a failed trial with its params (Optuna's RetryHeartbeatStaleTrialCallback), unless it
+    was retried `max_retry` times already.
+
+    The copy inherits the trial's attributes but not the dead worker's last heartbeat stamp (a gRPC
+    worker's beat is a system attribute): a stamp older than the grace period would make the copy look
+    stale the moment a worker claims it, and another worker would fail it before its first beat.
+    """
+    inherited = copy.copy(trial)
+    inherited.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, inherited)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -69,13 +83,12 @@ def open_storage(
     :class:`MissingStorage`. A `grpc://host:port` URL is a client of a gRPC storage proxy
     (:mod:`hpo.running.grpc_storage`), whose server owns the database and its schema.
     """
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
         if on_stale is not None:
             on_stale(study, trial)
-        if retry is not None:
-            retry(study, trial)
+        if max_retry > 0:
+            requeue(study, trial, max_retry=max_retry)
 
     if is_grpc_url(url):
         return connect(
