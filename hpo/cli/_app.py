@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import sys
 import threading
@@ -87,13 +90,48 @@ def configure_logging() -> None:
         level = "WARNING"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Optuna and MLflow are chatty at INFO: hpo reports progress itself.
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_optuna()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # MLflow's HTTP client retries a dead server with a warning per attempt; hpo says once what failed.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def _quiet_optuna() -> None:
+    """Optuna's INFO lines off, set as soon as Optuna is imported: importing it here would cost every
+    command ~0.2 s, and read commands such as `hpo best` and `hpo validate` never need it.
+
+    Optuna sets its own logger to INFO when it is imported, so the level is set right after that import
+    (a finder that wraps Optuna's loader once), or at once when Optuna is already loaded.
+    """
+    if "optuna" in sys.modules:
+        _set_optuna_verbosity(sys.modules["optuna"])
+    elif not any(isinstance(finder, _AfterOptunaImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterOptunaImport())
+
+
+def _set_optuna_verbosity(optuna: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class _AfterOptunaImport(importlib.abc.MetaPathFinder):
+    """Finds `optuna` as the other finders do, and runs :func:`_set_optuna_verbosity` once it is loaded."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "optuna":
+            return None
+        sys.meta_path.remove(self)  # once; the lookup below goes to the other finders
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            loader = spec.loader
+            original = loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                original(module)
+                _set_optuna_verbosity(module)
+
+            loader.exec_module = exec_module  # type: ignore[method-assign]  # this loader serves optuna/__init__ only
+        return spec
 
 
 def _redact_logs_and_tracebacks() -> None:

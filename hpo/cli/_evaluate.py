@@ -53,7 +53,7 @@ def evaluate(
     """Final test evaluation of the best model(s), ensembles and baselines, logged to MLflow.
     Reads the test split once."""
     from hpo.evaluation import evaluate as run_evaluation
-    from hpo.running.results import resolve_study_ref
+    from hpo.running.study_ref import resolve_study_ref
 
     ref = resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     console = _console()
@@ -99,7 +99,7 @@ def report(
 ) -> None:
     """An HTML page with PNG plots of the study (and its test evaluation, if any), saved and logged to MLflow."""
     from hpo.report import build_report
-    from hpo.running.results import resolve_study_ref
+    from hpo.running.study_ref import resolve_study_ref
 
     ref = resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     result = build_report(ref, out=out)
@@ -121,7 +121,7 @@ def compare(
 ) -> None:
     """Side-by-side learning curves and a written verdict: which study's model did better, by how much, and why."""
     from hpo.report import compare_studies
-    from hpo.running.results import resolve_study_ref
+    from hpo.running.study_ref import resolve_study_ref
 
     refs = [resolve_study_ref(s, storage=storage, tracking_uri=tracking_uri) for s in (study_a, study_b)]
     result = compare_studies(refs[0], refs[1], out=out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -23,7 +23,9 @@ from hpo.operations.server import (
     check_port_free,
     describe_backend,
 )
-from hpo.running.grpc_storage import ProxyServer
+
+if TYPE_CHECKING:
+    from hpo.running.grpc_storage import ProxyServer
 
 
 class _Stop(Exception):
@@ -140,4 +142,6 @@ def _proxy(storage: str | None, host: str, grpc_port: int | None, port: int) -> 
         )
     check_storage_url(storage, field="--storage", allow_grpc=False)
     check_port_free(host, grpc_port)
+    from hpo.running.grpc_storage import ProxyServer  # Optuna's import only where the proxy is served
+
     return ProxyServer(storage, host=host, port=grpc_port)

@@ -19,6 +19,7 @@ from hpo.cli._tables import print_table, records
 from hpo.config import check_study_name
 from hpo.config.settings import Settings, redact, resolve_settings
 from hpo.errors import HpoError, UsageError
+from hpo.running.study_ref import resolve_study_ref
 
 if TYPE_CHECKING:  # the schema (pydantic, 0.2 s) is imported by the commands that read a study file
     from hpo.config import StudyConfig
@@ -362,7 +363,7 @@ def status(
         settings = resolve_settings(storage_flag=storage)
         rows = results.study_summaries(settings.storage, field=settings.storage_field)
     else:
-        rows = results.trials_table(results.load(results.resolve_study_ref(study, storage=storage)))
+        rows = results.trials_table(results.load(resolve_study_ref(study, storage=storage)))
     found = records(rows)
     if as_json:
         typer.echo(json.dumps(found, indent=2))
@@ -378,18 +379,24 @@ def best(
     as_json: bool = JsonOption,
 ) -> None:
     """The best trials and their params."""
-    from hpo.running import results as results
+    from hpo.running.best_query import best_rows
 
-    loaded = results.load(results.resolve_study_ref(study, storage=storage))
-    metrics = results.study_metrics(loaded)
-    backfilled = results.backfilled_runs(loaded)
-    rows = [results.trial_row(t, metrics, backfilled=backfilled) for t in results.best_trials(loaded, top_k)]
+    ref = resolve_study_ref(study, storage=storage)
+    # Straight from Optuna's tables when they are the ones this install knows; else through Optuna.
+    rows = best_rows(ref.settings.storage, ref.name, k=top_k, field=ref.settings.storage_field)
+    if rows is None:
+        from hpo.running import results as results
+
+        loaded = results.load(ref)
+        metrics = results.study_metrics(loaded)
+        backfilled = results.backfilled_runs(loaded)
+        rows = [results.trial_row(t, metrics, backfilled=backfilled) for t in results.best_trials(loaded, top_k)]
     if not rows:
-        raise HpoError(f"study {loaded.study_name!r} has no complete trial yet")
+        raise HpoError(f"study {ref.name!r} has no complete trial yet")
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     else:
-        print_table(f"best {len(rows)} of {loaded.study_name}", rows)
+        print_table(f"best {len(rows)} of {ref.name}", rows)
 
 
 @command(app, "reconcile")
@@ -404,7 +411,7 @@ def reconcile_command(
     from hpo.running.reconcile import reconcile
     from hpo.running.tracking import Tracker
 
-    ref = results.resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
+    ref = resolve_study_ref(study, storage=storage, tracking_uri=tracking_uri)
     loaded = results.load(ref)
     config = stored_config(loaded)
     heartbeat = config.execution

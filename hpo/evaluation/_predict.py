@@ -35,7 +35,8 @@ from hpo.evaluation._metrics import is_classification
 from hpo.objectives import EvaluationHooks, FieldError
 from hpo.objectives._checkpoint import Checkpoint, predictions
 from hpo.running.meta import stored_config
-from hpo.running.results import best_trials, load, resolve_study_ref
+from hpo.running.results import best_trials, load
+from hpo.running.study_ref import resolve_study_ref
 from hpo.running.tracking import Tracker, load_registered_model, read_run_json
 
 REGISTRY_PREFIX = "models:/"

@@ -11,13 +11,12 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import optuna
-
 from hpo.config.settings import redact
 from hpo.errors import UsageError
 
 if TYPE_CHECKING:  # the schema (pydantic) is imported when a stored file is read: `hpo status` never does
+    import optuna
+
     from hpo.config import StudyConfig
 
 # -- Optuna study user attributes -------------------------------------------------------------------
@@ -88,6 +87,8 @@ def sampler_seed(study_seed: int, trial_number: int) -> int:
     the same sequence again; seeding per trial number keeps workers apart and a sequential re-run
     identical. Kept apart from `trial_seed` so sampling and training draw unrelated streams.
     """
+    import numpy as np  # not at import: `hpo best` reads these names without numpy or Optuna
+
     return int(np.random.SeedSequence([study_seed % 2**32, trial_number, 0x5A]).generate_state(1)[0])
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import STUDY_NAME_RULE, study_name_problem
-from hpo.config.settings import Settings, redact, resolve_settings
+from hpo.config.settings import redact
 from hpo.errors import UsageError
+from hpo.running.best_query import trial_row as row_of
 from hpo.running.meta import (
     BACKFILLED_RUNS_ATTR,
     CONFIG_ATTR,
@@ -23,41 +21,10 @@ from hpo.running.meta import (
     RUN_ID_ATTR,
 )
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
+from hpo.running.study_ref import StudyRef
 
 if TYPE_CHECKING:
-    from hpo.config import StudyConfig
     from hpo.running.grpc_storage import GrpcStorage
-
-
-@dataclass
-class StudyRef:
-    """A study named on the command line: by name, or by the path of its study file."""
-
-    name: str
-    settings: Settings
-    config: StudyConfig | None
-
-
-def resolve_study_ref(study: str, *, storage: str | None = None, tracking_uri: str | None = None) -> StudyRef:
-    """`study` may be a study file (its name and storage are used) or a study name (which must follow the rule)."""
-    config = None
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        from hpo.config import load_study  # the schema's import (0.2 s) only for a file
-
-        config = load_study(study)
-        name = config.name
-    else:
-        if study_name_problem(study):
-            raise UsageError(f"study: {study!r} is neither a study file nor a study name ({STUDY_NAME_RULE})")
-        name = study
-    settings = resolve_settings(
-        storage_flag=storage,
-        tracking_flag=tracking_uri,
-        file_storage=config.storage if config else None,
-        file_tracking_uri=config.tracking_uri if config else None,
-        source=study if config else None,
-    )
-    return StudyRef(name=name, settings=settings, config=config)
 
 
 def open_existing(url: str, *, field: str = "storage", **kwargs: Any) -> RDBStorage | GrpcStorage:
@@ -122,20 +89,17 @@ def backfilled_runs(study: optuna.Study) -> dict[str, str]:
 
 
 def trial_row(trial: FrozenTrial, metrics: list[str], *, backfilled: dict[str, str] | None = None) -> dict[str, Any]:
-    duration = trial.duration.total_seconds() if trial.duration is not None else None
-    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
-    values = trial.values or []
-    for i, metric in enumerate(metrics):
-        row[metric] = values[i] if i < len(values) else None
-    row.update(
-        duration_s=round(duration, 3) if duration is not None else None,
+    return row_of(
+        number=trial.number,
+        state=trial.state.name,
+        values=list(trial.values or []),
+        metrics=metrics,
+        duration=trial.duration,
         params=dict(trial.params),
-        mlflow_run_id=(backfilled or {}).get(str(trial.number)) or trial.user_attrs.get(RUN_ID_ATTR),
+        user_attrs=trial.user_attrs,
         retried_from=RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
-        reason=trial.user_attrs.get(REASON_ATTR),
-        device=trial.user_attrs.get(DEVICE_ATTR),  # where it trained: several trials may share one GPU
+        backfilled=backfilled,
     )
-    return row
 
 
 def study_metrics(study: optuna.Study) -> list[str]:

@@ -16,10 +16,11 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hpo.config.settings import is_grpc_url, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
+from hpo.running.best_query import ranking_query
 from hpo.running.databases import (
     CONNECT_PATIENCE,
     OPTUNA,
@@ -191,39 +192,9 @@ def _build_optuna_schema(url: str) -> None:
 
 
 def best_trial_ids(storage: RDBStorage, study_name: str, *, k: int, maximize: bool) -> list[int]:
-    """The storage ids of the k best COMPLETE trials of a single-objective study, in one SQL query.
-
-    Optuna can only rank by loading every trial with all its params and attributes (about a second
-    for 2,000 trials); `hpo best` needs five. The query orders as Optuna's own best-trial query does
-    (-inf < finite < +inf, then the value), with the trial number breaking ties.
-    """
-    from optuna.storages._rdb import models
-
-    # Optuna's own tables, not bare column names: `state` and `value_type` are enum columns, and psycopg 3
-    # (the driver of a plain postgresql:// URL) sends the compared values as typed VARCHAR parameters,
-    # which PostgreSQL refuses to compare with an enum unless the column's type is known.
-    trials = models.TrialModel.__table__
-    values = models.TrialValueModel.__table__
-    studies = models.StudyModel.__table__
-    kind = sqlalchemy.case(
-        (values.c.value_type == models.TrialValueModel.TrialValueType.INF_NEG, -1),
-        (values.c.value_type == models.TrialValueModel.TrialValueType.FINITE, 0),
-        else_=1,
-    )
-    order = (kind.desc(), values.c.value.desc()) if maximize else (kind.asc(), values.c.value.asc())
-    query = (
-        sqlalchemy.select(trials.c.trial_id)
-        .select_from(
-            trials.join(values, values.c.trial_id == trials.c.trial_id).join(
-                studies, studies.c.study_id == trials.c.study_id
-            )
-        )
-        .where(studies.c.study_name == study_name, trials.c.state == TrialState.COMPLETE, values.c.objective == 0)
-        .order_by(*order, trials.c.number.asc())
-        .limit(k)
-    )
+    """The storage ids of the k best COMPLETE trials of a single-objective study (:func:`ranking_query`)."""
     with storage.engine.connect() as conn:
-        return [int(row[0]) for row in conn.execute(query)]
+        return [int(row[0]) for row in conn.execute(ranking_query(study_name, k=k, maximize=maximize))]
 
 
 def trial_counts(storage: RDBStorage) -> dict[int, tuple[dict[str, int], Any]]:

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from hpo.report import gather_facts
-from hpo.running.results import load, resolve_study_ref
+from hpo.running.results import load
+from hpo.running.study_ref import resolve_study_ref
 from hpo.running.tracking import Tracker
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
