@@ -167,7 +167,12 @@ def test_shell_completion_script_and_completions() -> None:
     hpo = Path(sys.executable).with_name("hpo")
     if not hpo.exists():
         pytest.skip("the `hpo` console script is not installed next to this Python")
-    script = subprocess.run([str(hpo), "--show-completion", "bash"], capture_output=True, text=True, timeout=120)
+    # Typer detects the user's shell from the parent processes unless told not to; a test runner's
+    # parents need not include a shell, so the shell is named instead (Typer's own switch for that).
+    named = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    script = subprocess.run(
+        [str(hpo), "--show-completion", "bash"], capture_output=True, text=True, timeout=120, env=named
+    )
     assert script.returncode == 0, script.stderr
     assert "complete -o default -F _hpo_completion hpo" in script.stdout
     env = {**os.environ, "_HPO_COMPLETE": "complete_bash", "COMP_WORDS": "hpo run --n", "COMP_CWORD": "2"}

@@ -49,9 +49,14 @@ STUDIES = sqlalchemy.table("studies", _col("study_id", sqlalchemy.Integer), _col
 _DIRECTIONS = sqlalchemy.table(
     "study_directions", _col("study_id"), _col("objective", sqlalchemy.Integer), _col("direction", sqlalchemy.String)
 )
-_STUDY_ATTRS = sqlalchemy.table(
-    "study_user_attributes", _col("study_id"), _col("key", sqlalchemy.String), _col("value_json", sqlalchemy.Text)
-)
+
+
+def _attributes(name: str, owner: str) -> sqlalchemy.TableClause:
+    """One of Optuna's key / JSON-value attribute tables."""
+    return sqlalchemy.table(name, _col(owner, sqlalchemy.Integer), _col("key", sqlalchemy.String), _col("value_json"))
+
+
+_STUDY_ATTRS = _attributes("study_user_attributes", "study_id")
 _PARAMS = sqlalchemy.table(
     "trial_params",
     _col("param_id", sqlalchemy.Integer),
@@ -60,12 +65,8 @@ _PARAMS = sqlalchemy.table(
     _col("param_value", sqlalchemy.Float),
     _col("distribution_json", sqlalchemy.Text),
 )
-_USER_ATTRS = sqlalchemy.table(
-    "trial_user_attributes", _col("trial_id"), _col("key", sqlalchemy.String), _col("value_json", sqlalchemy.Text)
-)
-_SYSTEM_ATTRS = sqlalchemy.table(
-    "trial_system_attributes", _col("trial_id"), _col("key", sqlalchemy.String), _col("value_json", sqlalchemy.Text)
-)
+_USER_ATTRS = _attributes("trial_user_attributes", "trial_id")
+_SYSTEM_ATTRS = _attributes("trial_system_attributes", "trial_id")
 _INTEGER_DISTRIBUTIONS = ("IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution")
 _ROW_USER_ATTRS = (RUN_ID_ATTR, REASON_ATTR, DEVICE_ATTR)
 
