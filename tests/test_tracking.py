@@ -109,6 +109,27 @@ def test_epochs_reach_the_store_before_the_trial_ends(tmp_path: Path) -> None:
     run.close(state="COMPLETE")  # type: ignore[attr-defined]
 
 
+def test_quick_epochs_go_out_at_most_once_a_second(tmp_path: Path) -> None:
+    # Sending shares the interpreter with the training: a trial shorter than a second sends its curve with
+    # the closing batch only, and a longer one sends what accumulated about once a second, not per epoch.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "s")
+    run = _open(tracker)
+    client = MlflowClient(uri)
+    opened = time.monotonic()
+    for step in range(10):
+        run.log_epoch(step, _epoch(step))  # type: ignore[attr-defined]
+        time.sleep(0.02)
+    _ = run.run_id  # type: ignore[attr-defined]
+    if time.monotonic() - opened < 0.8:  # (a machine too slow to tell is not a failure of the rule)
+        assert client.get_metric_history(run.run_id, "val_rmse") == []  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while len(client.get_metric_history(run.run_id, "val_rmse")) < 10:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the epochs were never sent before close"
+        time.sleep(0.05)
+    run.close(state="COMPLETE")  # type: ignore[attr-defined]
+
+
 def test_an_unreachable_store_is_reported_to_the_training_loop_and_to_close(monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing listens on this port: the background open fails, and the failure is raised where hpo
     # handles it today (warn, mark the trial for `hpo reconcile`), not swallowed by the sender thread.
