@@ -106,12 +106,18 @@ def test_two_first_starts_at_once_on_fresh_sqlite_share_one_consistent_store(
 def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_built(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
-    # kill -9 while a store is being built: the store is built in a temporary file and moved into
-    # place, so the next run finds no store or a complete one, and works.
+    # kill -9 while a store is being built: the schema is built in a temporary file (in the user's cache
+    # for the template, beside the store for the copy) and moved into place, so the next run finds no
+    # store or a complete one, and works, and removes the killed start's temporary files.
     write_study(tiny_boston(name="t", n_trials=1, fixed=QUICK), name="s.yaml")
+    schemas = tmp_path / "data-cache" / "schemas"  # HPO_DATA_DIR of this test
+
+    def building() -> list[Path]:
+        return [*tmp_path.glob(".mlflow.db.hpo-new-*"), *schemas.glob(".mlflow-*.db.*")]
+
     proc = hpo("run", "s.yaml", "-q", cwd=tmp_path)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not list(tmp_path.glob(".mlflow.db.hpo-new-*")):
+    while time.monotonic() < deadline and proc.poll() is None and not building():
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before its MLflow store was being built"
     proc.send_signal(signal.SIGKILL)
@@ -119,7 +125,63 @@ def test_a_first_start_killed_while_creating_the_stores_leaves_nothing_half_buil
     assert not (tmp_path / "mlflow.db").exists()  # the half-built store never took the real name
     again = hpo("run", "s.yaml", "-q", cwd=tmp_path)
     assert again.wait(timeout=600) == 0, again.stderr.read() if again.stderr else ""
-    assert not list(tmp_path.glob(".*.hpo-new-*"))  # the killed start's temporary file was removed
+    assert not building()  # the killed start's temporary files were removed
+
+
+def test_new_stores_are_copied_from_a_template_built_once_per_schema_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new SQLite store is a copy of an empty schema kept in the user's cache (building MLflow's takes
+    # about a second); the copy is the schema a build gives, a template at another revision or damaged
+    # is built again, and an unwritable cache falls back to building in place.
+    from hpo.running.databases import MLFLOW, OPTUNA, alembic_heads, prepared_database, read_sqlite
+    from hpo.running.databases._prepare import schema_template
+    from hpo.running.storage import _build_optuna_schema
+    from hpo.running.tracking._connection import build_mlflow_schema
+
+    built = {MLFLOW.name: build_mlflow_schema, OPTUNA.name: _build_optuna_schema}
+    for schema in (MLFLOW, OPTUNA):
+        head = alembic_heads(schema)[0]
+        for name in ("a.db", "b.db"):
+            with prepared_database(f"sqlite:///{tmp_path / name}", schema, built[schema.name], field="f"):
+                pass
+        template = tmp_path / "data-cache" / "schemas" / f"{schema.name}-{head}.db"
+        first, second, reference = (
+            read_sqlite(tmp_path / "a.db", field="f"),
+            read_sqlite(tmp_path / "b.db", field="f"),
+            None,
+        )
+        assert first is not None and second is not None and template.is_file()
+        assert first.revision == second.revision == head and first.tables == second.tables
+        direct = tmp_path / f"direct-{schema.name}.db"
+        built[schema.name](f"sqlite:///{direct}")
+        reference = read_sqlite(direct, field="f")
+        assert reference is not None and first.tables == reference.tables
+        for name in ("a.db", "b.db", direct.name):
+            (tmp_path / name).unlink()
+
+        with sqlite3.connect(template) as conn:  # stale: another revision
+            conn.execute("UPDATE alembic_version SET version_num = 'older'")
+        conn.close()
+        assert schema_template(schema, built[schema.name]) == template
+        assert read_sqlite(template, field="f").revision == head  # type: ignore[union-attr]
+        template.write_bytes(b"not a database")  # damaged
+        assert schema_template(schema, built[schema.name]) == template
+        assert read_sqlite(template, field="f").revision == head  # type: ignore[union-attr]
+
+    def refused(url: str) -> None:  # what a read-only cache folder gives (a root test cannot make one)
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    (tmp_path / "data-cache" / "schemas" / f"{MLFLOW.name}-{alembic_heads(MLFLOW)[0]}.db").unlink()
+    assert schema_template(MLFLOW, refused) is None
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "schemas").write_text("a file where the templates' folder would go")
+    monkeypatch.setenv("HPO_DATA_DIR", str(blocked))
+    assert schema_template(MLFLOW, build_mlflow_schema) is None
+    with prepared_database(f"sqlite:///{tmp_path / 'c.db'}", MLFLOW, build_mlflow_schema, field="f"):
+        pass
+    assert read_sqlite(tmp_path / "c.db", field="f").revision == alembic_heads(MLFLOW)[0]  # type: ignore[union-attr]
 
 
 def _half_migrate(path: Path) -> None:
