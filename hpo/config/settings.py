@@ -108,7 +108,12 @@ ENVIRONMENT: dict[str, EnvSetting] = {
             1.0,
         ),
         EnvSetting("HPO_SQLITE_WAL", "SQLite files in write-ahead-log mode", "1 or 0", _one_of("1", "0"), "1"),
-        EnvSetting(DATA_DIR_ENV, "where datasets are cached", "a folder (created if missing), not a file", _folder),
+        EnvSetting(
+            DATA_DIR_ENV,
+            "where datasets and empty store schemas are cached",
+            "a folder (created if missing), not a file",
+            _folder,
+        ),
         EnvSetting(
             "HPO_CIFAR10_URL",
             "where `hpo data fetch cifar10` downloads from",
