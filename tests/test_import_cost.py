@@ -123,3 +123,22 @@ def test_boston_training_code_does_not_import_scikit_learn() -> None:
     code = "import sys, hpo.objectives.boston._model as m; assert 'sklearn' not in sys.modules; m.baselines"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_logging_setup_leaves_optuna_unimported_and_quiets_it_once_imported(tmp_path: Path) -> None:
+    # Setting up logging must not import Optuna (~0.2 s that `hpo best` never needs), yet a command that
+    # imports it later still has Optuna's INFO lines ("A new study created", "Trial 0 finished") off.
+    probe = (
+        "from hpo.cli._app import configure_logging\n"
+        "import sys\n"
+        "configure_logging()\n"
+        "assert 'optuna' not in sys.modules\n"
+        "import optuna\n"
+        "study = optuna.create_study()\n"
+        "study.tell(study.ask(), 1.0)\n"
+        "print(optuna.logging.get_verbosity())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "30"  # logging.WARNING
+    assert "A new study created" not in done.stderr and "finished with value" not in done.stderr
