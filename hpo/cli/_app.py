@@ -99,7 +99,7 @@ def configure_logging() -> None:
 
 def _quiet_optuna() -> None:
     """Optuna's INFO lines off, set as soon as Optuna is imported: importing it here would cost every
-    command ~0.2 s, and read commands such as `hpo best` and `hpo validate` never need it.
+    command ~0.2 s, and some never need it (`hpo best` on a database, `hpo schedule`, `hpo data`).
 
     Optuna sets its own logger to INFO when it is imported, so the level is set right after that import
     (a finder that wraps Optuna's loader once), or at once when Optuna is already loaded.

@@ -68,7 +68,7 @@ _PARAMS = sqlalchemy.table(
 _USER_ATTRS = _attributes("trial_user_attributes", "trial_id")
 _SYSTEM_ATTRS = _attributes("trial_system_attributes", "trial_id")
 _INTEGER_DISTRIBUTIONS = ("IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution")
-_ROW_USER_ATTRS = (RUN_ID_ATTR, REASON_ATTR, DEVICE_ATTR)
+ROW_USER_ATTRS = (RUN_ID_ATTR, REASON_ATTR, DEVICE_ATTR)  # the trial user attributes a row shows
 
 
 def _enum(name: str) -> sqlalchemy.ColumnElement[Any]:
@@ -99,6 +99,13 @@ def ranking_query(study_name: str, *, k: int, maximize: bool) -> sqlalchemy.Sele
         .order_by(*order, TRIALS.c.number.asc())
         .limit(k)
     )
+
+
+def metric_names(stored: list[str] | None, objectives: int) -> list[str]:
+    """The names of a study's values: as hpo stored them, else Optuna's `value` / `value_0`, `value_1`, ..."""
+    if stored:
+        return list(stored)
+    return ["value"] if objectives == 1 else [f"value_{i}" for i in range(objectives)]
 
 
 def trial_row(
@@ -192,7 +199,7 @@ def _read_best(conn: sqlalchemy.Connection, study_name: str, k: int) -> list[dic
             )
         )
     }
-    metrics = list(attrs.get(METRICS_ATTR) or ["value"])
+    metrics = metric_names(attrs.get(METRICS_ATTR), objectives=1)
     ids = list(conn.execute(ranking_query(study_name, k=k, maximize=directions[0] == "MAXIMIZE")).scalars())
     if not ids:
         return []
@@ -207,7 +214,7 @@ def _read_best(conn: sqlalchemy.Connection, study_name: str, k: int) -> list[dic
         params[r.trial_id][r.param_name] = _external(r.param_value, r.distribution_json)
     user: dict[int, dict[str, Any]] = {i: {} for i in ids}
     for r in conn.execute(
-        sqlalchemy.select(_USER_ATTRS).where(_USER_ATTRS.c.trial_id.in_(ids), _USER_ATTRS.c.key.in_(_ROW_USER_ATTRS))
+        sqlalchemy.select(_USER_ATTRS).where(_USER_ATTRS.c.trial_id.in_(ids), _USER_ATTRS.c.key.in_(ROW_USER_ATTRS))
     ):
         user[r.trial_id][r.key] = json.loads(r.value_json)
     retried: dict[int, int] = {
@@ -258,4 +265,4 @@ def _external(value: float, distribution_json: str) -> Any:
     return float(value)
 
 
-__all__ = ["best_rows", "ranking_query", "trial_row"]
+__all__ = ["ROW_USER_ATTRS", "best_rows", "metric_names", "ranking_query", "trial_row"]

@@ -10,15 +10,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import redact
 from hpo.errors import UsageError
+from hpo.running.best_query import ROW_USER_ATTRS, metric_names
 from hpo.running.best_query import trial_row as row_of
 from hpo.running.meta import (
     BACKFILLED_RUNS_ATTR,
     CONFIG_ATTR,
-    DEVICE_ATTR,
     METRICS_ATTR,
-    REASON_ATTR,
     RETRIED_SYSTEM_ATTR,
-    RUN_ID_ATTR,
 )
 from hpo.running.storage import MissingStorage, best_trial_ids, open_storage, trial_counts, trials_for_listing
 from hpo.running.study_ref import StudyRef
@@ -103,16 +101,13 @@ def trial_row(trial: FrozenTrial, metrics: list[str], *, backfilled: dict[str, s
 
 
 def study_metrics(study: optuna.Study) -> list[str]:
-    metrics = study.user_attrs.get(METRICS_ATTR)
-    if metrics:
-        return list(metrics)
-    return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
+    return metric_names(study.user_attrs.get(METRICS_ATTR), objectives=len(study.directions))
 
 
 def listed_trials(
     study: optuna.Study,
     *,
-    user_attrs: tuple[str, ...] = (RUN_ID_ATTR, REASON_ATTR, DEVICE_ATTR),
+    user_attrs: tuple[str, ...] = ROW_USER_ATTRS,
     system_attrs: tuple[str, ...] = (RETRIED_SYSTEM_ATTR,),
 ) -> list[FrozenTrial]:
     """Every trial with its params, values and the attributes named, in number order, without curves on a
