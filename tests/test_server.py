@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -29,6 +31,28 @@ def test_backend_store_uri_stays_out_of_the_command_line() -> None:
     assert env["MLFLOW_BACKEND_STORE_URI"] == config.backend_store_uri
     assert argv[argv.index("--artifacts-destination") + 1] == "/srv/artifacts"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
+
+
+def test_the_servers_pool_outnumbers_its_request_threads_unless_the_user_sized_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One pooled connection more than MLflow's 40 request threads, counted from the user's pool size;
+    # MLflow's own pool variables, when the user set them, are passed on untouched.
+    config = ServerConfig()
+    for name in (
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW",
+        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert server_command(config)[1]["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "36"
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
+    assert server_command(config)[1]["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "21"
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "3")
+    assert "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW" not in server_command(config)[1]
+    monkeypatch.delenv("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW")
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    assert "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW" not in server_command(config)[1]
 
 
 def test_the_composed_command_takes_the_backend_store_uri_from_the_environment(tmp_path: Path) -> None:
@@ -92,6 +116,62 @@ def _processes(*, field: int, value: int) -> list[int]:
             if int(fields[field]) == value and fields[0] != "Z":
                 pids.append(int(entry.name))
     return pids
+
+
+@pytest.mark.slow
+def test_a_burst_of_requests_does_not_drain_the_servers_database_pool(tmp_path: Path) -> None:
+    # Many workers log at once. MLflow's `log_batch` holds one pooled connection while it asks for a
+    # second; with SQLAlchemy's default pool (15) and 40 request threads the requests waited on each
+    # other for the pool's 30 s and were answered 400, which MLflow's client does not retry (curves
+    # lost). Every request must succeed, none may wait anywhere near the pool's timeout.
+    server = HpoServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "server")
+    try:
+        url = server.wait_ready()
+
+        def post(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"{url}/api/2.0/mlflow/{endpoint}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=25) as response:
+                result: dict[str, Any] = json.loads(response.read())
+                return result
+
+        experiment_id = post("experiments/create", {"name": "burst"})["experiment_id"]
+        runs = [post("runs/create", {"experiment_id": experiment_id})["run"]["info"]["run_id"] for _ in range(48)]
+        failures: list[str] = []
+        slowest = 0.0
+
+        def log_for_a_while(run_id: str) -> None:
+            nonlocal slowest
+            end = time.monotonic() + 6
+            step = 0
+            while time.monotonic() < end:
+                began = time.monotonic()
+                try:
+                    post(
+                        "runs/log-batch",
+                        {
+                            "run_id": run_id,
+                            "params": [{"key": "lr", "value": "0.1"}],
+                            "metrics": [
+                                {"key": key, "value": 1.0, "timestamp": 0, "step": step} for key in ("loss", "rmse")
+                            ],
+                        },
+                    )
+                except (urllib.error.URLError, OSError) as exc:
+                    failures.append(repr(exc))
+                    return
+                slowest = max(slowest, time.monotonic() - began)
+                step += 1
+
+        with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+            list(pool.map(log_for_a_while, runs))
+    finally:
+        server.stop()
+    assert failures == [], failures[:3]
+    assert slowest < 20, slowest
 
 
 @pytest.mark.slow

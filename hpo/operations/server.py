@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +35,14 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 BACKEND_STORE_ENV = "MLFLOW_BACKEND_STORE_URI"
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# MLflow's server answers each REST request on a thread of AnyIO's default pool (40 threads per server
+# worker process), and some of its store's calls (`log_batch` among them) hold one pooled database
+# connection while they ask the pool for a second.
+_MLFLOW_REQUEST_THREADS = 40
+_MLFLOW_POOL_SIZE_ENV = "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"
+_MLFLOW_MAX_OVERFLOW_ENV = "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"
+_MLFLOW_POOLCLASS_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
+_SQLALCHEMY_DEFAULT_POOL_SIZE = 5
 
 
 @dataclass(frozen=True)
@@ -115,8 +123,27 @@ def server_command(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
     env = {
         BACKEND_STORE_ENV: config.backend_store_uri,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        **_store_pool_env(os.environ),
     }
     return argv, env
+
+
+def _store_pool_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """A database pool the server's request threads cannot drain.
+
+    With SQLAlchemy's default pool (5 connections + 10 overflow), more than 15 requests that each hold
+    a connection and wait for a second wait on each other until the pool's 30-s timeout, and MLflow
+    answers them 400, which its client does not retry: a trial's curve is lost (16+ workers on one
+    server did it, BENCHMARKS.md §7). One connection more than the request threads always leaves one
+    free. Overflow connections close when the burst is over; a user's own pool settings win.
+    """
+    if _MLFLOW_MAX_OVERFLOW_ENV in environ or _MLFLOW_POOLCLASS_ENV in environ:
+        return {}
+    try:
+        pool_size = int(environ.get(_MLFLOW_POOL_SIZE_ENV) or _SQLALCHEMY_DEFAULT_POOL_SIZE)
+    except ValueError:
+        return {}  # MLflow reports its own variable's bad value
+    return {_MLFLOW_MAX_OVERFLOW_ENV: str(max(0, _MLFLOW_REQUEST_THREADS + 1 - pool_size))}
 
 
 _HOST_CHOICES = "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
