@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,23 @@ class HpoServer:
         return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
+@contextlib.contextmanager
+def _bounded_mlflow_requests(*, timeout_s: int = 60, retries: int = 2) -> Iterator[None]:
+    """MLflow's client waits 120 s a request and retries 7 times: bound the checks' own requests (in this
+    process only; the workers started later must not inherit it)."""
+    values = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class Run:
     """One study run by N workers on one path; `execute` returns its row."""
 
@@ -347,8 +364,9 @@ class Run:
         finally:
             storage.engine.dispose()  # nothing may hold the database that is dropped at the end
         client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = client.get_experiment_by_name(self.name)
-        runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
+        with _bounded_mlflow_requests():  # a server that stopped answering fails this run, not the benchmark
+            experiment = client.get_experiment_by_name(self.name)
+            runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
         problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed)
         if self.kill and not killed:
             problems.append(
