@@ -3,14 +3,17 @@
 Layout (the contract): one experiment per study; one parent run tagged `hpo.role=study`; one child run
 per trial opened when the trial starts, tagged with the Optuna study and trial, closed FINISHED, KILLED
 (pruned) or FAILED with the reason. Per-epoch metrics are buffered and sent with `log_batch`, so a
-trial costs a handful of requests, not one per value. A trial's run is fed by a background sender
-(:class:`TrialRun`): the training loop never waits on the store until the trial ends, when the run is
-completed before the trial's state is told to Optuna. A tracking server that goes away never fails a
-trial: calls retry with backoff, then warn; Optuna stays the record and `hpo reconcile` backfills.
+trial costs a handful of requests, not one per value; on a database store hpo opens itself (SQLite,
+PostgreSQL) at this install's MLflow revision the curves go into MLflow's tables in one statement
+instead (`_curves`). A trial's run is fed by a background sender (:class:`TrialRun`): the training loop
+never waits on the store until the trial ends, when the run is completed before the trial's state is
+told to Optuna. A tracking server that goes away never fails a trial: calls retry with backoff, then
+warn; Optuna stays the record and `hpo reconcile` backfills.
 
-Modules: `_connection` (client, experiment, retries), `_sender` (the background sender), `_runs` (writing
-runs), `_artifacts`, `_models` (logging and loading models), `_reading` (queries), `_summary` (the study
-run's summary), `_layout` (tag names and search filters).
+Modules: `_connection` (client, experiment, retries), `_sender` (the background sender), `_curves`
+(curves written straight into a database store's tables), `_runs` (writing runs), `_artifacts`,
+`_models` (logging and loading models), `_reading` (queries), `_summary` (the study run's summary),
+`_layout` (tag names and search filters).
 """
 
 from hpo.running.tracking._connection import (

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from hpo.config.settings import env_setting, redact, sqlite_path
 from hpo.errors import ServiceError
 from hpo.running.databases import MLFLOW, first_line, prepared_database
+from hpo.running.tracking._curves import CurveWriter
 from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from hpo.running.tracking._sender import Sender
 
@@ -83,6 +84,8 @@ class Connection:
         self._last_flush: dict[str, float] = {}
         self.flush_seconds = 5.0
         self._sender = Sender()
+        self._curve_writer: CurveWriter | None = None
+        self._curve_writer_known = False  # whether the store was probed for a CurveWriter
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable.
@@ -117,6 +120,20 @@ class Connection:
         # The caller reports it (progress warning, `hpo reconcile` hint); here it is only a trace.
         logger.info(message)
         raise TrackingUnavailable(message)
+
+    def _log_curve(self, run_id: str, metrics: list[Metric]) -> list[Metric]:
+        """Write `metrics` straight into a database store's tables (:mod:`._curves`, one statement instead
+        of an ORM object per value); returns the metrics left for `log_batch` (all, where that cannot apply)."""
+        if not metrics:
+            return metrics
+        if not self._curve_writer_known:
+            self._curve_writer = CurveWriter.for_store(self.tracking_uri)
+            self._curve_writer_known = True
+        writer = self._curve_writer
+        if writer is None:
+            return metrics
+        written = self._call("log metrics", functools.partial(writer.write, run_id, metrics))
+        return [] if written else metrics
 
     @property
     def experiment_id(self) -> str:

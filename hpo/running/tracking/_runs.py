@@ -214,6 +214,7 @@ class RunWriter(Connection):
         if reason:
             run_tags.append(RunTag(REASON_ATTR, redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
+        metrics = self._log_curve(run_id, metrics)
         for batch_metrics, batch_params, batch_tags in batches(metrics, params, run_tags):
             log = functools.partial(self.client.log_batch, run_id, synchronous=True)
             self._call(
