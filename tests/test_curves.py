@@ -56,6 +56,7 @@ def _same_as_mlflow(url: str) -> None:
     for batch in BATCHES:
         client.log_batch(by_mlflow, metrics=batch, synchronous=True)
         assert writer.write(by_hpo, batch) is True
+    assert writer.write("0" * 32, BATCHES[0]) is False, "no such run: left to MLflow's log_batch to say"
     engine = sqlalchemy.create_engine(url)
     try:
         for table in ("metrics", "latest_metrics"):

@@ -68,17 +68,20 @@ class CurveWriter:
             return True
         self._validate(metrics)
         rows = _rows(run_id, metrics)
-        with self._engine.begin() as conn:
-            # The write comes first: a SQLite transaction that read first cannot always become a writer
-            # once another process has written (WAL), where one that writes first waits its turn.
-            conn.execute(self._insert_new_rows(), rows)
-            stage = conn.execute(
-                sqlalchemy.select(self._runs.c.lifecycle_stage).where(self._runs.c.run_uuid == run_id)
-            ).scalar()
-            if stage != "active":
-                conn.rollback()
-                return False
-            self._update_latest(conn, run_id, rows)
+        try:
+            with self._engine.begin() as conn:
+                # The write comes first: a SQLite transaction that read first cannot always become a writer
+                # once another process has written (WAL), where one that writes first waits its turn.
+                conn.execute(self._insert_new_rows(), rows)
+                stage = conn.execute(
+                    sqlalchemy.select(self._runs.c.lifecycle_stage).where(self._runs.c.run_uuid == run_id)
+                ).scalar()
+                if stage != "active":
+                    conn.rollback()
+                    return False
+                self._update_latest(conn, run_id, rows)
+        except sqlalchemy.exc.IntegrityError:
+            return False  # no such run (PostgreSQL checks the foreign key): MLflow's log_batch says so
         return True
 
     def _insert_new_rows(self) -> sqlalchemy.Executable:
