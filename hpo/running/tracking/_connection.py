@@ -84,8 +84,6 @@ class Connection:
         self._last_flush: dict[str, float] = {}
         self.flush_seconds = 5.0
         self._sender = Sender()
-        self._curve_writer: CurveWriter | None = None
-        self._curve_writer_known = False  # whether the store was probed for a CurveWriter
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one MLflow request with retries and exponential backoff; raise TrackingUnavailable.
@@ -124,16 +122,16 @@ class Connection:
     def _log_curve(self, run_id: str, metrics: list[Metric]) -> list[Metric]:
         """Write `metrics` straight into a database store's tables (:mod:`._curves`, one statement instead
         of an ORM object per value); returns the metrics left for `log_batch` (all, where that cannot apply)."""
-        if not metrics:
-            return metrics
-        if not self._curve_writer_known:
-            self._curve_writer = CurveWriter.for_store(self.tracking_uri)
-            self._curve_writer_known = True
         writer = self._curve_writer
-        if writer is None:
+        if writer is None or not metrics:
             return metrics
         written = self._call("log metrics", functools.partial(writer.write, run_id, metrics))
         return [] if written else metrics
+
+    @functools.cached_property
+    def _curve_writer(self) -> CurveWriter | None:
+        """Probed the first time a curve is sent (on the sender thread), then kept."""
+        return CurveWriter.for_store(self.tracking_uri)
 
     @property
     def experiment_id(self) -> str:

@@ -21,6 +21,7 @@ import sqlalchemy
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 from mlflow.entities import Metric
+from mlflow.utils.validation import _validate_metric
 
 from hpo.running.databases import MLFLOW, alembic_heads
 
@@ -44,7 +45,10 @@ class CurveWriter:
     @classmethod
     def for_store(cls, tracking_uri: str) -> CurveWriter | None:
         """A writer for this tracking URI, or None where only MLflow's own requests apply."""
-        scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
+        try:
+            scheme = sqlalchemy.engine.make_url(tracking_uri).get_backend_name()
+        except sqlalchemy.exc.ArgumentError:
+            return None  # not a database URL (an MLflow server, a folder)
         if scheme not in _DIALECTS:
             return None
         # One connection, kept: only the tracker's sender thread writes curves.
@@ -92,8 +96,6 @@ class CurveWriter:
 
     def _validate(self, metrics: Sequence[Metric]) -> None:
         """MLflow's own check, once per metric name (hpo makes the values floats, steps and stamps ints)."""
-        from mlflow.utils.validation import _validate_metric
-
         for metric in metrics:
             if metric.key not in self._valid_keys:
                 _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
@@ -118,14 +120,23 @@ class CurveWriter:
         fresh = [row for key, row in newest.items() if key not in stored]
         if fresh:
             conn.execute(sqlalchemy.insert(latest), fresh)
-        for key, row in newest.items():
-            old = stored.get(key)
-            if old is not None and _recency(row) > (old.step, old.timestamp, old.value):
-                conn.execute(
-                    sqlalchemy.update(latest)
-                    .where(latest.c.run_uuid == run_id, latest.c.key == key)
-                    .values(value=row["value"], timestamp=row["timestamp"], step=row["step"], is_nan=row["is_nan"])
-                )
+        newer = [
+            {"row_key": key, **{name: row[name] for name in ("value", "timestamp", "step", "is_nan")}}
+            for key, row in newest.items()
+            if key in stored and _recency(row) > (stored[key].step, stored[key].timestamp, stored[key].value)
+        ]
+        if newer:  # one statement for every key that moved on (a streamed curve moves them all)
+            conn.execute(
+                sqlalchemy.update(latest)
+                .where(latest.c.run_uuid == run_id, latest.c.key == sqlalchemy.bindparam("row_key"))
+                .values(
+                    value=sqlalchemy.bindparam("value"),
+                    timestamp=sqlalchemy.bindparam("timestamp"),
+                    step=sqlalchemy.bindparam("step"),
+                    is_nan=sqlalchemy.bindparam("is_nan"),
+                ),
+                newer,
+            )
 
 
 def _rows(run_id: str, metrics: Sequence[Metric]) -> list[dict[str, Any]]:
