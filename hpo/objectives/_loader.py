@@ -75,6 +75,9 @@ def load_objective(spec: str, *, base_dir: str | Path | None = None) -> LoadedOb
 
 
 def _load_registered(name: str) -> LoadedObjective:
+    for kind in ("built-in", "entry point"):  # loaded before: every trial asks, and reading entry points takes ms
+        if (kind, name) in _CACHE:
+            return _CACHE[(kind, name)]
     known = registered()
     if name not in known:
         if name.endswith(".py") or "/" in name:
@@ -84,19 +87,17 @@ def _load_registered(name: str) -> LoadedObjective:
         raise FieldError("objective", f"unknown objective {name!r}{hint}; accepted: {', '.join(known)}, or {FORMS}")
     target = known[name]
     kind: Kind = "built-in" if is_builtin(target) else "entry point"
-    key = (kind, name)
-    if key not in _CACHE:
-        module, _, attribute = target.partition(":")
-        where = f"entry point {name!r} of group {GROUP} ({target})"
-        loaded = _import(module, what=where)
-        _CACHE[key] = LoadedObjective(
-            _as_objective(_attribute(loaded, attribute, where=target), where=target, name=name),
-            name,
-            name,
-            kind,
-            target,
-        )
-    return _CACHE[key]
+    module, _, attribute = target.partition(":")
+    where = f"entry point {name!r} of group {GROUP} ({target})"
+    loaded = _import(module, what=where)
+    _CACHE[(kind, name)] = LoadedObjective(
+        _as_objective(_attribute(loaded, attribute, where=target), where=target, name=name),
+        name,
+        name,
+        kind,
+        target,
+    )
+    return _CACHE[(kind, name)]
 
 
 def _load_module(spec: str, module: str, attribute: str, base_dir: str | Path | None) -> LoadedObjective:

@@ -69,7 +69,7 @@ class CheckpointKeeping:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint.save(Path(tmp))
             try:
-                self.tracker.log_artifacts(run.run_id, Path(tmp), "checkpoint")
+                self.tracker.log_artifacts(run.run_id, Path(tmp), "checkpoint", artifact_uri=run.artifact_uri)
             except TrackingUnavailable as exc:
                 self.progress.warn(f"trial {trial.number}: checkpoint not saved: {exc}")
                 return {}

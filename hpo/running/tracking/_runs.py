@@ -152,6 +152,7 @@ class RunWriter(Connection):
                 lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
             )
             run_id = created.info.run_id
+            run.artifact_uri = created.info.artifact_uri
             if on_open is not None:
                 on_open(run_id)
             return run_id

@@ -49,6 +49,7 @@ class TrialRun:
         self._tracker = tracker
         self._params = params  # sent with the first epochs, or the closing batch
         self._opened: Future[str] = Future()  # the run id, once the sender has created the run
+        self.artifact_uri: str | None = None  # where the run's files go, known once it is open
         self._lock = threading.Lock()
         self._pending: list[Metric] = []
         self._queued = False  # a send of this run waits in the sender's queue
