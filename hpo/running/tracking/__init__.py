@@ -4,14 +4,14 @@ Layout (the contract): one experiment per study; one parent run tagged `hpo.role
 per trial opened when the trial starts, tagged with the Optuna study and trial, closed FINISHED, KILLED
 (pruned) or FAILED with the reason. Per-epoch metrics are buffered and sent with `log_batch`, so a
 trial costs a handful of requests, not one per value; on a database store hpo opens itself (SQLite,
-PostgreSQL) at this install's MLflow revision the curves go into MLflow's tables in one statement
-instead (`_curves`). A trial's run is fed by a background sender (:class:`TrialRun`): the training loop
-never waits on the store until the trial ends, when the run is completed before the trial's state is
-told to Optuna. A tracking server that goes away never fails a trial: calls retry with backoff, then
-warn; Optuna stays the record and `hpo reconcile` backfills.
+PostgreSQL) at this install's MLflow revision a trial run's curves, params, tags and closing go into
+MLflow's tables in one transaction instead (`_tables`). A trial's run is fed by a background sender
+(:class:`TrialRun`): the training loop never waits on the store until the trial ends, when the run is
+completed before the trial's state is told to Optuna. A tracking server that goes away never fails a
+trial: calls retry with backoff, then warn; Optuna stays the record and `hpo reconcile` backfills.
 
-Modules: `_connection` (client, experiment, retries), `_sender` (the background sender), `_curves`
-(curves written straight into a database store's tables), `_runs` (writing runs), `_artifacts`,
+Modules: `_connection` (client, experiment, retries), `_sender` (the background sender), `_tables`
+(a run's records written straight into a database store's tables), `_runs` (writing runs), `_artifacts`,
 `_models` (logging and loading models), `_reading` (queries), `_summary` (the study run's summary),
 `_layout` (tag names and search filters).
 """

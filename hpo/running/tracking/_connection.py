@@ -10,19 +10,19 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from hpo.config.settings import env_setting, redact, sqlite_path
 from hpo.errors import ServiceError
 from hpo.running.databases import MLFLOW, first_line, prepared_database
-from hpo.running.tracking._curves import CurveWriter
 from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-from hpo.running.tracking._sender import Sender
+from hpo.running.tracking._sender import Sender, now_ms
+from hpo.running.tracking._tables import TableWriter
 
 logger = logging.getLogger("hpo.running.tracking")
 T = TypeVar("T")
@@ -119,19 +119,31 @@ class Connection:
         logger.info(message)
         raise TrackingUnavailable(message)
 
-    def _log_curve(self, run_id: str, metrics: list[Metric]) -> list[Metric]:
-        """Write `metrics` straight into a database store's tables (:mod:`._curves`, one statement instead
-        of an ORM object per value); returns the metrics left for `log_batch` (all, where that cannot apply)."""
-        writer = self._curve_writer
-        if writer is None or not metrics:
-            return metrics
-        written = self._call("log metrics", functools.partial(writer.write, run_id, metrics))
-        return [] if written else metrics
+    def _write_tables(
+        self,
+        run_id: str,
+        metrics: list[Metric],
+        *,
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+        status: str | None = None,
+    ) -> bool:
+        """Write a run's records straight into a database store's tables (:mod:`._tables`: a few statements
+        instead of MLflow's ORM objects and sessions); False where that does not apply and nothing was
+        written, so the caller sends them through MLflow's client."""
+        writer = self._table_writer
+        if writer is None:
+            return False
+        end_time = now_ms() if status is not None else None
+        write = functools.partial(
+            writer.write, run_id, metrics, params=params, tags=tags, status=status, end_time=end_time
+        )
+        return self._call("log metrics" if status is None else "close the trial run", write)
 
     @functools.cached_property
-    def _curve_writer(self) -> CurveWriter | None:
-        """Probed the first time a curve is sent (on the sender thread), then kept."""
-        return CurveWriter.for_store(self.tracking_uri)
+    def _table_writer(self) -> TableWriter | None:
+        """Probed the first time a run's records are sent (on the sender thread), then kept."""
+        return TableWriter.for_store(self.tracking_uri)
 
     @property
     def experiment_id(self) -> str:

@@ -208,21 +208,24 @@ class RunWriter(Connection):
         reason: str | None,
         tags: dict[str, str] | None,
     ) -> None:
-        """The closing batch (epochs and params not sent yet, the summary, the state tags), then the run's status."""
+        """The closing batch (epochs and params not sent yet, the summary, the state tags), then the run's
+        status: in one transaction where hpo holds the tracking database (:mod:`._tables`)."""
         stamp = now_ms()
         metrics = metrics + [Metric(k, float(v), stamp, 0) for k, v in (summary or {}).items()]
         run_tags = [RunTag("optuna.state", state), *(RunTag(k, redact(str(v))) for k, v in (tags or {}).items())]
         if reason:
             run_tags.append(RunTag(REASON_ATTR, redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
-        metrics = self._log_curve(run_id, metrics)
+        status = STATE_TO_STATUS[state]
+        if self._write_tables(run_id, metrics, params=params, tags=run_tags, status=status):
+            return
         for batch_metrics, batch_params, batch_tags in batches(metrics, params, run_tags):
             log = functools.partial(self.client.log_batch, run_id, synchronous=True)
             self._call(
                 "close the trial run",
                 functools.partial(log, metrics=batch_metrics, params=batch_params, tags=batch_tags),
             )
-        self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=STATE_TO_STATUS[state]))
+        self._call("close the trial run", lambda: self.client.set_terminated(run_id, status=status))
 
     def create_run(
         self, *, role: str, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None

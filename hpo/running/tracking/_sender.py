@@ -116,7 +116,8 @@ class TrialRun:
         started = time.monotonic()
         try:
             run_id = self._opened.result()
-            metrics = self._tracker._log_curve(run_id, metrics)
+            if self._tracker._write_tables(run_id, metrics, params=params):
+                return
             for batch_metrics, batch_params, _ in batches(metrics, params, []):
                 log = functools.partial(
                     self._tracker.client.log_batch, run_id, metrics=batch_metrics, params=batch_params, synchronous=True

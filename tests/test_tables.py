@@ -1,4 +1,4 @@
-"""Curves written straight into MLflow's tables: the rows equal what MLflow's own `log_batch` writes."""
+"""A run's records written straight into MLflow's tables: the rows equal what MLflow's own client writes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from hpo.running.tracking._connection import open_client
-from hpo.running.tracking._curves import CurveWriter
+from hpo.running.tracking._tables import TableWriter
 
 # Batches as a trial's sender and closing batch send them, and the cases MLflow's store decides:
 # a NaN and both infinities, a metric repeated within a batch, a batch sent twice (a retried request),
@@ -49,7 +50,7 @@ def _rows(engine: sqlalchemy.Engine, table: str, run_id: str) -> list[tuple[Any,
 
 def _same_as_mlflow(url: str) -> None:
     client = open_client(url)
-    writer = CurveWriter.for_store(url)
+    writer = TableWriter.for_store(url)
     assert writer is not None, "a store at this install's MLflow revision takes curves directly"
     experiment = client.create_experiment("curves")
     by_mlflow, by_hpo = (client.create_run(experiment).info.run_id for _ in range(2))
@@ -88,13 +89,13 @@ def test_rows_equal_mlflows_own_on_postgres(pg_url: Callable[[str], str]) -> Non
 def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> None:
     # An MLflow server, a database at another MLflow revision, a deleted run: MLflow's own requests
     # apply (no writer, or nothing written and False, so the caller's log_batch gives MLflow's answer).
-    assert CurveWriter.for_store("http://127.0.0.1:5000") is None
+    assert TableWriter.for_store("http://127.0.0.1:5000") is None
     url = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client: MlflowClient = open_client(url)
     experiment = client.create_experiment("curves")
     deleted = client.create_run(experiment).info.run_id
     client.delete_run(deleted)
-    writer = CurveWriter.for_store(url)
+    writer = TableWriter.for_store(url)
     assert writer is not None
     assert writer.write(deleted, BATCHES[0]) is False
     assert client.get_metric_history(deleted, "loss") == []
@@ -103,20 +104,93 @@ def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> 
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'from-another-mlflow'"))
     engine.dispose()
-    assert CurveWriter.for_store(url) is None
+    assert TableWriter.for_store(url) is None
 
 
 def test_a_bad_metric_name_is_refused_as_mlflow_refuses_it(tmp_path: Path) -> None:
     # A plug-in objective may report any name: MLflow's own check applies, nothing is written.
-    from mlflow.exceptions import MlflowException
-
     url = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = open_client(url)
     run_id = client.create_run(client.create_experiment("curves")).info.run_id
-    writer = CurveWriter.for_store(url)
+    writer = TableWriter.for_store(url)
     assert writer is not None
     with pytest.raises(MlflowException) as refused:
         writer.write(run_id, [Metric("val loss/../x", 1.0, 1, 0)])
     assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
     assert client.get_run(run_id).data.metrics == {}
+    writer._engine.dispose()
+
+
+# A run's closing as a trial's sender sends it: params (one with a value over MLflow's limit, which it
+# cuts), tags (a key given twice: the last wins; one the run already holds: replaced) and a status.
+PARAMS = [Param("lr", "0.01"), Param("width", "64"), Param("note", "x" * 7000)]
+TAGS = [RunTag("optuna.state", "RUNNING"), RunTag("optuna.state", "COMPLETE"), RunTag("hpo.checkpoint", "y" * 9000)]
+
+
+def _table(engine: sqlalchemy.Engine, sql: str, run_id: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return sorted(tuple(row) for row in conn.execute(sqlalchemy.text(sql), {"run": run_id}).all())
+
+
+def _closed_as_mlflow_closes(url: str) -> None:
+    client = open_client(url)
+    writer = TableWriter.for_store(url)
+    assert writer is not None
+    experiment = client.create_experiment("closing")
+    by_mlflow, by_hpo = (client.create_run(experiment, tags={"optuna.state": "RUNNING"}).info.run_id for _ in range(2))
+    client.log_batch(by_mlflow, metrics=BATCHES[0], params=PARAMS[:1], synchronous=True)
+    assert writer.write(by_hpo, BATCHES[0], params=PARAMS[:1]) is True  # a streamed send with the params
+    client.log_batch(by_mlflow, metrics=BATCHES[1], params=PARAMS, tags=TAGS, synchronous=True)
+    client.set_terminated(by_mlflow, status="FINISHED")
+    assert writer.write(by_hpo, BATCHES[1], params=PARAMS, tags=TAGS, status="FINISHED", end_time=5) is True
+    engine = sqlalchemy.create_engine(url)
+    try:
+        for sql in (
+            "SELECT key, value FROM params WHERE run_uuid = :run",
+            "SELECT key, value FROM tags WHERE run_uuid = :run AND key NOT LIKE 'mlflow.%'",
+            "SELECT status, lifecycle_stage, end_time IS NULL FROM runs WHERE run_uuid = :run",
+        ):
+            assert _table(engine, sql, by_hpo) == _table(engine, sql, by_mlflow), sql
+        for table in ("metrics", "latest_metrics"):
+            assert _rows(engine, table, by_hpo) == _rows(engine, table, by_mlflow), table
+    finally:
+        engine.dispose()
+        writer._engine.dispose()
+    mlflow_run, hpo_run = (client.get_run(r) for r in (by_mlflow, by_hpo))
+    assert hpo_run.info.status == mlflow_run.info.status == "FINISHED" and hpo_run.info.end_time == 5
+    assert hpo_run.data.params == mlflow_run.data.params and len(hpo_run.data.params["note"]) == 6000
+    assert hpo_run.data.tags["optuna.state"] == "COMPLETE" and len(hpo_run.data.tags["hpo.checkpoint"]) == 8000
+
+
+def test_a_run_closes_as_mlflows_client_closes_it_on_sqlite(tmp_path: Path) -> None:
+    # Params, tags, the status and the curve in one transaction: the same rows as log_batch + set_terminated.
+    _closed_as_mlflow_closes(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.postgres
+def test_a_run_closes_as_mlflows_client_closes_it_on_postgres(pg_url: Callable[[str], str]) -> None:
+    # The same on PostgreSQL (tags replaced through its ON CONFLICT, the run's foreign keys checked).
+    _closed_as_mlflow_closes(pg_url("closing"))
+
+
+def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) -> None:
+    # A changed param, a closed-and-deleted run, a tag that renames the run: nothing is written (not the
+    # status either), and False sends the caller to MLflow's client, which refuses or renames as it does.
+    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = open_client(url)
+    run_id = client.create_run(client.create_experiment("closing")).info.run_id
+    writer = TableWriter.for_store(url)
+    assert writer is not None
+    assert writer.write(run_id, [], params=[Param("lr", "0.01")]) is True
+    assert writer.write(run_id, BATCHES[0], params=[Param("lr", "0.1")], status="FINISHED", end_time=5) is False
+    with pytest.raises(MlflowException):
+        client.log_batch(run_id, params=[Param("lr", "0.1")], synchronous=True)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.metrics == {} and run.data.params == {"lr": "0.01"}
+    assert writer.write(run_id, [], tags=[RunTag("mlflow.runName", "renamed")]) is False
+    with pytest.raises(MlflowException):
+        writer.write(run_id, [], params=[Param("lr", "1"), Param("lr", "1")])  # MLflow's duplicate-key check
+    client.delete_run(run_id)
+    assert writer.write(run_id, [], tags=[RunTag("a", "b")], status="FAILED", end_time=5) is False
+    assert client.get_run(run_id).info.status == "RUNNING"
     writer._engine.dispose()
