@@ -75,9 +75,9 @@ def load_objective(spec: str, *, base_dir: str | Path | None = None) -> LoadedOb
 
 
 def _load_registered(name: str) -> LoadedObjective:
-    for kind in ("built-in", "entry point"):  # loaded before: every trial asks, and reading entry points takes ms
-        if (kind, name) in _CACHE:
-            return _CACHE[(kind, name)]
+    for cached in ("built-in", "entry point"):  # loaded before: every trial asks, and entry points take ms to read
+        if (cached, name) in _CACHE:
+            return _CACHE[(cached, name)]
     known = registered()
     if name not in known:
         if name.endswith(".py") or "/" in name:
