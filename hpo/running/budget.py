@@ -7,6 +7,8 @@ any whose worker dies.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 import optuna
@@ -49,6 +51,7 @@ class BudgetedAsk:
     storage: RDBStorage | GrpcStorage
     _stop: StopSignals
     _asked_after: list[FrozenTrial]
+    _next_stale_check = -math.inf  # when stale trials are next looked for (time.monotonic)
 
     def _ask_within_budget(self, n_trials: int | None) -> optuna.Trial | None:
         """Fail (and re-queue) trials of dead workers, then ask for a trial if the budget allows one.
@@ -57,14 +60,13 @@ class BudgetedAsk:
         every trial, tens of milliseconds in a long study) runs after it is released, so many workers
         do not queue behind each other's sampling. This is `Study.ask` in two halves.
         """
-        optuna.storages.fail_stale_trials(self.study)
+        self._fail_stale_trials()
         with budget_lock(self.settings.storage, self.study_name):
             trials = self.study.get_trials(deepcopy=False)
             self._asked_after = trials
             if budget_met(trials, n_trials):
                 return None
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            trial_id = self.study._pop_waiting_trial_id() if waiting else None
+            trial_id = self._claim_waiting(trials)
             if trial_id is None:
                 try:
                     # through the study's storage (Optuna's cache over an RDB), which must know the new trial
@@ -84,6 +86,30 @@ class BudgetedAsk:
             )
         self.study._thread_local.cached_all_trials = None  # as Study.ask: the sampler reads the storage afresh
         return optuna.Trial(self.study, trial_id)
+
+    def _fail_stale_trials(self) -> None:
+        """Fail (and re-queue) trials whose worker stopped beating, at most once a heartbeat interval: a
+        trial turns stale only after a grace period of several intervals, and the check is a query."""
+        now = time.monotonic()
+        if now < self._next_stale_check:
+            return
+        optuna.storages.fail_stale_trials(self.study)
+        self._next_stale_check = now + (self.storage.get_heartbeat_interval() or 0)
+
+    def _claim_waiting(self, trials: list[FrozenTrial]) -> int | None:
+        """The first queued trial this worker could turn RUNNING, from the trials just read (Optuna's
+        `_pop_waiting_trial_id` reads them all again); None when none waits."""
+        storage = self.study._storage
+        for trial in trials:
+            if trial.state != TrialState.WAITING:
+                continue
+            try:
+                # False, or an error, when another worker took it first (the lock is hpo's, not every writer's)
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
 
     def _wait_for_running(self, n_trials: int | None, expired: Callable[[], bool]) -> optuna.Trial | None:
         """The budget is used up but other workers' trials still run: one worker stays to re-run any that die.

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import optuna
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig, check_study_name, study_to_yaml
@@ -182,7 +183,7 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
 
     def _run_trial(self, trial: optuna.Trial, summary: RunSummary) -> TrialState:
         with heartbeat(self.storage, trial):
-            system_attrs = self.storage.get_trial_system_attrs(trial._trial_id)
+            system_attrs = trial._cached_frozen_trial.system_attrs  # as read when the trial was handed out
             retried_from = system_attrs.get(RETRIED_SYSTEM_ATTR)
             if retried_from is not None:
                 # A re-queued copy inherits the failed trial's user attributes; its own come below.
@@ -319,7 +320,8 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
         """Tell Optuna. GridSampler calls `study.stop()` once every grid point is taken, which raises
         outside `study.optimize` (after the trial is stored): honour it by ending the loop instead."""
         try:
-            self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+            # Study.tell less its last step, which reads the finished trial back only to return it
+            _tell_with_warning(self.study, trial, values if state == TrialState.COMPLETE else None, state=state)
         except RuntimeError as exc:
             if "Study.stop" not in str(exc):
                 raise

@@ -142,7 +142,7 @@ class Connection:
 
     @functools.cached_property
     def _table_writer(self) -> TableWriter | None:
-        """Probed the first time a run's records are sent (on the sender thread), then kept."""
+        """Probed the first time a run's records are sent, then kept."""
         return TableWriter.for_store(self.tracking_uri)
 
     @property

@@ -70,6 +70,8 @@ class RunWriter(Connection):
         metrics = [Metric(k, float(v), stamp, step) for k, v in summary.metrics().items()]
         tags = [RunTag(k, redact(v)[:PARAM_VALUE_LIMIT]) for k, v in summary.tags().items()]
         tags.append(RunTag(NOTE_TAG, study_note(config_yaml, summary=summary.text())))
+        if self._write_tables(run_id, metrics, tags=tags):
+            return
         self._call(
             "update the study run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         )

@@ -58,7 +58,7 @@ class TableWriter:
             return None  # not a database URL (an MLflow server, a folder)
         if scheme not in _DIALECTS:
             return None
-        # One connection, kept: only the tracker's sender thread writes runs.
+        # One connection, kept: the tracker's writes (mostly its sender thread's) take turns on it.
         # SQLite waits for another writer as long as MLflow's own sessions do (busy_timeout 20 s).
         connect_args = {"connect_timeout": 5} if scheme == "postgresql" else {"timeout": 20}
         engine = sqlalchemy.create_engine(tracking_uri, pool_size=1, max_overflow=0, connect_args=connect_args)
