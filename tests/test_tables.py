@@ -194,3 +194,55 @@ def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) 
     assert writer.write(run_id, [], tags=[RunTag("a", "b")], status="FAILED", end_time=5) is False
     assert client.get_run(run_id).info.status == "RUNNING"
     writer._engine.dispose()
+
+
+def _created_as_mlflow_creates(url: str) -> None:
+    client = open_client(url)
+    writer = TableWriter.for_store(url)
+    assert writer is not None
+    experiment_id = client.create_experiment("opening", artifact_location="file:///tmp/hpo-tables-test")
+    tags = {"mlflow.parentRunId": "p" * 32, "hpo.role": "trial", "optuna.trial_number": "3"}
+    by_mlflow = client.create_run(experiment_id, tags=tags, run_name="trial-0003").info.run_id
+    location = client.get_experiment(experiment_id).artifact_location
+    created = writer.create_run(experiment_id, location, run_name="trial-0003", tags=tags, start_time=7)
+    assert created is not None
+    by_hpo, artifact_uri = created
+    columns = "name, experiment_id, source_type, source_name, entry_point_name, user_id, status, end_time, "
+    columns += "deleted_time, source_version, lifecycle_stage"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        for sql in (
+            f"SELECT {columns} FROM runs WHERE run_uuid = :run",
+            "SELECT key, value FROM tags WHERE run_uuid = :run",
+        ):
+            assert _table(engine, sql, by_hpo) == _table(engine, sql, by_mlflow), sql
+    finally:
+        engine.dispose()
+    mlflow_run, hpo_run = (client.get_run(r) for r in (by_mlflow, by_hpo))
+    assert hpo_run.info.artifact_uri == artifact_uri == mlflow_run.info.artifact_uri.replace(by_mlflow, by_hpo)
+    assert (
+        hpo_run.info.start_time == 7
+        and hpo_run.info.run_name == "trial-0003"
+        and hpo_run.data.tags == {**mlflow_run.data.tags}
+    )
+    # what MLflow does with the run next takes it as its own
+    client.log_batch(by_hpo, metrics=BATCHES[0], params=PARAMS[:1], synchronous=True)
+    client.set_terminated(by_hpo)
+    assert client.get_run(by_hpo).info.status == "FINISHED"
+    client.delete_experiment(experiment_id)
+    assert writer.create_run(experiment_id, location, run_name="x", tags={}, start_time=7) is None
+    assert writer.create_run("999999", location, run_name="x", tags={}, start_time=7) is None
+    assert len(client.search_runs([experiment_id], run_view_type=3)) == 2, "nothing written by a refused create"
+    writer._engine.dispose()
+
+
+def test_a_run_opens_as_mlflows_client_opens_it_on_sqlite(tmp_path: Path) -> None:
+    # The run's row and tags equal what MLflow's create_run writes, its artifact URI is where MLflow puts
+    # it, and a deleted or missing experiment gets no run (MLflow's client then answers).
+    _created_as_mlflow_creates(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.postgres
+def test_a_run_opens_as_mlflows_client_opens_it_on_postgres(pg_url: Callable[[str], str]) -> None:
+    # The same on PostgreSQL, where a missing experiment is the foreign key's refusal.
+    _created_as_mlflow_creates(pg_url("opening"))

@@ -140,6 +140,31 @@ class Connection:
         )
         return self._call("log metrics" if status is None else "close the trial run", write)
 
+    def _create_run(self, what: str, *, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
+        """A new run of the study's experiment: its id and artifact URI. Written straight into a database
+        store's tables where that applies (:mod:`._tables`), else by MLflow's client."""
+        writer = self._table_writer
+        if writer is not None:
+            create = functools.partial(
+                writer.create_run,
+                self.experiment_id,
+                self._artifact_location_of_experiment,
+                run_name=run_name,
+                tags=tags,
+                start_time=now_ms(),
+            )
+            created = self._call(what, create)
+            if created is not None:
+                return created
+        run = self._call(what, lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=run_name))
+        return run.info.run_id, run.info.artifact_uri
+
+    @functools.cached_property
+    def _artifact_location_of_experiment(self) -> str:
+        """Where the experiment's runs keep their files (each in a folder of its own), as MLflow reads it."""
+        experiment = self._call("read the experiment", lambda: self.client.get_experiment(self.experiment_id))
+        return str(experiment.artifact_location)
+
     @functools.cached_property
     def _table_writer(self) -> TableWriter | None:
         """Probed the first time a run's records are sent, then kept."""

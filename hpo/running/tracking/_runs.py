@@ -54,11 +54,7 @@ class RunWriter(Connection):
         """The parent run: tag hpo.role=study and the resolved study file (credentials redacted), as an
         artifact and as the run's description."""
         all_tags = {ROLE: "study", "optuna.study_name": study_name, NOTE_TAG: study_note(config_yaml), **(tags or {})}
-        run = self._call(
-            "create the study run",
-            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=study_name),
-        )
-        run_id = run.info.run_id
+        run_id, _ = self._create_run("create the study run", run_name=study_name, tags=all_tags)
         self._call("store the study file", lambda: self.client.log_text(run_id, redact(config_yaml), "study.yaml"))
         return run_id
 
@@ -123,11 +119,7 @@ class RunWriter(Connection):
     ) -> str:
         """Open the trial's child run with its tags and every hyperparameter as a param."""
         tags = _trial_run_tags(parent_run_id, study_name, trial_number, seed, extra_tags)
-        run = self._call(
-            "open the trial run",
-            lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
-        )
-        run_id = run.info.run_id
+        run_id, _ = self._create_run("open the trial run", run_name=f"trial-{trial_number:04d}", tags=tags)
         self.log_params(run_id, params)
         return run_id
 
@@ -149,12 +141,9 @@ class RunWriter(Connection):
         run = TrialRun(self, as_params(params))
 
         def open_run() -> str:
-            created = self._call(
-                "open the trial run",
-                lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{trial_number:04d}"),
+            run_id, run.artifact_uri = self._create_run(
+                "open the trial run", run_name=f"trial-{trial_number:04d}", tags=tags
             )
-            run_id = created.info.run_id
-            run.artifact_uri = created.info.artifact_uri
             if on_open is not None:
                 on_open(run_id)
             return run_id
@@ -235,10 +224,8 @@ class RunWriter(Connection):
         all_tags = {ROLE: role, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self._call(
-            "create a run", lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
-        )
-        return run.info.run_id
+        run_id, _ = self._create_run("create a run", run_name=run_name, tags=all_tags)
+        return run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
         stamp = now_ms()

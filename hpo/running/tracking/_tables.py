@@ -17,14 +17,16 @@ checks the rows equal what MLflow's client writes.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.entities import Metric, Param, RunStatus, RunTag, SourceType
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
+from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_metric, _validate_param, _validate_param_keys_unique, _validate_tag
 
 from hpo.running.databases import MLFLOW, alembic_heads
@@ -38,7 +40,15 @@ class TableWriter:
     install's MLflow revision."""
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlExperiment,
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlRun,
+            SqlTag,
+        )
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         self._engine = engine
         self._metrics: sqlalchemy.Table = SqlMetric.__table__
@@ -46,6 +56,8 @@ class TableWriter:
         self._params: sqlalchemy.Table = SqlParam.__table__
         self._tags: sqlalchemy.Table = SqlTag.__table__
         self._runs: sqlalchemy.Table = SqlRun.__table__
+        self._experiments: sqlalchemy.Table = SqlExperiment.__table__
+        self._artifacts_folder: str = SqlAlchemyStore.ARTIFACTS_FOLDER_NAME  # a run's files, in its experiment's
         self._valid_keys: set[str] = set()
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -120,6 +132,52 @@ class TableWriter:
         except sqlalchemy.exc.IntegrityError:
             return False  # no such run (PostgreSQL checks the foreign key): MLflow's request says so
         return True
+
+    def create_run(
+        self, experiment_id: str, artifact_location: str, *, run_name: str, tags: dict[str, str], start_time: int
+    ) -> tuple[str, str] | None:
+        """A new RUNNING run with `tags`, as MLflow's `create_run` makes it: its id and artifact URI, or None
+        (nothing written) when the experiment is not active or a tag names the run otherwise."""
+        if tags.get(MLFLOW_RUN_NAME, run_name) != run_name:
+            return None  # MLflow refuses the two names
+        run_id = uuid.uuid4().hex
+        artifact_uri = append_to_uri_path(artifact_location, run_id, self._artifacts_folder)
+        row = {
+            "run_uuid": run_id,
+            "name": run_name,
+            "artifact_uri": artifact_uri,
+            "experiment_id": int(experiment_id),
+            "source_type": SourceType.to_string(SourceType.UNKNOWN),
+            "source_name": "",
+            "entry_point_name": "",
+            "user_id": tags.get(MLFLOW_USER, "unknown"),
+            "status": RunStatus.to_string(RunStatus.RUNNING),
+            "start_time": start_time,
+            "end_time": None,
+            "deleted_time": None,
+            "source_version": "",
+            "lifecycle_stage": "active",
+        }
+        experiments = self._experiments
+        named = {MLFLOW_RUN_NAME: run_name, **tags}
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sqlalchemy.insert(self._runs), [row])
+                conn.execute(
+                    sqlalchemy.insert(self._tags),
+                    [{"run_uuid": run_id, "key": k, "value": v} for k, v in named.items()],
+                )
+                stage = conn.execute(
+                    sqlalchemy.select(experiments.c.lifecycle_stage).where(
+                        experiments.c.experiment_id == int(experiment_id)
+                    )
+                ).scalar()
+                if stage != "active":
+                    conn.rollback()
+                    return None
+        except sqlalchemy.exc.IntegrityError:
+            return None  # no such experiment (PostgreSQL checks the foreign key): MLflow's create_run says so
+        return run_id, artifact_uri
 
     def _active(self, conn: sqlalchemy.Connection, run_id: str) -> bool:
         runs = self._runs
