@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from hpo.running.tracking._connection import open_client
-from hpo.running.tracking._tables import TableWriter
+from hpo.running.tracking._tables import MlflowTables
 
 # Batches as a trial's sender and closing batch send them, and the cases MLflow's store decides:
 # a NaN and both infinities, a metric repeated within a batch, a batch sent twice (a retried request),
@@ -50,7 +50,7 @@ def _rows(engine: sqlalchemy.Engine, table: str, run_id: str) -> list[tuple[Any,
 
 def _same_as_mlflow(url: str) -> None:
     client = open_client(url)
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None, "a store at this install's MLflow revision takes curves directly"
     experiment = client.create_experiment("curves")
     by_mlflow, by_hpo = (client.create_run(experiment).info.run_id for _ in range(2))
@@ -89,13 +89,13 @@ def test_rows_equal_mlflows_own_on_postgres(pg_url: Callable[[str], str]) -> Non
 def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> None:
     # An MLflow server, a database at another MLflow revision, a deleted run: MLflow's own requests
     # apply (no writer, or nothing written and False, so the caller's log_batch gives MLflow's answer).
-    assert TableWriter.for_store("http://127.0.0.1:5000") is None
+    assert MlflowTables.for_store("http://127.0.0.1:5000") is None
     url = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client: MlflowClient = open_client(url)
     experiment = client.create_experiment("curves")
     deleted = client.create_run(experiment).info.run_id
     client.delete_run(deleted)
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None
     assert writer.write(deleted, BATCHES[0]) is False
     assert client.get_metric_history(deleted, "loss") == []
@@ -104,7 +104,7 @@ def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> 
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'from-another-mlflow'"))
     engine.dispose()
-    assert TableWriter.for_store(url) is None
+    assert MlflowTables.for_store(url) is None
 
 
 def test_a_bad_metric_name_is_refused_as_mlflow_refuses_it(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_a_bad_metric_name_is_refused_as_mlflow_refuses_it(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = open_client(url)
     run_id = client.create_run(client.create_experiment("curves")).info.run_id
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None
     with pytest.raises(MlflowException) as refused:
         writer.write(run_id, [Metric("val loss/../x", 1.0, 1, 0)])
@@ -134,7 +134,7 @@ def _table(engine: sqlalchemy.Engine, sql: str, run_id: str) -> list[tuple[Any, 
 
 def _closed_as_mlflow_closes(url: str) -> None:
     client = open_client(url)
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None
     experiment = client.create_experiment("closing")
     by_mlflow, by_hpo = (client.create_run(experiment, tags={"optuna.state": "RUNNING"}).info.run_id for _ in range(2))
@@ -179,7 +179,7 @@ def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = open_client(url)
     run_id = client.create_run(client.create_experiment("closing")).info.run_id
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None
     assert writer.write(run_id, [], params=[Param("lr", "0.01")]) is True
     assert writer.write(run_id, BATCHES[0], params=[Param("lr", "0.1")], status="FINISHED", end_time=5) is False
@@ -198,7 +198,7 @@ def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) 
 
 def _created_as_mlflow_creates(url: str) -> None:
     client = open_client(url)
-    writer = TableWriter.for_store(url)
+    writer = MlflowTables.for_store(url)
     assert writer is not None
     experiment_id = client.create_experiment("opening", artifact_location="file:///tmp/hpo-tables-test")
     tags = {"mlflow.parentRunId": "p" * 32, "hpo.role": "trial", "optuna.trial_number": "3"}
@@ -229,6 +229,13 @@ def _created_as_mlflow_creates(url: str) -> None:
     client.log_batch(by_hpo, metrics=BATCHES[0], params=PARAMS[:1], synchronous=True)
     client.set_terminated(by_hpo)
     assert client.get_run(by_hpo).info.status == "FINISHED"
+    # found by tag as MLflow's search finds them (every tag must match; a deleted run is not found)
+    searched = client.search_runs([experiment_id], filter_string="tags.`hpo.role` = 'trial'")
+    found = writer.tagged_runs(experiment_id, {"hpo.role": "trial", "optuna.trial_number": "3"})
+    assert sorted(found) == sorted((r.info.run_id, r.info.artifact_uri) for r in searched) and len(found) == 2
+    assert writer.tagged_runs(experiment_id, {"hpo.role": "trial", "optuna.trial_number": "4"}) == []
+    client.delete_run(by_mlflow)
+    assert writer.tagged_runs(experiment_id, {"hpo.role": "trial"}) == [(by_hpo, artifact_uri)]
     client.delete_experiment(experiment_id)
     assert writer.create_run(experiment_id, location, run_name="x", tags={}, start_time=7) is None
     assert writer.create_run("999999", location, run_name="x", tags={}, start_time=7) is None

@@ -109,12 +109,11 @@ class CheckpointKeeping:
         keep = {t.user_attrs.get(RUN_ID_ATTR) for t in ranked[: k - 1]}  # the new trial takes the k-th place
         below = {t.user_attrs.get(RUN_ID_ATTR): t for t in ranked[k - 1 :] if self._better_count([t], value) == 0}
         try:
-            for run in self.tracker.search_runs({CHECKPOINT_TAG: "kept"}):
-                run_id = run.info.run_id
+            for run_id, artifact_uri in self.tracker.tagged_runs({CHECKPOINT_TAG: "kept"}):
                 trial = below.get(run_id)
                 # the front is checked for the ~k runs still holding a checkpoint only, not for every trial
                 if trial is not None and run_id not in keep and not self._on_pareto_front(trial.values, done):
-                    self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=run.info.artifact_uri)
+                    self.tracker.delete_artifacts(run_id, "checkpoint", artifact_uri=artifact_uri)
                     self.tracker.set_tags(run_id, {CHECKPOINT_TAG: "deleted"})
         except TrackingUnavailable:
             return

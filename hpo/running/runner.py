@@ -55,7 +55,7 @@ from hpo.running.search_space import suggest
 from hpo.running.setup import StudySetup
 from hpo.running.signals import Interrupted, StopSignals, heartbeat, will_retry
 from hpo.running.storage import requeue
-from hpo.running.summary import RunSummary, best_text, fill_best, study_summary, summary_reason
+from hpo.running.summary import RunSummary, best_known_text, best_text, fill_best, study_summary, summary_reason
 from hpo.running.tracking import Tracker, TrackingUnavailable, TrialRun
 from hpo.running.trial import BadResult, EpochRecorder, TrialTraining, describe_failure, epoch_budget, summary_metrics
 from hpo.running.workers import default_workers, default_workers_env, visible_gpus
@@ -312,7 +312,12 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
         else:
             summary.failed += 1
         self.progress.trial_finished(
-            trial.number, state.name, values, reason=reason, best=self.best_text(), requeued=requeued
+            trial.number,
+            state.name,
+            values,
+            reason=reason,
+            best=best_known_text(self.study, self.config, self._asked_after, number=trial.number, values=values),
+            requeued=requeued,
         )
         return state
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.running.meta import REASON_ATTR
@@ -57,9 +57,31 @@ def best_text(study: optuna.Study, config: StudyConfig) -> str | None:
         if config.is_multi_objective:
             return f"{len(study.best_trials)} on the Pareto front"
         best = study.best_trial
-        return f"{config.metrics[0]}={best.value:.4g} (trial {best.number})"
+        return _best_words(config, best.values[0], best.number)
     except ValueError:
         return None
+
+
+def best_known_text(
+    study: optuna.Study, config: StudyConfig, trials: list[FrozenTrial], *, number: int, values: list[float] | None
+) -> str | None:
+    """:func:`best_text` from trials already read and trial `number`'s `values` (None unless it completed),
+    without a query: what a worker shows after each trial (another worker's trial finished since the
+    read shows after this worker's next one). The Pareto front is counted by Optuna."""
+    if config.is_multi_objective:
+        return best_text(study, config)
+    known = [(t.values[0], t.number) for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if values:
+        known.append((values[0], number))
+    if not known:
+        return None
+    sign = -1 if config.directions[0] == "maximize" else 1
+    value, best = min(known, key=lambda k: (sign * k[0], k[1]))
+    return _best_words(config, value, best)
+
+
+def _best_words(config: StudyConfig, value: float, number: int) -> str:
+    return f"{config.metrics[0]}={value:.4g} (trial {number})"
 
 
 def fill_best(summary: RunSummary, study: optuna.Study, config: StudyConfig) -> None:
@@ -74,4 +96,4 @@ def fill_best(summary: RunSummary, study: optuna.Study, config: StudyConfig) -> 
         pass
 
 
-__all__ = ["RunSummary", "best_text", "fill_best", "study_summary", "summary_reason"]
+__all__ = ["RunSummary", "best_known_text", "best_text", "fill_best", "study_summary", "summary_reason"]

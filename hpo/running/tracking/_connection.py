@@ -22,7 +22,7 @@ from hpo.errors import ServiceError
 from hpo.running.databases import MLFLOW, first_line, prepared_database
 from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from hpo.running.tracking._sender import Sender, now_ms
-from hpo.running.tracking._tables import TableWriter
+from hpo.running.tracking._tables import MlflowTables
 
 logger = logging.getLogger("hpo.running.tracking")
 T = TypeVar("T")
@@ -127,23 +127,24 @@ class Connection:
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
         status: str | None = None,
+        what: str = "log metrics",
     ) -> bool:
         """Write a run's records straight into a database store's tables (:mod:`._tables`: a few statements
         instead of MLflow's ORM objects and sessions); False where that does not apply and nothing was
         written, so the caller sends them through MLflow's client."""
-        writer = self._table_writer
+        writer = self._tables
         if writer is None:
             return False
         end_time = now_ms() if status is not None else None
         write = functools.partial(
             writer.write, run_id, metrics, params=params, tags=tags, status=status, end_time=end_time
         )
-        return self._call("log metrics" if status is None else "close the trial run", write)
+        return self._call(what, write)
 
     def _create_run(self, what: str, *, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
         """A new run of the study's experiment: its id and artifact URI. Written straight into a database
         store's tables where that applies (:mod:`._tables`), else by MLflow's client."""
-        writer = self._table_writer
+        writer = self._tables
         if writer is not None:
             create = functools.partial(
                 writer.create_run,
@@ -166,9 +167,9 @@ class Connection:
         return str(experiment.artifact_location)
 
     @functools.cached_property
-    def _table_writer(self) -> TableWriter | None:
+    def _tables(self) -> MlflowTables | None:
         """Probed the first time a run's records are sent, then kept."""
-        return TableWriter.for_store(self.tracking_uri)
+        return MlflowTables.for_store(self.tracking_uri)
 
     @property
     def experiment_id(self) -> str:

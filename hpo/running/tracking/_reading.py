@@ -37,6 +37,14 @@ class RunReader(Connection):
             if not token or len(runs) >= max_results:
                 return runs
 
+    def tagged_runs(self, tags: dict[str, str]) -> list[tuple[str, str]]:
+        """The experiment's active runs with these tag values, as (run id, artifact URI): one query where hpo
+        holds the tracking database (:mod:`._tables`), else MLflow's search."""
+        tables = self._tables
+        if tables is not None:
+            return self._call("search runs", functools.partial(tables.tagged_runs, self.experiment_id, tags))
+        return [(run.info.run_id, run.info.artifact_uri) for run in self.search_runs(tags)]
+
 
 def read_run_json(tracking_uri: str, run_id: str, artifact_file: str) -> dict[str, Any] | None:
     """A JSON artifact of a run (None when the run has no such file)."""

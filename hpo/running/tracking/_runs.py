@@ -66,7 +66,7 @@ class RunWriter(Connection):
         metrics = [Metric(k, float(v), stamp, step) for k, v in summary.metrics().items()]
         tags = [RunTag(k, redact(v)[:PARAM_VALUE_LIMIT]) for k, v in summary.tags().items()]
         tags.append(RunTag(NOTE_TAG, study_note(config_yaml, summary=summary.text())))
-        if self._write_tables(run_id, metrics, tags=tags):
+        if self._write_tables(run_id, metrics, tags=tags, what="update the study run"):
             return
         self._call(
             "update the study run", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
@@ -208,7 +208,7 @@ class RunWriter(Connection):
             run_tags.append(RunTag(REASON_ATTR, redact(reason)[:4000]))
             run_tags.append(RunTag("mlflow.note.content", redact(f"{state}: {reason}")[:4000]))
         status = STATE_TO_STATUS[state]
-        if self._write_tables(run_id, metrics, params=params, tags=run_tags, status=status):
+        if self._write_tables(run_id, metrics, params=params, tags=run_tags, status=status, what="close the trial run"):
             return
         for batch_metrics, batch_params, batch_tags in batches(metrics, params, run_tags):
             log = functools.partial(self.client.log_batch, run_id, synchronous=True)
@@ -235,6 +235,8 @@ class RunWriter(Connection):
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         entries = [RunTag(k, redact(str(v))) for k, v in tags.items()]
+        if self._write_tables(run_id, [], tags=entries, what="set tags"):
+            return
         self._call("set tags", lambda: self.client.log_batch(run_id, tags=entries, synchronous=True))
 
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:

@@ -35,9 +35,9 @@ _DIALECTS = ("sqlite", "postgresql")
 _LARGEST_FLOAT = 1.7976931348623157e308  # what MLflow's store writes for an infinity (SQL has none)
 
 
-class TableWriter:
-    """Writes a run's metrics, params, tags and status straight into a database tracking store at this
-    install's MLflow revision."""
+class MlflowTables:
+    """A database tracking store at this install's MLflow revision, reached without MLflow's ORM: runs
+    created, their metrics, params, tags and status written, and runs found by tag."""
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         from mlflow.store.tracking.dbmodels.models import (
@@ -62,7 +62,7 @@ class TableWriter:
         self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
-    def for_store(cls, tracking_uri: str) -> TableWriter | None:
+    def for_store(cls, tracking_uri: str) -> MlflowTables | None:
         """A writer for this tracking URI, or None where only MLflow's own requests apply."""
         try:
             scheme = sqlalchemy.engine.make_url(tracking_uri).get_backend_name()
@@ -178,6 +178,19 @@ class TableWriter:
         except sqlalchemy.exc.IntegrityError:
             return None  # no such experiment (PostgreSQL checks the foreign key): MLflow's create_run says so
         return run_id, artifact_uri
+
+    def tagged_runs(self, experiment_id: str, tags: dict[str, str]) -> list[tuple[str, str]]:
+        """The experiment's active runs holding every one of `tags`: (run id, artifact URI) each, as MLflow's
+        `search_runs` finds them with a tag filter, in one query."""
+        runs, table = self._runs, self._tags
+        query = sqlalchemy.select(runs.c.run_uuid, runs.c.artifact_uri).where(
+            runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active"
+        )
+        for key, value in tags.items():
+            holding = sqlalchemy.select(table.c.run_uuid).where(table.c.key == key, table.c.value == value)
+            query = query.where(runs.c.run_uuid.in_(holding))
+        with self._engine.connect() as conn:
+            return [(run_id, uri) for run_id, uri in conn.execute(query.order_by(runs.c.start_time.desc()))]
 
     def _active(self, conn: sqlalchemy.Connection, run_id: str) -> bool:
         runs = self._runs
@@ -302,4 +315,4 @@ def _recency(row: dict[str, Any]) -> tuple[int, int, float]:
     return row["step"], row["timestamp"], row["value"]
 
 
-__all__ = ["TableWriter"]
+__all__ = ["MlflowTables"]
