@@ -316,7 +316,13 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
             state.name,
             values,
             reason=reason,
-            best=best_known_text(self.study, self.config, self._asked_after, number=trial.number, values=values),
+            best=best_known_text(
+                self.study,
+                self.config,
+                self._asked_after,
+                number=trial.number,
+                values=values if state == TrialState.COMPLETE else None,
+            ),
             requeued=requeued,
         )
         return state
