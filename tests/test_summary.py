@@ -15,9 +15,7 @@ def _trials(values: list[float | None]) -> list[optuna.trial.FrozenTrial]:
     trials = []
     for number, value in enumerate(values):
         state = TrialState.COMPLETE if value is not None else TrialState.FAIL
-        trial = create_trial(
-            state=state, value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}
-        )
+        trial = create_trial(state=state, value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)})
         trial.number = number
         trials.append(trial)
     return trials
