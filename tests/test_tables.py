@@ -39,6 +39,15 @@ BATCHES = [
 ]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh MLflow tracking database on each backend hpo writes directly (PostgreSQL's skips without it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    make: Callable[[str], str] = request.getfixturevalue("pg_url")
+    return make("tables")
+
+
 def _rows(engine: sqlalchemy.Engine, table: str, run_id: str) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -75,15 +84,10 @@ def _same_as_mlflow(url: str) -> None:
     ]
 
 
-def test_rows_equal_mlflows_own_on_sqlite(tmp_path: Path) -> None:
-    # Every row of `metrics` and `latest_metrics`, and what MLflow reads back, as if log_batch had written them.
-    _same_as_mlflow(f"sqlite:///{tmp_path / 'mlflow.db'}")
-
-
-@pytest.mark.postgres
-def test_rows_equal_mlflows_own_on_postgres(pg_url: Callable[[str], str]) -> None:
-    # The same on PostgreSQL, where the existing latest rows are locked while they are compared.
-    _same_as_mlflow(pg_url("curves"))
+def test_rows_equal_mlflows_own(store_url: str) -> None:
+    # Every row of `metrics` and `latest_metrics`, and what MLflow reads back, as if log_batch had written
+    # them (on PostgreSQL the existing latest rows are locked while they are compared).
+    _same_as_mlflow(store_url)
 
 
 def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> None:
@@ -162,15 +166,10 @@ def _closed_as_mlflow_closes(url: str) -> None:
     assert hpo_run.data.tags["optuna.state"] == "COMPLETE" and len(hpo_run.data.tags["hpo.checkpoint"]) == 8000
 
 
-def test_a_run_closes_as_mlflows_client_closes_it_on_sqlite(tmp_path: Path) -> None:
-    # Params, tags, the status and the curve in one transaction: the same rows as log_batch + set_terminated.
-    _closed_as_mlflow_closes(f"sqlite:///{tmp_path / 'mlflow.db'}")
-
-
-@pytest.mark.postgres
-def test_a_run_closes_as_mlflows_client_closes_it_on_postgres(pg_url: Callable[[str], str]) -> None:
-    # The same on PostgreSQL (tags replaced through its ON CONFLICT, the run's foreign keys checked).
-    _closed_as_mlflow_closes(pg_url("closing"))
+def test_a_run_closes_as_mlflows_client_closes_it(store_url: str) -> None:
+    # Params, tags, the status and the curve in one transaction: the same rows as log_batch + set_terminated
+    # (tags replaced through each database's ON CONFLICT).
+    _closed_as_mlflow_closes(store_url)
 
 
 def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) -> None:
@@ -243,13 +242,8 @@ def _created_as_mlflow_creates(url: str) -> None:
     writer._engine.dispose()
 
 
-def test_a_run_opens_as_mlflows_client_opens_it_on_sqlite(tmp_path: Path) -> None:
+def test_a_run_opens_as_mlflows_client_opens_it(store_url: str) -> None:
     # The run's row and tags equal what MLflow's create_run writes, its artifact URI is where MLflow puts
-    # it, and a deleted or missing experiment gets no run (MLflow's client then answers).
-    _created_as_mlflow_creates(f"sqlite:///{tmp_path / 'mlflow.db'}")
-
-
-@pytest.mark.postgres
-def test_a_run_opens_as_mlflows_client_opens_it_on_postgres(pg_url: Callable[[str], str]) -> None:
-    # The same on PostgreSQL, where a missing experiment is the foreign key's refusal.
-    _created_as_mlflow_creates(pg_url("opening"))
+    # it, runs are found by tag as MLflow's search finds them, and a deleted or missing experiment gets no
+    # run (MLflow's client then answers; on PostgreSQL the foreign key refuses the missing one).
+    _created_as_mlflow_creates(store_url)
