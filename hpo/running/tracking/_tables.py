@@ -106,29 +106,22 @@ class MlflowTables:
         checked_params = [_validate_param(p.key, p.value) for p in params]  # names checked, long values cut
         _validate_param_keys_unique(checked_params)
         checked_tags = {t.key: t.value for t in (_validate_tag(t.key, t.value) for t in tags)}  # the last one wins
+        ended = RunStatus.to_string(RunStatus.from_string(status)) if status is not None else None  # MLflow's names
         rows = _rows(run_id, metrics)
         try:
             with self._engine.begin() as conn:
-                # A write comes first: a SQLite transaction that read first cannot always become a writer
-                # once another process has written (WAL), where one that writes first waits its turn.
-                if status is not None:
-                    if not self._end_run(conn, run_id, status, end_time):
-                        conn.rollback()
-                        return False
-                    if rows:
-                        conn.execute(self._insert_new_rows(), rows)
-                else:
-                    if rows:
-                        conn.execute(self._insert_new_rows(), rows)
-                    if not self._active(conn, run_id):
-                        conn.rollback()
-                        return False
+                # Writes come first: a SQLite transaction that read first cannot always become a writer once
+                # another process has written (WAL), where one that writes first waits its turn.
                 if rows:
-                    self._update_latest(conn, run_id, rows)
-                if not self._add_params(conn, run_id, checked_params):
+                    conn.execute(self._insert_new_rows(), rows)
+                self._set_tags(conn, run_id, checked_tags)
+                if not self._active(conn, run_id) or not self._add_params(conn, run_id, checked_params):
                     conn.rollback()
                     return False
-                self._set_tags(conn, run_id, checked_tags)
+                if rows:
+                    self._update_latest(conn, run_id, rows)
+                if ended is not None:
+                    self._end_run(conn, run_id, ended, end_time)
         except sqlalchemy.exc.IntegrityError:
             return False  # no such run (PostgreSQL checks the foreign key): MLflow's request says so
         return True
@@ -197,16 +190,13 @@ class MlflowTables:
         stage = conn.execute(sqlalchemy.select(runs.c.lifecycle_stage).where(runs.c.run_uuid == run_id)).scalar()
         return stage == "active"
 
-    def _end_run(self, conn: sqlalchemy.Connection, run_id: str, status: str, end_time: int | None) -> bool:
-        """The run's status and end time, if it is an active run (MLflow's `update_run_info`)."""
+    def _end_run(self, conn: sqlalchemy.Connection, run_id: str, status: str, end_time: int | None) -> None:
+        """The run's status and end time (MLflow's `update_run_info`)."""
         runs = self._runs
-        values: dict[str, Any] = {"status": RunStatus.to_string(RunStatus.from_string(status))}
+        values: dict[str, Any] = {"status": status}
         if end_time is not None:
             values["end_time"] = end_time
-        ended = conn.execute(
-            sqlalchemy.update(runs).where(runs.c.run_uuid == run_id, runs.c.lifecycle_stage == "active").values(values)
-        )
-        return ended.rowcount == 1
+        conn.execute(sqlalchemy.update(runs).where(runs.c.run_uuid == run_id).values(values))
 
     def _add_params(self, conn: sqlalchemy.Connection, run_id: str, params: list[Param]) -> bool:
         """New params added; one already logged stays if its value is the same, else False (MLflow refuses)."""
