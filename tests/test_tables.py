@@ -48,6 +48,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make("tables")
 
 
+def _sqlite_store_with_a_run(tmp_path: Path) -> tuple[MlflowClient, MlflowTables, str]:
+    """A fresh SQLite tracking store, its direct writer and one active run."""
+    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = open_client(url)
+    run_id = client.create_run(client.create_experiment("tables")).info.run_id
+    writer = MlflowTables.for_store(url)
+    assert writer is not None
+    return client, writer, run_id
+
+
 def _rows(engine: sqlalchemy.Engine, table: str, run_id: str) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -113,11 +123,7 @@ def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> 
 
 def test_a_bad_metric_name_is_refused_as_mlflow_refuses_it(tmp_path: Path) -> None:
     # A plug-in objective may report any name: MLflow's own check applies, nothing is written.
-    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = open_client(url)
-    run_id = client.create_run(client.create_experiment("curves")).info.run_id
-    writer = MlflowTables.for_store(url)
-    assert writer is not None
+    client, writer, run_id = _sqlite_store_with_a_run(tmp_path)
     with pytest.raises(MlflowException) as refused:
         writer.write(run_id, [Metric("val loss/../x", 1.0, 1, 0)])
     assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
@@ -175,11 +181,7 @@ def test_a_run_closes_as_mlflows_client_closes_it(store_url: str) -> None:
 def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) -> None:
     # A changed param, a closed-and-deleted run, a tag that renames the run: nothing is written (not the
     # status either), and False sends the caller to MLflow's client, which refuses or renames as it does.
-    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = open_client(url)
-    run_id = client.create_run(client.create_experiment("closing")).info.run_id
-    writer = MlflowTables.for_store(url)
-    assert writer is not None
+    client, writer, run_id = _sqlite_store_with_a_run(tmp_path)
     assert writer.write(run_id, [], params=[Param("lr", "0.01")]) is True
     assert writer.write(run_id, BATCHES[0], params=[Param("lr", "0.1")], status="FINISHED", end_time=5) is False
     with pytest.raises(MlflowException):

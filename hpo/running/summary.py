@@ -34,10 +34,9 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> StudySummary:
     if config.is_multi_objective:
         result.pareto_size = len(study.best_trials) if counts.get("COMPLETE") else 0
         return result
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
     if complete:
-        sign = -1 if config.directions[0] == "maximize" else 1
-        best = min(complete, key=lambda t: (sign * t.values[0], t.number))
+        best = complete[_best(config, [(t.values[0], n) for n, t in complete.items()])[1]]
         result.best_values, result.best_trial, result.best_params = (
             {config.metrics[0]: float(best.values[0])},
             best.number,
@@ -75,9 +74,13 @@ def best_known_text(
         known.append((values[0], number))
     if not known:
         return None
+    return _best_words(config, *_best(config, known))
+
+
+def _best(config: StudyConfig, known: list[tuple[float, int]]) -> tuple[float, int]:
+    """The best (value, trial number) by the study's first direction; of equals, the first trial."""
     sign = -1 if config.directions[0] == "maximize" else 1
-    value, best = min(known, key=lambda k: (sign * k[0], k[1]))
-    return _best_words(config, value, best)
+    return min(known, key=lambda k: (sign * k[0], k[1]))
 
 
 def _best_words(config: StudyConfig, value: float, number: int) -> str:

@@ -29,8 +29,9 @@ class ArtifactStore(Connection):
         if artifact_uri is None:
             self._call("upload artifacts", lambda: self.client.log_artifacts(run_id, str(directory), artifact_path))
             return
-        repo = self._repository(artifact_uri)
-        self._call("upload artifacts", lambda: repo.log_artifacts(str(directory), artifact_path))
+        self._call(
+            "upload artifacts", lambda: self._repository(artifact_uri).log_artifacts(str(directory), artifact_path)
+        )
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self._call("upload a text artifact", lambda: self.client.log_text(run_id, redact(text), artifact_file))
