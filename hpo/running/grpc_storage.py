@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import GRPC_SCHEME, grpc_address
 from hpo.errors import ServiceError
+from hpo.running.trial_rows import LeanRDBStorage
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
 BUDGET_REFUSED = "hpo: the study's trial budget is used up"
@@ -100,7 +101,7 @@ def connect(url: str, *, field: str = "storage", timeout: float = 10.0, **heartb
     return storage
 
 
-class ProxiedStorage(RDBStorage):
+class ProxiedStorage(LeanRDBStorage):
     """The database behind hpo's proxy: heartbeats recorded in the database, new trials only within the budget."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
@@ -144,23 +145,10 @@ class ProxiedStorage(RDBStorage):
         return created
 
     def _budget_used(self, study_id: int) -> int:
-        """`hpo.running.runner.budget_count` in two SQL counts instead of loading every trial.
+        """Trials that use up the budget, queued ones included, counted in SQL instead of loading every trial."""
+        from hpo.running.budget import BudgetTally
 
-        Every trial counts except a failed one that was re-queued; each re-queue makes exactly one new
-        trial carrying a ``retry_history`` system attribute, so those are subtracted.
-        """
-        import sqlalchemy
-        from optuna.storages._rdb import models
-
-        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
-        total = sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(trials.c.study_id == study_id)
-        retries = (
-            sqlalchemy.select(sqlalchemy.func.count())
-            .select_from(attrs.join(trials, attrs.c.trial_id == trials.c.trial_id))
-            .where(trials.c.study_id == study_id, attrs.c.key == "retry_history")
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(total).scalar_one()) - int(conn.execute(retries).scalar_one())
+        return BudgetTally.read(self.engine, study_id).used()
 
 
 class ProxyServer:

@@ -23,6 +23,7 @@ from hpo.running.progress import Progress
 from hpo.running.resume import Change, compare, describe_refusal
 from hpo.running.storage import MissingStorage, budget_lock, open_storage
 from hpo.running.tracking import Tracker, TrackingUnavailable
+from hpo.running.trial_cache import study_storage
 from hpo.running.workers import WorkerDevice
 
 
@@ -81,7 +82,10 @@ class StudySetup:
         if not create:
             try:
                 study = optuna.load_study(
-                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+                    study_name=self.study_name,
+                    storage=study_storage(self.storage),
+                    sampler=self._sampler,
+                    pruner=self._pruner,
                 )
             except KeyError:
                 raise self._no_such_study() from None
@@ -90,12 +94,15 @@ class StudySetup:
         with budget_lock(self.settings.storage, self.study_name + "/create"):
             try:
                 study = optuna.load_study(
-                    study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+                    study_name=self.study_name,
+                    storage=study_storage(self.storage),
+                    sampler=self._sampler,
+                    pruner=self._pruner,
                 )
             except KeyError:
                 study = optuna.create_study(
                     study_name=self.study_name,
-                    storage=self.storage,
+                    storage=study_storage(self.storage),
                     sampler=self._sampler,
                     pruner=self._pruner,
                     directions=cast("list[Literal['minimize', 'maximize']]", self.config.directions),
@@ -154,7 +161,10 @@ class StudySetup:
             if self.config.execution != file_execution:  # heartbeats and retries as the study was started with
                 self.storage = self._open_storage(create=False)
             study = optuna.load_study(
-                study_name=self.study_name, storage=self.storage, sampler=self._sampler, pruner=self._pruner
+                study_name=self.study_name,
+                storage=study_storage(self.storage),
+                sampler=self._sampler,
+                pruner=self._pruner,
             )
         refused = [c for c in self._changes(study, self.config) if c.field == "data file"]
         if refused:

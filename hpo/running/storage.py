@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from hpo.running.databases import (
     read_sqlite,
 )
 from hpo.running.grpc_storage import HEARTBEAT_ATTR, GrpcStorage, connect
+from hpo.running.trial_rows import LeanRDBStorage, read_trials
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -56,8 +56,10 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Several local processes share one file: wait for the write lock instead of failing at once.
         return {"connect_args": {"timeout": 60}}
-    # Check connections before use (a restarted server), recycle idle ones, keep the pool small per worker.
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 2, "max_overflow": 4}
+    # Check connections before use (a restarted server), recycle idle ones. One connection kept per worker:
+    # with 32 workers on a server allowing 100 (PostgreSQL's default), two each left MLflow's server none;
+    # the heartbeat thread opens a second only when it beats during the main thread's query.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 1, "max_overflow": 4}
     if url.startswith(("postgresql", "postgres")):
         kwargs["connect_args"] = {"connect_timeout": 5}
     return kwargs
@@ -113,9 +115,9 @@ def open_storage(
             reading = None if kwargs else _reading_storage(url, field=field)
             if reading is not None:
                 return reading
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
+            return LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
         with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            return LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
         cause = exc.__cause__ or exc
         if (
@@ -152,7 +154,7 @@ def _reading_storage(url: str, *, field: str) -> _ReadingStorage | None:
     return None
 
 
-class _ReadingStorage(RDBStorage):
+class _ReadingStorage(LeanRDBStorage):
     """Optuna's RDBStorage for a read command on a database found at Optuna's head revision.
 
     RDBStorage's constructor imports alembic, and with it every SQL dialect alembic knows (0.3 s of
@@ -223,73 +225,25 @@ def trial_counts(storage: RDBStorage) -> dict[int, tuple[dict[str, int], Any]]:
 def trials_for_listing(
     storage: RDBStorage, study_name: str, *, user_attrs: tuple[str, ...], system_attrs: tuple[str, ...]
 ) -> list[FrozenTrial]:
-    """Every trial of the study with its state, values, times, params and the attributes named, in five
-    queries and in trial-number order; intermediate values are left out.
+    """Every trial of the study with its state, values, times, params and the attributes named, in trial-number
+    order; intermediate values are left out.
 
     Optuna's `get_trials` loads each trial whole, curves included (30 to 750 values a trial): `hpo status`
     on 10,000 trials spent minutes there. These trials are for showing, not for a sampler.
     """
-    from optuna.distributions import json_to_distribution
     from optuna.storages._rdb import models
 
-    t = models.TrialModel.__table__
-    v = models.TrialValueModel.__table__
-    p = models.TrialParamModel.__table__
-    ua = models.TrialUserAttributeModel.__table__
-    sa = models.TrialSystemAttributeModel.__table__
-    s = models.StudyModel.__table__
-    study_ids = sqlalchemy.select(s.c.study_id).where(s.c.study_name == study_name).scalar_subquery()
-    of_study = sqlalchemy.select(t.c.trial_id).where(t.c.study_id == study_ids)
+    studies, trials = models.StudyModel.__table__, models.TrialModel.__table__
+    study_ids = sqlalchemy.select(studies.c.study_id).where(studies.c.study_name == study_name).scalar_subquery()
     with storage.engine.connect() as conn:
-        rows = conn.execute(
-            sqlalchemy.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete)
-            .where(t.c.study_id == study_ids)
-            .order_by(t.c.number)
-        ).all()
-        values: dict[int, dict[int, float]] = {}
-        for trial_id, objective, value, kind in conn.execute(
-            sqlalchemy.select(v.c.trial_id, v.c.objective, v.c.value, v.c.value_type).where(v.c.trial_id.in_(of_study))
-        ):
-            values.setdefault(trial_id, {})[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
-        params: dict[int, dict[str, Any]] = {}
-        dists: dict[int, dict[str, Any]] = {}
-        parsed: dict[str, Any] = {}
-        for trial_id, name, value, dist_json in conn.execute(
-            sqlalchemy.select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json)
-            .where(p.c.trial_id.in_(of_study))
-            .order_by(p.c.param_id)
-        ):
-            dist = parsed.get(dist_json) or parsed.setdefault(dist_json, json_to_distribution(dist_json))
-            params.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
-            dists.setdefault(trial_id, {})[name] = dist
-        attrs: dict[tuple[str, int], dict[str, Any]] = {}
-        for kind, table, keys in (("user", ua, user_attrs), ("system", sa, system_attrs)):
-            if keys:
-                query = sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json).where(
-                    table.c.trial_id.in_(of_study), table.c.key.in_(keys)
-                )
-                for trial_id, key, value_json in conn.execute(query):
-                    attrs.setdefault((kind, trial_id), {})[key] = json.loads(value_json)
-    trials = []
-    for trial_id, number, state, started, completed in rows:
-        got = values.get(trial_id)
-        trials.append(
-            FrozenTrial(
-                number=number,
-                state=state,
-                value=None,
-                values=[got[i] for i in sorted(got)] if got else None,
-                datetime_start=started,
-                datetime_complete=completed,
-                params=params.get(trial_id, {}),
-                distributions=dists.get(trial_id, {}),
-                user_attrs=attrs.get(("user", trial_id), {}),
-                system_attrs=attrs.get(("system", trial_id), {}),
-                intermediate_values={},
-                trial_id=trial_id,
-            )
+        found = read_trials(
+            conn,
+            trials.c.study_id == study_ids,
+            intermediate_values=False,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
         )
-    return trials
+    return sorted(found, key=lambda t: t.number)
 
 
 @contextlib.contextmanager
@@ -363,9 +317,10 @@ _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
 def _lock_engine(url: str) -> sqlalchemy.Engine:
-    # Two connections: a worker holding `try_lock` still takes `budget_lock` to ask for a trial.
+    # A connection per lock, closed with it: a worker keeps none open between trials (a few milliseconds
+    # to connect, once a trial), and one holding `try_lock` still takes `budget_lock` to ask for a trial.
     if url not in _LOCK_ENGINES:
         _LOCK_ENGINES[url] = sqlalchemy.create_engine(
-            url, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
         )
     return _LOCK_ENGINES[url]

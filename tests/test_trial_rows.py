@@ -1,0 +1,92 @@
+"""hpo.running.trial_rows: trials read as plain rows are the trials Optuna's ORM builds, field for field,
+for every kind of param, value, curve point and attribute; missing trials and studies raise as Optuna's do."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.running.trial_rows import LeanRDBStorage
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    make: Callable[[str], str] = request.getfixturevalue("pg_url")
+    return make("trialrows")
+
+
+def _fill(storage: RDBStorage) -> optuna.Study:
+    """Two objectives, every distribution, curves with nan and infinities, JSON attributes, every state."""
+    study = optuna.create_study(study_name="s", storage=storage, directions=["minimize", "maximize"])
+    study.enqueue_trial({"lr": 0.01})
+    for i, state in enumerate([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        trial.suggest_float("drop", 0.0, 0.5, step=0.1)
+        trial.suggest_int("width", 8, 256, log=True)
+        trial.suggest_int("depth", 1, 9, step=2)
+        trial.suggest_categorical("act", ["relu", "gelu", None, 3])
+        for step, value in enumerate([1.5, math.nan, math.inf, -math.inf, -2.0][: i + 2]):
+            study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        trial.set_user_attr("info", {"i": i, "list": [1, "a", None], "f": 0.5})
+        trial.set_user_attr("name", f"t{i}")
+        study._storage.set_trial_system_attr(trial._trial_id, "fixed:x", [i, i])
+        values = [float(i), math.inf if i == 3 else -float(i)] if state == TrialState.COMPLETE else None
+        study.tell(trial, values, state=state)
+    running = study.ask()
+    running.suggest_float("lr", 1e-4, 1.0, log=True)
+    study.enqueue_trial({"lr": 0.5}, user_attrs={"queued": True})
+    return study
+
+
+def _fields(trial: FrozenTrial) -> str:
+    """Every field, as text: nan compares equal to nan, and a dict's order (the database's) does not count."""
+    fields = {k: sorted(v.items(), key=repr) if isinstance(v, dict) else v for k, v in vars(trial).items()}
+    return repr(sorted(fields.items()))
+
+
+def test_trials_read_as_rows_equal_optunas_trials(storage_url: str) -> None:
+    # Optuna's storage and the lean one read the same database: every way of reading a trial gives the
+    # same trials, in the same order.
+    optunas = RDBStorage(storage_url)
+    study = _fill(optunas)
+    lean = LeanRDBStorage(storage_url)
+    expected = optunas.get_all_trials(study._study_id)
+    assert len(expected) == 6 and {t.state for t in expected} == set(TrialState)
+    assert list(map(_fields, lean.get_all_trials(study._study_id))) == list(map(_fields, expected))
+    for trial in expected:
+        assert _fields(lean.get_trial(trial._trial_id)) == _fields(trial)
+    for states in [(TrialState.COMPLETE,), (TrialState.RUNNING, TrialState.WAITING), ()]:
+        assert list(map(_fields, lean.get_all_trials(study._study_id, states=states))) == list(
+            map(_fields, optunas.get_all_trials(study._study_id, states=states))
+        )
+    ids = [t._trial_id for t in expected]
+    for included, newer_than in [({ids[1], ids[4]}, ids[4]), (set(), ids[3]), ({ids[0]}, -1), (set(ids), ids[-1])]:
+        assert list(map(_fields, lean._get_trials(study._study_id, None, included, newer_than))) == list(
+            map(_fields, optunas._get_trials(study._study_id, None, included, newer_than))
+        )
+    # a study loaded on the lean storage behaves as Optuna's
+    loaded = optuna.load_study(study_name="s", storage=lean)
+    assert list(map(_fields, loaded.best_trials)) == list(map(_fields, study.best_trials))
+    for storage in (optunas, lean):
+        storage.engine.dispose()
+
+
+def test_a_missing_trial_or_study_raises_keyerror_as_optunas(storage_url: str) -> None:
+    # Optuna's callers (the caches, load_study) rely on KeyError for "no such trial/study".
+    lean = LeanRDBStorage(storage_url)
+    study = optuna.create_study(study_name="s", storage=lean)
+    with pytest.raises(KeyError):
+        lean.get_trial(12345)
+    with pytest.raises(KeyError):
+        lean.get_all_trials(study._study_id + 1)
+    assert lean.get_all_trials(study._study_id) == []
+    lean.engine.dispose()
