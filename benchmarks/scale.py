@@ -9,9 +9,12 @@ is measured is hpo's bookkeeping. Each run's study has `n_trials = N x --trials-
 
 Paths: `direct` = every worker opens the PostgreSQL database itself; `grpc` = workers use
 `grpc://127.0.0.1:PORT`, the proxy `hpo server --grpc-port` runs in front of the same database.
+Tracking (`--tracking`): `server` = workers log to `hpo server` over HTTP; `database` = workers are given
+MLflow's PostgreSQL database as their tracking URI and write its tables themselves (the server still serves
+the UI from the same database).
 
-Per run: completed trials/s in the steady window (from the N-th trial start, when every worker is busy,
-to the (n_trials - N)-th completion, before workers run out of work) against the ideal N / mean trial
+Per run: completed trials/s in the steady window (from the last worker's first trial to the first
+worker's last, when all N are busy) against the ideal N / mean trial
 work (the mean time a finished trial's objective slept); hpo's ask (stale check, budget lock, sampler)
 and Optuna's tell latency p50/p99, MLflow REST request latency p50/p99, all measured inside the
 workers; the peak connections to the Optuna and MLflow databases (pg_stat_activity, polled); the
@@ -68,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--kill",
         default=None,
         help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)",
+    )
+    parser.add_argument(
+        "--tracking",
+        default="server",
+        choices=("server", "database"),
+        help="where workers log runs: `hpo server` over HTTP (default), or MLflow's PostgreSQL database itself",
     )
     parser.add_argument(
         "--server-workers",
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     tag=tag,
                     storage=urls[path],
                     direct_url=direct_url,
-                    tracking_uri=server.url,
+                    tracking_uri=server.url if args.tracking == "server" else f"{args.postgres}/{mlflow_db}",
                     postgres=args.postgres,
                 )
                 row = run.execute((optuna_db, mlflow_db), server)
@@ -373,12 +382,13 @@ class Run:
                 "no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)"
             )
         timings = _worker_timings(self.dir)
-        throughput, ideal = steady_throughput(trials, _objective_log(self.dir), self.n)
+        throughput, ideal, window = steady_throughput(trials, _objective_log(self.dir), self.n)
         survivors = [c for c in codes if c != -signal.SIGKILL]
         if any(c != 0 for c in survivors):
             problems.append(f"worker exit codes {codes}")
         return {
             "path": self.path,
+            "tracking": self.args.tracking,
             "workers": self.n,
             "kill": self.kill,
             "n_trials": self.n_trials,
@@ -386,6 +396,7 @@ class Run:
             "trials/s": throughput,
             "ideal trials/s": ideal,
             "% of ideal": 100 * throughput / ideal if ideal else float("nan"),
+            "steady window s": window,
             "ask p50 ms": _pct(timings["ask"], 50),
             "ask p99 ms": _pct(timings["ask"], 99),
             "tell p50 ms": _pct(timings["tell"], 50),
@@ -465,16 +476,33 @@ def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, kille
     return problems
 
 
-def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int) -> tuple[float, float]:
-    """(completed trials/s while all N workers are busy, the ideal N / mean objective time of a finished trial)."""
+def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int) -> tuple[float, float, float]:
+    """(completed trials/s while all N workers are busy, the ideal N / mean objective time of a finished trial,
+    the length of that window in seconds).
+
+    The window opens when the last worker starts its first trial and closes when the first worker that
+    finishes normally ends its last one (a killed worker's end is not counted), from the objective's log:
+    32 workers importing MLflow at once on 2 cores start ~40 s apart, so the N-th trial started is not the
+    moment every worker is busy. Too few trials for such a window (the budget spent before every worker
+    started): from the N-th trial started to the (n_trials - N)-th finished, or the whole run.
+    """
     finished = [t for t in trials if t.state.is_finished() and t.datetime_start and t.datetime_complete]
     if not finished:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     starts = sorted(t.datetime_start.timestamp() for t in finished)
     ends = sorted(t.datetime_complete.timestamp() for t in finished)
-    begin = starts[min(n, len(starts)) - 1]
-    end = ends[max(len(ends) - n, 0) - 1] if len(ends) > n else ends[-1]
-    if end <= begin:  # too few trials for a steady window: the whole run
+    first: dict[int, float] = {}
+    last: dict[int, dict[str, Any]] = {}
+    for record in progress:
+        if record["epoch"] == -1:
+            first.setdefault(record["pid"], record["t"])
+        last[record["pid"]] = record
+    closing = [r["t"] for r in last.values() if r["done"]]
+    begin, end = (max(first.values()), min(closing)) if len(first) == n and closing else (0.0, 0.0)
+    if end <= begin:
+        begin = starts[min(n, len(starts)) - 1]
+        end = ends[max(len(ends) - n, 0) - 1] if len(ends) > n else ends[-1]
+    if end <= begin:
         begin, end = starts[0], ends[-1]
     done = sum(1 for e in ends if begin < e <= end)
     slept: dict[int, float] = {}
@@ -482,7 +510,7 @@ def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int)
         slept[record["trial"]] = slept.get(record["trial"], 0.0) + record["slept"]
     work = [slept[t.number] for t in finished if t.number in slept and t.state.name in ("COMPLETE", "PRUNED")]
     mean_work = statistics.fmean(work) if work else float("nan")
-    return done / (end - begin), n / mean_work
+    return done / (end - begin), n / mean_work, end - begin
 
 
 class _Connections:
@@ -549,15 +577,17 @@ def _pct(values: list[float], q: float) -> float:
 
 def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
     info = _report.machine()
+    logged = "`hpo server` over HTTP" if args.tracking == "server" else "the MLflow database by the workers themselves"
     print(_report.header("Many workers: direct PostgreSQL vs gRPC storage proxy", argv, info))
     print(
         f"Each run: N real `hpo worker` processes on one study of N x {args.trials_per_worker} trials; the "
         "objective sleeps "
         f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), "
         "TPE + median pruning, "
-        f"heartbeats every 1 s; one `hpo server` with {args.server_workers} MLflow worker process(es) and the gRPC "
-        "proxy (8 threads). `% of ideal` = completed trials/s while all N workers are busy / (N / mean objective "
-        "time of a finished trial). "
+        f"heartbeats every 1 s; runs logged to {logged}; one `hpo server` with {args.server_workers} MLflow "
+        "worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers "
+        "are busy (`steady window s`: from the last worker's first trial to the first worker's last) / (N / mean "
+        "objective time of a finished trial). "
         "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, "
         "start-up requests included); "
         "connections are the peak seen in pg_stat_activity; CPU per trial includes the workers' start-up.\n"

@@ -1,6 +1,7 @@
-"""The budget lock on PostgreSQL when the server refuses connections ("too many clients" when many
-workers start at once): a worker waits for a connection to free up, and after its patience ends with one
-line naming the storage and the way out, not a traceback. Real PostgreSQL, a role limited to one connection."""
+"""The budget lock and a worker's engines on PostgreSQL when the server refuses connections ("too many
+clients" when many workers start at once): a worker waits for a connection to free up, and after its
+patience ends with one line naming the storage and the way out, not a traceback. Real PostgreSQL, a role
+limited to one connection."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections.abc import Callable, Iterator
 
 import psycopg2
 import pytest
+import sqlalchemy
 
 from hpo.errors import ServiceError
+from hpo.running.databases import wait_for_connections
 from hpo.running.storage import budget_lock
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 
@@ -81,3 +84,41 @@ def test_a_worker_refused_past_its_patience_fails_with_one_line_naming_the_stora
     assert "\n" not in message and raised.value.exit_code == 1
     assert message.startswith("storage: ") and "too many connections" in message
     assert "hpo server --grpc-port" in message and "max_connections" in message
+
+
+def test_an_engine_made_patient_waits_for_a_free_slot_and_fails_at_once_on_other_refusals(
+    pg_url: Callable[[str], str], one_connection_role: str
+) -> None:
+    # A worker's storage and tracking engines (wait_for_connections): a query made while every slot is
+    # taken waits until one frees (32 workers on a server of 100 connections), instead of failing the
+    # worker; a refusal that will not pass by itself (no such database) fails at once.
+    database = pg_url("lock").rsplit("/", 1)[1]
+    engine = wait_for_connections(
+        sqlalchemy.create_engine(_url(one_connection_role, database), poolclass=sqlalchemy.pool.NullPool)
+    )
+    held = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=one_connection_role, dbname=database)
+    answered: list[int] = []
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            with engine.connect() as conn:
+                answered.append(conn.execute(sqlalchemy.text("SELECT 1")).scalar_one())
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    time.sleep(1.5)
+    assert not answered and not errors  # still waiting, not failed
+    held.close()
+    worker.join(timeout=30)
+    assert not errors, errors
+    assert answered == [1]
+    missing = wait_for_connections(sqlalchemy.create_engine(_url(PG_USER, f"hpo_no_such_db_{uuid.uuid4().hex[:8]}")))
+    started = time.monotonic()
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="does not exist"):
+        missing.connect()
+    assert time.monotonic() - started < 2
+    for each in (engine, missing):
+        each.dispose()

@@ -32,6 +32,7 @@ from hpo.running.databases import (
     lock_key,
     prepared_database,
     read_sqlite,
+    wait_for_connections,
 )
 from hpo.running.grpc_storage import HEARTBEAT_ATTR, GrpcStorage, connect
 from hpo.running.trial_rows import LeanRDBStorage, read_trials
@@ -115,9 +116,12 @@ def open_storage(
             reading = None if kwargs else _reading_storage(url, field=field)
             if reading is not None:
                 return reading
-            return LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
-        with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
-            return LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            storage = LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True, **kwargs)
+        else:
+            with prepared_database(url, OPTUNA, _build_optuna_schema, field=field):
+                storage = LeanRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        wait_for_connections(storage.engine)  # many workers on one server: a full server is waited for
+        return storage
     except optuna.exceptions.StorageInternalError as exc:  # Optuna wraps the driver's error
         cause = exc.__cause__ or exc
         if (

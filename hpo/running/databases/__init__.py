@@ -32,6 +32,7 @@ from hpo.running.databases._locks import (
     database_init_lock,
     file_lock,
     lock_key,
+    wait_for_connections,
 )
 from hpo.running.databases._prepare import Build, ensure_database, first_line, prepared_database
 from hpo.running.databases._schemas import MLFLOW, OPTUNA, SCHEMAS, Schema, alembic_heads
@@ -64,4 +65,5 @@ __all__ = [
     "read_sqlite",
     "same_database",
     "use_write_ahead_log",
+    "wait_for_connections",
 ]

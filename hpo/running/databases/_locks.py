@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy
 
 from hpo.config.settings import sqlite_path
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -46,13 +49,53 @@ def connect_patiently(engine: sqlalchemy.Engine, *, patience: float = CONNECT_PA
     meet a server restarting; both pass as other workers' connections close or the server returns, so a
     worker waits for its lock rather than dying. The last refusal is raised once the patience is spent.
     """
+    return _patiently(engine.connect, sqlalchemy.exc.OperationalError, patience=patience)
+
+
+# PostgreSQL's refusals that pass by themselves: every slot taken (the server's, a role's), the server starting
+_PASSING_REFUSALS = (
+    "too many clients",
+    "too many connections",
+    "remaining connection slots",
+    "the database system is starting up",
+)
+
+
+def wait_for_connections(engine: sqlalchemy.Engine, *, patience: float = CONNECT_PATIENCE) -> sqlalchemy.Engine:
+    """Make each new connection of a PostgreSQL `engine` wait, as :func:`connect_patiently` does, while the
+    server refuses it for want of a free slot or while it starts: a worker's query then waits for one of
+    the other workers' connections to close instead of failing its trial and the worker with it. Other
+    refusals (a wrong address, password or database) fail at once. Returns `engine`."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    dbapi = engine.dialect.loaded_dbapi
+
+    def passing(exc: BaseException) -> bool:
+        return isinstance(exc, dbapi.OperationalError) and any(r in str(exc) for r in _PASSING_REFUSALS)
+
+    @sqlalchemy.event.listens_for(engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        return _patiently(lambda: dbapi.connect(*cargs, **cparams), passing, patience=patience)
+
+    return engine
+
+
+def _patiently(
+    call: Callable[[], T],
+    retry_on: type[BaseException] | Callable[[BaseException], bool],
+    *,
+    patience: float,
+) -> T:
+    """`call()`, retried with backoff (0.25 s doubling to 5 s) while it raises what `retry_on` names, for up to
+    `patience` seconds; the last error is raised once the patience is spent."""
     deadline = time.monotonic() + patience
     delay = 0.25
     while True:
         try:
-            return engine.connect()
-        except sqlalchemy.exc.OperationalError:
-            if time.monotonic() + delay > deadline:
+            return call()
+        except Exception as exc:
+            retry = isinstance(exc, retry_on) if isinstance(retry_on, type) else retry_on(exc)
+            if not retry or time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 5.0)

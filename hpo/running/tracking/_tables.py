@@ -29,7 +29,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_metric, _validate_param, _validate_param_keys_unique, _validate_tag
 
-from hpo.running.databases import MLFLOW, alembic_heads
+from hpo.running.databases import MLFLOW, alembic_heads, wait_for_connections
 
 _DIALECTS = ("sqlite", "postgresql")
 _LARGEST_FLOAT = 1.7976931348623157e308  # what MLflow's store writes for an infinity (SQL has none)
@@ -73,7 +73,9 @@ class MlflowTables:
         # One connection, kept: the tracker's writes (mostly its sender thread's) take turns on it.
         # SQLite waits for another writer as long as MLflow's own sessions do (busy_timeout 20 s).
         connect_args = {"connect_timeout": 5} if scheme == "postgresql" else {"timeout": 20}
-        engine = sqlalchemy.create_engine(tracking_uri, pool_size=1, max_overflow=0, connect_args=connect_args)
+        engine = wait_for_connections(
+            sqlalchemy.create_engine(tracking_uri, pool_size=1, max_overflow=0, connect_args=connect_args)
+        )
         try:
             with engine.connect() as conn:
                 revision = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
