@@ -6,11 +6,12 @@ MLflow's settings hpo relies on (fail fast on a dead server, nothing printed on 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from mlflow import MlflowClient
@@ -249,9 +250,29 @@ def open_client(tracking_uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=tracking_uri)
     try:
         with prepared_database(tracking_uri, MLFLOW, build_mlflow_schema, field="tracking_uri"):
-            return MlflowClient(tracking_uri=tracking_uri)
+            with _unpooled_mlflow_store(tracking_uri):
+                client = MlflowClient(tracking_uri=tracking_uri)
+                client._tracking_client.store  # noqa: B018  # MLflow builds and caches its store (and engine) here
+            return client
     except sqlalchemy.exc.OperationalError as exc:
         raise ServiceError(f"tracking_uri: cannot open {redact(tracking_uri)}: {first_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def _unpooled_mlflow_store(tracking_uri: str) -> Iterator[None]:
+    """MLflow's own store in a client process opens a PostgreSQL connection per request instead of keeping
+    them: hpo writes its runs through :class:`MlflowTables` (one kept connection), MLflow's store is left
+    a few requests at start, and 32 workers keeping two connections each filled a server of 100. Unless the
+    environment chooses MLflow's pool; never for an MLflow server (its requests are all through the store)."""
+    key = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
+    if key in os.environ or not tracking_uri.startswith(("postgresql", "postgres")):
+        yield
+        return
+    os.environ[key] = "NullPool"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def build_mlflow_schema(url: str) -> None:
