@@ -6,9 +6,9 @@ torch-free: a worker running it must never import torch. Each epoch sleeps `tria
 times a factor drawn in [0.8, 1.2] from the trial's seed; the curve falls towards a quality that
 depends on `x` and `y`, so the sampler and the pruner have something real to work on.
 
-With `HPO_SCALE_DIR` set, the trial's start (epoch -1) and every epoch append {"pid", "trial", "epoch",
-"slept", "t", "done"} to `objective-<pid>.jsonl` there: the benchmark reads the time slept and which
-worker is mid-trial.
+With `HPO_SCALE_DIR` set, the trial's start (epoch -1), every epoch and a pruned trial's end (slept 0)
+append {"pid", "trial", "epoch", "slept", "t", "done"} to `objective-<pid>.jsonl` there: the benchmark
+reads the time slept and which worker is mid-trial.
 """
 
 from __future__ import annotations
@@ -59,7 +59,13 @@ def simulate(ctx: TrialContext) -> dict[str, float]:
                     "done": epoch == hp["epochs"] - 1,
                 },
             )
-        ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss})
+        try:
+            ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss})
+        except BaseException:  # pruned (or stopped): the trial is over, its worker no longer mid-trial
+            if log is not None:
+                record = {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": epoch, "slept": 0.0}
+                _append(log, {**record, "t": time.time(), "done": True})
+            raise
     return {"val_loss": best}
 
 
