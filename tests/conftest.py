@@ -150,6 +150,15 @@ def pg_url(postgres_available: None) -> Iterator[Callable[[str], str]]:
     conn.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend hpo runs on (the PostgreSQL case skips without a server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    make: Callable[[str], str] = request.getfixturevalue("pg_url")
+    return make("db")
+
+
 def wait_http(url: str, *, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

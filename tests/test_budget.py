@@ -3,11 +3,7 @@ rule gives on the trials themselves, in every state a trial can be in, failures 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import optuna
-import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
@@ -15,18 +11,10 @@ from hpo.running.budget import BudgetTally, queued_trial_ids
 from hpo.running.storage import requeue
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'optuna.db'}"
-    make: Callable[[str], str] = request.getfixturevalue("pg_url")
-    return make("budget")
-
-
-def test_the_tally_read_in_sql_equals_the_tally_of_the_trials(storage_url: str) -> None:
+def test_the_tally_read_in_sql_equals_the_tally_of_the_trials(database_url: str) -> None:
     # Every state, a failure re-queued twice (its copies chain their retry histories), one failure not
     # re-queued, queued trials from enqueue: the SQL counts and the rule on the loaded trials agree.
-    storage = RDBStorage(storage_url)
+    storage = RDBStorage(database_url)
     study = optuna.create_study(study_name="s", storage=storage)
     empty = BudgetTally.read(storage.engine, study._study_id)
     assert (empty.total, empty.used(), empty.met(0), empty.met(1)) == (0, 0, True, False)

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg2
 import pytest
@@ -18,6 +19,8 @@ from hpo.errors import ServiceError
 from hpo.running.databases import wait_for_connections
 from hpo.running.storage import budget_lock
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -39,6 +42,29 @@ def _url(role: str, database: str) -> str:
     return f"postgresql+psycopg2://{role}@{PG_HOST}:{PG_PORT}/{database}"
 
 
+def _waits_until_released(held: Any, call: Callable[[], T]) -> T:
+    """Run `call` in a thread while `held` (the role's only connection) is open: after 1.5 s it must still be
+    waiting, neither done nor failed; once `held` closes it must finish. Its result."""
+    done: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(call())
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(1.5)
+    assert not done and not errors  # still waiting, not failed
+    held.close()
+    worker.join(timeout=30)
+    assert not errors, errors
+    assert done
+    return done[0]
+
+
 def test_a_worker_waits_for_a_connection_while_the_server_refuses_one(
     pg_url: Callable[[str], str], one_connection_role: str
 ) -> None:
@@ -46,25 +72,13 @@ def test_a_worker_waits_for_a_connection_while_the_server_refuses_one(
     # lock once that connection closes (1.5 s later).
     database = pg_url("lock").rsplit("/", 1)[1]
     held = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=one_connection_role, dbname=database)
-    entered: list[float] = []
-    errors: list[BaseException] = []
 
-    def ask() -> None:
+    def ask() -> float:
         started = time.monotonic()
-        try:
-            with budget_lock(_url(one_connection_role, database), f"study-{uuid.uuid4().hex}", patience=30):
-                entered.append(time.monotonic() - started)
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
+        with budget_lock(_url(one_connection_role, database), f"study-{uuid.uuid4().hex}", patience=30):
+            return time.monotonic() - started
 
-    worker = threading.Thread(target=ask)
-    worker.start()
-    time.sleep(1.5)
-    assert not entered and not errors  # still waiting, not failed
-    held.close()
-    worker.join(timeout=30)
-    assert not errors, errors
-    assert entered and entered[0] >= 1.0
+    assert _waits_until_released(held, ask) >= 1.0
 
 
 def test_a_worker_refused_past_its_patience_fails_with_one_line_naming_the_storage(
@@ -97,24 +111,12 @@ def test_an_engine_made_patient_waits_for_a_free_slot_and_fails_at_once_on_other
         sqlalchemy.create_engine(_url(one_connection_role, database), poolclass=sqlalchemy.pool.NullPool)
     )
     held = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=one_connection_role, dbname=database)
-    answered: list[int] = []
-    errors: list[BaseException] = []
 
-    def query() -> None:
-        try:
-            with engine.connect() as conn:
-                answered.append(conn.execute(sqlalchemy.text("SELECT 1")).scalar_one())
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
+    def query() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text("SELECT 1")).scalar_one())
 
-    worker = threading.Thread(target=query)
-    worker.start()
-    time.sleep(1.5)
-    assert not answered and not errors  # still waiting, not failed
-    held.close()
-    worker.join(timeout=30)
-    assert not errors, errors
-    assert answered == [1]
+    assert _waits_until_released(held, query) == 1
     missing = wait_for_connections(sqlalchemy.create_engine(_url(PG_USER, f"hpo_no_such_db_{uuid.uuid4().hex[:8]}")))
     started = time.monotonic()
     with pytest.raises(sqlalchemy.exc.OperationalError, match="does not exist"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ BATCHES = [
         Metric("zero", 0.0, 1_000, 1),
     ],
 ]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh MLflow tracking database on each backend hpo writes directly (PostgreSQL's skips without it)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mlflow.db'}"
-    make: Callable[[str], str] = request.getfixturevalue("pg_url")
-    return make("tables")
 
 
 def _sqlite_store_with_a_run(tmp_path: Path) -> tuple[MlflowClient, MlflowTables, str]:
@@ -94,10 +84,10 @@ def _same_as_mlflow(url: str) -> None:
     ]
 
 
-def test_rows_equal_mlflows_own(store_url: str) -> None:
+def test_rows_equal_mlflows_own(database_url: str) -> None:
     # Every row of `metrics` and `latest_metrics`, and what MLflow reads back, as if log_batch had written
     # them (on PostgreSQL the existing latest rows are locked while they are compared).
-    _same_as_mlflow(store_url)
+    _same_as_mlflow(database_url)
 
 
 def test_anything_but_mlflows_own_layout_goes_through_mlflow(tmp_path: Path) -> None:
@@ -172,10 +162,10 @@ def _closed_as_mlflow_closes(url: str) -> None:
     assert hpo_run.data.tags["optuna.state"] == "COMPLETE" and len(hpo_run.data.tags["hpo.checkpoint"]) == 8000
 
 
-def test_a_run_closes_as_mlflows_client_closes_it(store_url: str) -> None:
+def test_a_run_closes_as_mlflows_client_closes_it(database_url: str) -> None:
     # Params, tags, the status and the curve in one transaction: the same rows as log_batch + set_terminated
     # (tags replaced through each database's ON CONFLICT).
-    _closed_as_mlflow_closes(store_url)
+    _closed_as_mlflow_closes(database_url)
 
 
 def test_what_mlflow_would_refuse_or_do_otherwise_is_left_to_it(tmp_path: Path) -> None:
@@ -244,8 +234,8 @@ def _created_as_mlflow_creates(url: str) -> None:
     writer._engine.dispose()
 
 
-def test_a_run_opens_as_mlflows_client_opens_it(store_url: str) -> None:
+def test_a_run_opens_as_mlflows_client_opens_it(database_url: str) -> None:
     # The run's row and tags equal what MLflow's create_run writes, its artifact URI is where MLflow puts
     # it, runs are found by tag as MLflow's search finds them, and a deleted or missing experiment gets no
     # run (MLflow's client then answers; on PostgreSQL the foreign key refuses the missing one).
-    _created_as_mlflow_creates(store_url)
+    _created_as_mlflow_creates(database_url)

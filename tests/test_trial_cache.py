@@ -3,8 +3,7 @@ the trials still running; reads that include running trials are Optuna's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import optuna
 import pytest
@@ -17,18 +16,10 @@ from hpo.running.trial_cache import FinishedTrialsCache, study_storage
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'optuna.db'}"
-    make: Callable[[str], str] = request.getfixturevalue("pg_url")
-    return make("trialcache")
-
-
 @pytest.fixture
-def two_workers(storage_url: str) -> Iterator[tuple[optuna.Study, optuna.Study]]:
+def two_workers(database_url: str) -> Iterator[tuple[optuna.Study, optuna.Study]]:
     """One study seen by two workers: the first through FinishedTrialsCache, the other through Optuna's cache."""
-    backends = [RDBStorage(storage_url), RDBStorage(storage_url)]
+    backends = [RDBStorage(database_url), RDBStorage(database_url)]
     ours = optuna.create_study(study_name="s", storage=study_storage(backends[0]))
     theirs = optuna.load_study(study_name="s", storage=backends[1])
     assert isinstance(ours._storage, FinishedTrialsCache)

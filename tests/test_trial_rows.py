@@ -4,8 +4,6 @@ for every kind of param, value, curve point and attribute; missing trials and st
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from pathlib import Path
 
 import optuna
 import pytest
@@ -13,14 +11,6 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.running.trial_rows import LeanRDBStorage
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'optuna.db'}"
-    make: Callable[[str], str] = request.getfixturevalue("pg_url")
-    return make("trialrows")
 
 
 def _fill(storage: RDBStorage) -> optuna.Study:
@@ -53,12 +43,12 @@ def _fields(trial: FrozenTrial) -> str:
     return repr(sorted(fields.items()))
 
 
-def test_trials_read_as_rows_equal_optunas_trials(storage_url: str) -> None:
+def test_trials_read_as_rows_equal_optunas_trials(database_url: str) -> None:
     # Optuna's storage and the lean one read the same database: every way of reading a trial gives the
     # same trials, in the same order.
-    optunas = RDBStorage(storage_url)
+    optunas = RDBStorage(database_url)
     study = _fill(optunas)
-    lean = LeanRDBStorage(storage_url)
+    lean = LeanRDBStorage(database_url)
     expected = optunas.get_all_trials(study._study_id)
     assert len(expected) == 6 and {t.state for t in expected} == set(TrialState)
     assert list(map(_fields, lean.get_all_trials(study._study_id))) == list(map(_fields, expected))
@@ -80,9 +70,9 @@ def test_trials_read_as_rows_equal_optunas_trials(storage_url: str) -> None:
         storage.engine.dispose()
 
 
-def test_a_missing_trial_or_study_raises_keyerror_as_optunas(storage_url: str) -> None:
+def test_a_missing_trial_or_study_raises_keyerror_as_optunas(database_url: str) -> None:
     # Optuna's callers (the caches, load_study) rely on KeyError for "no such trial/study".
-    lean = LeanRDBStorage(storage_url)
+    lean = LeanRDBStorage(database_url)
     study = optuna.create_study(study_name="s", storage=lean)
     with pytest.raises(KeyError):
         lean.get_trial(12345)
