@@ -73,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)",
     )
     parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=1,
+        help="seconds between heartbeats in runs that kill no worker (default 1; hpo's own default is 30); "
+        "kill runs always beat every second, so that a killed worker's trial is found within seconds",
+    )
+    parser.add_argument(
         "--tracking",
         default="server",
         choices=("server", "database"),
@@ -287,7 +294,8 @@ class Run:
             "HPO_THREADS": "1",
         }
         self.study_file = self.dir / "study.yaml"
-        self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs))
+        heartbeat = 1 if kill else args.heartbeat
+        self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs, heartbeat))
 
     def execute(self, databases: tuple[str, str], server: HpoServer) -> dict[str, Any]:
         created = subprocess.run(
@@ -420,7 +428,7 @@ class Run:
         }
 
 
-def _study_yaml(name: str, n_trials: int, trial_seconds: float, epochs: int) -> str:
+def _study_yaml(name: str, n_trials: int, trial_seconds: float, epochs: int, heartbeat: int) -> str:
     objective = HERE / "_simulated_objective.py"
     return f"""name: {name}
 objective: {objective}:simulate
@@ -432,8 +440,8 @@ params:
   x: {{type: float, low: -1, high: 1}}
   y: {{type: float, low: -1, high: 1}}
 fixed: {{epochs: {epochs}, trial_seconds: {trial_seconds}}}
-# short heartbeats so that a killed worker's trial is found within seconds
-execution: {{heartbeat_interval: 1, grace_period: 3, max_retry: 1}}
+# short heartbeats (kill runs) so that a killed worker's trial is found within seconds
+execution: {{heartbeat_interval: {heartbeat}, grace_period: {3 * heartbeat}, max_retry: 1}}
 """
 
 
@@ -584,7 +592,8 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
         "objective sleeps "
         f"{args.trial_seconds} s per trial on average over {args.epochs} epochs (drawn per epoch in [0.8, 1.2] x), "
         "TPE + median pruning, "
-        f"heartbeats every 1 s; runs logged to {logged}; one `hpo server` with {args.server_workers} MLflow "
+        f"heartbeats every {args.heartbeat} s (every 1 s in kill runs); runs logged to {logged}; "
+        f"one `hpo server` with {args.server_workers} MLflow "
         "worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers "
         "are busy (`steady window s`: from the last worker's first trial to the first worker's last) / (N / mean "
         "objective time of a finished trial). "
