@@ -81,24 +81,14 @@ class StudySetup:
         """Load the study, or create it; a resumed study must still mean what it meant (:mod:`hpo.running.resume`)."""
         if not create:
             try:
-                study = optuna.load_study(
-                    study_name=self.study_name,
-                    storage=study_storage(self.storage),
-                    sampler=self._sampler,
-                    pruner=self._pruner,
-                )
+                study = self._load_study()
             except KeyError:
                 raise self._no_such_study() from None
             return self._join(study)
         # Many workers may create the same study at once (a Kubernetes Job's init containers).
         with budget_lock(self.settings.storage, self.study_name + "/create"):
             try:
-                study = optuna.load_study(
-                    study_name=self.study_name,
-                    storage=study_storage(self.storage),
-                    sampler=self._sampler,
-                    pruner=self._pruner,
-                )
+                study = self._load_study()
             except KeyError:
                 study = optuna.create_study(
                     study_name=self.study_name,
@@ -125,6 +115,12 @@ class StudySetup:
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     study.set_metric_names(list(self.config.metrics))
         return study
+
+    def _load_study(self) -> optuna.Study:
+        """The stored study, with this run's sampler and pruner, read through hpo's trial cache."""
+        return optuna.load_study(
+            study_name=self.study_name, storage=study_storage(self.storage), sampler=self._sampler, pruner=self._pruner
+        )
 
     def _resume(self, study: optuna.Study) -> None:
         """Refuse a study file whose changes would make old and new trials incomparable; keep the safe ones."""
@@ -160,12 +156,7 @@ class StudySetup:
             self._check_config(self.config)
             if self.config.execution != file_execution:  # heartbeats and retries as the study was started with
                 self.storage = self._open_storage(create=False)
-            study = optuna.load_study(
-                study_name=self.study_name,
-                storage=study_storage(self.storage),
-                sampler=self._sampler,
-                pruner=self._pruner,
-            )
+            study = self._load_study()
         refused = [c for c in self._changes(study, self.config) if c.field == "data file"]
         if refused:
             raise UsageError(
