@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hpo.objectives import Hyperparameter, HyperparameterTable, TrialContext, integer, number, objective
@@ -33,40 +34,55 @@ HYPERPARAMETERS = HyperparameterTable(
 def simulate(ctx: TrialContext) -> dict[str, float]:
     """Sleep epoch by epoch and report a noisy curve that converges to the configuration's quality."""
     hp = ctx.hyperparameters
-    rng = random.Random(ctx.seed)
-    quality = (hp["x"] - 0.3) ** 2 + (hp["y"] + 0.2) ** 2
+    best = simulated_trial(
+        x=hp["x"],
+        y=hp["y"],
+        epochs=hp["epochs"],
+        trial_seconds=hp["trial_seconds"],
+        seed=ctx.seed,
+        trial_number=ctx.trial_number,
+        report=lambda epoch, val_loss: ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss}),
+    )
+    return {"val_loss": best}
+
+
+def simulated_trial(
+    *,
+    x: float,
+    y: float,
+    epochs: int,
+    trial_seconds: float,
+    seed: int,
+    trial_number: int,
+    report: Callable[[int, float], None],
+) -> float:
+    """The simulated training, written once for hpo's plug-in and the bare Optuna loop (`_optuna_loop_worker`):
+    `report(epoch, val_loss)` after each epoch's sleep (raising ends the trial, as pruning does); the best
+    val_loss is returned."""
+    rng = random.Random(seed)
+    quality = (x - 0.3) ** 2 + (y + 0.2) ** 2
     log = _log_file()
     if log is not None:  # the trial has started: from here until "done" its worker is mid-trial
         _append(
-            log,
-            {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False},
+            log, {"pid": os.getpid(), "trial": trial_number, "epoch": -1, "slept": 0.0, "t": time.time(), "done": False}
         )
     best = float("inf")
-    for epoch in range(hp["epochs"]):
-        slept = hp["trial_seconds"] / hp["epochs"] * rng.uniform(0.8, 1.2)
+    for epoch in range(epochs):
+        slept = trial_seconds / epochs * rng.uniform(0.8, 1.2)
         time.sleep(slept)
         val_loss = quality + 1.0 / (epoch + 1) + rng.gauss(0.0, 0.01)
         best = min(best, val_loss)
         if log is not None:
-            _append(
-                log,
-                {
-                    "pid": os.getpid(),
-                    "trial": ctx.trial_number,
-                    "epoch": epoch,
-                    "slept": slept,
-                    "t": time.time(),
-                    "done": epoch == hp["epochs"] - 1,
-                },
-            )
+            record = {"pid": os.getpid(), "trial": trial_number, "epoch": epoch, "slept": slept}
+            _append(log, {**record, "t": time.time(), "done": epoch == epochs - 1})
         try:
-            ctx.report(epoch, {"train_loss": val_loss * 0.9, "val_loss": val_loss})
+            report(epoch, val_loss)
         except BaseException:  # pruned (or stopped): the trial is over, its worker no longer mid-trial
             if log is not None:
-                record = {"pid": os.getpid(), "trial": ctx.trial_number, "epoch": epoch, "slept": 0.0}
+                record = {"pid": os.getpid(), "trial": trial_number, "epoch": epoch, "slept": 0.0}
                 _append(log, {**record, "t": time.time(), "done": True})
             raise
-    return {"val_loss": best}
+    return best
 
 
 def _log_file() -> Path | None:

@@ -8,7 +8,10 @@ epoch and reports every epoch (benchmarks/_simulated_objective.py), so CPU is no
 is measured is hpo's bookkeeping. Each run's study has `n_trials = N x --trials-per-worker`.
 
 Paths: `direct` = every worker opens the PostgreSQL database itself; `grpc` = workers use
-`grpc://127.0.0.1:PORT`, the proxy `hpo server --grpc-port` runs in front of the same database.
+`grpc://127.0.0.1:PORT`, the proxy `hpo server --grpc-port` runs in front of the same database;
+`optuna` = the floor: N processes of a hand-written Optuna loop (benchmarks/_optuna_loop_worker.py) on the
+direct database with the same sampler, pruner, heartbeat, retry and simulated training, no hpo and no MLflow
+(its budget is Optuna's `MaxTrialsCallback`, which may overshoot: reported, as any broken invariant).
 Tracking (`--tracking`): `server` = workers log to `hpo server` over HTTP; `database` = workers are given
 MLflow's PostgreSQL database as their tracking URI and write its tables themselves (the server still serves
 the UI from the same database).
@@ -50,6 +53,7 @@ import _report
 from _postgres import create_databases, drop_databases, postgres_reason
 
 HERE = Path(__file__).resolve().parent
+PATHS = ("direct", "grpc", "optuna")
 PROXY_APP = "hpo-grpc-proxy"  # application_name of the proxy's database connections
 
 
@@ -61,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="N=4, 0.6-second trials, 3 per worker: a direct run and a grpc run with 3 workers killed",
     )
     parser.add_argument("--workers", default="1,8,16,32", help="comma-separated worker counts (default 1,8,16,32)")
-    parser.add_argument("--paths", default="direct,grpc", help="direct, grpc or both (default both)")
+    parser.add_argument(
+        "--paths",
+        default="direct,grpc",
+        help="comma-separated: direct, grpc, optuna (a bare Optuna loop: the floor; default direct,grpc)",
+    )
     parser.add_argument(
         "--trial-seconds", type=float, default=2.0, help="mean seconds a trial's objective sleeps (default 2)"
     )
@@ -112,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.kill = args.kill or "grpc:4"
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    if not counts or min(counts) < 1 or any(p not in ("direct", "grpc") for p in paths):
-        parser.error("--workers: positive integers; --paths: direct and/or grpc")
+    if not counts or min(counts) < 1 or any(p not in PATHS for p in paths):
+        parser.error(f"--workers: positive integers; --paths: any of {', '.join(PATHS)}")
     kills = (
         [(k.split(":")[0], int(k.split(":")[1])) for k in args.kill.split(",")]
         if args.kill
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     workers=args.server_workers,
                 )
             )
-            urls = {"direct": direct_url, "grpc": server.grpc_url}
+            urls = {"direct": direct_url, "grpc": server.grpc_url, "optuna": direct_url}
             plan = [(path, n, False) for n in counts for path in paths] + [(path, n, True) for path, n in kills]
             for path, n, kill in plan:
                 run = Run(
@@ -294,19 +302,12 @@ class Run:
             "HPO_THREADS": "1",
         }
         self.study_file = self.dir / "study.yaml"
-        heartbeat = 1 if kill else args.heartbeat
+        self.heartbeat = 1 if kill else args.heartbeat
+        heartbeat = self.heartbeat
         self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs, heartbeat))
 
     def execute(self, databases: tuple[str, str], server: HpoServer) -> dict[str, Any]:
-        created = subprocess.run(
-            [sys.executable, "-m", "hpo", "create", str(self.study_file)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if created.returncode != 0:
-            raise SystemExit(f"hpo create failed ({created.returncode}): {created.stderr[-2000:]}")
+        self._create_study()
         procs: list[subprocess.Popen[bytes]] = []
         peaks = {"optuna": 0, "mlflow": 0}
         server_cpu = server.cpu_seconds()
@@ -315,14 +316,7 @@ class Run:
             started = time.time()
             for index in range(self.n):
                 with (self.dir / f"worker-{index}.log").open("w") as log:
-                    argv = [
-                        sys.executable,
-                        str(HERE / "_scale_worker.py"),
-                        str(self.dir / f"worker-{index}.json"),
-                        "worker",
-                        str(self.study_file),
-                        "--quiet",
-                    ]
+                    argv = self._worker_argv(index)
                     procs.append(
                         subprocess.Popen(
                             argv,
@@ -353,6 +347,40 @@ class Run:
         codes = [p.returncode for p in procs]
         return self._row(wall, peaks, killed, codes, server_cpu)
 
+    def _create_study(self) -> None:
+        if self.path == "optuna":
+            import optuna
+
+            storage = optuna.storages.RDBStorage(self.storage)
+            try:
+                optuna.create_study(study_name=self.name, storage=storage, direction="minimize")
+            finally:
+                storage.engine.dispose()
+            return
+        created = subprocess.run(
+            [sys.executable, "-m", "hpo", "create", str(self.study_file)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if created.returncode != 0:
+            raise SystemExit(f"hpo create failed ({created.returncode}): {created.stderr[-2000:]}")
+
+    def _worker_argv(self, index: int) -> list[str]:
+        out = str(self.dir / f"worker-{index}.json")
+        if self.path == "optuna":
+            numbers = [self.n_trials, self.args.trial_seconds, self.args.epochs, self.heartbeat, index]
+            return [
+                sys.executable,
+                str(HERE / "_optuna_loop_worker.py"),
+                out,
+                self.storage,
+                self.name,
+                *map(str, numbers),
+            ]
+        return [sys.executable, str(HERE / "_scale_worker.py"), out, "worker", str(self.study_file), "--quiet"]
+
     def _kill_three(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
         """SIGKILL three workers that are inside a trial (started, its last epoch not yet reported), once N
         trials have started."""
@@ -380,11 +408,14 @@ class Run:
             trials = optuna.load_study(study_name=self.name, storage=storage).get_trials(deepcopy=False)
         finally:
             storage.engine.dispose()  # nothing may hold the database that is dropped at the end
-        client = MlflowClient(tracking_uri=self.tracking_uri)
-        with _bounded_mlflow_requests():  # a server that stopped answering fails this run, not the benchmark
-            experiment = client.get_experiment_by_name(self.name)
-            runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
-        problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed)
+        tracked = self.path != "optuna"  # the bare loop logs nothing to MLflow
+        runs: list[Any] = []
+        if tracked:
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            with _bounded_mlflow_requests():  # a server that stopped answering fails this run, not the benchmark
+                experiment = client.get_experiment_by_name(self.name)
+                runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
+        problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed, tracked=tracked)
         if self.kill and not killed:
             problems.append(
                 "no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)"
@@ -396,7 +427,7 @@ class Run:
             problems.append(f"worker exit codes {codes}")
         return {
             "path": self.path,
-            "tracking": self.args.tracking,
+            "tracking": self.args.tracking if tracked else "none",
             "workers": self.n,
             "kill": self.kill,
             "n_trials": self.n_trials,
@@ -445,8 +476,11 @@ execution: {{heartbeat_interval: {heartbeat}, grace_period: {3 * heartbeat}, max
 """
 
 
-def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, killed: list[int]) -> list[str]:
-    """What must hold after any run, killed workers or not; each broken one as a sentence."""
+def check_invariants(
+    trials: list[Any], runs: list[Any], *, n_trials: int, killed: list[int], tracked: bool = True
+) -> list[str]:
+    """What must hold after any run, killed workers or not; each broken one as a sentence (the MLflow runs'
+    only when the run was `tracked`)."""
     from optuna.trial import TrialState
 
     from hpo.running.runner import RUN_ID_ATTR, budget_count
@@ -460,6 +494,15 @@ def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, kille
     numbers = [t.number for t in trials]
     if len(numbers) != len(set(numbers)):
         problems.append("duplicate trial numbers")
+    by_number = {t.number: t for t in trials}
+    for number in killed:
+        trial = by_number.get(number)
+        if trial is None or trial.state != TrialState.FAIL:
+            problems.append(f"killed trial {number} is {trial.state.name if trial else 'missing'}, not FAIL")
+        elif not any(t.system_attrs.get("failed_trial") == number and t.state.is_finished() for t in trials):
+            problems.append(f"killed trial {number} was not re-run")
+    if not tracked:
+        return problems
     run_ids = [t.user_attrs.get(RUN_ID_ATTR) for t in trials if t.user_attrs.get(RUN_ID_ATTR)]
     if len(run_ids) != len(set(run_ids)):
         problems.append("two trials share an MLflow run")
@@ -474,13 +517,6 @@ def check_invariants(trials: list[Any], runs: list[Any], *, n_trials: int, kille
     ]
     if open_runs:
         problems.append(f"MLflow runs left RUNNING: {open_runs}")
-    by_number = {t.number: t for t in trials}
-    for number in killed:
-        trial = by_number.get(number)
-        if trial is None or trial.state != TrialState.FAIL:
-            problems.append(f"killed trial {number} is {trial.state.name if trial else 'missing'}, not FAIL")
-        elif not any(t.system_attrs.get("failed_trial") == number and t.state.is_finished() for t in trials):
-            problems.append(f"killed trial {number} was not re-run")
     return problems
 
 
