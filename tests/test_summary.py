@@ -1,4 +1,5 @@
-"""The best trial a worker shows after each trial, from the trials it already read (no query)."""
+"""The best trial a worker shows after each trial, from the trials it already read (no query), and how often
+a worker summarises the study on its parent run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.config import parse_study
-from hpo.running.summary import best_known_text, best_text
+from hpo.running.summary import best_known_text, best_text, summary_interval
 from tests.conftest import tiny_boston
 
 
@@ -36,3 +37,14 @@ def test_the_best_known_trial_is_the_one_optuna_would_name() -> None:
     assert best_known_text(study, config, [], number=0, values=None) is None
     maximizing = parse_study(tiny_boston(metric="val_r2", direction="maximize"))
     assert best_known_text(study, maximizing, known, number=4, values=[2.9]) == "val_r2=3 (trial 0)"
+
+
+def test_busy_workers_share_the_summary_interval() -> None:
+    # One interval for a lone worker (or before any trial runs); with N trials running each worker waits
+    # N intervals, so the study is summarised about once an interval however many workers share it.
+    running = [create_trial(state=TrialState.RUNNING) for _ in range(32)]
+    finished = _trials([1.0, None, 2.0])
+    assert summary_interval(5.0, []) == 5.0
+    assert summary_interval(5.0, finished) == 5.0
+    assert summary_interval(5.0, finished + running[:1]) == 5.0
+    assert summary_interval(5.0, finished + running) == 160.0

@@ -55,7 +55,15 @@ from hpo.running.search_space import suggest
 from hpo.running.setup import StudySetup
 from hpo.running.signals import Interrupted, StopSignals, heartbeat, will_retry
 from hpo.running.storage import requeue
-from hpo.running.summary import RunSummary, best_known_text, best_text, fill_best, study_summary, summary_reason
+from hpo.running.summary import (
+    RunSummary,
+    best_known_text,
+    best_text,
+    fill_best,
+    study_summary,
+    summary_interval,
+    summary_reason,
+)
 from hpo.running.tracking import Tracker, TrackingUnavailable, TrialRun
 from hpo.running.trial import BadResult, EpochRecorder, TrialTraining, describe_failure, epoch_budget, summary_metrics
 from hpo.running.workers import default_workers, default_workers_env, visible_gpus
@@ -143,10 +151,11 @@ class StudyRunner(StudySetup, BudgetedAsk, TrialTraining, CheckpointKeeping):
         return summary
 
     def _publish_summary(self, *, force: bool = False) -> None:
-        """Show where the study stands on its parent run: after a trial ends, at most once per flush
-        interval (one request, not one per epoch or trial), and always when the run stops."""
+        """Show where the study stands on its parent run: after a trial ends, about once per flush interval
+        for the study as a whole (:func:`summary_interval`), and always when the run stops."""
         now = time.monotonic()
-        if self.parent_run_id is None or (not force and now - self._summary_sent < self.tracker.flush_seconds):
+        interval = summary_interval(self.tracker.flush_seconds, self._asked_after)
+        if self.parent_run_id is None or (not force and now - self._summary_sent < interval):
             return
         self._summary_sent = now
         try:
