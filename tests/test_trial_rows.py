@@ -1,13 +1,17 @@
 """hpo.running.trial_rows: trials read as plain rows are the trials Optuna's ORM builds, field for field,
-for every kind of param, value, curve point and attribute; missing trials and studies raise as Optuna's do."""
+for every kind of param, value, curve point and attribute; missing trials and studies raise as Optuna's do;
+the one-statement heartbeat is the row Optuna's stale check reads."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.running.trial_rows import LeanRDBStorage
@@ -80,3 +84,34 @@ def test_a_missing_trial_or_study_raises_keyerror_as_optunas(database_url: str) 
         lean.get_all_trials(study._study_id + 1)
     assert lean.get_all_trials(study._study_id) == []
     lean.engine.dispose()
+
+
+def _beats(storage: RDBStorage) -> list[tuple[int, object]]:
+    beats = models.TrialHeartbeatModel.__table__
+    with storage.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sqlalchemy.select(beats.c.trial_id, beats.c.heartbeat))]
+
+
+def test_the_one_statement_heartbeat_and_stale_check_agree_with_optunas(database_url: str) -> None:
+    # A trial's first beat inserts its row, later beats move the row's time forward (one row per trial);
+    # Optuna's own stale check then finds the trial whose beats stopped past the grace period, never the
+    # one that kept beating.
+    # The lean stale check answers as Optuna's on the same rows (a trial that never beat is not stale, a
+    # finished one neither).
+    lean = LeanRDBStorage(database_url, heartbeat_interval=1, grace_period=1)
+    optunas = RDBStorage(database_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=lean)
+    beating, stopped, _never_beat, finished = (lean.create_new_trial(study._study_id) for _ in range(4))
+    for trial_id in (beating, stopped, finished):
+        lean.record_heartbeat(trial_id)
+    lean.set_trial_state_values(finished, TrialState.FAIL)
+    first = dict(_beats(lean))
+    assert sorted(first) == [beating, stopped, finished]
+    assert optunas._get_stale_trial_ids(study._study_id) == lean._get_stale_trial_ids(study._study_id) == []
+    time.sleep(2.2)  # past the grace period, and past a whole second (SQLite's clock has seconds)
+    lean.record_heartbeat(beating)
+    later = dict(_beats(lean))
+    assert len(later) == 3 and later[beating] > first[beating] and later[stopped] == first[stopped]
+    assert optunas._get_stale_trial_ids(study._study_id) == lean._get_stale_trial_ids(study._study_id) == [stopped]
+    for storage in (optunas, lean):
+        storage.engine.dispose()
