@@ -22,7 +22,8 @@ work (the mean time a finished trial's objective slept); hpo's ask (stale check,
 and Optuna's tell latency p50/p99, MLflow REST request latency p50/p99, all measured inside the
 workers; the peak connections to the Optuna and MLflow databases (pg_stat_activity, polled); the
 workers' peak RSS, CPU per trial of the workers (with their start-up) and of the server
-(MLflow and the proxy), whether any worker imported torch; and the invariants: the budget exact, no duplicate
+(MLflow and the proxy), the whole machine's busy cores in the steady window (/proc/stat) and its CPU seconds
+per completed trial, whether any worker imported torch; and the invariants: the budget exact, no duplicate
 trial or MLflow run, nothing left RUNNING or WAITING in Optuna or MLflow. The `kill` runs SIGKILL 3
 workers mid-trial and let the others finish: the killed trials must end FAIL, re-queued and re-run.
 
@@ -302,6 +303,7 @@ class Run:
             "HPO_THREADS": "1",
         }
         self.study_file = self.dir / "study.yaml"
+        self.cpu = MachineCpu()
         self.heartbeat = 1 if kill else args.heartbeat
         heartbeat = self.heartbeat
         self.study_file.write_text(_study_yaml(self.name, self.n_trials, args.trial_seconds, args.epochs, heartbeat))
@@ -338,6 +340,7 @@ class Run:
                         peaks[key] = max(peaks[key], value)
                     if self.kill and not killed:
                         killed = self._kill_three(procs)
+                    self.cpu.sample()
                     time.sleep(0.2)
             wall = time.time() - started
             server_cpu = server.cpu_seconds() - server_cpu
@@ -421,7 +424,8 @@ class Run:
                 "no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)"
             )
         timings = _worker_timings(self.dir)
-        throughput, ideal, window = steady_throughput(trials, _objective_log(self.dir), self.n)
+        throughput, ideal, (begin, end) = steady_throughput(trials, _objective_log(self.dir), self.n)
+        busy = self.cpu.busy_cores(begin, end)
         survivors = [c for c in codes if c != -signal.SIGKILL]
         if any(c != 0 for c in survivors):
             problems.append(f"worker exit codes {codes}")
@@ -435,7 +439,10 @@ class Run:
             "trials/s": throughput,
             "ideal trials/s": ideal,
             "% of ideal": 100 * throughput / ideal if ideal else float("nan"),
-            "steady window s": window,
+            "steady window s": end - begin,
+            # every process on the machine (workers, PostgreSQL, the server): what bounds N on few cores
+            "machine CPU busy (cores)": busy,
+            "machine CPU s/trial": busy / throughput if throughput else float("nan"),
             "ask p50 ms": _pct(timings["ask"], 50),
             "ask p99 ms": _pct(timings["ask"], 99),
             "tell p50 ms": _pct(timings["tell"], 50),
@@ -520,9 +527,11 @@ def check_invariants(
     return problems
 
 
-def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int) -> tuple[float, float, float]:
+def steady_throughput(
+    trials: list[Any], progress: list[dict[str, Any]], n: int
+) -> tuple[float, float, tuple[float, float]]:
     """(completed trials/s while all N workers are busy, the ideal N / mean objective time of a finished trial,
-    the length of that window in seconds).
+    that window's (begin, end) in epoch seconds).
 
     The window opens when the last worker starts its first trial and closes when the first worker that
     finishes normally ends its last one (a killed worker's end is not counted), from the objective's log:
@@ -532,7 +541,7 @@ def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int)
     """
     finished = [t for t in trials if t.state.is_finished() and t.datetime_start and t.datetime_complete]
     if not finished:
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), float("nan"), (float("nan"), float("nan"))
     starts = sorted(t.datetime_start.timestamp() for t in finished)
     ends = sorted(t.datetime_complete.timestamp() for t in finished)
     first: dict[int, float] = {}
@@ -554,7 +563,31 @@ def steady_throughput(trials: list[Any], progress: list[dict[str, Any]], n: int)
         slept[record["trial"]] = slept.get(record["trial"], 0.0) + record["slept"]
     work = [slept[t.number] for t in finished if t.number in slept and t.state.name in ("COMPLETE", "PRUNED")]
     mean_work = statistics.fmean(work) if work else float("nan")
-    return done / (end - begin), n / mean_work, end - begin
+    return done / (end - begin), n / mean_work, (begin, end)
+
+
+class MachineCpu:
+    """The machine's busy CPU over time, from /proc/stat (Linux; elsewhere every figure is nan)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (time, busy CPU seconds since boot)
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def sample(self) -> None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return
+        # user, nice, system, idle, iowait, irq, softirq, steal: all but idle and iowait are busy
+        ticks = [int(f) for f in fields[:8]]
+        self.samples.append((time.time(), (sum(ticks) - ticks[3] - ticks[4]) / self.tick))
+
+    def busy_cores(self, begin: float, end: float) -> float:
+        """Mean cores busy between `begin` and `end` (the first and last samples inside the window)."""
+        inside = [s for s in self.samples if begin <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return float("nan")
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
 class _Connections:
@@ -635,7 +668,10 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
         "objective time of a finished trial). "
         "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, "
         "start-up requests included); "
-        "connections are the peak seen in pg_stat_activity; CPU per trial includes the workers' start-up.\n"
+        "connections are the peak seen in pg_stat_activity; worker CPU per trial includes the workers' start-up; "
+        "`machine CPU` is every process's (workers, PostgreSQL, server) in the steady window, from /proc/stat: "
+        "busy cores near the machine's count mean CPU bounds the run. The `optuna` path is a hand-written Optuna "
+        "loop with no hpo and no MLflow (its budget is Optuna's MaxTrialsCallback).\n"
     )
     columns = [c for c in rows[0] if c not in ("kill", "problems")] if rows else None
     print(_report.table([{**r, "path": r["path"] + (" (3 killed)" if r["kill"] else "")} for r in rows], columns))

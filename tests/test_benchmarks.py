@@ -437,6 +437,32 @@ def test_scale_runs_real_workers_on_both_storage_paths_and_checks_the_invariants
     )
 
 
+def test_scale_counts_the_machines_busy_cores_inside_the_window_only() -> None:
+    # Busy cores = busy CPU seconds over wall seconds between the first and the last sample inside the
+    # steady window; samples outside it do not count, and a window holding fewer than two has no figure.
+    cpu = load_script("scale").MachineCpu()
+    cpu.samples = [(0.0, 0.0), (10.0, 5.0), (20.0, 25.0), (30.0, 45.0), (40.0, 100.0)]
+    assert cpu.busy_cores(10.0, 30.0) == 2.0
+    assert cpu.busy_cores(5.0, 35.0) == 2.0
+    assert math.isnan(cpu.busy_cores(12.0, 18.0))
+
+
+def test_scale_checks_mlflow_runs_only_for_tracked_runs() -> None:
+    # The bare Optuna loop (`--paths optuna`) logs no MLflow run: its invariants are Optuna's alone (the
+    # budget, nothing left running); a tracked run without its MLflow runs is broken.
+    from optuna.trial import TrialState, create_trial
+
+    trials = [create_trial(state=TrialState.COMPLETE, value=1.0) for _ in range(3)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    scale = load_script("scale")
+    assert scale.check_invariants(trials, [], n_trials=3, killed=[], tracked=False) == []
+    assert scale.check_invariants(trials, [], n_trials=3, killed=[]) == ["0 MLflow trial runs for 3 trials"]
+    assert scale.check_invariants(trials, [], n_trials=4, killed=[], tracked=False) == [
+        "budget: 3 trials count towards n_trials=4"
+    ]
+
+
 def test_large_study_fills_an_hpo_study_and_times_every_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
