@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--kill",
         default=None,
-        help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated (default: each path at the largest N)",
+        help="PATH:N runs that SIGKILL 3 workers mid-trial, comma-separated, or none (default: each path at the "
+        "largest N)",
     )
     parser.add_argument(
         "--heartbeat",
@@ -123,11 +124,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not counts or min(counts) < 1 or any(p not in PATHS for p in paths):
         parser.error(f"--workers: positive integers; --paths: any of {', '.join(PATHS)}")
-    kills = (
-        [(k.split(":")[0], int(k.split(":")[1])) for k in args.kill.split(",")]
-        if args.kill
-        else [(p, max(counts)) for p in paths]
-    )
+    if args.kill == "none":
+        kills = []
+    elif args.kill:
+        kills = [(k.split(":")[0], int(k.split(":")[1])) for k in args.kill.split(",")]
+    else:
+        kills = [(p, max(counts)) for p in paths]
     if any(n < 4 for _, n in kills):
         parser.error("--kill: N must be at least 4 (3 workers are killed, one must remain)")
 
