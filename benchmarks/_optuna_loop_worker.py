@@ -3,7 +3,8 @@
 What a user writes from Optuna's guide to distributed optimization: the study loaded from the same
 PostgreSQL database, the same sampler, pruner, heartbeat and retry as the hpo study of the same run, the
 same simulated training (`_simulated_objective.simulated_trial`), and `MaxTrialsCallback` for the budget
-(checked after each trial, so workers can overshoot it: the benchmark reports that as it finds it).
+(checked after each trial, so workers can overshoot it: the benchmark reports that as it finds it). The
+plug-in's module it shares the training with imports `hpo.objectives` for its decorator; no hpo code runs.
 
     python benchmarks/_optuna_loop_worker.py OUT.json STORAGE_URL STUDY N_TRIALS TRIAL_SECONDS EPOCHS HEARTBEAT SEED
 

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import GRPC_SCHEME, grpc_address
 from hpo.errors import ServiceError
-from hpo.running.trial_rows import LeanRDBStorage
+from hpo.running.trial_rows import LeanRDBStorage, grace_seconds
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
 BUDGET_REFUSED = "hpo: the study's trial budget is used up"
@@ -70,7 +70,7 @@ class GrpcStorage(GrpcStorageProxy, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat_interval is not None
-        grace = self.grace_period or 2 * self.heartbeat_interval
+        grace = grace_seconds(self.heartbeat_interval, self.grace_period)
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         return [

@@ -111,6 +111,12 @@ def read_trials(
     return trials
 
 
+def grace_seconds(heartbeat_interval: int, grace_period: int | None) -> int:
+    """Optuna's grace period: a running trial whose last beat is older than this is stale (twice the
+    heartbeat interval unless set). Every storage hpo opens applies it this way."""
+    return 2 * heartbeat_interval if grace_period is None else grace_period
+
+
 class LeanRDBStorage(RDBStorage):
     """Optuna's RDBStorage, its trials read by :func:`read_trials` (the same trials, without the ORM), its
     heartbeat written in one statement and its stale trials found with plain queries."""
@@ -132,7 +138,7 @@ class LeanRDBStorage(RDBStorage):
         # clock; a trial that never beat is not stale) on two plain queries instead of every running trial
         # loaded through the ORM: each worker asks once a heartbeat interval.
         assert self.heartbeat_interval is not None
-        grace = timedelta(seconds=2 * self.heartbeat_interval if self.grace_period is None else self.grace_period)
+        grace = timedelta(seconds=grace_seconds(self.heartbeat_interval, self.grace_period))
         beats = models.TrialHeartbeatModel.__table__
         with self.engine.connect() as conn:
             now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one().replace(tzinfo=None)
@@ -176,4 +182,4 @@ class LeanRDBStorage(RDBStorage):
             return read_trials(conn, where)
 
 
-__all__ = ["LeanRDBStorage", "read_trials"]
+__all__ = ["LeanRDBStorage", "grace_seconds", "read_trials"]
