@@ -102,12 +102,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="MLflow server worker processes (hpo server --workers; default 1, hpo's default)",
     )
     parser.add_argument(
-        "--grpc-processes",
-        type=int,
-        default=1,
-        help="gRPC proxy processes sharing its port (hpo server --grpc-processes; default 1)",
-    )
-    parser.add_argument(
         "--run-timeout",
         type=float,
         default=600,
@@ -159,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     f"{args.postgres}/{mlflow_db}",
                     f"{direct_url}?application_name={PROXY_APP}",
                     workers=args.server_workers,
-                    grpc_processes=args.grpc_processes,
                 )
             )
             urls = {"direct": direct_url, "grpc": server.grpc_url, "optuna": direct_url}
@@ -198,7 +191,7 @@ class HpoServer:
     """`hpo server --grpc-port` as a subprocess in its own process group: MLflow, and the proxy in front of
     Optuna's database."""
 
-    def __init__(self, work: Path, backend: str, storage: str, *, workers: int = 1, grpc_processes: int = 1) -> None:
+    def __init__(self, work: Path, backend: str, storage: str, *, workers: int = 1) -> None:
         self.port, self.grpc_port = _free_port(), _free_port()
         self.url, self.grpc_url = f"http://127.0.0.1:{self.port}", f"grpc://127.0.0.1:{self.grpc_port}"
         self.log = work / "server.log"
@@ -215,8 +208,6 @@ class HpoServer:
             str(work / "artifacts"),
             "--workers",
             str(workers),
-            "--grpc-processes",
-            str(grpc_processes),
         ]
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend, "HPO_STORAGE": storage}
         with self.log.open("w") as log:
@@ -674,8 +665,7 @@ def _publish(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[di
         "TPE + median pruning, "
         f"heartbeats every {args.heartbeat} s (every 1 s in kill runs); runs logged to {logged}; "
         f"one `hpo server` with {args.server_workers} MLflow "
-        f"worker process(es) and the gRPC proxy ({args.grpc_processes} process(es) of 8 threads). "
-        "`% of ideal` = completed trials/s while all N workers "
+        "worker process(es) and the gRPC proxy (8 threads). `% of ideal` = completed trials/s while all N workers "
         "are busy (`steady window s`: from the last worker's first trial to the first worker's last) / (N / mean "
         "objective time of a finished trial). "
         "Latencies are measured inside the workers (`s/trial`: the time a worker waited on it per trial it told, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sqlite3
@@ -115,47 +114,6 @@ def test_hpo_run_with_two_workers_through_the_proxy_runs_exactly_the_budget(
     assert [row["number"] for row in json.loads(status.stdout)] == list(range(5))
 
 
-def _listening_sockets(port: int) -> int:
-    """Sockets listening on `port` on this machine, from /proc/net (Linux)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(table) as rows:
-            for row in list(rows)[1:]:
-                local, state = row.split()[1], row.split()[3]
-                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
-    return count
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts listening sockets in /proc/net (Linux)")
-def test_proxy_processes_share_the_port_run_exactly_the_budget_and_stop_together(
-    sleepy_study: Callable[..., Path], tmp_path: Path
-) -> None:
-    # `processes=3`: three processes listen on the one port, each with its own socket; three workers
-    # through it run exactly the budget whichever process answers each (the budget is counted under the
-    # database's lock); stopping the server stops the other two and frees the port.
-    database = tmp_path / "optuna.db"
-    server = ProxyServer(f"sqlite:///{database}", host="127.0.0.1", port=free_port(), threads=4, processes=3)
-    server.start()
-    others = list(server._others)
-    try:
-        assert len(others) == 2 and all(p.poll() is None for p in others)
-        assert _listening_sockets(server.port) == 3
-        study_file = sleepy_study("three-proxies", 7)
-        tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        result = run_hpo(
-            "run", study_file, "--workers", "3", "--storage", server.url, "--tracking-uri", tracking, timeout=300
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    finally:
-        server.stop()
-    assert all(p.poll() is not None for p in others)
-    assert _listening_sockets(server.port) == 0
-    trials = optuna.load_study(study_name="three-proxies", storage=f"sqlite:///{database}").get_trials()
-    assert [t.number for t in trials] == list(range(7))
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-
-
 def test_the_proxy_refuses_a_new_trial_beyond_the_stored_budget(proxy: ProxyServer) -> None:
     # Workers cannot take the database's budget lock through the proxy, so the proxy counts under it:
     # with the budget used up, asking for a new trial is refused (the worker reads it as "done"),
@@ -234,14 +192,11 @@ def test_doctor_checks_the_proxy(proxy: ProxyServer) -> None:
 
 def test_hpo_server_serves_the_proxy_and_refuses_bad_grpc_settings(tmp_path: Path) -> None:
     # `hpo server --grpc-port` runs the proxy beside MLflow and says how workers reach it; the port
-    # of MLflow itself, no database to serve, or proxy processes without a proxy port, is refused
-    # (exit 2) before anything starts.
+    # of MLflow itself, or no database to serve, is refused (exit 2) before anything starts.
     same = run_hpo("server", "--port", "5999", "--grpc-port", "5999", "--storage", "sqlite:///x.db", timeout=120)
     assert same.returncode == 2 and "--grpc-port: 5999 is also the MLflow server's --port" in same.stderr
     missing = run_hpo("server", "--port", str(free_port()), "--grpc-port", str(free_port()), timeout=120)
     assert missing.returncode == 2 and "--storage: --grpc-port needs the Optuna storage database" in missing.stderr
     remote = run_hpo("server", "--grpc-port", str(free_port()), "--storage", "grpc://127.0.0.1:1", timeout=120)
     assert remote.returncode == 2 and "--storage: malformed URL" in remote.stderr
-    alone = run_hpo("server", "--port", str(free_port()), "--grpc-processes", "2", timeout=120)
-    assert alone.returncode == 2 and "--grpc-processes: only used with --grpc-port" in alone.stderr
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "mlflow.db").exists()

@@ -63,14 +63,6 @@ def server(
         help="Also serve the Optuna storage (--storage) to workers through Optuna's gRPC proxy on this port; "
         "workers then use --storage grpc://HOST:PORT.",
     ),
-    grpc_processes: int = typer.Option(
-        1,
-        "--grpc-processes",
-        min=1,
-        max=64,
-        help="Proxy processes sharing --grpc-port (Linux): one serves about a core's worth of requests "
-        "(~10 two-second trials a second); each keeps up to 9 database connections.",
-    ),
     storage: str | None = typer.Option(
         None,
         "--storage",
@@ -91,7 +83,7 @@ def server(
         artifacts_destination=artifacts_destination,
         workers=workers,
     )
-    proxy = _proxy(storage, host, grpc_port, port, processes=grpc_processes)
+    proxy = _proxy(storage, host, grpc_port, port)
     tracking = TrackingServer(config)
     tracking.prepare()
     typer.echo(
@@ -130,12 +122,8 @@ def server(
         signal.signal(signal.SIGTERM, previous)
 
 
-def _proxy(
-    storage: str | None, host: str, grpc_port: int | None, port: int, *, processes: int = 1
-) -> ProxyServer | None:
+def _proxy(storage: str | None, host: str, grpc_port: int | None, port: int) -> ProxyServer | None:
     """The gRPC storage proxy --grpc-port asks for, its settings checked before anything starts."""
-    if grpc_port is None and processes > 1:
-        raise UsageError("--grpc-processes: only used with --grpc-port (the proxy's port); add --grpc-port PORT")
     if grpc_port is None:
         if storage is not None and os.environ.get(STORAGE_ENV) != storage:
             raise UsageError(
@@ -156,4 +144,4 @@ def _proxy(
     check_port_free(host, grpc_port)
     from hpo.running.grpc_storage import ProxyServer  # Optuna's import only where the proxy is served
 
-    return ProxyServer(storage, host=host, port=grpc_port, processes=processes)
+    return ProxyServer(storage, host=host, port=grpc_port)

@@ -18,11 +18,6 @@ hpo adds the two things its workers rely on that the plain proxy lacks:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +29,7 @@ from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config.settings import GRPC_SCHEME, STORAGE_ENV, grpc_address
+from hpo.config.settings import GRPC_SCHEME, grpc_address
 from hpo.errors import ServiceError
 from hpo.running.trial_rows import LeanRDBStorage, grace_seconds
 
@@ -157,21 +152,11 @@ class ProxiedStorage(LeanRDBStorage):
 
 
 class ProxyServer:
-    """Optuna's gRPC storage proxy serving `storage_url` on host:port, in a thread pool of this process and
-    `processes - 1` more processes on the same port.
+    """Optuna's gRPC storage proxy serving `storage_url` on host:port, in a thread pool of this process."""
 
-    One proxy process answers at most about one core's worth of requests (Python's lock: ~10 two-second
-    trials a second from 32 workers, BENCHMARKS.md §7). More processes share the port (SO_REUSEPORT, which
-    gRPC sets on Linux): each worker's connection is given to one of them, and each keeps its own cache of
-    finished trials and its own database connections, as direct workers do. The budget is still counted
-    under the database's lock, so it holds across them.
-    """
-
-    def __init__(self, storage_url: str, *, host: str, port: int, threads: int = 8, processes: int = 1) -> None:
+    def __init__(self, storage_url: str, *, host: str, port: int, threads: int = 8) -> None:
         self.storage_url, self.host, self.port, self.threads = storage_url, host, port, threads
-        self.processes = processes
         self._server: Any = None
-        self._others: list[subprocess.Popen[str]] = []
 
     def start(self) -> str:
         """Serve (the Optuna schema created if missing) and return the workers' storage URL."""
@@ -195,32 +180,7 @@ class ProxyServer:
             storage, self.host, self.port, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hpo-grpc")
         )
         self._server.start()
-        try:
-            self._others = [self._spawn() for _ in range(self.processes - 1)]
-            for other in self._others:
-                self._wait_ready(other)
-        except BaseException:
-            self.stop()
-            raise
         return self.url
-
-    def _spawn(self) -> subprocess.Popen[str]:
-        """One more proxy process on this port; the database URL goes in the environment, not on its
-        command line (`ps` shows that to every local user). It stops when its stdin closes, so it never
-        outlives this process."""
-        return subprocess.Popen(
-            [sys.executable, "-c", _SERVE_ONE_MORE, self.host, str(self.port), str(self.threads)],
-            env={**os.environ, STORAGE_ENV: self.storage_url},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def _wait_ready(self, other: subprocess.Popen[str]) -> None:
-        assert other.stdout is not None
-        if other.stdout.readline().strip() != _READY:
-            other.wait(timeout=30)
-            raise ServiceError(f"a gRPC proxy process on port {self.port} did not start (exit code {other.returncode})")
 
     @property
     def url(self) -> str:
@@ -228,33 +188,6 @@ class ProxyServer:
         return f"{GRPC_SCHEME}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def stop(self, *, grace: float = 5.0) -> None:
-        for other in self._others:
-            with contextlib.suppress(OSError):
-                assert other.stdin is not None
-                other.stdin.close()  # its signal to stop, after the requests under way
         if self._server is not None:
             self._server.stop(grace).wait(grace + 1)
             self._server = None
-        for other in self._others:
-            try:
-                other.wait(timeout=grace + 5)
-            except subprocess.TimeoutExpired:
-                other.kill()
-                other.wait()
-        self._others = []
-
-
-_READY = "hpo-grpc-proxy ready"
-_SERVE_ONE_MORE = "from hpo.running.grpc_storage import serve_until_stdin_closes; serve_until_stdin_closes()"
-
-
-def serve_until_stdin_closes() -> None:
-    """One of `hpo server --grpc-processes`'s extra proxy processes (`python -c ... HOST PORT THREADS`),
-    serving the database in HPO_STORAGE until its parent closes its stdin (or dies)."""
-    host, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops this one
-    server = ProxyServer(os.environ[STORAGE_ENV], host=host, port=port, threads=threads)
-    server.start()
-    print(_READY, flush=True)
-    sys.stdin.read()
-    server.stop()
