@@ -291,6 +291,7 @@ class Run:
         postgres: str,
     ) -> None:
         self.args, self.path, self.n, self.kill = args, path, workers, kill
+        self.bare = path == "optuna"  # the hand-written Optuna loop: no hpo command, no MLflow
         self.name = f"scale-{path}-{workers}{'-kill' if kill else ''}-{tag}"
         self.dir = work / self.name
         self.dir.mkdir()
@@ -353,7 +354,7 @@ class Run:
         return self._row(wall, peaks, killed, codes, server_cpu)
 
     def _create_study(self) -> None:
-        if self.path == "optuna":
+        if self.bare:
             import optuna
 
             storage = optuna.storages.RDBStorage(self.storage)
@@ -374,7 +375,7 @@ class Run:
 
     def _worker_argv(self, index: int) -> list[str]:
         out = str(self.dir / f"worker-{index}.json")
-        if self.path == "optuna":
+        if self.bare:
             numbers = [self.n_trials, self.args.trial_seconds, self.args.epochs, self.heartbeat, index]
             return [
                 sys.executable,
@@ -413,14 +414,13 @@ class Run:
             trials = optuna.load_study(study_name=self.name, storage=storage).get_trials(deepcopy=False)
         finally:
             storage.engine.dispose()  # nothing may hold the database that is dropped at the end
-        tracked = self.path != "optuna"  # the bare loop logs nothing to MLflow
         runs: list[Any] = []
-        if tracked:
+        if not self.bare:
             client = MlflowClient(tracking_uri=self.tracking_uri)
             with _bounded_mlflow_requests():  # a server that stopped answering fails this run, not the benchmark
                 experiment = client.get_experiment_by_name(self.name)
                 runs = client.search_runs([experiment.experiment_id], max_results=50_000) if experiment else []
-        problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed, tracked=tracked)
+        problems = check_invariants(trials, runs, n_trials=self.n_trials, killed=killed, tracked=not self.bare)
         if self.kill and not killed:
             problems.append(
                 "no moment with 3 workers mid-trial was found: nothing was killed (more --trials-per-worker)"
@@ -433,7 +433,7 @@ class Run:
             problems.append(f"worker exit codes {codes}")
         return {
             "path": self.path,
-            "tracking": self.args.tracking if tracked else "none",
+            "tracking": "none" if self.bare else self.args.tracking,
             "workers": self.n,
             "kill": self.kill,
             "n_trials": self.n_trials,
