@@ -216,16 +216,21 @@ class HpoServer:
             )
 
     def __enter__(self) -> HpoServer:
-        deadline = time.monotonic() + 180
+        try:
+            self._wait_until_up(deadline=time.monotonic() + 180)
+        except BaseException:  # not up in time, or the benchmark stopped meanwhile: the server goes too
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_until_up(self, *, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.__exit__()
                 raise SystemExit(f"hpo server exited ({self.process.returncode}): {self.log.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return self
+                    return
             time.sleep(0.5)
-        self.__exit__()
         raise SystemExit(f"hpo server did not answer within 180 s: {self.log.read_text()[-2000:]}")
 
     def __exit__(self, *exc: object) -> None:
