@@ -354,6 +354,11 @@ def redact(text: str) -> str:
     return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 
+def is_postgresql(url: str) -> bool:
+    """Whether a storage or tracking URL names a PostgreSQL database (any driver)."""
+    return url.startswith(("postgresql", "postgres"))
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file behind a sqlite:/// URL (None for in-memory or other databases)."""
     match = re.match(r"^sqlite(?:\+\w+)?:///", url)

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy
 
-from hpo.config.settings import redact, sqlite_path
+from hpo.config.settings import is_postgresql, redact, sqlite_path
 from hpo.errors import ServiceError
 from hpo.running.databases import OPTUNA, alembic_heads, first_line, read_sqlite
 from hpo.running.meta import (
@@ -139,7 +139,7 @@ def trial_row(
 def best_rows(url: str, study_name: str, *, k: int, field: str = "storage") -> list[dict[str, Any]] | None:
     """The k best trials' rows (best first) of a single-objective study, or None where Optuna must read it."""
     path = sqlite_path(url)
-    if path is None and not url.startswith(("postgresql", "postgres", "mysql")):
+    if path is None and not (is_postgresql(url) or url.startswith("mysql")):
         return None  # a gRPC proxy, or a database whose dialect hpo does not know
     if path is not None and (path == ":memory:" or not _sqlite_at_head(path, field=field)):
         return None
@@ -159,7 +159,7 @@ def best_rows(url: str, study_name: str, *, k: int, field: str = "storage") -> l
 
 
 def _connect_args(url: str) -> dict[str, Any]:
-    return {"connect_args": {"connect_timeout": 5}} if url.startswith(("postgresql", "postgres")) else {}
+    return {"connect_args": {"connect_timeout": 5}} if is_postgresql(url) else {}
 
 
 def _sqlite_at_head(path: Path, *, field: str) -> bool:

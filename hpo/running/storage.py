@@ -17,7 +17,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from hpo.config.settings import is_grpc_url, redact, sqlite_path
+from hpo.config.settings import is_grpc_url, is_postgresql, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
 from hpo.running.best_query import ranking_query
 from hpo.running.databases import (
@@ -61,7 +61,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     # with 32 workers on a server allowing 100 (PostgreSQL's default), two each left MLflow's server none;
     # the heartbeat thread opens a second only when it beats during the main thread's query.
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 1, "max_overflow": 4}
-    if url.startswith(("postgresql", "postgres")):
+    if is_postgresql(url):
         kwargs["connect_args"] = {"connect_timeout": 5}
     return kwargs
 
@@ -265,7 +265,7 @@ def budget_lock(url: str, study_name: str, *, patience: float = CONNECT_PATIENCE
         with file_lock(path.with_name(path.name + ".hpo-lock")):
             yield
         return
-    if url.startswith(("postgresql", "postgres")):
+    if is_postgresql(url):
         key = lock_key(study_name)
         with refused_connections(url), advisory_lock(_lock_engine(url), key, patience=patience):
             yield
@@ -303,7 +303,7 @@ def try_lock(url: str, name: str) -> Iterator[bool]:
         with file_lock(path.with_name(f"{path.name}.hpo-lock-{lock_key(name)}"), wait=False) as taken:
             yield taken
         return
-    if url.startswith(("postgresql", "postgres")):
+    if is_postgresql(url):
         key = lock_key(name)
         with refused_connections(url), connect_patiently(_lock_engine(url)) as conn:
             taken = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy
 
-from hpo.config.settings import sqlite_path
+from hpo.config.settings import is_postgresql, sqlite_path
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ def database_init_lock(url: str, schema: str) -> Iterator[None]:
         with file_lock(path.with_name(f"{path.name}.hpo-init-lock")):
             yield
         return
-    if not url.startswith(("postgresql", "postgres")):
+    if not is_postgresql(url):
         yield
         return
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})

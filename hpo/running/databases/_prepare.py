@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from hpo.config.settings import data_dir, redact, sqlite_path
+from hpo.config.settings import data_dir, is_postgresql, redact, sqlite_path
 from hpo.errors import ServiceError, UsageError
 from hpo.running.databases._inspect import check_database, judge, read_database, read_sqlite
 from hpo.running.databases._locks import database_init_lock
@@ -55,7 +55,7 @@ def prepared_database(url: str, schema: Schema, build: Build, *, field: str) -> 
 
 
 def _judge_server_database(url: str, schema: Schema, *, field: str) -> None:
-    if not url.startswith(("postgresql", "postgres")):
+    if not is_postgresql(url):
         return
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
     try:
@@ -181,7 +181,7 @@ def ensure_database(url: str, *, field: str = "storage") -> None:
         except OSError as exc:
             raise UsageError(f"{field}: cannot create the folder of {path} ({exc.strerror})") from None
         return
-    if not url.startswith(("postgresql", "postgres")):
+    if not is_postgresql(url):
         return
     target = sqlalchemy.engine.make_url(url)
     admin = sqlalchemy.create_engine(

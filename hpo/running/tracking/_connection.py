@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from hpo.config.settings import env_setting, redact, sqlite_path
+from hpo.config.settings import env_setting, is_postgresql, redact, sqlite_path
 from hpo.errors import ServiceError
 from hpo.running.databases import MLFLOW, first_line, prepared_database
 from hpo.running.tracking._layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
@@ -265,7 +265,7 @@ def _unpooled_mlflow_store(tracking_uri: str) -> Iterator[None]:
     a few requests at start, and 32 workers keeping two connections each filled a server of 100. Unless the
     environment chooses MLflow's pool; never for an MLflow server (its requests are all through the store)."""
     key = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
-    if key in os.environ or not tracking_uri.startswith(("postgresql", "postgres")):
+    if key in os.environ or not is_postgresql(tracking_uri):
         yield
         return
     os.environ[key] = "NullPool"
